@@ -1,0 +1,307 @@
+//! The command line: clap types, logging set-up and dispatch.
+//!
+//! Clap types stop here. Each subcommand is turned into a plain options struct from
+//! [`crate::commands`] and handed to that command's `run` function, which returns an
+//! exit code. Errors are printed once, here, as an `anyhow` chain.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::commands;
+use crate::exit;
+
+/// Offload: run a test suite in parallel sandboxes, retry failures, tell flaky tests
+/// from broken ones and write one JUnit report.
+#[derive(Debug, Parser)]
+#[command(name = "offload", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_name = "PATH",
+        default_value = "offload.toml"
+    )]
+    pub config: PathBuf,
+
+    /// More diagnostics on stderr (repeat for debug output).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Discover the tests, run them in parallel sandboxes and report.
+    Run(RunArgs),
+    /// Discover tests without running them.
+    Collect(CollectArgs),
+    /// Check the configuration file and print a summary of its settings.
+    Validate,
+    /// Write a new configuration file.
+    Init(InitArgs),
+    /// Show per-test results of the most recent run.
+    Logs(LogsArgs),
+    /// Apply a git-format patch (text and binary) to a directory, all or nothing.
+    ApplyDiff(ApplyDiffArgs),
+    /// Show the image cache state of the current commit.
+    CheckpointStatus(CheckpointStatusArgs),
+}
+
+/// Flags of `offload run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Maximum number of sandboxes running at once (overrides `max_parallel`).
+    #[arg(short, long, value_name = "N")]
+    pub parallel: Option<usize>,
+    /// Discover tests, print them and stop.
+    #[arg(long)]
+    pub collect_only: bool,
+    /// Copy a directory into each sandbox image (repeatable).
+    #[arg(long = "copy-dir", value_name = "LOCAL:REMOTE")]
+    pub copy_dirs: Vec<String>,
+    /// Set an environment variable in the sandboxes (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Skip the image cache: no git-notes lookup, write, fetch or push.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Stop scheduling after the first failure and cancel running batches.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Print the estimated sandbox cost in the summary.
+    #[arg(long)]
+    pub show_estimated_cost: bool,
+    /// Plain progress lines instead of a progress bar (also when `CI=true`).
+    #[arg(long)]
+    pub ci: bool,
+}
+
+/// Output formats of `offload collect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CollectFormat {
+    /// Groups and test IDs, for people.
+    Text,
+    /// A JSON array of test records, alone on stdout.
+    Json,
+}
+
+/// Flags of `offload collect`.
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = CollectFormat::Text)]
+    pub format: CollectFormat,
+}
+
+/// Providers `offload init` can write a configuration for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitProvider {
+    /// Local child processes.
+    Local,
+    /// Your own shell commands drive the sandboxes.
+    Default,
+    /// Modal cloud sandboxes.
+    Modal,
+}
+
+/// Frameworks `offload init` can write a configuration for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitFramework {
+    /// pytest.
+    Pytest,
+    /// cargo-nextest.
+    #[value(alias = "nextest")]
+    Cargo,
+    /// Your own discovery and run commands.
+    Default,
+}
+
+/// Flags of `offload init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Provider to configure.
+    #[arg(short, long, value_enum, default_value_t = InitProvider::Local)]
+    pub provider: InitProvider,
+    /// Test framework to configure.
+    #[arg(short, long, value_enum, default_value_t = InitFramework::Pytest)]
+    pub framework: InitFramework,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Flags of `offload logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Only failed tests.
+    #[arg(long)]
+    pub failures: bool,
+    /// Only tests that ended in an error.
+    #[arg(long)]
+    pub errors: bool,
+    /// Only the test with exactly this ID (repeatable).
+    #[arg(long = "test", value_name = "ID")]
+    pub tests: Vec<String>,
+    /// Only tests whose ID matches this regular expression (anywhere in the ID).
+    #[arg(long, value_name = "PATTERN")]
+    pub test_regex: Option<String>,
+}
+
+/// Flags of `offload apply-diff`.
+#[derive(Debug, Args)]
+pub struct ApplyDiffArgs {
+    /// The patch file (`git diff --binary` format).
+    pub patch: PathBuf,
+    /// Directory the patch paths are relative to.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub project_root: PathBuf,
+}
+
+/// Flags of `offload checkpoint-status`.
+#[derive(Debug, Args)]
+pub struct CheckpointStatusArgs {
+    /// Remote to fetch image notes from.
+    #[arg(long, default_value = "origin")]
+    pub remote: String,
+}
+
+/// Parses the command line, runs the command and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // Help and version are not errors; every usage error exits 1, never 2.
+            let code = if err.use_stderr() {
+                exit::FAILURE
+            } else {
+                exit::SUCCESS
+            };
+            let _ = err.print();
+            return code;
+        }
+    };
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return exit::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// Diagnostics go to stderr; `-v` shows info, `-vv` debug. `RUST_LOG` wins when set.
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let config = cli.config;
+    match cli.command {
+        Command::Run(args) => commands::run::run(&config, args.into()).await,
+        Command::Collect(args) => {
+            commands::collect::run(&config, args.format == CollectFormat::Json).await
+        }
+        Command::Validate => commands::validate::run(&config),
+        Command::Init(args) => commands::init::run(&config, args.into()),
+        Command::Logs(args) => commands::logs::run(&config, args.into()),
+        Command::ApplyDiff(args) => commands::apply_diff::run(&args.patch, &args.project_root),
+        Command::CheckpointStatus(args) => commands::checkpoint_status::run(&config, &args.remote),
+    }
+}
+
+impl From<RunArgs> for commands::run::RunOptions {
+    fn from(a: RunArgs) -> Self {
+        Self {
+            parallel: a.parallel,
+            collect_only: a.collect_only,
+            copy_dirs: a.copy_dirs,
+            env: a.env,
+            no_cache: a.no_cache,
+            fail_fast: a.fail_fast,
+            show_estimated_cost: a.show_estimated_cost,
+            ci: a.ci || std::env::var("CI").is_ok_and(|v| v == "true"),
+        }
+    }
+}
+
+impl From<InitArgs> for commands::init::InitOptions {
+    fn from(a: InitArgs) -> Self {
+        use crate::commands::init::{FrameworkChoice, ProviderChoice};
+        Self {
+            provider: match a.provider {
+                InitProvider::Local => ProviderChoice::Local,
+                InitProvider::Default => ProviderChoice::Default,
+                InitProvider::Modal => ProviderChoice::Modal,
+            },
+            framework: match a.framework {
+                InitFramework::Pytest => FrameworkChoice::Pytest,
+                InitFramework::Cargo => FrameworkChoice::Cargo,
+                InitFramework::Default => FrameworkChoice::Default,
+            },
+            force: a.force,
+        }
+    }
+}
+
+impl From<LogsArgs> for commands::logs::LogsOptions {
+    fn from(a: LogsArgs) -> Self {
+        Self {
+            failures: a.failures,
+            errors: a.errors,
+            tests: a.tests,
+            test_regex: a.test_regex,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_are_accepted_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["offload", "run", "-c", "x.toml", "-v"]).unwrap();
+        assert_eq!(cli.config, PathBuf::from("x.toml"));
+        assert_eq!(cli.verbose, 1);
+        let cli = Cli::try_parse_from(["offload", "-c", "y.toml", "validate"]).unwrap();
+        assert_eq!(cli.config, PathBuf::from("y.toml"));
+    }
+}

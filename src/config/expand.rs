@@ -1,0 +1,1 @@
+//! Environment expansion of config strings: `${VAR}`, `${VAR:-default}`, `$$`.

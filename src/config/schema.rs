@@ -1,0 +1,404 @@
+//! The `offload.toml` schema, with the defaults of the user manual.
+//!
+//! These types describe the file as written. They do no I/O and read no environment;
+//! [`super::load`] expands `${VAR}` references and [`super::validate`] checks the
+//! rules that span fields.
+
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Config {
+    /// `[offload]`: core settings.
+    pub offload: OffloadConfig,
+    /// `[provider]`: where batches run.
+    pub provider: ProviderConfig,
+    /// `[framework]`: how tests are discovered and run.
+    pub framework: FrameworkConfig,
+    /// `[groups.NAME]`: at least one; kept in file order.
+    pub groups: IndexMap<String, GroupConfig>,
+    /// `[report]`: output files. The defaults apply when the table is absent.
+    #[serde(default)]
+    pub report: ReportConfig,
+    /// `[checkpoint]`: its presence turns on checkpoint mode for image caching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointConfig>,
+    /// `[history]`: timing history (parsed; durations also come from the last report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryConfig>,
+}
+
+/// `[offload]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct OffloadConfig {
+    /// Maximum number of sandboxes running at once.
+    #[serde(default = "default_max_parallel")]
+    pub max_parallel: usize,
+    /// Timeout of one batch, in seconds.
+    #[serde(default = "default_test_timeout_secs")]
+    pub test_timeout_secs: u64,
+    /// Working directory of test processes (local provider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<PathBuf>,
+    /// Test working directory inside the sandbox, exported as `OFFLOAD_ROOT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_project_root: Option<String>,
+    /// Repository root inside the sandbox (root of thin-diff patches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_repo_root: Option<String>,
+    /// Command run during the image build, after the tree and copy dirs are in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_init_cmd: Option<String>,
+    /// Command run after a thin-diff patch is applied (`OFFLOAD_PATCH_FILE` set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_patch_cmd: Option<String>,
+    /// Accepted for compatibility; Offload never runs speculative duplicates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impatiently_requeue_batches: Option<bool>,
+    /// How many groups are discovered at once (0: one per CPU).
+    #[serde(default)]
+    pub max_parallel_collection: usize,
+}
+
+fn default_max_parallel() -> usize {
+    10
+}
+fn default_test_timeout_secs() -> u64 {
+    900
+}
+
+/// `[provider]`, selected by `type`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ProviderConfig {
+    /// Local child processes.
+    Local(LocalProviderConfig),
+    /// User shell commands drive the sandbox lifecycle.
+    Default(DefaultProviderConfig),
+    /// Modal cloud sandboxes.
+    Modal(ModalProviderConfig),
+}
+
+impl ProviderConfig {
+    /// The `type` string as written in the file.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Local(_) => "local",
+            Self::Default(_) => "default",
+            Self::Modal(_) => "modal",
+        }
+    }
+
+    /// Environment variables for test processes.
+    pub fn env(&self) -> &IndexMap<String, String> {
+        match self {
+            Self::Local(p) => &p.env,
+            Self::Default(p) => &p.env,
+            Self::Modal(p) => &p.env,
+        }
+    }
+
+    /// Mutable access to the environment table (for `--env`).
+    pub fn env_mut(&mut self) -> &mut IndexMap<String, String> {
+        match self {
+            Self::Local(p) => &mut p.env,
+            Self::Default(p) => &mut p.env,
+            Self::Modal(p) => &mut p.env,
+        }
+    }
+}
+
+/// `[provider] type = "local"`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct LocalProviderConfig {
+    /// Working directory of spawned processes (default: the current directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<PathBuf>,
+    /// Environment variables for test processes.
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
+    /// Shell used to run commands.
+    #[serde(default = "default_shell")]
+    pub shell: String,
+}
+
+fn default_shell() -> String {
+    "/bin/sh".to_owned()
+}
+
+/// `[provider] type = "default"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DefaultProviderConfig {
+    /// Runs once before sandboxes are created; its last stdout line is the image id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare_command: Option<String>,
+    /// Creates a sandbox and prints its id (`{image_id}`).
+    pub create_command: String,
+    /// Runs a command in a sandbox (`{sandbox_id}`, `{command}`).
+    pub exec_command: String,
+    /// Destroys a sandbox (`{sandbox_id}`).
+    pub destroy_command: String,
+    /// Downloads files from a sandbox (`{sandbox_id}`, `{paths}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_command: Option<String>,
+    /// Working directory of the lifecycle commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<PathBuf>,
+    /// Timeout of lifecycle commands, in seconds.
+    #[serde(default = "default_remote_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Directories copied into the image, as `"local:remote"`.
+    #[serde(default)]
+    pub copy_dirs: Vec<String>,
+    /// Environment variables for test processes.
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
+    /// CPU cores per sandbox (`{cpu_cores}` and the cost estimate).
+    #[serde(default = "default_cpu_cores")]
+    pub cpu_cores: f64,
+}
+
+fn default_remote_timeout_secs() -> u64 {
+    3600
+}
+fn default_cpu_cores() -> f64 {
+    1.0
+}
+
+/// `[provider] type = "modal"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ModalProviderConfig {
+    /// Dockerfile the sandbox image is built from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dockerfile: Option<PathBuf>,
+    /// Copy the working tree into the image.
+    #[serde(default)]
+    pub include_cwd: bool,
+    /// Directories copied into the image, as `"local:remote"`.
+    #[serde(default)]
+    pub copy_dirs: Vec<String>,
+    /// Environment variables for test processes.
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
+    /// CPU cores per sandbox.
+    #[serde(default = "default_modal_cpu_cores")]
+    pub cpu_cores: f64,
+    /// Memory per sandbox, in GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_gb: Option<f64>,
+    /// Extra options passed to Modal as JSON.
+    #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
+    pub experimental_options: toml::Table,
+}
+
+fn default_modal_cpu_cores() -> f64 {
+    0.125
+}
+
+/// `[framework]`, selected by `type` (`cargo` is also spelled `nextest`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum FrameworkConfig {
+    /// pytest.
+    Pytest(PytestConfig),
+    /// cargo-nextest.
+    #[serde(alias = "nextest")]
+    Cargo(CargoConfig),
+    /// User discovery and run commands.
+    Default(DefaultFrameworkConfig),
+}
+
+impl FrameworkConfig {
+    /// The `type` string (canonical spelling).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Pytest(_) => "pytest",
+            Self::Cargo(_) => "cargo",
+            Self::Default(_) => "default",
+        }
+    }
+}
+
+/// `[framework] type = "pytest"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct PytestConfig {
+    /// Directories (or files) to collect tests from.
+    #[serde(default = "default_pytest_paths")]
+    pub paths: Vec<PathBuf>,
+    /// Full command prefix (e.g. `"uv run pytest"`); replaces `python`/`extra_args`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Extra arguments for execution only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_args: Option<String>,
+    /// (Legacy) extra pytest arguments, used when `command` is not set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_args: Vec<String>,
+    /// (Legacy) Python interpreter, used when `command` is not set.
+    #[serde(default = "default_python")]
+    pub python: String,
+    /// (Legacy) marker expression, accepted and ignored (use group `filters`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub markers: Option<String>,
+    /// Accepted for compatibility; pytest results are matched by node id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_id_format: Option<String>,
+}
+
+fn default_pytest_paths() -> Vec<PathBuf> {
+    vec![PathBuf::from("tests")]
+}
+fn default_python() -> String {
+    "python".to_owned()
+}
+
+/// `[framework] type = "cargo"` (or `"nextest"`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct CargoConfig {
+    /// Only this package (`-p`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    /// Cargo features to enable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+    /// Only this binary (`--bin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin: Option<String>,
+    /// Also run `#[ignore]` tests.
+    #[serde(default)]
+    pub include_ignored: bool,
+    /// Accepted for compatibility; nextest results are matched as `{classname} {name}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_id_format: Option<String>,
+}
+
+/// `[framework] type = "default"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DefaultFrameworkConfig {
+    /// Prints one test id per line; must contain `{filters}`.
+    pub discover_command: String,
+    /// Runs a batch: `{tests}` and `{result_file}` are substituted.
+    pub run_command: String,
+    /// JUnit XML file the run command writes (none: pass/fail from the exit code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_file: Option<String>,
+    /// Working directory of the discover and run commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<PathBuf>,
+    /// How JUnit `name`/`classname` form a test id (`{name}`, `{classname}`).
+    pub test_id_format: String,
+}
+
+/// `[groups.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct GroupConfig {
+    /// How many times a failed test is retried.
+    #[serde(default)]
+    pub retry_count: u32,
+    /// Passed to the framework during discovery.
+    #[serde(default)]
+    pub filters: String,
+    /// Run each test of the group in a batch of its own.
+    #[serde(default)]
+    pub schedule_individual: bool,
+}
+
+/// `[report]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ReportConfig {
+    /// Directory for logs and the JUnit report.
+    #[serde(default = "default_output_dir")]
+    pub output_dir: PathBuf,
+    /// Write the merged JUnit report.
+    #[serde(default = "default_true")]
+    pub junit: bool,
+    /// File name of the merged JUnit report inside `output_dir`.
+    #[serde(default = "default_junit_file")]
+    pub junit_file: String,
+    /// Files to fetch from sandboxes after each batch (`find -path` patterns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub download_globs: Vec<String>,
+    /// Fetch `download_globs` only for batches with failures.
+    #[serde(default)]
+    pub download_globs_failure_only: bool,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        Self {
+            output_dir: default_output_dir(),
+            junit: true,
+            junit_file: default_junit_file(),
+            download_globs: Vec::new(),
+            download_globs_failure_only: false,
+        }
+    }
+}
+
+impl ReportConfig {
+    /// `{output_dir}/{junit_file}`.
+    pub fn junit_path(&self) -> PathBuf {
+        self.output_dir.join(&self.junit_file)
+    }
+}
+
+fn default_output_dir() -> PathBuf {
+    PathBuf::from("test-results")
+}
+fn default_junit_file() -> String {
+    "junit.xml".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// `[checkpoint]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct CheckpointConfig {
+    /// Repo-relative files whose changes start a new base image.
+    #[serde(default)]
+    pub build_inputs: Vec<String>,
+}
+
+/// When history is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordHistory {
+    /// After every run.
+    Always,
+    /// Only with `--record-history`.
+    Flag,
+}
+
+/// `[history]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct HistoryConfig {
+    /// When to record.
+    #[serde(default = "default_record_history")]
+    pub record_history: RecordHistory,
+    /// JSONL history file.
+    #[serde(default = "default_history_path")]
+    pub path: PathBuf,
+    /// Samples kept per outcome per test.
+    #[serde(default = "default_reservoir_size")]
+    pub reservoir_size: usize,
+    /// Duration assumed for a test with no history, in seconds.
+    #[serde(default = "default_duration_secs")]
+    pub default_duration_secs: f64,
+}
+
+fn default_record_history() -> RecordHistory {
+    RecordHistory::Flag
+}
+fn default_history_path() -> PathBuf {
+    PathBuf::from("offload-history.jsonl")
+}
+fn default_reservoir_size() -> usize {
+    20
+}
+fn default_duration_secs() -> f64 {
+    1.0
+}

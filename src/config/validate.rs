@@ -1,0 +1,1 @@
+//! Rules that span fields, checked after expansion.

@@ -1,0 +1,2 @@
+//! The run engine: a shared queue of batches, one worker per sandbox, reactive retries,
+//! verdicts, cancellation.

@@ -1,0 +1,60 @@
+//! Providers: where batches run.
+//!
+//! A [`Provider`] creates [`Sandbox`]es; a sandbox runs commands (streaming their
+//! output, with a timeout and a cancel signal), hands result files back and is
+//! destroyed at the end. Adding a provider means one file implementing these two traits
+//! and one line in the constructor the run command uses.
+
+pub mod local;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+use async_trait::async_trait;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use crate::process::{CommandSpec, ExitOutcome, Stream};
+
+/// A line of output from a command running in a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLine {
+    /// stdout or stderr.
+    pub stream: Stream,
+    /// The line, without its newline.
+    pub text: String,
+}
+
+/// Creates sandboxes.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// Creates sandbox number `index` (0-based, unique within the run).
+    async fn create_sandbox(&self, index: usize) -> Result<Box<dyn Sandbox>>;
+}
+
+/// A place where batches run, one at a time, reused across batches.
+#[async_trait]
+pub trait Sandbox: Send + Sync {
+    /// Its id (as printed by a create command, or chosen by Offload).
+    fn id(&self) -> &str;
+
+    /// A path inside the sandbox where batch `batch` may write its result file.
+    fn result_path(&self, batch: usize, extension: &str) -> String;
+
+    /// Runs `command`, sending each output line to `output`. Kills the command (and,
+    /// locally, its whole process tree) when `timeout` passes or `cancel` fires.
+    async fn exec(
+        &self,
+        command: &CommandSpec,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        output: &UnboundedSender<OutputLine>,
+    ) -> Result<ExitOutcome>;
+
+    /// Copies the file at `remote` (a path inside the sandbox) to `local`.
+    async fn download(&self, remote: &str, local: &Path) -> Result<()>;
+
+    /// Destroys the sandbox and everything it holds.
+    async fn destroy(&self) -> Result<()>;
+}

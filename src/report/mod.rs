@@ -1,0 +1,9 @@
+//! Results: JUnit XML parsing and writing, the run summary, and `offload logs`.
+//!
+//! [`junit`] reads the result files of batches and writes the merged report;
+//! [`summary`] prints the `Test Results:` block; [`verdict`] holds the per-test outcome
+//! model the orchestrator produces and everything here consumes.
+
+pub mod junit;
+pub mod summary;
+pub mod verdict;

@@ -1,0 +1,1 @@
+//! The `Test Results:` summary printed at the end of `offload run`.

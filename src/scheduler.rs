@@ -1,0 +1,1 @@
+//! Batching: cuts the discovered tests into batches, longest first when durations are known.
