@@ -1,0 +1,4 @@
+//! Black-box tests: each runs the built `offload` binary against a real project built in
+//! a temporary directory.
+
+mod support;
