@@ -52,3 +52,11 @@ pub struct CapturedOutput {
     /// Everything it wrote to stderr (lossy UTF-8).
     pub stderr: String,
 }
+
+// LEAD-STUB: replaced by the process branch.
+impl CommandSpec {
+    /// Shell-quoted form for messages.
+    pub fn display(&self) -> String {
+        format!("{self:?}")
+    }
+}

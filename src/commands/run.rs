@@ -1,8 +1,30 @@
 //! `offload run`: discover, schedule, execute, report.
+//!
+//! Reads top to bottom: load the config and apply the flags, discover every group,
+//! prepare the output directory, build the provider, hand everything to the
+//! [`orchestrator`](crate::orchestrator), write the merged report, print the summary
+//! and return the exit code.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
+
+use crate::config::{Config, ProviderConfig};
+use crate::exit;
+use crate::framework::{self, TestRecord};
+use crate::orchestrator::progress::Progress;
+use crate::orchestrator::{self, EngineSettings};
+use crate::provider::Provider;
+use crate::provider::local::{LocalProvider, LocalSandboxSettings};
+use crate::report::{junit, summary};
+use crate::signal::Signals;
+
+/// Price of one CPU-second of a Modal sandbox in USD (non-preemptible, per core).
+pub const MODAL_USD_PER_CPU_SECOND: f64 = 0.000_039_42;
 
 /// Options of `offload run`.
 #[derive(Debug, Clone, Default)]
@@ -25,8 +47,240 @@ pub struct RunOptions {
     pub ci: bool,
 }
 
-/// Runs the test suite configured at `config`.
-pub async fn run(config: &Path, options: RunOptions) -> Result<i32> {
-    let _ = (config, options);
-    anyhow::bail!("`offload run` is not implemented yet")
+/// Runs the test suite configured at `config_path`.
+pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
+    let loaded = crate::config::load(config_path)?;
+    let mut config = loaded.config;
+    apply_flags(&mut config, &options)?;
+
+    let signals = Signals::install().context("cannot install the SIGINT/SIGTERM handlers")?;
+    let framework: Arc<dyn framework::Framework> = Arc::from(framework::from_config(&config.framework)?);
+    if options.fail_fast && !framework.has_stop_flag() {
+        tracing::warn!(
+            "--fail-fast: the {} framework has no stop flag; running batches are cancelled at the first failure, \
+             but a batch does not stop by itself",
+            framework.name()
+        );
+    }
+
+    eprint!("Discovering tests... ");
+    let discovered = tokio::select! {
+        result = framework::discovery::discover(framework.as_ref(), &config.groups, config.offload.max_parallel_collection) => result,
+        () = signals.token().cancelled() => {
+            eprintln!("interrupted");
+            return Ok(signals.received().map_or(exit::INTERRUPTED, |s| s.exit_code()));
+        }
+    };
+    let discovered = match discovered {
+        Ok(records) => records,
+        Err(err) => {
+            eprintln!("failed");
+            return Err(err);
+        }
+    };
+    let records = dedupe(discovered);
+    eprintln!("found {} tests across {} groups", records.len(), config.groups.len());
+
+    if options.collect_only {
+        crate::commands::collect::print_listing(&records, config.groups.keys().map(String::as_str));
+        return Ok(exit::SUCCESS);
+    }
+    if records.is_empty() {
+        println!("No tests to run.");
+        return Ok(exit::SUCCESS);
+    }
+
+    let report = &config.report;
+    // Read the previous report's durations before anything in the output dir changes.
+    let durations = junit::read_durations(&report.junit_path());
+    prepare_output_dir(&report.output_dir)?;
+
+    let provider = build_provider(&config)?;
+    let settings = EngineSettings {
+        parallel: config.offload.max_parallel,
+        timeout: Duration::from_secs(config.offload.test_timeout_secs),
+        fail_fast: options.fail_fast,
+        output_dir: report.output_dir.clone(),
+        durations,
+    };
+    let mut progress = Progress::new(records.len(), options.ci, false);
+    let outcome =
+        orchestrator::run(&records, Arc::clone(&framework), provider, &settings, &signals.token(), &mut progress).await;
+
+    if report.junit {
+        let path = report.junit_path();
+        if let Err(err) = junit::write_merged(&path, &outcome.results, outcome.elapsed) {
+            tracing::error!("cannot write the JUnit report `{}`: {err:#}", path.display());
+        }
+    }
+
+    let counts = summary::Counts::from_results(&outcome.results);
+    let cost = options.show_estimated_cost.then(|| {
+        let cores = match &config.provider {
+            ProviderConfig::Local(_) => 0.0,
+            ProviderConfig::Default(p) => p.cpu_cores,
+            ProviderConfig::Modal(p) => p.cpu_cores,
+        };
+        let cpu_seconds = outcome.sandbox_seconds * cores;
+        (cpu_seconds * MODAL_USD_PER_CPU_SECOND, cpu_seconds)
+    });
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    print!("{}", summary::render(&counts, outcome.elapsed, cost, color));
+
+    if let Some(signal) = signals.received() {
+        eprintln!("offload: stopped by {}", signal.name());
+        return Ok(signal.exit_code());
+    }
+    Ok(counts.exit_code())
+}
+
+/// Applies `--parallel`, `--env` and `--copy-dir` to the loaded configuration.
+fn apply_flags(config: &mut Config, options: &RunOptions) -> Result<()> {
+    if let Some(parallel) = options.parallel {
+        if parallel == 0 {
+            bail!("`--parallel 0` would run nothing: give at least 1");
+        }
+        config.offload.max_parallel = parallel;
+    }
+    for pair in &options.env {
+        let Some((key, value)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            bail!("invalid `--env {pair}`: expected KEY=VALUE, e.g. `--env DEBUG=1`");
+        };
+        config.provider.env_mut().insert(key.to_owned(), value.to_owned());
+    }
+    for dir in &options.copy_dirs {
+        if dir.split_once(':').is_none() {
+            bail!("invalid `--copy-dir {dir}`: expected LOCAL:REMOTE, e.g. `--copy-dir ./data:/app/data`");
+        }
+    }
+    match &mut config.provider {
+        ProviderConfig::Local(_) => {
+            if !options.copy_dirs.is_empty() {
+                tracing::warn!(
+                    "--copy-dir has no effect with the local provider: its sandboxes run in the working directory itself"
+                );
+            }
+        }
+        ProviderConfig::Default(p) => p.copy_dirs.extend(options.copy_dirs.iter().cloned()),
+        ProviderConfig::Modal(p) => p.copy_dirs.extend(options.copy_dirs.iter().cloned()),
+    }
+    Ok(())
+}
+
+/// Keeps the first record of each ID: a test selected by two groups runs once, in the
+/// first group (with the larger retry count of the two).
+fn dedupe(records: Vec<TestRecord>) -> Vec<TestRecord> {
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut out: Vec<TestRecord> = Vec::with_capacity(records.len());
+    let mut warned: HashSet<(String, String)> = HashSet::new();
+    for record in records {
+        match seen.get(&record.id) {
+            Some(&i) => {
+                let first = &mut out[i];
+                first.retry_count = first.retry_count.max(record.retry_count);
+                if warned.insert((first.group.clone(), record.group.clone())) {
+                    tracing::warn!(
+                        "groups `{}` and `{}` select the same tests (e.g. `{}`); each runs once, in group `{}`",
+                        first.group,
+                        record.group,
+                        record.id,
+                        first.group
+                    );
+                }
+            }
+            None => {
+                seen.insert(record.id.clone(), out.len());
+                out.push(record);
+            }
+        }
+    }
+    out
+}
+
+/// Creates `{output_dir}/logs` and `{output_dir}/junit-parts` and removes the files a
+/// previous run wrote there. Nothing else in the directory is touched.
+fn prepare_output_dir(output_dir: &Path) -> Result<()> {
+    for sub in ["logs", "junit-parts"] {
+        let dir = output_dir.join(sub);
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+        let entries = std::fs::read_dir(&dir).with_context(|| format!("cannot list `{}`", dir.display()))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if is_ours(sub, &name.to_string_lossy()) {
+                let path = entry.path();
+                if let Err(err) = std::fs::remove_file(&path) {
+                    tracing::warn!("cannot remove the old `{}`: {err}", path.display());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a file in `{output_dir}/{sub}` is one Offload writes.
+fn is_ours(sub: &str, name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("batch-") else { return false };
+    let (number, ext) = rest.split_once('.').unwrap_or((rest, ""));
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    match sub {
+        "logs" => matches!(ext, "success" | "failure" | "error" | "cancelled" | "running"),
+        _ => ext == "xml",
+    }
+}
+
+fn build_provider(config: &Config) -> Result<Arc<dyn Provider>> {
+    match &config.provider {
+        ProviderConfig::Local(local) => {
+            let cwd = std::env::current_dir().context("cannot read the current directory")?;
+            let working_dir: PathBuf = config
+                .offload
+                .working_dir
+                .clone()
+                .or_else(|| local.working_dir.clone())
+                .map_or_else(|| cwd.clone(), |d| cwd.join(d));
+            let root = config
+                .offload
+                .sandbox_project_root
+                .clone()
+                .unwrap_or_else(|| working_dir.to_string_lossy().into_owned());
+            let mut env: Vec<(String, String)> = local.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            env.push(("OFFLOAD_ROOT".to_owned(), root));
+            let provider = LocalProvider::new(LocalSandboxSettings { working_dir, shell: local.shell.clone(), env })?;
+            Ok(Arc::new(provider))
+        }
+        ProviderConfig::Default(_) => bail!("the `default` provider is not implemented yet"),
+        ProviderConfig::Modal(_) => bail!("the `modal` provider is not implemented yet"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_offloads_own_files_are_cleaned() {
+        assert!(is_ours("logs", "batch-3.failure"));
+        assert!(is_ours("logs", "batch-12.running"));
+        assert!(is_ours("junit-parts", "batch-0.xml"));
+        assert!(!is_ours("logs", "batch-x.failure"));
+        assert!(!is_ours("logs", "notes.txt"));
+        assert!(!is_ours("logs", "batch-1.txt"));
+        assert!(!is_ours("junit-parts", "batch-1.failure"));
+    }
+
+    #[test]
+    fn a_test_in_two_groups_runs_once() {
+        let rec = |id: &str, group: &str, retry_count| TestRecord {
+            id: id.to_owned(),
+            group: group.to_owned(),
+            retry_count,
+            schedule_individual: false,
+        };
+        let out = dedupe(vec![rec("a", "g1", 0), rec("b", "g1", 0), rec("a", "g2", 3)]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].group, "g1");
+        assert_eq!(out[0].retry_count, 3);
+    }
 }

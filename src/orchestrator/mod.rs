@@ -1,2 +1,12 @@
 //! The run engine: a shared queue of batches, one worker per sandbox, reactive retries,
 //! verdicts, cancellation.
+//!
+//! [`engine`] owns the run state and the workers; [`batch`] executes one batch in one
+//! sandbox and maps its results back to tests; [`progress`] shows how far the run is.
+//! See `DESIGN.md` beside this file for the life of a run and its invariants.
+
+pub mod batch;
+pub mod engine;
+pub mod progress;
+
+pub use engine::{run, EngineOutcome, EngineSettings};
