@@ -1,0 +1,491 @@
+//! `offload run` end to end with the local provider: real pytest, real nextest and a
+//! scripted runner through the default framework.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::support::{self, Project, Run};
+
+/// A test runner for the default framework: `python3 runner.py RESULT_FILE ID...`.
+///
+/// Each ID says what the test does: `pass-*` passes, `fail-*` fails, `skip-*` skips,
+/// `flaky-*` fails on its first attempt (marker file) then passes, `sleep-<secs>-*`
+/// sleeps then passes, `hang-*` writes its pid to `pids/` and sleeps forever. Every
+/// test appends `<id> <start> <end>` to `times.log`.
+const RUNNER: &str = r#"
+import os, sys, time, html
+result, ids = sys.argv[1], sys.argv[2:]
+cases = []
+os.makedirs("pids", exist_ok=True)
+for tid in ids:
+    start = time.time()
+    outcome = ""
+    if tid.startswith("fail-"):
+        outcome = '<failure message="boom">assert False</failure>'
+    elif tid.startswith("skip-"):
+        outcome = '<skipped message="not today"/>'
+    elif tid.startswith("flaky-"):
+        marker = "marker-" + tid
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            outcome = '<failure message="first attempt fails">flaky</failure>'
+    elif tid.startswith("sleep-"):
+        time.sleep(float(tid.split("-")[1]))
+    elif tid.startswith("hang-"):
+        with open(os.path.join("pids", tid), "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(300)
+    end = time.time()
+    with open("times.log", "a") as f:
+        f.write(f"{tid} {start} {end}\n")
+    print(f"ran {tid}")
+    cases.append(f'<testcase name="{html.escape(tid)}" time="{end - start:.3f}">{outcome}</testcase>')
+with open(result, "w") as f:
+    f.write('<?xml version="1.0"?><testsuite name="runner">' + "".join(cases) + "</testsuite>")
+"#;
+
+/// A project running `tests` (one per line) through the scripted runner.
+fn scripted(tests: &[&str], extra_offload: &str, groups: &str) -> Project {
+    let p = Project::new();
+    p.file("runner.py", RUNNER);
+    p.file("tests.txt", &(tests.join("\n") + "\n"));
+    let groups = if groups.is_empty() { "[groups.all]\nretry_count = 0\n" } else { groups };
+    p.file(
+        "offload.toml",
+        &format!(
+            r#"[offload]
+max_parallel = 2
+test_timeout_secs = 60
+{extra_offload}
+
+[provider]
+type = "local"
+
+[framework]
+type = "default"
+discover_command = "grep -v '^$' tests.txt {{filters}}"
+run_command = "python3 runner.py {{result_file}} {{tests}}"
+test_id_format = "{{name}}"
+
+{groups}
+"#
+        ),
+    );
+    p
+}
+
+fn junit(p: &Project) -> String {
+    std::fs::read_to_string(p.path().join("test-results/junit.xml")).expect("junit.xml written")
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // A zombie has exited; only a live process counts.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+fn read_pids(dir: &Path) -> Vec<i32> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn exit_codes_follow_the_verdicts() {
+    let p = scripted(&["pass-a", "pass-b", "skip-c"], "", "");
+    let run = support::run(p.offload().arg("run"));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("All tests passed!"), "{}", run.stdout);
+    assert!(run.stdout.contains("Skipped: 1"), "{}", run.stdout);
+
+    let p = scripted(&["pass-a", "fail-b"], "", "");
+    let run = support::run(p.offload().arg("run"));
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Failed:  1"), "{}", run.stdout);
+    assert!(run.stdout.contains("Some tests failed."), "{}", run.stdout);
+
+    let p = scripted(&["pass-a", "flaky-b"], "", "[groups.all]\nretry_count = 1\n");
+    let run = support::run(p.offload().arg("run"));
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Flaky:   1"), "{}", run.stdout);
+    let xml = junit(&p);
+    assert!(xml.contains("flakyFailure"), "{xml}");
+    assert_eq!(xml.matches("name=\"flaky-b\"").count(), 1, "{xml}");
+}
+
+#[test]
+fn without_retries_a_flaky_test_fails() {
+    let p = scripted(&["flaky-x"], "", "");
+    let run = support::run(p.offload().arg("run"));
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+}
+
+#[test]
+fn groups_have_their_own_filters_and_retries() {
+    let groups = "[groups.steady]\nretry_count = 0\nfilters = \"| grep -v flaky\"\n\n\
+                  [groups.wobbly]\nretry_count = 2\nfilters = \"| grep flaky\"\n";
+    let p = scripted(&["pass-a", "pass-b", "flaky-c"], "", groups);
+    let run = support::run(p.offload().arg("run"));
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    let xml = junit(&p);
+    assert!(xml.contains("testsuite name=\"steady\""), "{xml}");
+    assert!(xml.contains("testsuite name=\"wobbly\""), "{xml}");
+}
+
+#[test]
+fn a_result_file_that_never_appears_ends_as_not_run() {
+    let p = Project::new();
+    p.file(
+        "offload.toml",
+        r#"[offload]
+max_parallel = 2
+[provider]
+type = "local"
+[framework]
+type = "default"
+discover_command = "printf 'alpha\nbeta one\n# comment\n' {filters}"
+run_command = "echo would run {tests} > /dev/null; echo no report for {result_file}"
+test_id_format = "{name}"
+[groups.all]
+retry_count = 2
+"#,
+    );
+    let started = Instant::now();
+    let run = support::run(p.offload().arg("run"));
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Not Run: 2"), "{}", run.stdout);
+    let xml = junit(&p);
+    assert!(xml.contains("offload.NotRun"), "{xml}");
+    assert!(xml.contains("beta one"), "{xml}");
+    let logs: Vec<String> = std::fs::read_dir(p.path().join("test-results/logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(logs.iter().any(|n| n.ends_with(".error")), "{logs:?}");
+}
+
+#[test]
+fn without_a_result_file_the_exit_code_decides() {
+    let p = Project::new();
+    p.file(
+        "offload.toml",
+        r#"[offload]
+max_parallel = 1
+[provider]
+type = "local"
+[framework]
+type = "default"
+discover_command = "printf 'ok\nbad\n' {filters}"
+run_command = "for t in {tests}; do echo running $t; done; case '{tests}' in *bad*) exit 3;; esac"
+test_id_format = "{name}"
+[groups.all]
+"#,
+    );
+    let run = support::run(p.offload().arg("run"));
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Failed:  2"), "{}", run.stdout);
+}
+
+#[test]
+fn a_hanging_batch_is_killed_with_its_whole_process_tree() {
+    let p = scripted(&["pass-a", "hang-b"], "test_timeout_secs = 2", "");
+    let started = Instant::now();
+    let run = support::run(p.offload().args(["run", "--parallel", "1"]));
+    let took = started.elapsed();
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    let pids = read_pids(&p.path().join("pids"));
+    assert!(!pids.is_empty(), "the hanging test never started");
+    for pid in pids {
+        assert!(!pid_alive(pid), "process {pid} survived the timeout");
+    }
+    let xml = junit(&p);
+    assert!(xml.contains("timed out after 2 s"), "{xml}");
+}
+
+#[test]
+fn sigint_stops_the_run_cleans_up_and_reports() {
+    let p = scripted(&["hang-a", "hang-b", "pass-c"], "", "");
+    let mut child = p.offload().arg("run").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pids_dir = p.path().join("pids");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read_pids(&pids_dir).len() < 2 {
+        assert!(Instant::now() < deadline, "the hanging tests never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = Instant::now();
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(sent.elapsed() < Duration::from_secs(10), "took {:?} to stop", sent.elapsed());
+    let run: Run = out.into();
+    assert_eq!(run.code, 130, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Test Results:"), "{}", run.stdout);
+    for pid in read_pids(&pids_dir) {
+        assert!(!pid_alive(pid), "process {pid} survived SIGINT");
+    }
+    let xml = junit(&p);
+    assert!(xml.contains("hang-a"), "{xml}");
+}
+
+/// Intervals `(start, end)` of each test from `times.log`.
+fn intervals(p: &Project) -> Vec<(String, f64, f64)> {
+    std::fs::read_to_string(p.path().join("times.log"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut it = l.split(' ');
+            let id = it.next().unwrap().to_owned();
+            (id, it.next().unwrap().parse().unwrap(), it.next().unwrap().parse().unwrap())
+        })
+        .collect()
+}
+
+fn max_overlap(iv: &[(String, f64, f64)]) -> usize {
+    iv.iter().map(|(_, s, _)| iv.iter().filter(|(_, s2, e2)| s2 <= s && s < e2).count()).max().unwrap_or(0)
+}
+
+#[test]
+fn parallel_runs_that_many_batches_at_once() {
+    let tests = ["sleep-0.6-a", "sleep-0.6-b", "sleep-0.6-c", "sleep-0.6-d"];
+    let p = scripted(&tests, "", "");
+    let run = support::run(p.offload().args(["run", "--parallel", "4"]));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(max_overlap(&intervals(&p)), 4);
+
+    let p = scripted(&tests, "", "");
+    let run = support::run(p.offload().args(["run", "--parallel", "1"]));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(max_overlap(&intervals(&p)), 1);
+}
+
+/// The IDs each batch ran, from the batch logs (`ran <id>` lines).
+fn batches(p: &Project) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = std::fs::read_dir(p.path().join("test-results/logs"))
+        .unwrap()
+        .map(|e| {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            let mut ids: Vec<String> =
+                text.lines().filter_map(|l| l.strip_prefix("ran ")).map(str::to_owned).collect();
+            ids.sort();
+            ids
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn the_previous_reports_durations_drive_lpt() {
+    // Discovery order puts the slow test first; round-robin pairs it with two fast ones.
+    let p = scripted(&["sleep-1.5-slow", "pass-a", "pass-b", "pass-c", "pass-d"], "", "");
+    let run = support::run(p.offload().arg("run"));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        batches(&p),
+        vec![vec!["pass-a", "pass-c"], vec!["pass-b", "pass-d", "sleep-1.5-slow"]]
+            .into_iter()
+            .map(|b| b.into_iter().map(String::from).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    );
+    // The second run knows the slow test is slow and gives it a batch of its own.
+    let run = support::run(p.offload().arg("run"));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        batches(&p),
+        vec![vec!["pass-a", "pass-b", "pass-c", "pass-d"], vec!["sleep-1.5-slow"]]
+            .into_iter()
+            .map(|b| b.into_iter().map(String::from).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn fail_fast_cancels_the_rest() {
+    let p = scripted(&["fail-a", "hang-b"], "", "");
+    let started = Instant::now();
+    let run = support::run(p.offload().args(["run", "--fail-fast", "--parallel", "2"]));
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Not Run: 1"), "{}", run.stdout);
+    let logs: Vec<String> = std::fs::read_dir(p.path().join("test-results/logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(logs.iter().any(|n| n.ends_with(".cancelled")), "{logs:?}");
+    for pid in read_pids(&p.path().join("pids")) {
+        assert!(!pid_alive(pid), "process {pid} survived fail-fast");
+    }
+}
+
+#[test]
+fn output_dir_dot_leaves_the_project_alone() {
+    let p = scripted(&["pass-a"], "", "");
+    let toml = std::fs::read_to_string(p.path().join("offload.toml")).unwrap() + "\n[report]\noutput_dir = \".\"\n";
+    p.file("offload.toml", &toml);
+    p.file("keep.txt", "precious");
+    p.file("logs/notes.md", "mine");
+    let run = support::run(p.offload().arg("run"));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let run = support::run(p.offload().arg("run"));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(std::fs::read_to_string(p.path().join("keep.txt")).unwrap(), "precious");
+    assert_eq!(std::fs::read_to_string(p.path().join("logs/notes.md")).unwrap(), "mine");
+    assert!(p.path().join("runner.py").exists());
+    assert!(p.path().join("junit.xml").exists());
+}
+
+#[test]
+fn the_same_test_in_two_groups_still_ends() {
+    let groups = "[groups.one]\nretry_count = 0\n\n[groups.two]\nretry_count = 1\n";
+    let p = scripted(&["pass-a", "flaky-b"], "", groups);
+    let run = support::run(p.offload().arg("run"));
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Total:   2"), "{}", run.stdout);
+}
+
+// --- real pytest -------------------------------------------------------------------
+
+fn pytest_project(config_extra: &str) -> Project {
+    let p = Project::new();
+    p.file(
+        "tests/test_mix.py",
+        r#"
+import os, pytest
+
+def test_pass():
+    assert True
+
+def test_fail():
+    assert 1 == 2, "one is not two"
+
+def test_flaky():
+    marker = os.path.join(os.environ["STATE"], "flaky-marker")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise AssertionError("first attempt")
+
+@pytest.mark.parametrize("text", ["a b", "x [y] z", "ünï"])
+def test_param(text):
+    assert text
+
+class TestThing:
+    def test_method(self):
+        pass
+
+@pytest.mark.skip(reason="later")
+def test_skipped():
+    pass
+"#,
+    );
+    let state = p.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    p.file(
+        "offload.toml",
+        &format!(
+            r#"[offload]
+max_parallel = 3
+[provider]
+type = "local"
+[provider.env]
+STATE = "{}"
+[framework]
+type = "pytest"
+paths = ["tests"]
+command = "python -m pytest"
+{config_extra}
+"#,
+            state.display()
+        ),
+    );
+    p
+}
+
+fn with_python(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    let bin = support::python_bin_dir();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    cmd.env("PATH", path)
+}
+
+#[test]
+fn pytest_verdicts_map_back_to_node_ids() {
+    let p = pytest_project("[groups.main]\nretry_count = 0\nfilters = \"-k 'not flaky'\"\n[groups.retrying]\nretry_count = 1\nfilters = \"-k flaky\"\n");
+    let run = support::run(with_python(p.offload().arg("run")));
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Total:   8"), "{}", run.stdout);
+    assert!(run.stdout.contains("Failed:  1"), "{}", run.stdout);
+    assert!(run.stdout.contains("Flaky:   1"), "{}", run.stdout);
+    assert!(run.stdout.contains("Skipped: 1"), "{}", run.stdout);
+    assert!(!run.stdout.contains("Not Run"), "{}", run.stdout);
+    let xml = junit(&p);
+    assert!(xml.contains("tests/test_mix.py::test_param[a b]"), "{xml}");
+    assert!(xml.contains("tests/test_mix.py::TestThing::test_method"), "{xml}");
+
+    let logs = support::run(p.offload().args(["logs", "--failures"]));
+    assert_eq!(logs.code, 0, "{}", logs.stderr);
+    assert!(logs.stdout.contains("=== tests/test_mix.py::test_fail [FAILED] ==="), "{}", logs.stdout);
+    assert!(logs.stdout.contains("one is not two"), "{}", logs.stdout);
+    assert!(!logs.stdout.contains("test_pass"), "{}", logs.stdout);
+}
+
+#[test]
+fn pytest_all_passing_exits_zero_and_flaky_exits_two() {
+    let p = pytest_project("[groups.main]\nfilters = \"-k 'not fail and not flaky'\"\n");
+    let run = support::run(with_python(p.offload().arg("run")));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+
+    let p = pytest_project("[groups.main]\nretry_count = 2\nfilters = \"-k 'not fail'\"\n");
+    let run = support::run(with_python(p.offload().arg("run")));
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+}
+
+// --- real nextest --------------------------------------------------------------------
+
+#[test]
+fn nextest_verdicts_and_retries() {
+    let p = Project::new();
+    let state = p.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    p.file("Cargo.toml", "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n");
+    p.file(
+        "src/lib.rs",
+        r#"
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passes() {}
+    #[test]
+    fn fails() { assert_eq!(1, 2, "one is not two"); }
+    #[test]
+    fn flaky() {
+        let marker = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("state/flaky");
+        if !marker.exists() {
+            std::fs::write(&marker, "x").unwrap();
+            panic!("first attempt");
+        }
+    }
+}
+"#,
+    );
+    p.file(
+        "offload.toml",
+        "[offload]\nmax_parallel = 2\n[provider]\ntype = \"local\"\n[framework]\ntype = \"nextest\"\n\
+         [groups.all]\nretry_count = 1\n",
+    );
+    let run = support::run(p.offload().arg("run"));
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Total:   3"), "{}", run.stdout);
+    assert!(run.stdout.contains("Failed:  1"), "{}", run.stdout);
+    assert!(run.stdout.contains("Flaky:   1"), "{}", run.stdout);
+    let xml = junit(&p);
+    assert!(xml.contains("tiny tests::fails"), "{xml}");
+    assert!(xml.contains("rerunFailure"), "{xml}");
+}
