@@ -885,6 +885,16 @@ mod tests {
         assert_ne!(pid, ours.to_string());
     }
 
+    /// The orchestrator spawns these futures on the multi-threaded runtime.
+    #[test]
+    fn the_futures_are_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let spec = CommandSpec::new("true");
+        let cancel = CancellationToken::new();
+        assert_send(&capture(&spec, None));
+        assert_send(&stream(&spec, None, &cancel, |_, _| {}));
+    }
+
     #[test]
     fn display_quotes_only_what_needs_it() {
         let spec = CommandSpec::new("pytest").args(["-k", "a b", "", "x=1", "{a,b}"]);
