@@ -16,3 +16,4 @@ pub mod process;
 pub mod provider;
 pub mod report;
 pub mod scheduler;
+pub mod signal;
