@@ -38,6 +38,23 @@ pub enum Verdict {
     NotRun,
 }
 
+impl Verdict {
+    /// The verdict a testcase of a merged report (see [`super::junit::write_merged`])
+    /// stands for: `<failure>` is failed, the `offload.NotRun` `<error>` is not run, any
+    /// other `<error>` (a report by another tool) is failed, `<skipped>` is skipped, and a
+    /// pass with `<flakyFailure>` / `<flakyError>` children is flaky.
+    pub fn of_report_case(case: &TestCase) -> Self {
+        match &case.outcome {
+            CaseOutcome::Failed(_) => Self::Failed,
+            outcome @ CaseOutcome::Error(_) if outcome.is_not_run() => Self::NotRun,
+            CaseOutcome::Error(_) => Self::Failed,
+            CaseOutcome::Skipped(_) => Self::Skipped,
+            CaseOutcome::Passed if case.reruns.iter().any(|r| r.kind.is_flaky()) => Self::Flaky,
+            CaseOutcome::Passed => Self::Passed,
+        }
+    }
+}
+
 /// One execution of one test.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
@@ -93,7 +110,8 @@ pub struct TestResult {
 
 impl TestResult {
     /// The index of the attempt that decided the verdict: the last passing attempt of a
-    /// passed or flaky test, the last failing one of a failed test, the last skipped one of
+    /// passed or flaky test, the last failing one of a failed test (one with a result if
+    /// any), the last skipped one of
     /// a skipped test, the last attempt otherwise. `None` when there are no attempts.
     pub fn final_attempt_index(&self) -> Option<usize> {
         let last_where = |pred: &dyn Fn(&Attempt) -> bool| self.attempts.iter().rposition(pred);
@@ -101,7 +119,9 @@ impl TestResult {
             Verdict::Passed | Verdict::Flaky => {
                 last_where(&|a| matches!(a.case.outcome, CaseOutcome::Passed))
             }
-            Verdict::Failed => last_where(&|a| a.is_failure()),
+            // A real failure says more than a later attempt that produced no result.
+            Verdict::Failed => last_where(&|a| a.is_failure() && !a.is_not_run())
+                .or_else(|| last_where(&|a| a.is_failure())),
             Verdict::Skipped => last_where(&|a| matches!(a.case.outcome, CaseOutcome::Skipped(_))),
             Verdict::NotRun => None,
         };
@@ -172,6 +192,46 @@ mod tests {
     }
 
     #[test]
+    fn verdicts_survive_the_merged_report() {
+        use crate::report::junit::{parse, render_merged};
+        let results: Vec<TestResult> = [
+            (Verdict::Passed, vec![attempt(CaseOutcome::Passed, 0)]),
+            (
+                Verdict::Flaky,
+                vec![attempt(failed("x"), 0), attempt(CaseOutcome::Passed, 1)],
+            ),
+            (Verdict::Failed, vec![attempt(failed("x"), 0)]),
+            (
+                Verdict::Failed,
+                vec![attempt(CaseOutcome::Error(Detail::default()), 0)],
+            ),
+            (
+                Verdict::Skipped,
+                vec![attempt(CaseOutcome::Skipped(Detail::default()), 0)],
+            ),
+            (Verdict::NotRun, vec![Attempt::not_run("t", "gone", 0)]),
+            (Verdict::NotRun, vec![]),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (verdict, attempts))| TestResult {
+            id: format!("t{i}"),
+            group: "g".into(),
+            verdict,
+            attempts,
+        })
+        .collect();
+        let xml = render_merged(&results, std::time::Duration::ZERO);
+        let back: Vec<Verdict> = parse(&xml).unwrap()[0]
+            .cases
+            .iter()
+            .map(Verdict::of_report_case)
+            .collect();
+        let expected: Vec<Verdict> = results.iter().map(|r| r.verdict).collect();
+        assert_eq!(back, expected);
+    }
+
+    #[test]
     fn final_attempt_of_a_flaky_test_is_the_pass() {
         let r = result(
             Verdict::Flaky,
@@ -194,6 +254,17 @@ mod tests {
         );
         assert_eq!(r.final_attempt_index(), Some(1));
         assert_eq!(r.earlier_failures().count(), 1);
+    }
+
+    #[test]
+    fn final_attempt_of_a_failed_test_prefers_a_real_failure() {
+        let r = result(
+            Verdict::Failed,
+            vec![attempt(failed("real"), 0), Attempt::not_run("t", "gone", 1)],
+        );
+        assert_eq!(r.final_attempt_index(), Some(0));
+        let earlier: Vec<_> = r.earlier_failures().map(|a| a.batch).collect();
+        assert_eq!(earlier, vec![1]);
     }
 
     #[test]
