@@ -1,9 +1,11 @@
 //! Results: JUnit XML parsing and writing, the run summary, and `offload logs`.
 //!
 //! [`junit`] reads the result files of batches and writes the merged report;
-//! [`summary`] prints the `Test Results:` block; [`verdict`] holds the per-test outcome
-//! model the orchestrator produces and everything here consumes.
+//! [`summary`] prints the `Test Results:` block; [`logs`] selects and formats what
+//! `offload logs` shows; [`verdict`] holds the per-test outcome model the orchestrator
+//! produces and everything here consumes.
 
 pub mod junit;
+pub mod logs;
 pub mod summary;
 pub mod verdict;

@@ -1,6 +1,27 @@
 //! The per-test outcome model: attempts and final verdicts.
+//!
+//! The orchestrator produces one [`TestResult`] per scheduled test: the group that
+//! selected it, every [`Attempt`] (one execution, as read back from JUnit), and the final
+//! [`Verdict`]. The merged report ([`super::junit::write_merged`]) and the summary
+//! ([`super::summary`]) only read this model; they never decide verdicts.
+//!
+//! # Attempts without a result ("not run")
+//!
+//! A test that never produced a result still gets an [`Attempt`], synthesized by the
+//! orchestrator with [`Attempt::not_run`]: its case outcome is
+//! `CaseOutcome::Error(Detail { message: Some(reason), kind: Some(NOT_RUN_KIND), .. })`,
+//! where `reason` says why, in a few words (`"sandbox died"`, `"no result in the JUnit
+//! file"`, ...). The merged report writes it as
+//! `<error type="offload.NotRun" message="not run: <reason>">`, and `offload logs` shows
+//! it under `--errors`.
+//!
+//! A test that timed out is *failed*, not "not run": its attempt is a
+//! `CaseOutcome::Failed` whose message says "timed out after N s".
 
-use super::junit::TestCase;
+use super::junit::{CaseOutcome, Detail, TestCase};
+
+/// The `type` of the synthesized error of an attempt that produced no result.
+pub const NOT_RUN_KIND: &str = "offload.NotRun";
 
 /// The final verdict of a test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -17,15 +38,61 @@ pub enum Verdict {
     NotRun,
 }
 
+impl Verdict {
+    /// The verdict a testcase of a merged report (see [`super::junit::write_merged`])
+    /// stands for: `<failure>` is failed, the `offload.NotRun` `<error>` is not run, any
+    /// other `<error>` (a report by another tool) is failed, `<skipped>` is skipped, and a
+    /// pass with `<flakyFailure>` / `<flakyError>` children is flaky.
+    pub fn of_report_case(case: &TestCase) -> Self {
+        match &case.outcome {
+            CaseOutcome::Failed(_) => Self::Failed,
+            outcome @ CaseOutcome::Error(_) if outcome.is_not_run() => Self::NotRun,
+            CaseOutcome::Error(_) => Self::Failed,
+            CaseOutcome::Skipped(_) => Self::Skipped,
+            CaseOutcome::Passed if case.reruns.iter().any(|r| r.kind.is_flaky()) => Self::Flaky,
+            CaseOutcome::Passed => Self::Passed,
+        }
+    }
+}
+
 /// One execution of one test.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
-    /// The test case as read from JUnit, with `name` set to the canonical ID and no
-    /// classname; for attempts without a result, a synthesized case whose outcome
-    /// carries the reason.
+    /// The test case as read from JUnit, with `name` set to the canonical ID; `classname`
+    /// keeps the framework's original when known (the merged report writes it). For
+    /// attempts without a result, a case synthesized by [`Attempt::not_run`].
     pub case: TestCase,
     /// The batch it ran in.
     pub batch: usize,
+}
+
+impl Attempt {
+    /// The attempt of a test that produced no result, for the reason given
+    /// (see the module docs for the convention).
+    pub fn not_run(id: &str, reason: impl Into<String>, batch: usize) -> Self {
+        Self {
+            case: TestCase {
+                name: id.to_owned(),
+                outcome: CaseOutcome::Error(Detail {
+                    message: Some(reason.into()),
+                    kind: Some(NOT_RUN_KIND.to_owned()),
+                    body: String::new(),
+                }),
+                ..TestCase::default()
+            },
+            batch,
+        }
+    }
+
+    /// Whether this attempt failed or errored (skipped and passed are not failures).
+    pub fn is_failure(&self) -> bool {
+        self.case.outcome.is_failure()
+    }
+
+    /// Whether this attempt is a synthesized "not run" one.
+    pub fn is_not_run(&self) -> bool {
+        self.case.outcome.is_not_run()
+    }
 }
 
 /// Everything known about one test at the end of a run.
@@ -39,4 +106,174 @@ pub struct TestResult {
     pub verdict: Verdict,
     /// Every attempt, in the order they finished.
     pub attempts: Vec<Attempt>,
+}
+
+impl TestResult {
+    /// The index of the attempt that decided the verdict: the last passing attempt of a
+    /// passed or flaky test, the last failing one of a failed test (one with a result if
+    /// any), the last skipped one of
+    /// a skipped test, the last attempt otherwise. `None` when there are no attempts.
+    pub fn final_attempt_index(&self) -> Option<usize> {
+        let last_where = |pred: &dyn Fn(&Attempt) -> bool| self.attempts.iter().rposition(pred);
+        let found = match self.verdict {
+            Verdict::Passed | Verdict::Flaky => {
+                last_where(&|a| matches!(a.case.outcome, CaseOutcome::Passed))
+            }
+            // A real failure says more than a later attempt that produced no result.
+            Verdict::Failed => last_where(&|a| a.is_failure() && !a.is_not_run())
+                .or_else(|| last_where(&|a| a.is_failure())),
+            Verdict::Skipped => last_where(&|a| matches!(a.case.outcome, CaseOutcome::Skipped(_))),
+            Verdict::NotRun => None,
+        };
+        found.or_else(|| self.attempts.len().checked_sub(1))
+    }
+
+    /// The attempt that decided the verdict (see [`Self::final_attempt_index`]).
+    pub fn final_attempt(&self) -> Option<&Attempt> {
+        self.final_attempt_index().map(|i| &self.attempts[i])
+    }
+
+    /// Every failed attempt other than the final one, in order.
+    pub fn earlier_failures(&self) -> impl Iterator<Item = &Attempt> {
+        let last = self.final_attempt_index();
+        self.attempts
+            .iter()
+            .enumerate()
+            .filter(move |(i, a)| Some(*i) != last && a.is_failure())
+            .map(|(_, a)| a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(outcome: CaseOutcome, batch: usize) -> Attempt {
+        Attempt {
+            case: TestCase {
+                name: "t".into(),
+                outcome,
+                ..TestCase::default()
+            },
+            batch,
+        }
+    }
+
+    fn failed(msg: &str) -> CaseOutcome {
+        CaseOutcome::Failed(Detail {
+            message: Some(msg.into()),
+            ..Detail::default()
+        })
+    }
+
+    fn result(verdict: Verdict, attempts: Vec<Attempt>) -> TestResult {
+        TestResult {
+            id: "t".into(),
+            group: "g".into(),
+            verdict,
+            attempts,
+        }
+    }
+
+    #[test]
+    fn not_run_attempts_follow_the_convention() {
+        let a = Attempt::not_run("x::y", "sandbox died", 3);
+        assert_eq!(a.case.name, "x::y");
+        assert_eq!(a.batch, 3);
+        assert!(a.is_not_run());
+        assert!(a.is_failure());
+        match &a.case.outcome {
+            CaseOutcome::Error(d) => {
+                assert_eq!(d.message.as_deref(), Some("sandbox died"));
+                assert_eq!(d.kind.as_deref(), Some(NOT_RUN_KIND));
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+
+    #[test]
+    fn verdicts_survive_the_merged_report() {
+        use crate::report::junit::{parse, render_merged};
+        let results: Vec<TestResult> = [
+            (Verdict::Passed, vec![attempt(CaseOutcome::Passed, 0)]),
+            (
+                Verdict::Flaky,
+                vec![attempt(failed("x"), 0), attempt(CaseOutcome::Passed, 1)],
+            ),
+            (Verdict::Failed, vec![attempt(failed("x"), 0)]),
+            (
+                Verdict::Failed,
+                vec![attempt(CaseOutcome::Error(Detail::default()), 0)],
+            ),
+            (
+                Verdict::Skipped,
+                vec![attempt(CaseOutcome::Skipped(Detail::default()), 0)],
+            ),
+            (Verdict::NotRun, vec![Attempt::not_run("t", "gone", 0)]),
+            (Verdict::NotRun, vec![]),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (verdict, attempts))| TestResult {
+            id: format!("t{i}"),
+            group: "g".into(),
+            verdict,
+            attempts,
+        })
+        .collect();
+        let xml = render_merged(&results, std::time::Duration::ZERO);
+        let back: Vec<Verdict> = parse(&xml).unwrap()[0]
+            .cases
+            .iter()
+            .map(Verdict::of_report_case)
+            .collect();
+        let expected: Vec<Verdict> = results.iter().map(|r| r.verdict).collect();
+        assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn final_attempt_of_a_flaky_test_is_the_pass() {
+        let r = result(
+            Verdict::Flaky,
+            vec![
+                attempt(failed("one"), 0),
+                attempt(CaseOutcome::Passed, 1),
+                attempt(failed("late"), 2),
+            ],
+        );
+        assert_eq!(r.final_attempt_index(), Some(1));
+        let earlier: Vec<_> = r.earlier_failures().map(|a| a.batch).collect();
+        assert_eq!(earlier, vec![0, 2]);
+    }
+
+    #[test]
+    fn final_attempt_of_a_failed_test_is_the_last_failure() {
+        let r = result(
+            Verdict::Failed,
+            vec![attempt(failed("one"), 0), attempt(failed("two"), 1)],
+        );
+        assert_eq!(r.final_attempt_index(), Some(1));
+        assert_eq!(r.earlier_failures().count(), 1);
+    }
+
+    #[test]
+    fn final_attempt_of_a_failed_test_prefers_a_real_failure() {
+        let r = result(
+            Verdict::Failed,
+            vec![attempt(failed("real"), 0), Attempt::not_run("t", "gone", 1)],
+        );
+        assert_eq!(r.final_attempt_index(), Some(0));
+        let earlier: Vec<_> = r.earlier_failures().map(|a| a.batch).collect();
+        assert_eq!(earlier, vec![1]);
+    }
+
+    #[test]
+    fn final_attempt_falls_back_to_the_last_one() {
+        let r = result(
+            Verdict::NotRun,
+            vec![attempt(failed("one"), 0), Attempt::not_run("t", "gone", 1)],
+        );
+        assert_eq!(r.final_attempt_index(), Some(1));
+        assert_eq!(result(Verdict::NotRun, vec![]).final_attempt_index(), None);
+    }
 }

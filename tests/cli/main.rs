@@ -1,5 +1,6 @@
 //! Black-box tests: each runs the built `offload` binary against a real project built in
 //! a temporary directory.
 
+mod logs;
 mod run;
 mod support;
