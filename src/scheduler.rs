@@ -46,7 +46,11 @@ pub struct PlannedBatch {
 pub fn expected_durations(items: &[Item<'_>], known: &HashMap<String, f64>) -> Vec<Duration> {
     let mut sums: HashMap<&str, (f64, u32)> = HashMap::new();
     for item in items {
-        if let Some(secs) = known.get(item.id).copied().filter(|s| s.is_finite() && *s >= 0.0) {
+        if let Some(secs) = known
+            .get(item.id)
+            .copied()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+        {
             let entry = sums.entry(item.group).or_default();
             entry.0 += secs;
             entry.1 += 1;
@@ -55,7 +59,11 @@ pub fn expected_durations(items: &[Item<'_>], known: &HashMap<String, f64>) -> V
     items
         .iter()
         .map(|item| {
-            match known.get(item.id).copied().filter(|s| s.is_finite() && *s >= 0.0) {
+            match known
+                .get(item.id)
+                .copied()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+            {
                 Some(secs) => Duration::from_secs_f64(secs),
                 None => match sums.get(item.group) {
                     Some(&(sum, n)) if n > 0 => Duration::from_secs_f64(sum / f64::from(n)),
@@ -79,7 +87,10 @@ pub fn plan(items: &[Item<'_>], durations: &[Duration], parallel: usize) -> Vec<
     let mut normal: Vec<usize> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         if item.individual {
-            batches.push(PlannedBatch { items: vec![i], load: durations[i] });
+            batches.push(PlannedBatch {
+                items: vec![i],
+                load: durations[i],
+            });
         } else {
             normal.push(i);
         }
@@ -87,10 +98,19 @@ pub fn plan(items: &[Item<'_>], durations: &[Duration], parallel: usize) -> Vec<
 
     // Stable sort: equal durations keep discovery order, so with nothing known the
     // placement below is round-robin.
-    normal.sort_by(|&a, &b| durations[b].cmp(&durations[a]));
+    normal.sort_by_key(|&i| std::cmp::Reverse(durations[i]));
     let slots = parallel.min(normal.len());
-    let mut lpt: Vec<(PlannedBatch, usize)> =
-        (0..slots).map(|_| (PlannedBatch { items: Vec::new(), load: Duration::ZERO }, 0)).collect();
+    let mut lpt: Vec<(PlannedBatch, usize)> = (0..slots)
+        .map(|_| {
+            (
+                PlannedBatch {
+                    items: Vec::new(),
+                    load: Duration::ZERO,
+                },
+                0,
+            )
+        })
+        .collect();
     for i in normal {
         let len = items[i].id.len() + 1;
         let target = lpt
@@ -102,7 +122,13 @@ pub fn plan(items: &[Item<'_>], durations: &[Duration], parallel: usize) -> Vec<
         let target = match target {
             Some(t) => t,
             None => {
-                lpt.push((PlannedBatch { items: Vec::new(), load: Duration::ZERO }, 0));
+                lpt.push((
+                    PlannedBatch {
+                        items: Vec::new(),
+                        load: Duration::ZERO,
+                    },
+                    0,
+                ));
                 lpt.len() - 1
             }
         };
@@ -111,8 +137,12 @@ pub fn plan(items: &[Item<'_>], durations: &[Duration], parallel: usize) -> Vec<
         batch.load += durations[i];
         *bytes += len;
     }
-    batches.extend(lpt.into_iter().map(|(b, _)| b).filter(|b| !b.items.is_empty()));
-    batches.sort_by(|a, b| b.load.cmp(&a.load));
+    batches.extend(
+        lpt.into_iter()
+            .map(|(b, _)| b)
+            .filter(|b| !b.items.is_empty()),
+    );
+    batches.sort_by_key(|b| std::cmp::Reverse(b.load));
     batches
 }
 
@@ -124,11 +154,20 @@ pub fn split_retries(
     durations: &[Duration],
     parts: usize,
 ) -> Vec<PlannedBatch> {
-    let sub_items: Vec<Item<'_>> = tests.iter().map(|&i| Item { individual: false, ..items[i].clone() }).collect();
+    let sub_items: Vec<Item<'_>> = tests
+        .iter()
+        .map(|&i| Item {
+            individual: false,
+            ..items[i].clone()
+        })
+        .collect();
     let sub_durations: Vec<Duration> = tests.iter().map(|&i| durations[i]).collect();
     plan(&sub_items, &sub_durations, parts)
         .into_iter()
-        .map(|b| PlannedBatch { items: b.items.into_iter().map(|j| tests[j]).collect(), load: b.load })
+        .map(|b| PlannedBatch {
+            items: b.items.into_iter().map(|j| tests[j]).collect(),
+            load: b.load,
+        })
         .collect()
 }
 
@@ -137,11 +176,20 @@ mod tests {
     use super::*;
 
     fn items<'a>(ids: &[&'a str]) -> Vec<Item<'a>> {
-        ids.iter().map(|id| Item { id, group: "g", individual: false }).collect()
+        ids.iter()
+            .map(|id| Item {
+                id,
+                group: "g",
+                individual: false,
+            })
+            .collect()
     }
 
     fn ids<'a>(items: &[Item<'a>], batches: &[PlannedBatch]) -> Vec<Vec<&'a str>> {
-        batches.iter().map(|b| b.items.iter().map(|&i| items[i].id).collect()).collect()
+        batches
+            .iter()
+            .map(|b| b.items.iter().map(|&i| items[i].id).collect())
+            .collect()
     }
 
     #[test]
@@ -149,17 +197,25 @@ mod tests {
         let items = items(&["a", "b", "c", "d", "e"]);
         let d = expected_durations(&items, &HashMap::new());
         let batches = plan(&items, &d, 2);
-        assert_eq!(ids(&items, &batches), vec![vec!["a", "c", "e"], vec!["b", "d"]]);
+        assert_eq!(
+            ids(&items, &batches),
+            vec![vec!["a", "c", "e"], vec!["b", "d"]]
+        );
     }
 
     #[test]
     fn lpt_puts_the_longest_tests_apart() {
         let items = items(&["fast", "medium", "slow"]);
-        let known: HashMap<String, f64> =
-            [("slow", 10.0), ("medium", 5.0), ("fast", 1.0)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let known: HashMap<String, f64> = [("slow", 10.0), ("medium", 5.0), ("fast", 1.0)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
         let d = expected_durations(&items, &known);
         let batches = plan(&items, &d, 2);
-        assert_eq!(ids(&items, &batches), vec![vec!["slow"], vec!["medium", "fast"]]);
+        assert_eq!(
+            ids(&items, &batches),
+            vec![vec!["slow"], vec!["medium", "fast"]]
+        );
         assert_eq!(batches[0].load, Duration::from_secs(10));
     }
 
@@ -167,28 +223,68 @@ mod tests {
     fn skewed_suite_is_balanced_near_the_lower_bound() {
         // 2 x 4 s, 10 x 1 s, 48 x 0.1 s over 4 sandboxes: lower bound max(4, 22.8/4) = 5.7 s.
         let names: Vec<String> = (0..60).map(|i| format!("t{i}")).collect();
-        let items: Vec<Item<'_>> = names.iter().map(|n| Item { id: n, group: "g", individual: false }).collect();
+        let items: Vec<Item<'_>> = names
+            .iter()
+            .map(|n| Item {
+                id: n,
+                group: "g",
+                individual: false,
+            })
+            .collect();
         let known: HashMap<String, f64> = names
             .iter()
             .enumerate()
-            .map(|(i, n)| (n.clone(), if i < 2 { 4.0 } else if i < 12 { 1.0 } else { 0.1 }))
+            .map(|(i, n)| {
+                (
+                    n.clone(),
+                    if i < 2 {
+                        4.0
+                    } else if i < 12 {
+                        1.0
+                    } else {
+                        0.1
+                    },
+                )
+            })
             .collect();
         let d = expected_durations(&items, &known);
         let batches = plan(&items, &d, 4);
         assert_eq!(batches.len(), 4);
         let max = batches.iter().map(|b| b.load).max().unwrap();
-        assert!(max <= Duration::from_secs_f64(5.7 * 1.05), "max load {max:?}");
+        assert!(
+            max <= Duration::from_secs_f64(5.7 * 1.05),
+            "max load {max:?}"
+        );
     }
 
     #[test]
     fn unknown_tests_take_their_group_mean() {
         let items = vec![
-            Item { id: "a", group: "slow", individual: false },
-            Item { id: "b", group: "slow", individual: false },
-            Item { id: "new", group: "slow", individual: false },
-            Item { id: "other", group: "fast", individual: false },
+            Item {
+                id: "a",
+                group: "slow",
+                individual: false,
+            },
+            Item {
+                id: "b",
+                group: "slow",
+                individual: false,
+            },
+            Item {
+                id: "new",
+                group: "slow",
+                individual: false,
+            },
+            Item {
+                id: "other",
+                group: "fast",
+                individual: false,
+            },
         ];
-        let known: HashMap<String, f64> = [("a", 2.0), ("b", 4.0)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let known: HashMap<String, f64> = [("a", 2.0), ("b", 4.0)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
         let d = expected_durations(&items, &known);
         assert_eq!(d[2], Duration::from_secs(3));
         assert_eq!(d[3], UNKNOWN_DURATION);
@@ -197,7 +293,11 @@ mod tests {
     #[test]
     fn never_more_batches_than_tests_and_individual_tests_alone() {
         let mut items = items(&["a", "b"]);
-        items.push(Item { id: "solo", group: "g", individual: true });
+        items.push(Item {
+            id: "solo",
+            group: "g",
+            individual: true,
+        });
         let d = expected_durations(&items, &HashMap::new());
         let batches = plan(&items, &d, 8);
         assert_eq!(batches.len(), 3);
@@ -208,7 +308,14 @@ mod tests {
     #[test]
     fn batches_stay_under_the_argument_limit() {
         let long: Vec<String> = (0..200).map(|i| format!("{i:0>1000}")).collect();
-        let items: Vec<Item<'_>> = long.iter().map(|n| Item { id: n, group: "g", individual: false }).collect();
+        let items: Vec<Item<'_>> = long
+            .iter()
+            .map(|n| Item {
+                id: n,
+                group: "g",
+                individual: false,
+            })
+            .collect();
         let d = expected_durations(&items, &HashMap::new());
         let batches = plan(&items, &d, 1);
         assert!(batches.len() >= 4, "{} batches", batches.len());

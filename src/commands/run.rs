@@ -54,7 +54,8 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     apply_flags(&mut config, &options)?;
 
     let signals = Signals::install().context("cannot install the SIGINT/SIGTERM handlers")?;
-    let framework: Arc<dyn framework::Framework> = Arc::from(framework::from_config(&config.framework)?);
+    let framework: Arc<dyn framework::Framework> =
+        Arc::from(framework::from_config(&config.framework)?);
     if options.fail_fast && !framework.has_stop_flag() {
         tracing::warn!(
             "--fail-fast: the {} framework has no stop flag; running batches are cancelled at the first failure, \
@@ -64,9 +65,10 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     }
 
     eprint!("Discovering tests... ");
+    let interrupt = signals.token();
     let discovered = tokio::select! {
         result = framework::discovery::discover(framework.as_ref(), &config.groups, config.offload.max_parallel_collection) => result,
-        () = signals.token().cancelled() => {
+        () = interrupt.cancelled() => {
             eprintln!("interrupted");
             return Ok(signals.received().map_or(exit::INTERRUPTED, |s| s.exit_code()));
         }
@@ -79,7 +81,11 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         }
     };
     let records = dedupe(discovered);
-    eprintln!("found {} tests across {} groups", records.len(), config.groups.len());
+    eprintln!(
+        "found {} tests across {} groups",
+        records.len(),
+        config.groups.len()
+    );
 
     if options.collect_only {
         crate::commands::collect::print_listing(&records, config.groups.keys().map(String::as_str));
@@ -104,13 +110,23 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         durations,
     };
     let mut progress = Progress::new(records.len(), options.ci, false);
-    let outcome =
-        orchestrator::run(&records, Arc::clone(&framework), provider, &settings, &signals.token(), &mut progress).await;
+    let outcome = orchestrator::run(
+        &records,
+        Arc::clone(&framework),
+        provider,
+        &settings,
+        &interrupt,
+        &mut progress,
+    )
+    .await;
 
     if report.junit {
         let path = report.junit_path();
         if let Err(err) = junit::write_merged(&path, &outcome.results, outcome.elapsed) {
-            tracing::error!("cannot write the JUnit report `{}`: {err:#}", path.display());
+            tracing::error!(
+                "cannot write the JUnit report `{}`: {err:#}",
+                path.display()
+            );
         }
     }
 
@@ -124,14 +140,16 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         let cpu_seconds = outcome.sandbox_seconds * cores;
         (cpu_seconds * MODAL_USD_PER_CPU_SECOND, cpu_seconds)
     });
-    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    print!("{}", summary::render(&counts, outcome.elapsed, cost, color));
+    let color = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let exit_code = counts.exit_code();
+    print!("{}", summary::render(counts, outcome.elapsed, cost, color));
 
     if let Some(signal) = signals.received() {
         eprintln!("offload: stopped by {}", signal.name());
         return Ok(signal.exit_code());
     }
-    Ok(counts.exit_code())
+    Ok(exit_code)
 }
 
 /// Applies `--parallel`, `--env` and `--copy-dir` to the loaded configuration.
@@ -146,11 +164,16 @@ fn apply_flags(config: &mut Config, options: &RunOptions) -> Result<()> {
         let Some((key, value)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
             bail!("invalid `--env {pair}`: expected KEY=VALUE, e.g. `--env DEBUG=1`");
         };
-        config.provider.env_mut().insert(key.to_owned(), value.to_owned());
+        config
+            .provider
+            .env_mut()
+            .insert(key.to_owned(), value.to_owned());
     }
     for dir in &options.copy_dirs {
         if dir.split_once(':').is_none() {
-            bail!("invalid `--copy-dir {dir}`: expected LOCAL:REMOTE, e.g. `--copy-dir ./data:/app/data`");
+            bail!(
+                "invalid `--copy-dir {dir}`: expected LOCAL:REMOTE, e.g. `--copy-dir ./data:/app/data`"
+            );
         }
     }
     match &mut config.provider {
@@ -202,8 +225,10 @@ fn dedupe(records: Vec<TestRecord>) -> Vec<TestRecord> {
 fn prepare_output_dir(output_dir: &Path) -> Result<()> {
     for sub in ["logs", "junit-parts"] {
         let dir = output_dir.join(sub);
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
-        let entries = std::fs::read_dir(&dir).with_context(|| format!("cannot list `{}`", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create `{}`", dir.display()))?;
+        let entries =
+            std::fs::read_dir(&dir).with_context(|| format!("cannot list `{}`", dir.display()))?;
         for entry in entries.flatten() {
             let name = entry.file_name();
             if is_ours(sub, &name.to_string_lossy()) {
@@ -219,13 +244,18 @@ fn prepare_output_dir(output_dir: &Path) -> Result<()> {
 
 /// Whether a file in `{output_dir}/{sub}` is one Offload writes.
 fn is_ours(sub: &str, name: &str) -> bool {
-    let Some(rest) = name.strip_prefix("batch-") else { return false };
+    let Some(rest) = name.strip_prefix("batch-") else {
+        return false;
+    };
     let (number, ext) = rest.split_once('.').unwrap_or((rest, ""));
     if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
         return false;
     }
     match sub {
-        "logs" => matches!(ext, "success" | "failure" | "error" | "cancelled" | "running"),
+        "logs" => matches!(
+            ext,
+            "success" | "failure" | "error" | "cancelled" | "running"
+        ),
         _ => ext == "xml",
     }
 }
@@ -245,9 +275,17 @@ fn build_provider(config: &Config) -> Result<Arc<dyn Provider>> {
                 .sandbox_project_root
                 .clone()
                 .unwrap_or_else(|| working_dir.to_string_lossy().into_owned());
-            let mut env: Vec<(String, String)> = local.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let mut env: Vec<(String, String)> = local
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             env.push(("OFFLOAD_ROOT".to_owned(), root));
-            let provider = LocalProvider::new(LocalSandboxSettings { working_dir, shell: local.shell.clone(), env })?;
+            let provider = LocalProvider::new(LocalSandboxSettings {
+                working_dir,
+                shell: local.shell.clone(),
+                env,
+            })?;
             Ok(Arc::new(provider))
         }
         ProviderConfig::Default(_) => bail!("the `default` provider is not implemented yet"),
@@ -278,7 +316,11 @@ mod tests {
             retry_count,
             schedule_individual: false,
         };
-        let out = dedupe(vec![rec("a", "g1", 0), rec("b", "g1", 0), rec("a", "g2", 3)]);
+        let out = dedupe(vec![
+            rec("a", "g1", 0),
+            rec("b", "g1", 0),
+            rec("a", "g2", 3),
+        ]);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].group, "g1");
         assert_eq!(out[0].retry_count, 3);

@@ -17,9 +17,7 @@ use crate::framework::{Framework, ResultSource};
 use crate::process::{ExitOutcome, Stream};
 use crate::provider::{OutputLine, Sandbox};
 use crate::report::junit::{self, CaseOutcome, Detail, TestCase};
-
-/// The `type` of the synthesized `<error>` of a test that produced no result.
-pub const NOT_RUN_KIND: &str = "offload.NotRun";
+use crate::report::verdict::Attempt;
 
 /// What every batch of a run shares.
 pub struct BatchContext {
@@ -77,14 +75,14 @@ pub struct AttemptReport {
     /// Index of the test.
     pub test: usize,
     /// The result, `name` set to the canonical ID. For a test without a result, a
-    /// synthesized case with an `<error type="offload.NotRun">` carrying the reason.
+    /// synthesized not-run case carrying the reason (see [`Attempt::not_run`]).
     pub case: TestCase,
 }
 
 impl AttemptReport {
     /// Whether this attempt produced no result at all.
     pub fn is_not_run(&self) -> bool {
-        matches!(&self.case.outcome, CaseOutcome::Error(d) if d.kind.as_deref() == Some(NOT_RUN_KIND))
+        self.case.outcome.is_not_run()
     }
 }
 
@@ -117,29 +115,60 @@ pub async fn execute(
         ResultSource::JunitFixed(path) => Some(path.clone()),
         ResultSource::ExitCode => None,
     };
-    let command = cx.framework.batch_command(&ids, remote_result.as_deref().unwrap_or(""), cx.fail_fast);
+    let command =
+        cx.framework
+            .batch_command(&ids, remote_result.as_deref().unwrap_or(""), cx.fail_fast);
     let (exec, log_error) = match command {
         Ok(command) => {
-            tracing::debug!(batch = job.number, sandbox = sandbox.id(), "running {}", command.display());
+            tracing::debug!(
+                batch = job.number,
+                sandbox = sandbox.id(),
+                "running {}",
+                command.display()
+            );
             run_logged(sandbox, &command, cx.timeout, cancel, &running_log).await
         }
         Err(err) => (Err(err.context("cannot build the batch command")), None),
     };
     if let Some(err) = log_error {
-        tracing::warn!("batch {}: cannot write its log `{}`: {err:#}", job.number, running_log.display());
+        tracing::warn!(
+            "batch {}: cannot write its log `{}`: {err:#}",
+            job.number,
+            running_log.display()
+        );
     }
     let elapsed = started.elapsed();
 
     let report = match exec {
         Err(err) => {
-            let reason = format!("sandbox `{}` could not run the batch: {err:#}", sandbox.id());
+            let reason = format!(
+                "sandbox `{}` could not run the batch: {err:#}",
+                sandbox.id()
+            );
             tracing::error!("batch {}: {reason}", job.number);
-            BatchReport { kind: BatchKind::Error, attempts: not_run_all(job, &ids, &reason), sandbox_failed: true }
+            BatchReport {
+                kind: BatchKind::Error,
+                attempts: not_run_all(job, &ids, &reason),
+                sandbox_failed: true,
+            }
         }
-        Ok(ExitOutcome::Cancelled) => {
-            BatchReport { kind: BatchKind::Cancelled, attempts: Vec::new(), sandbox_failed: false }
+        Ok(ExitOutcome::Cancelled) => BatchReport {
+            kind: BatchKind::Cancelled,
+            attempts: Vec::new(),
+            sandbox_failed: false,
+        },
+        Ok(outcome) => {
+            collect_results(
+                sandbox,
+                job,
+                &ids,
+                cx,
+                outcome,
+                remote_result.as_deref(),
+                elapsed,
+            )
+            .await
         }
-        Ok(outcome) => collect_results(sandbox, job, &ids, cx, outcome, remote_result.as_deref(), elapsed).await,
     };
 
     let final_log = log_base.with_extension(report.kind.suffix());
@@ -210,11 +239,17 @@ async fn collect_results(
 
     let local = cx.parts_dir.join(format!("batch-{}.xml", job.number));
     let parsed = match sandbox.download(remote, &local).await {
-        Err(err) => Err(format!("no result file: `{remote}` could not be fetched ({err:#}); the batch {status}")),
+        Err(err) => Err(format!(
+            "no result file: `{remote}` could not be fetched ({err:#}); the batch {status}"
+        )),
         Ok(()) => match std::fs::read(&local) {
-            Err(err) => Err(format!("no result file: cannot read `{}`: {err}; the batch {status}", local.display())),
-            Ok(bytes) => junit::parse(&String::from_utf8_lossy(&bytes))
-                .map_err(|err| format!("unreadable result file `{remote}`: {err:#}; the batch {status}")),
+            Err(err) => Err(format!(
+                "no result file: cannot read `{}`: {err}; the batch {status}",
+                local.display()
+            )),
+            Ok(bytes) => junit::parse(&String::from_utf8_lossy(&bytes)).map_err(|err| {
+                format!("unreadable result file `{remote}`: {err:#}; the batch {status}")
+            }),
         },
     };
 
@@ -222,13 +257,25 @@ async fn collect_results(
     let suites = match parsed {
         Ok(suites) => suites,
         Err(reason) if timed_out => {
-            tracing::warn!("batch {}: timed out after {} s", job.number, cx.timeout.as_secs());
+            tracing::warn!(
+                "batch {}: timed out after {} s",
+                job.number,
+                cx.timeout.as_secs()
+            );
             let _ = reason; // A killed runner rarely writes its report; the timeout is the news.
-            return BatchReport { kind: BatchKind::Failure, attempts: timed_out_all(job, ids, cx.timeout), sandbox_failed: false };
+            return BatchReport {
+                kind: BatchKind::Failure,
+                attempts: timed_out_all(job, ids, cx.timeout),
+                sandbox_failed: false,
+            };
         }
         Err(reason) => {
             tracing::warn!("batch {}: {reason}", job.number);
-            return BatchReport { kind: BatchKind::Error, attempts: not_run_all(job, ids, &reason), sandbox_failed: false };
+            return BatchReport {
+                kind: BatchKind::Error,
+                attempts: not_run_all(job, ids, &reason),
+                sandbox_failed: false,
+            };
         }
     };
 
@@ -242,7 +289,9 @@ async fn collect_results(
     let mut found: Vec<Option<TestCase>> = vec![None; ids.len()];
     let mut unmatched: Vec<String> = Vec::new();
     for case in suites.into_iter().flat_map(|s| s.cases) {
-        let key = cx.framework.junit_key(&case.name, case.classname.as_deref());
+        let key = cx
+            .framework
+            .junit_key(&case.name, case.classname.as_deref());
         match by_key.get(&key) {
             Some(&pos) => {
                 let mut case = case;
@@ -272,18 +321,30 @@ async fn collect_results(
             None if timed_out => timed_out_case(&ids[pos], cx.timeout),
             None => {
                 kind = BatchKind::Error.max_with(kind);
-                not_run_case(&ids[pos], &format!("the test runner reported no result for it; the batch {status}"))
+                not_run_case(
+                    &ids[pos],
+                    &format!("the test runner reported no result for it; the batch {status}"),
+                )
             }
         };
-        if matches!(case.outcome, CaseOutcome::Failed(_) | CaseOutcome::Error(_)) && kind == BatchKind::Success {
+        if matches!(case.outcome, CaseOutcome::Failed(_) | CaseOutcome::Error(_))
+            && kind == BatchKind::Success
+        {
             kind = BatchKind::Failure;
         }
-        attempts.push(AttemptReport { test: job.tests[pos], case });
+        attempts.push(AttemptReport {
+            test: job.tests[pos],
+            case,
+        });
     }
     if timed_out {
         kind = BatchKind::Failure;
     }
-    BatchReport { kind, attempts, sandbox_failed: false }
+    BatchReport {
+        kind,
+        attempts,
+        sandbox_failed: false,
+    }
 }
 
 impl BatchKind {
@@ -295,7 +356,11 @@ impl BatchKind {
             Self::Error => 2,
             Self::Cancelled => 3,
         };
-        if rank(self) >= rank(other) { self } else { other }
+        if rank(self) >= rank(other) {
+            self
+        } else {
+            other
+        }
     }
 }
 
@@ -320,7 +385,13 @@ fn describe(outcome: ExitOutcome, timeout: Duration) -> String {
 }
 
 /// No result file configured: the exit code decides for every test of the batch.
-fn exit_code_fallback(job: &Job, ids: &[String], outcome: ExitOutcome, status: &str, elapsed: Duration) -> BatchReport {
+fn exit_code_fallback(
+    job: &Job,
+    ids: &[String],
+    outcome: ExitOutcome,
+    status: &str,
+    elapsed: Duration,
+) -> BatchReport {
     let passed = outcome == ExitOutcome::Exited(0);
     let time = elapsed.as_secs_f64() / ids.len().max(1) as f64;
     let attempts = ids
@@ -339,20 +410,20 @@ fn exit_code_fallback(job: &Job, ids: &[String], outcome: ExitOutcome, status: &
             AttemptReport { test, case: TestCase { name: id.clone(), time, outcome, ..TestCase::default() } }
         })
         .collect();
-    BatchReport { kind: if passed { BatchKind::Success } else { BatchKind::Failure }, attempts, sandbox_failed: false }
+    BatchReport {
+        kind: if passed {
+            BatchKind::Success
+        } else {
+            BatchKind::Failure
+        },
+        attempts,
+        sandbox_failed: false,
+    }
 }
 
 /// A synthesized case for a test that produced no result.
 pub fn not_run_case(id: &str, reason: &str) -> TestCase {
-    TestCase {
-        name: id.to_owned(),
-        outcome: CaseOutcome::Error(Detail {
-            message: Some(format!("not run: {reason}")),
-            kind: Some(NOT_RUN_KIND.to_owned()),
-            body: String::new(),
-        }),
-        ..TestCase::default()
-    }
+    Attempt::not_run(id, reason, 0).case
 }
 
 fn timed_out_case(id: &str, timeout: Duration) -> TestCase {
@@ -360,7 +431,10 @@ fn timed_out_case(id: &str, timeout: Duration) -> TestCase {
         name: id.to_owned(),
         time: timeout.as_secs_f64(),
         outcome: CaseOutcome::Failed(Detail {
-            message: Some(format!("timed out after {} s (test_timeout_secs): the batch was killed", timeout.as_secs())),
+            message: Some(format!(
+                "timed out after {} s (test_timeout_secs): the batch was killed",
+                timeout.as_secs()
+            )),
             kind: Some("offload.Timeout".to_owned()),
             body: String::new(),
         }),
@@ -369,9 +443,21 @@ fn timed_out_case(id: &str, timeout: Duration) -> TestCase {
 }
 
 fn not_run_all(job: &Job, ids: &[String], reason: &str) -> Vec<AttemptReport> {
-    ids.iter().zip(&job.tests).map(|(id, &test)| AttemptReport { test, case: not_run_case(id, reason) }).collect()
+    ids.iter()
+        .zip(&job.tests)
+        .map(|(id, &test)| AttemptReport {
+            test,
+            case: not_run_case(id, reason),
+        })
+        .collect()
 }
 
 fn timed_out_all(job: &Job, ids: &[String], timeout: Duration) -> Vec<AttemptReport> {
-    ids.iter().zip(&job.tests).map(|(id, &test)| AttemptReport { test, case: timed_out_case(id, timeout) }).collect()
+    ids.iter()
+        .zip(&job.tests)
+        .map(|(id, &test)| AttemptReport {
+            test,
+            case: timed_out_case(id, timeout),
+        })
+        .collect()
 }

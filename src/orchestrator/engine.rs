@@ -83,12 +83,20 @@ pub async fn run(
     let ids: Arc<Vec<String>> = Arc::new(records.iter().map(|r| r.id.clone()).collect());
     let items: Vec<Item<'_>> = records
         .iter()
-        .map(|r| Item { id: &r.id, group: &r.group, individual: r.schedule_individual })
+        .map(|r| Item {
+            id: &r.id,
+            group: &r.group,
+            individual: r.schedule_individual,
+        })
         .collect();
     let durations = scheduler::expected_durations(&items, &settings.durations);
     let planned = scheduler::plan(&items, &durations, settings.parallel);
     let mut queue: VecDeque<Vec<usize>> = planned.into_iter().map(|b| b.items).collect();
-    tracing::info!("scheduled {} tests into {} batches", records.len(), queue.len());
+    tracing::info!(
+        "scheduled {} tests into {} batches",
+        records.len(),
+        queue.len()
+    );
 
     let cx = Arc::new(BatchContext {
         framework: Arc::clone(&framework),
@@ -119,8 +127,14 @@ pub async fn run(
     }
     drop(events_tx);
 
-    let mut tests: Vec<TestState> =
-        records.iter().map(|_| TestState { failures: 0, attempts: Vec::new(), verdict: None }).collect();
+    let mut tests: Vec<TestState> = records
+        .iter()
+        .map(|_| TestState {
+            failures: 0,
+            attempts: Vec::new(),
+            verdict: None,
+        })
+        .collect();
     let mut idle: Vec<usize> = Vec::new();
     let mut creating = workers;
     let mut running = 0usize;
@@ -132,9 +146,14 @@ pub async fn run(
     loop {
         if !stop.is_cancelled() {
             while let Some(&w) = idle.last() {
-                let Some(tests_of_batch) = queue.pop_front() else { break };
+                let Some(tests_of_batch) = queue.pop_front() else {
+                    break;
+                };
                 idle.pop();
-                let job = Job { number: next_batch, tests: tests_of_batch };
+                let job = Job {
+                    number: next_batch,
+                    tests: tests_of_batch,
+                };
                 next_batch += 1;
                 let sent = match &senders[w] {
                     Some(tx) => tx.send(job).await.map_err(|e| e.0),
@@ -167,7 +186,9 @@ pub async fn run(
             Event::SandboxFailed(w, err) => {
                 creating -= 1;
                 senders[w] = None;
-                tracing::warn!("sandbox {w} could not be created, continuing with fewer sandboxes: {err:#}");
+                tracing::warn!(
+                    "sandbox {w} could not be created, continuing with fewer sandboxes: {err:#}"
+                );
                 last_sandbox_error = Some(format!("{err:#}"));
             }
             Event::Gone(secs) => sandbox_seconds += secs,
@@ -183,7 +204,9 @@ pub async fn run(
                 for attempt in report.attempts {
                     let test = attempt.test;
                     let record = &records[test];
-                    if let Some(again) = record_attempt(&mut tests[test], record, attempt, job.number, progress) {
+                    if let Some(again) =
+                        record_attempt(&mut tests[test], record, attempt, job.number, progress)
+                    {
                         failed_now |= again.failed;
                         if again.retry {
                             retry.push(test);
@@ -191,14 +214,20 @@ pub async fn run(
                     }
                 }
                 if failed_now && settings.fail_fast && !stop.is_cancelled() {
-                    tracing::info!("fail-fast: batch {} had a failure, cancelling the rest of the run", job.number);
+                    tracing::info!(
+                        "fail-fast: batch {} had a failure, cancelling the rest of the run",
+                        job.number
+                    );
                     stop_reason = Some("cancelled by --fail-fast after the first failure");
                     stop.cancel();
                 }
                 if !retry.is_empty() && !stop.is_cancelled() {
                     // Retries go ahead of new work, spread over the sandboxes that are free.
                     let parts = (idle.len() + creating).max(1);
-                    for b in scheduler::split_retries(&retry, &items, &durations, parts).into_iter().rev() {
+                    for b in scheduler::split_retries(&retry, &items, &durations, parts)
+                        .into_iter()
+                        .rev()
+                    {
                         queue.push_front(b.items);
                     }
                 }
@@ -230,12 +259,18 @@ pub async fn run(
 
     let default_reason = match (stop_reason, &last_sandbox_error) {
         (Some(reason), _) => reason.to_owned(),
-        (None, Some(err)) if !queue.is_empty() => format!("no sandbox was available to run it (last error: {err})"),
+        (None, Some(err)) if !queue.is_empty() => {
+            format!("no sandbox was available to run it (last error: {err})")
+        }
         _ => "it was never scheduled".to_owned(),
     };
     let results = finish(records, tests, &default_reason);
     progress.finish();
-    EngineOutcome { results, elapsed: started.elapsed(), sandbox_seconds }
+    EngineOutcome {
+        results,
+        elapsed: started.elapsed(),
+        sandbox_seconds,
+    }
 }
 
 struct AttemptEffect {
@@ -256,7 +291,10 @@ fn record_attempt(
     }
     let not_run = attempt.is_not_run();
     let outcome = attempt.case.outcome.clone();
-    state.attempts.push(Attempt { case: attempt.case, batch });
+    state.attempts.push(Attempt {
+        case: attempt.case,
+        batch,
+    });
     let is_failure = matches!(outcome, CaseOutcome::Failed(_) | CaseOutcome::Error(_));
     let verdict = match outcome {
         CaseOutcome::Passed if state.failures > 0 => Some(Verdict::Flaky),
@@ -266,7 +304,7 @@ fn record_attempt(
             state.failures += 1;
             if state.failures <= record.retry_count {
                 None
-            } else if state.attempts.iter().all(|a| is_not_run(&a.case)) {
+            } else if state.attempts.iter().all(Attempt::is_not_run) {
                 Some(Verdict::NotRun)
             } else {
                 Some(Verdict::Failed)
@@ -277,11 +315,10 @@ fn record_attempt(
         state.verdict = Some(v);
         progress.test_decided(v);
     }
-    Some(AttemptEffect { failed: is_failure && !not_run, retry: verdict.is_none() })
-}
-
-fn is_not_run(case: &crate::report::junit::TestCase) -> bool {
-    matches!(&case.outcome, CaseOutcome::Error(d) if d.kind.as_deref() == Some(batch::NOT_RUN_KIND))
+    Some(AttemptEffect {
+        failed: is_failure && !not_run,
+        retry: verdict.is_none(),
+    })
 }
 
 /// Turns the per-test state into results; a test without a verdict is "not run".
@@ -294,16 +331,23 @@ fn finish(records: &[TestRecord], tests: Vec<TestState>, reason: &str) -> Vec<Te
                 Some(v) => v,
                 None => {
                     // Failed attempts with retries left, then stopped: the failures stand.
-                    if state.attempts.iter().any(|a| !is_not_run(&a.case)) {
+                    if state.attempts.iter().any(|a| !a.is_not_run()) {
                         Verdict::Failed
                     } else {
                         let batch = state.attempts.last().map_or(usize::MAX, |a| a.batch);
-                        state.attempts.push(Attempt { case: batch::not_run_case(&record.id, reason), batch });
+                        state
+                            .attempts
+                            .push(Attempt::not_run(&record.id, reason, batch));
                         Verdict::NotRun
                     }
                 }
             };
-            TestResult { id: record.id.clone(), group: record.group.clone(), verdict, attempts: state.attempts }
+            TestResult {
+                id: record.id.clone(),
+                group: record.group.clone(),
+                verdict,
+                attempts: state.attempts,
+            }
         })
         .collect()
 }
@@ -345,7 +389,11 @@ async fn worker(
     match tokio::time::timeout(DESTROY_TIMEOUT, sandbox.destroy()).await {
         Ok(Ok(())) => tracing::debug!("sandbox {} destroyed", sandbox.id()),
         Ok(Err(err)) => tracing::warn!("cannot destroy sandbox `{}`: {err:#}", sandbox.id()),
-        Err(_) => tracing::warn!("destroying sandbox `{}` took over {} s; abandoned", sandbox.id(), DESTROY_TIMEOUT.as_secs()),
+        Err(_) => tracing::warn!(
+            "destroying sandbox `{}` took over {} s; abandoned",
+            sandbox.id(),
+            DESTROY_TIMEOUT.as_secs()
+        ),
     }
     let _ = events.send(Event::Gone(created.elapsed().as_secs_f64()));
 }

@@ -9,4 +9,4 @@ pub mod batch;
 pub mod engine;
 pub mod progress;
 
-pub use engine::{run, EngineOutcome, EngineSettings};
+pub use engine::{EngineOutcome, EngineSettings, run};

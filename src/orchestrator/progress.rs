@@ -28,10 +28,13 @@ impl Progress {
     pub fn new(total: usize, plain: bool, hidden: bool) -> Self {
         let use_bar = !hidden && !plain && std::io::stderr().is_terminal();
         let bar = use_bar.then(|| {
-            let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] [{bar:40}] {pos}/{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("#>-");
+            let bar =
+                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] [{bar:40}] {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("#>-");
             bar.set_style(style);
             bar.enable_steady_tick(Duration::from_millis(100));
             bar

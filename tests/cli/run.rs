@@ -50,7 +50,11 @@ fn scripted(tests: &[&str], extra_offload: &str, groups: &str) -> Project {
     let p = Project::new();
     p.file("runner.py", RUNNER);
     p.file("tests.txt", &(tests.join("\n") + "\n"));
-    let groups = if groups.is_empty() { "[groups.all]\nretry_count = 0\n" } else { groups };
+    let groups = if groups.is_empty() {
+        "[groups.all]\nretry_count = 0\n"
+    } else {
+        groups
+    };
     p.file(
         "offload.toml",
         &format!(
@@ -82,7 +86,12 @@ fn junit(p: &Project) -> String {
 fn pid_alive(pid: i32) -> bool {
     // A zombie has exited; only a live process counts.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -111,7 +120,11 @@ fn exit_codes_follow_the_verdicts() {
     assert!(run.stdout.contains("Failed:  1"), "{}", run.stdout);
     assert!(run.stdout.contains("Some tests failed."), "{}", run.stdout);
 
-    let p = scripted(&["pass-a", "flaky-b"], "", "[groups.all]\nretry_count = 1\n");
+    let p = scripted(
+        &["pass-a", "flaky-b"],
+        "",
+        "[groups.all]\nretry_count = 1\n",
+    );
     let run = support::run(p.offload().arg("run"));
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("Flaky:   1"), "{}", run.stdout);
@@ -214,7 +227,13 @@ fn a_hanging_batch_is_killed_with_its_whole_process_tree() {
 #[test]
 fn sigint_stops_the_run_cleans_up_and_reports() {
     let p = scripted(&["hang-a", "hang-b", "pass-c"], "", "");
-    let mut child = p.offload().arg("run").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = p
+        .offload()
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let pids_dir = p.path().join("pids");
     let deadline = Instant::now() + Duration::from_secs(30);
     while read_pids(&pids_dir).len() < 2 {
@@ -225,7 +244,11 @@ fn sigint_stops_the_run_cleans_up_and_reports() {
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
-    assert!(sent.elapsed() < Duration::from_secs(10), "took {:?} to stop", sent.elapsed());
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "took {:?} to stop",
+        sent.elapsed()
+    );
     let run: Run = out.into();
     assert_eq!(run.code, 130, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("Test Results:"), "{}", run.stdout);
@@ -244,13 +267,20 @@ fn intervals(p: &Project) -> Vec<(String, f64, f64)> {
         .map(|l| {
             let mut it = l.split(' ');
             let id = it.next().unwrap().to_owned();
-            (id, it.next().unwrap().parse().unwrap(), it.next().unwrap().parse().unwrap())
+            (
+                id,
+                it.next().unwrap().parse().unwrap(),
+                it.next().unwrap().parse().unwrap(),
+            )
         })
         .collect()
 }
 
 fn max_overlap(iv: &[(String, f64, f64)]) -> usize {
-    iv.iter().map(|(_, s, _)| iv.iter().filter(|(_, s2, e2)| s2 <= s && s < e2).count()).max().unwrap_or(0)
+    iv.iter()
+        .map(|(_, s, _)| iv.iter().filter(|(_, s2, e2)| s2 <= s && s < e2).count())
+        .max()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -273,8 +303,11 @@ fn batches(p: &Project) -> Vec<Vec<String>> {
         .unwrap()
         .map(|e| {
             let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
-            let mut ids: Vec<String> =
-                text.lines().filter_map(|l| l.strip_prefix("ran ")).map(str::to_owned).collect();
+            let mut ids: Vec<String> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("ran "))
+                .map(str::to_owned)
+                .collect();
             ids.sort();
             ids
         })
@@ -286,25 +319,35 @@ fn batches(p: &Project) -> Vec<Vec<String>> {
 #[test]
 fn the_previous_reports_durations_drive_lpt() {
     // Discovery order puts the slow test first; round-robin pairs it with two fast ones.
-    let p = scripted(&["sleep-1.5-slow", "pass-a", "pass-b", "pass-c", "pass-d"], "", "");
+    let p = scripted(
+        &["sleep-1.5-slow", "pass-a", "pass-b", "pass-c", "pass-d"],
+        "",
+        "",
+    );
     let run = support::run(p.offload().arg("run"));
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(
         batches(&p),
-        vec![vec!["pass-a", "pass-c"], vec!["pass-b", "pass-d", "sleep-1.5-slow"]]
-            .into_iter()
-            .map(|b| b.into_iter().map(String::from).collect::<Vec<_>>())
-            .collect::<Vec<_>>()
+        vec![
+            vec!["pass-a", "pass-c"],
+            vec!["pass-b", "pass-d", "sleep-1.5-slow"]
+        ]
+        .into_iter()
+        .map(|b| b.into_iter().map(String::from).collect::<Vec<_>>())
+        .collect::<Vec<_>>()
     );
     // The second run knows the slow test is slow and gives it a batch of its own.
     let run = support::run(p.offload().arg("run"));
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(
         batches(&p),
-        vec![vec!["pass-a", "pass-b", "pass-c", "pass-d"], vec!["sleep-1.5-slow"]]
-            .into_iter()
-            .map(|b| b.into_iter().map(String::from).collect::<Vec<_>>())
-            .collect::<Vec<_>>()
+        vec![
+            vec!["pass-a", "pass-b", "pass-c", "pass-d"],
+            vec!["sleep-1.5-slow"]
+        ]
+        .into_iter()
+        .map(|b| b.into_iter().map(String::from).collect::<Vec<_>>())
+        .collect::<Vec<_>>()
     );
 }
 
@@ -313,7 +356,11 @@ fn fail_fast_cancels_the_rest() {
     let p = scripted(&["fail-a", "hang-b"], "", "");
     let started = Instant::now();
     let run = support::run(p.offload().args(["run", "--fail-fast", "--parallel", "2"]));
-    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("Not Run: 1"), "{}", run.stdout);
     let logs: Vec<String> = std::fs::read_dir(p.path().join("test-results/logs"))
@@ -329,7 +376,8 @@ fn fail_fast_cancels_the_rest() {
 #[test]
 fn output_dir_dot_leaves_the_project_alone() {
     let p = scripted(&["pass-a"], "", "");
-    let toml = std::fs::read_to_string(p.path().join("offload.toml")).unwrap() + "\n[report]\noutput_dir = \".\"\n";
+    let toml = std::fs::read_to_string(p.path().join("offload.toml")).unwrap()
+        + "\n[report]\noutput_dir = \".\"\n";
     p.file("offload.toml", &toml);
     p.file("keep.txt", "precious");
     p.file("logs/notes.md", "mine");
@@ -337,8 +385,14 @@ fn output_dir_dot_leaves_the_project_alone() {
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let run = support::run(p.offload().arg("run"));
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert_eq!(std::fs::read_to_string(p.path().join("keep.txt")).unwrap(), "precious");
-    assert_eq!(std::fs::read_to_string(p.path().join("logs/notes.md")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("keep.txt")).unwrap(),
+        "precious"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("logs/notes.md")).unwrap(),
+        "mine"
+    );
     assert!(p.path().join("runner.py").exists());
     assert!(p.path().join("junit.xml").exists());
 }
@@ -411,13 +465,19 @@ command = "python -m pytest"
 
 fn with_python(cmd: &mut std::process::Command) -> &mut std::process::Command {
     let bin = support::python_bin_dir();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     cmd.env("PATH", path)
 }
 
 #[test]
 fn pytest_verdicts_map_back_to_node_ids() {
-    let p = pytest_project("[groups.main]\nretry_count = 0\nfilters = \"-k 'not flaky'\"\n[groups.retrying]\nretry_count = 1\nfilters = \"-k flaky\"\n");
+    let p = pytest_project(
+        "[groups.main]\nretry_count = 0\nfilters = \"-k 'not flaky'\"\n[groups.retrying]\nretry_count = 1\nfilters = \"-k flaky\"\n",
+    );
     let run = support::run(with_python(p.offload().arg("run")));
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("Total:   8"), "{}", run.stdout);
@@ -427,11 +487,19 @@ fn pytest_verdicts_map_back_to_node_ids() {
     assert!(!run.stdout.contains("Not Run"), "{}", run.stdout);
     let xml = junit(&p);
     assert!(xml.contains("tests/test_mix.py::test_param[a b]"), "{xml}");
-    assert!(xml.contains("tests/test_mix.py::TestThing::test_method"), "{xml}");
+    assert!(
+        xml.contains("tests/test_mix.py::TestThing::test_method"),
+        "{xml}"
+    );
 
     let logs = support::run(p.offload().args(["logs", "--failures"]));
     assert_eq!(logs.code, 0, "{}", logs.stderr);
-    assert!(logs.stdout.contains("=== tests/test_mix.py::test_fail [FAILED] ==="), "{}", logs.stdout);
+    assert!(
+        logs.stdout
+            .contains("=== tests/test_mix.py::test_fail [FAILED] ==="),
+        "{}",
+        logs.stdout
+    );
     assert!(logs.stdout.contains("one is not two"), "{}", logs.stdout);
     assert!(!logs.stdout.contains("test_pass"), "{}", logs.stdout);
 }
@@ -454,7 +522,10 @@ fn nextest_verdicts_and_retries() {
     let p = Project::new();
     let state = p.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
-    p.file("Cargo.toml", "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n");
+    p.file(
+        "Cargo.toml",
+        "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    );
     p.file(
         "src/lib.rs",
         r#"

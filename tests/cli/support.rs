@@ -70,3 +70,8 @@ impl From<Output> for Run {
 pub fn run(cmd: &mut Command) -> Run {
     cmd.output().expect("spawn offload").into()
 }
+
+// LEAD-STUB: replaced by the framework branch.
+pub fn python_bin_dir() -> PathBuf {
+    PathBuf::from("/work/venv/bin")
+}
