@@ -137,6 +137,7 @@ pub async fn run(
         .collect();
     let mut idle: Vec<usize> = Vec::new();
     let mut creating = workers;
+    let mut workers_done = 0usize;
     let mut running = 0usize;
     let mut next_batch = 0usize;
     let mut sandbox_seconds = 0.0;
@@ -185,13 +186,17 @@ pub async fn run(
             }
             Event::SandboxFailed(w, err) => {
                 creating -= 1;
+                workers_done += 1;
                 senders[w] = None;
                 tracing::warn!(
                     "sandbox {w} could not be created, continuing with fewer sandboxes: {err:#}"
                 );
                 last_sandbox_error = Some(format!("{err:#}"));
             }
-            Event::Gone(secs) => sandbox_seconds += secs,
+            Event::Gone(secs) => {
+                sandbox_seconds += secs;
+                workers_done += 1;
+            }
             Event::Finished(w, job, report) => {
                 running -= 1;
                 if report.sandbox_failed {
@@ -240,7 +245,7 @@ pub async fn run(
     stop.cancel();
     let deadline = tokio::time::sleep(DESTROY_TIMEOUT + Duration::from_secs(5));
     tokio::pin!(deadline);
-    let mut remaining = handles.len();
+    let mut remaining = handles.len() - workers_done;
     while remaining > 0 {
         tokio::select! {
             event = events.recv() => match event {
@@ -362,16 +367,13 @@ async fn worker(
     stop: CancellationToken,
 ) {
     let created = Instant::now();
-    let sandbox: Box<dyn Sandbox> = tokio::select! {
-        result = provider.create_sandbox(index) => match result {
-            Ok(sandbox) => sandbox,
-            Err(err) => {
-                let _ = events.send(Event::SandboxFailed(index, err));
-                return;
-            }
-        },
-        () = stop.cancelled() => {
-            let _ = events.send(Event::SandboxFailed(index, anyhow::anyhow!("the run was stopped")));
+    // Creation is not raced against `stop`: dropping a half-finished create could leak a
+    // remote sandbox. Providers bound it with their own timeout; a sandbox that arrives
+    // after the run stopped is destroyed at once below (its job channel is closed).
+    let sandbox: Box<dyn Sandbox> = match provider.create_sandbox(index).await {
+        Ok(sandbox) => sandbox,
+        Err(err) => {
+            let _ = events.send(Event::SandboxFailed(index, err));
             return;
         }
     };
@@ -379,6 +381,9 @@ async fn worker(
     // The coordinator may be gone if the run ended meanwhile; the sandbox is destroyed below.
     let _ = events.send(Event::Ready(index));
     while let Some(job) = jobs.recv().await {
+        if stop.is_cancelled() {
+            break;
+        }
         let report = batch::execute(sandbox.as_ref(), &job, &cx, &stop).await;
         let failed = report.sandbox_failed;
         let _ = events.send(Event::Finished(index, job, report));
