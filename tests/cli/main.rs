@@ -1,4 +1,5 @@
 //! Black-box tests: each runs the built `offload` binary against a real project built in
 //! a temporary directory.
 
+mod collect;
 mod support;
