@@ -13,7 +13,12 @@ pub struct Project {
 impl Project {
     /// An empty project.
     pub fn new() -> Self {
-        Self { dir: tempfile::Builder::new().prefix("offload-test-").tempdir().expect("temp dir") }
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("offload-test-")
+                .tempdir()
+                .expect("temp dir"),
+        }
     }
 
     /// The project root.
