@@ -91,14 +91,18 @@ pub fn load_str_with_env(
     super::validate::validate(&mut config).map_err(|e| cx.error(format!("{e:#}")))?;
     warnings.sort();
     warnings.dedup();
-    for warning in &warnings {
-        tracing::warn!("config file `{}`: {warning}", path.display());
-    }
+    emit_warnings(path, &warnings);
     Ok(LoadedConfig {
         path: path.to_owned(),
         config,
         warnings,
     })
+}
+
+fn emit_warnings(path: &Path, warnings: &[String]) {
+    for warning in warnings {
+        tracing::warn!("config file `{}`: {warning}", path.display());
+    }
 }
 
 /// What every stage needs to phrase its errors.
@@ -350,14 +354,20 @@ where
 {
     let mut unknown = Vec::new();
     let deserializer = toml::Deserializer::new(cx.text);
-    let _: RawConfig<P, F> = serde_ignored::deserialize(deserializer, |path| {
+    let typed: Result<RawConfig<P, F>, _> = serde_ignored::deserialize(deserializer, |path| {
         unknown.push(segments(&path));
-    })
-    .map_err(|e| cx.toml_error(&e))?;
-    let warnings = unknown
+    });
+    let mut warnings: Vec<String> = unknown
         .iter()
         .filter_map(|path| unknown_key_warning::<P, F>(path))
         .collect();
+    if let Err(err) = typed {
+        // A misspelt key often explains the error (`creat_command` and then a missing
+        // `create_command`), so the unknown keys seen so far are shown with it.
+        warnings.sort();
+        emit_warnings(cx.path, &warnings);
+        return Err(cx.toml_error(&err));
+    }
 
     let mut expanded = table.clone();
     let mut path = Vec::new();

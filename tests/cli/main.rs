@@ -2,3 +2,5 @@
 //! a temporary directory.
 
 mod support;
+
+mod config;
