@@ -80,8 +80,7 @@ pub fn load_str_with_env(
     let cx = LoadContext { text, path, env };
     let table: toml::Table = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
     require_tables(&table).map_err(|msg| cx.error(msg))?;
-    let provider = probe_kind(&cx, &table, "provider", PROVIDER_KINDS)?;
-    let framework = probe_kind(&cx, &table, "framework", FRAMEWORK_KINDS)?;
+    let (provider, framework) = probe_kinds(&cx)?;
     let (mut config, mut warnings) = match provider {
         "local" => parse_with_provider::<LocalProviderConfig>(&cx, &table, framework),
         "default" => parse_with_provider::<DefaultProviderConfig>(&cx, &table, framework),
@@ -238,13 +237,8 @@ struct KindSet {
     listing: &'static str,
 }
 
-/// Reads `type` of `[section]` and returns its canonical name.
-fn probe_kind(
-    cx: &LoadContext<'_>,
-    table: &toml::Table,
-    section: &str,
-    kinds: KindSet,
-) -> Result<&'static str> {
+/// Reads `type` of `[provider]` and `[framework]` and returns their canonical names.
+fn probe_kinds(cx: &LoadContext<'_>) -> Result<(&'static str, &'static str)> {
     #[derive(Deserialize)]
     struct Section {
         #[serde(rename = "type")]
@@ -255,12 +249,21 @@ fn probe_kind(
         provider: Section,
         framework: Section,
     }
-    // A second parse with spans, so a bad `type` can be shown where it is written.
+    // A parse with spans, so a bad `type` can be shown where it is written.
     let probe: Probe = toml::from_str(cx.text).map_err(|e| cx.toml_error(&e))?;
-    let spanned = match section {
-        "provider" => probe.provider.kind,
-        _ => probe.framework.kind,
-    };
+    Ok((
+        resolve_kind(cx, "provider", probe.provider.kind, PROVIDER_KINDS)?,
+        resolve_kind(cx, "framework", probe.framework.kind, FRAMEWORK_KINDS)?,
+    ))
+}
+
+/// The canonical name of the `type` written in `[section]`.
+fn resolve_kind(
+    cx: &LoadContext<'_>,
+    section: &str,
+    spanned: Option<toml::Spanned<toml::Value>>,
+    kinds: KindSet,
+) -> Result<&'static str> {
     let Some(spanned) = spanned else {
         return Err(cx.error(format!(
             "`[{section}]` has no `type`; set it to one of {}",
@@ -283,7 +286,6 @@ fn probe_kind(
     if let Some((_, name)) = kinds.aliases.iter().find(|(alias, _)| *alias == written) {
         return Ok(name);
     }
-    debug_assert!(table.contains_key(section));
     let all: Vec<&str> = kinds
         .names
         .iter()
@@ -1171,6 +1173,33 @@ pth = "h.jsonl"
             load_ok(&text).warnings,
             ["unknown key `shelll` in `[provider]` (did you mean `shell`?)"]
         );
+    }
+
+    #[test]
+    fn free_form_tables_are_not_checked() {
+        let text = r#"
+[offload]
+sandbox_project_root = "/app"
+[provider]
+type = "modal"
+[provider.env]
+ANYTHING = "${TOKEN}"
+[provider.experimental_options]
+enable_docker = true
+nested = { any_key = "${TOKEN}", list = ["${TOKEN:-x}"] }
+[framework]
+type = "pytest"
+[groups.all]
+"#;
+        let loaded = load_ok(text);
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let ProviderConfig::Modal(modal) = &loaded.config.provider else {
+            panic!("expected modal")
+        };
+        assert_eq!(modal.env["ANYTHING"], "s3cret");
+        let nested = &modal.experimental_options["nested"];
+        assert_eq!(nested["any_key"].as_str(), Some("s3cret"));
+        assert_eq!(nested["list"][0].as_str(), Some("s3cret"));
     }
 
     #[test]
