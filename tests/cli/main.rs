@@ -5,3 +5,5 @@ mod collect;
 mod logs;
 mod run;
 mod support;
+
+mod config;
