@@ -2,8 +2,7 @@
 //! a temporary directory.
 
 mod collect;
+mod config;
 mod logs;
 mod run;
 mod support;
-
-mod config;
