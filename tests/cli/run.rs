@@ -55,12 +55,17 @@ fn scripted(tests: &[&str], extra_offload: &str, groups: &str) -> Project {
     } else {
         groups
     };
+    let timeout = if extra_offload.contains("test_timeout_secs") {
+        ""
+    } else {
+        "test_timeout_secs = 60"
+    };
     p.file(
         "offload.toml",
         &format!(
             r#"[offload]
 max_parallel = 2
-test_timeout_secs = 60
+{timeout}
 {extra_offload}
 
 [provider]
