@@ -153,7 +153,7 @@ fn pytest_bad_filters_are_an_error() {
     let r = run(p.offload_with_python().arg("collect"));
     assert_eq!(r.code, 1);
     assert!(
-        r.stderr.contains("group `unit`") && r.stderr.contains("`filters`"),
+        r.stderr.contains("groups.unit.filters") && r.stderr.contains("close every quote"),
         "{}",
         r.stderr
     );
