@@ -558,9 +558,9 @@ mod tests {
     );
     let run = support::run(p.offload().arg("run"));
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("Total:   3"), "{}", run.stdout);
-    assert!(run.stdout.contains("Failed:  1"), "{}", run.stdout);
-    assert!(run.stdout.contains("Flaky:   1"), "{}", run.stdout);
+    assert!(run.stdout.contains("Total:   3"), "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Failed:  1"), "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Flaky:   1"), "{}\n{}", run.stdout, run.stderr);
     let xml = junit(&p);
     assert!(xml.contains("tiny tests::fails"), "{xml}");
     assert!(xml.contains("rerunFailure"), "{xml}");

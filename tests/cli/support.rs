@@ -42,6 +42,9 @@ impl Project {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_offload"));
         cmd.current_dir(self.dir.path());
         cmd.env_remove("CI");
+        // When this suite itself runs under nextest (or under Offload's cargo framework),
+        // nextest exports its profile; a nested `cargo nextest` must not inherit it.
+        cmd.env_remove("NEXTEST_PROFILE");
         cmd.env("NO_COLOR", "1");
         cmd
     }
