@@ -82,9 +82,9 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     };
     let records = dedupe(discovered);
     eprintln!(
-        "found {} tests across {} groups",
-        records.len(),
-        config.groups.len()
+        "found {} across {}",
+        plural(records.len(), "test"),
+        plural(config.groups.len(), "group")
     );
 
     if options.collect_only {
@@ -150,6 +150,15 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         return Ok(signal.exit_code());
     }
     Ok(exit_code)
+}
+
+/// `1 test`, `2 tests`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// Applies `--parallel`, `--env` and `--copy-dir` to the loaded configuration.
