@@ -20,6 +20,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::parse::{Content, FileMode, FilePatch, Operation};
 use super::path::RepoPath;
+use super::sha1::blob_id;
 
 /// What [`apply_patch`] changed, for a one-line summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -156,13 +157,13 @@ pub fn apply_patch(files: &[FilePatch], root: &Path) -> Result<ApplySummary> {
         }
         apply_section(&mut tree, file, &mut summary).map_err(|err| {
             anyhow!(
-                "patch does not apply: `{}` (line {} of the patch): {err:#}",
+                "patch does not apply: `{}` (line {} of the patch): {err:#}; nothing was written",
                 file.display_path(),
                 file.line
             )
         })?;
     }
-    check_final_tree(&tree).context("patch does not apply")?;
+    check_final_tree(&tree).context("patch does not apply; nothing was written")?;
     write_tree(&tree).context(
         "writing the patched files failed part-way; the project tree may be partly patched",
     )?;
@@ -178,7 +179,7 @@ fn apply_section(tree: &mut Tree, file: &FilePatch, summary: &mut ApplySummary) 
             if existing.is_present_leaf() {
                 bail!("it already exists");
             }
-            let data = apply_content(&file.content, b"")?;
+            let data = apply_content(file, b"")?;
             let node = make_node(data, file.new_mode, None)?;
             tree.set(path, node)?;
             summary.created += 1;
@@ -187,7 +188,7 @@ fn apply_section(tree: &mut Tree, file: &FilePatch, summary: &mut ApplySummary) 
             let path = required(&file.old_path)?;
             let existing = tree.get(path)?;
             let old = existing_content(&existing, file.old_mode)?;
-            let rest = apply_content(&file.content, &old)?;
+            let rest = apply_content(file, &old)?;
             if !rest.is_empty() {
                 bail!("the file has content that the deletion does not remove");
             }
@@ -205,7 +206,7 @@ fn apply_section(tree: &mut Tree, file: &FilePatch, summary: &mut ApplySummary) 
                     bail!("the target `{to}` already exists");
                 }
             }
-            let data = apply_content(&file.content, &old)?;
+            let data = apply_content(file, &old)?;
             let node = make_node(data, file.new_mode, Some(&source))?;
             match file.operation {
                 Operation::Rename => {
@@ -261,13 +262,36 @@ fn make_node(data: Vec<u8>, mode: Option<FileMode>, source: Option<&Node>) -> Re
 }
 
 /// Applies a section's content change to `old`.
-fn apply_content(content: &Content, old: &[u8]) -> Result<Vec<u8>> {
-    match content {
+fn apply_content(file: &FilePatch, old: &[u8]) -> Result<Vec<u8>> {
+    match &file.content {
         Content::None => Ok(old.to_vec()),
         Content::BinaryWithoutData => bail!(
             "the patch only says `Binary files … differ` and carries no data (hint: generate it with `git diff --binary`)"
         ),
-        Content::Binary(binary) => binary.apply(old).context("the binary patch does not apply"),
+        Content::Binary(binary) => {
+            // A literal block ignores the old bytes, so the `index` ids are what tells
+            // whether this is the base the patch was made from (as in `git apply`).
+            let ids = file.index_ids.as_ref();
+            let is_null = |id: &str| id.bytes().all(|b| b == b'0');
+            if let Some((before, _)) = ids.filter(|(before, _)| !is_null(before)) {
+                if blob_id(old) != *before {
+                    bail!(
+                        "the binary file is not the one the patch was made from (blob id differs from `{before}`)"
+                    );
+                }
+            }
+            let new = binary
+                .apply(old)
+                .context("the binary patch does not apply")?;
+            if let Some((_, after)) = ids.filter(|(_, after)| !is_null(after)) {
+                if blob_id(&new) != *after {
+                    bail!(
+                        "the binary patch produces a different file than it promises (blob id `{after}`)"
+                    );
+                }
+            }
+            Ok(new)
+        }
         Content::Text(hunks) => {
             let all: Vec<u8> = hunks.iter().flat_map(|h| h.raw.iter().copied()).collect();
             let patch = diffy::Patch::from_bytes(&all).map_err(|e| anyhow!("{e}"))?;
@@ -637,6 +661,22 @@ diff --git a/f/g b/f/g\nnew file mode 100644\nindex 0..1\n--- /dev/null\n+++ b/f
         // A file cannot gain children while it stays a file.
         let err = apply(dir.path(), "diff --git a/d/x b/d/x\nnew file mode 100644\nindex 0..1\n--- /dev/null\n+++ b/d/x\n@@ -0,0 +1 @@\n+a\n").unwrap_err();
         assert!(format!("{err:#}").contains("below the file `d`"), "{err:#}");
+    }
+
+    #[test]
+    fn binary_literal_checks_the_base_blob_id() {
+        let patch = "diff --git a/b b/b\nindex e69de29bb2d1d6434b8b29ae775ad8c2e48c5391..75c3e4d580506d774a97fc6c1e36ad34ceb494e6 100644\nGIT binary patch\nliteral 4\nLcmZQz%*X@)0YCuL\n\nliteral 0\nHcmV?d00001\n\n";
+        let dir = tree();
+        write(dir.path(), "b", "drifted");
+        let err = apply(dir.path(), patch).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("not the one the patch was made from"),
+            "{err:#}"
+        );
+        assert_eq!(read(dir.path(), "b"), "drifted");
+        write(dir.path(), "b", "");
+        apply(dir.path(), patch).unwrap();
+        assert_eq!(fs::read(dir.path().join("b")).unwrap(), b"\0\x01hi");
     }
 
     #[test]

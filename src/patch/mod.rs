@@ -10,6 +10,7 @@ mod apply;
 mod binary;
 mod parse;
 mod path;
+mod sha1;
 
 pub use apply::{ApplySummary, apply_patch};
 pub use binary::{BinaryKind, BinaryPatch, apply_delta};

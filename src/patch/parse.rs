@@ -90,6 +90,8 @@ pub struct FilePatch {
     pub new_mode: Option<FileMode>,
     /// The content change.
     pub content: Content,
+    /// The full (40-hex) blob ids of the `index` line, before and after, when present.
+    pub index_ids: Option<(String, String)>,
     /// 1-based line of the `diff --git` header in the patch file.
     pub line: usize,
 }
@@ -161,6 +163,7 @@ struct Header {
     old_mode: Option<FileMode>,
     new_mode: Option<FileMode>,
     index_mode: Option<FileMode>,
+    index_ids: Option<(String, String)>,
     is_new: bool,
     is_deleted: bool,
     rename_from: Option<Vec<u8>>,
@@ -212,10 +215,18 @@ fn parse_section(lines: &[&[u8]], start: usize) -> Result<(FilePatch, usize)> {
             // Informational only.
         } else if let Some(v) = line.strip_prefix(b"index ") {
             // `index <old>..<new>[ <mode>]`: the mode, when present, is unchanged.
-            if let Some(pos) = v.iter().position(|&b| b == b' ') {
-                h.index_mode =
-                    Some(FileMode::parse(&v[pos + 1..]).with_context(|| format!("line {n}"))?);
+            let (ids, mode) = match v.iter().position(|&b| b == b' ') {
+                Some(pos) => (&v[..pos], Some(&v[pos + 1..])),
+                None => (v, None),
+            };
+            if let Some(mode) = mode {
+                h.index_mode = Some(FileMode::parse(mode).with_context(|| format!("line {n}"))?);
             }
+            h.index_ids = std::str::from_utf8(ids)
+                .ok()
+                .and_then(|ids| ids.split_once(".."))
+                .filter(|(a, b)| [a, b].iter().all(|id| is_full_id(id)))
+                .map(|(a, b)| (a.to_string(), b.to_string()));
         } else if let Some(v) = line.strip_prefix(b"--- ") {
             h.minus = Some(dev_null_or_name(v).with_context(|| format!("line {n}"))?);
             let plus = lines
@@ -314,8 +325,14 @@ fn build_file_patch(h: Header, content: Content, line: usize) -> Result<FilePatc
         old_mode: if h.is_new { None } else { old_mode },
         new_mode: if h.is_deleted { None } else { new_mode },
         content,
+        index_ids: h.index_ids,
         line,
     })
+}
+
+/// Whether `id` is a full SHA-1 object id (`git diff --binary` implies `--full-index`).
+fn is_full_id(id: &str) -> bool {
+    id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Drops the `a/` / `b/` prefix (the first component), like `git apply -p1`.
