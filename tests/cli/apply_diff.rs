@@ -288,6 +288,12 @@ fn text_edits_in_several_hunks_new_and_deleted_files() {
         write(r, "src/lib.rs", numbered(60));
         write(r, "doomed.txt", "bye\n");
         write(r, "empty-doomed", "");
+        write(r, "crlf.txt", "one\r\ntwo\r\nthree\r\n");
+        write(
+            r,
+            "tricky.txt",
+            "diff --git a/x b/x\n@@ -1 +1 @@\n-- \n--- a/x\n",
+        );
     });
     let patch = case.round(
         |r| {
@@ -300,10 +306,16 @@ fn text_edits_in_several_hunks_new_and_deleted_files() {
             fs::remove_file(r.join("empty-doomed")).unwrap();
             write(r, "new/deep/file.txt", "fresh\n");
             write(r, "new/empty", "");
+            write(r, "crlf.txt", "one\r\nTWO\r\nthree\r\n");
+            write(
+                r,
+                "tricky.txt",
+                "diff --git a/y b/y\n@@ -1 +1 @@\n-- \n+++ b/x\n-- \n",
+            );
         },
         STAGED,
     );
-    assert_eq!(patch.matches("\n@@ ").count(), 5, "{patch}");
+    assert_eq!(patch.matches("\n@@ ").count(), 7, "{patch}");
 }
 
 #[test]
