@@ -12,6 +12,7 @@ pub mod config;
 pub mod exit;
 pub mod framework;
 pub mod orchestrator;
+pub mod patch;
 pub mod process;
 pub mod provider;
 pub mod report;

@@ -1,6 +1,7 @@
 //! Black-box tests: each runs the built `offload` binary against a real project built in
 //! a temporary directory.
 
+mod apply_diff;
 mod collect;
 mod config;
 mod logs;
