@@ -1,20 +1,124 @@
-//! `offload collect`: discover and list tests.
+//! `offload collect`: discover and list tests, without running anything.
+//!
+//! Text output is for people (`Discovered N tests across M groups:` and one block per
+//! non-empty group); `--format json` prints the test records as a JSON array, alone on
+//! stdout. Warnings (empty groups, unknown keys) go to stderr.
 
+use std::io::Write;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::config;
+use crate::exit;
+use crate::framework::{self, TestRecord, discovery};
+
+/// One element of the `--format json` array, keys in this order.
+#[derive(Debug, Serialize)]
+struct JsonRecord<'a> {
+    id: &'a str,
+    name: &'a str,
+    /// Never known from discovery; kept for compatibility.
+    file: Option<&'a str>,
+    retry_count: u32,
+    group: &'a str,
+    schedule_individual: bool,
+}
 
 /// Discovers the tests of every group and prints them (JSON alone on stdout with `json`).
 pub async fn run(config: &Path, json: bool) -> Result<i32> {
-    let _ = (config, json);
-    anyhow::bail!("`offload collect` is not implemented yet")
+    let loaded = config::load(config)?;
+    let cfg = &loaded.config;
+    let framework = framework::from_config(&cfg.framework)?;
+    let records = discovery::discover(
+        framework.as_ref(),
+        &cfg.groups,
+        cfg.offload.max_parallel_collection,
+    )
+    .await?;
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        let items: Vec<JsonRecord<'_>> = records
+            .iter()
+            .map(|r| JsonRecord {
+                id: &r.id,
+                name: r.name(),
+                file: None,
+                retry_count: r.retry_count,
+                group: &r.group,
+                schedule_individual: r.schedule_individual,
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&items).context("cannot encode the test list")?;
+        writeln!(stdout, "{text}").context("cannot write to stdout")?;
+    } else {
+        writeln!(
+            stdout,
+            "Discovered {} tests across {} groups:",
+            records.len(),
+            cfg.groups.len()
+        )
+        .context("cannot write to stdout")?;
+        write_listing(&mut stdout, &records, cfg.groups.keys().map(String::as_str))?;
+    }
+    stdout.flush().context("cannot write to stdout")?;
+    Ok(exit::SUCCESS)
 }
 
-// LEAD-STUB: replaced by the framework branch.
-/// Prints the per-group listing.
-pub fn print_listing<'a>(
-    records: &[crate::framework::TestRecord],
+/// Prints, for each group of `groups` (in that order) that has tests, a blank line,
+/// `Group '<name>':` and one `  <id>` line per test. Used by `collect` and by
+/// `offload run --collect-only`.
+pub fn print_listing<'a>(records: &[TestRecord], groups: impl Iterator<Item = &'a str>) {
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout (e.g. `| head`) is not worth an error here.
+    let _ = write_listing(&mut stdout, records, groups)
+        .and_then(|()| stdout.flush().context("cannot write to stdout"));
+}
+
+fn write_listing<'a>(
+    out: &mut impl Write,
+    records: &[TestRecord],
     groups: impl Iterator<Item = &'a str>,
-) {
-    let _ = (records, groups.count());
+) -> Result<()> {
+    for group in groups {
+        let mut tests = records.iter().filter(|r| r.group == group).peekable();
+        if tests.peek().is_none() {
+            continue;
+        }
+        writeln!(out, "\nGroup '{group}':").context("cannot write to stdout")?;
+        for test in tests {
+            writeln!(out, "  {}", test.id).context("cannot write to stdout")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, group: &str) -> TestRecord {
+        TestRecord {
+            id: id.to_owned(),
+            group: group.to_owned(),
+            retry_count: 0,
+            schedule_individual: false,
+        }
+    }
+
+    #[test]
+    fn listing_skips_empty_groups_and_keeps_order() {
+        let records = [
+            record("a::x", "unit"),
+            record("b y", "slow"),
+            record("a::z", "unit"),
+        ];
+        let mut out = Vec::new();
+        write_listing(&mut out, &records, ["empty", "unit", "slow"].into_iter()).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\nGroup 'unit':\n  a::x\n  a::z\n\nGroup 'slow':\n  b y\n"
+        );
+    }
 }

@@ -1,8 +1,15 @@
 //! `offload init`: write a new configuration file.
+//!
+//! [`template`] builds a commented `offload.toml` for a provider and a framework; [`run`]
+//! writes it to the `-c` path, refusing to overwrite an existing file without `--force`.
+//! Every template passes `offload validate`, and the local ones run as written.
 
+use std::io::Write as _;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
+
+use crate::exit;
 
 /// The provider to write a configuration for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +44,365 @@ pub struct InitOptions {
     pub force: bool,
 }
 
-/// Writes a configuration to `path`.
+/// Writes a configuration to `path` and returns the exit code.
 pub fn run(path: &Path, options: InitOptions) -> Result<i32> {
-    let _ = (path, options);
-    anyhow::bail!("`offload init` is not implemented yet")
+    let text = template(options.provider, options.framework);
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true);
+    if options.force {
+        open.create(true).truncate(true);
+    } else {
+        // `create_new` makes the existence check and the creation one step.
+        open.create_new(true);
+    }
+    let mut file = match open.open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            eprintln!(
+                "`{}` already exists; pass `--force` to overwrite it, or write to another file \
+                 with `-c PATH`",
+                path.display()
+            );
+            return Ok(exit::FAILURE);
+        }
+        Err(err) => {
+            return Err(err).with_context(|| format!("cannot create `{}`", path.display()));
+        }
+    };
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write `{}`", path.display()))?;
+
+    let mut next = String::from("offload run");
+    if path != Path::new("offload.toml") {
+        next.push_str(" -c ");
+        next.push_str(&shell_words::quote(&path.display().to_string()));
+    }
+    println!(
+        "Created {}\n\nEdit the configuration as needed, then run:\n  {next}",
+        path.display()
+    );
+    Ok(exit::SUCCESS)
+}
+
+/// The commented configuration file for `provider` and `framework`.
+pub fn template(provider: ProviderChoice, framework: FrameworkChoice) -> String {
+    let mut out = String::from(HEADER);
+    out.push_str(OFFLOAD);
+    if provider != ProviderChoice::Local {
+        out.push_str(SANDBOX_ROOT);
+    }
+    out.push('\n');
+    out.push_str(match provider {
+        ProviderChoice::Local => PROVIDER_LOCAL,
+        ProviderChoice::Default => PROVIDER_DEFAULT,
+        ProviderChoice::Modal => PROVIDER_MODAL,
+    });
+    out.push('\n');
+    out.push_str(PROVIDER_ENV);
+    out.push('\n');
+    out.push_str(match framework {
+        FrameworkChoice::Pytest => FRAMEWORK_PYTEST,
+        FrameworkChoice::Cargo => FRAMEWORK_CARGO,
+        FrameworkChoice::Default => FRAMEWORK_DEFAULT,
+    });
+    out.push('\n');
+    out.push_str(GROUPS_AND_REPORT);
+    out
+}
+
+const HEADER: &str = "\
+# Offload configuration. Check it with `offload validate`, run the tests with `offload run`.
+# Any string value may read the environment: ${VAR} (VAR must be set), ${VAR:-default}
+# (used when VAR is unset or empty); write $$ for a literal `$`.
+
+";
+
+const OFFLOAD: &str = "\
+# Core settings: how many sandboxes run at once, and how long one batch of tests may
+# take (in seconds) before it is killed.
+[offload]
+max_parallel = 10
+test_timeout_secs = 900
+";
+
+const SANDBOX_ROOT: &str = "\
+# Where the project lives inside each sandbox; tests run there and see it as OFFLOAD_ROOT.
+sandbox_project_root = \"/app\"
+# A command run while the image is built, after the project is copied in.
+# sandbox_init_cmd = \"pip install -r requirements.txt\"
+";
+
+const PROVIDER_LOCAL: &str = "\
+# Where batches run: `local` runs each batch as a child process on this machine, in
+# `working_dir` (default: the current directory), through `shell`.
+[provider]
+type = \"local\"
+# working_dir = \".\"
+# shell = \"/bin/sh\"
+";
+
+const PROVIDER_DEFAULT: &str = "\
+# Where batches run: sandboxes driven by your own shell commands (each run with `sh -c`).
+# Placeholders: {image_id} is the last line prepare_command printed, {sandbox_id} the ID
+# create_command printed, {command} the shell-quoted test command to run in the sandbox,
+# {paths} space-separated 'remote':'local' pairs to copy out, {cpu_cores} the value below.
+# The scripts below are placeholders for your own. With the bundled Modal script the
+# lifecycle reads:
+#   prepare_command = \"uv run @modal_sandbox.py prepare --include-cwd Dockerfile\"
+#   create_command = \"uv run @modal_sandbox.py create {image_id}\"
+#   exec_command = \"uv run @modal_sandbox.py exec {sandbox_id} {command}\"
+#   destroy_command = \"uv run @modal_sandbox.py destroy {sandbox_id}\"
+#   download_command = \"uv run @modal_sandbox.py download {sandbox_id} {paths}\"
+[provider]
+type = \"default\"
+# Builds the sandbox image once per run; its last line of stdout is the image ID.
+# prepare_command = \"./scripts/build-image.sh\"
+# Creates a sandbox and prints its ID.
+create_command = \"./scripts/create-sandbox.sh\"
+# Runs {command} inside the sandbox.
+exec_command = \"./scripts/exec-in-sandbox.sh {sandbox_id} {command}\"
+# Destroys the sandbox.
+destroy_command = \"./scripts/destroy-sandbox.sh {sandbox_id}\"
+# Copies files (the JUnit results) out of the sandbox.
+download_command = \"./scripts/download-from-sandbox.sh {sandbox_id} {paths}\"
+# Time limit of each command above, in seconds (test batches use test_timeout_secs).
+timeout_secs = 3600
+# Directories copied into the image, as \"local:remote\".
+copy_dirs = []
+# CPU cores per sandbox: the {cpu_cores} placeholder and the cost estimate.
+cpu_cores = 1.0
+";
+
+const PROVIDER_MODAL: &str = "\
+# Where batches run: Modal cloud sandboxes (needs `uv` and Modal credentials). The image
+# is built from `dockerfile`; include_cwd copies this directory into sandbox_project_root.
+[provider]
+type = \"modal\"
+dockerfile = \"Dockerfile\"
+include_cwd = true
+# Directories copied into the image, as \"local:remote\".
+# copy_dirs = [\"./data:/app/data\"]
+# Resources per sandbox.
+# cpu_cores = 0.125
+# memory_gb = 2.0
+";
+
+const PROVIDER_ENV: &str = "\
+# Environment variables set for every test process.
+[provider.env]
+# MY_SETTING = \"value\"
+";
+
+const FRAMEWORK_PYTEST: &str = "\
+# How tests are found and run: pytest, started with `command`, collecting from `paths`.
+[framework]
+type = \"pytest\"
+command = \"python -m pytest\"
+paths = [\"tests\"]
+# Extra pytest arguments for test runs only (not for discovery).
+# run_args = \"--tb=long\"
+";
+
+const FRAMEWORK_CARGO: &str = "\
+# How tests are found and run: cargo-nextest (`cargo install cargo-nextest`) lists and
+# runs the tests of the workspace.
+[framework]
+type = \"cargo\"
+# Only this package (-p), with these features.
+# package = \"my-crate\"
+# features = [\"feature-a\"]
+";
+
+const FRAMEWORK_DEFAULT: &str = "\
+# How tests are found and run, with your own commands (each run with `sh -c`):
+# - discover_command prints one test ID per line; {filters} becomes the group's `filters`.
+# - run_command runs one batch: {tests} becomes the batch's test IDs, shell-quoted, and
+#   {result_file} the path of the JUnit XML report it must write.
+# - test_id_format rebuilds a test ID from the report's `classname` and `name`.
+# Without result_file, a batch passes or fails as a whole by its exit code.
+# The scripts below are placeholders for your own.
+[framework]
+type = \"default\"
+discover_command = \"./scripts/list-tests.sh {filters}\"
+run_command = \"./scripts/run-tests.sh --junit-xml {result_file} {tests}\"
+result_file = \"junit-batch.xml\"
+test_id_format = \"{name}\"
+";
+
+const GROUPS_AND_REPORT: &str = "\
+# Test groups: each group discovers its own tests, with `filters` passed to the discovery
+# (for pytest e.g. \"-m 'not slow'\"), and retries a failed test up to `retry_count`
+# times; a test that fails and then passes is reported as flaky.
+[groups.all]
+retry_count = 0
+filters = \"\"
+
+# Reports: per-batch logs go to <output_dir>/logs/, the merged JUnit XML report to
+# <output_dir>/<junit_file> (unless junit = false).
+[report]
+output_dir = \"test-results\"
+junit = true
+junit_file = \"junit.xml\"
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FrameworkConfig, ProviderConfig, load::load_str_with_env};
+
+    const PROVIDERS: [ProviderChoice; 3] = [
+        ProviderChoice::Local,
+        ProviderChoice::Default,
+        ProviderChoice::Modal,
+    ];
+    const FRAMEWORKS: [FrameworkChoice; 3] = [
+        FrameworkChoice::Pytest,
+        FrameworkChoice::Cargo,
+        FrameworkChoice::Default,
+    ];
+
+    #[test]
+    fn every_template_loads_and_validates_without_warnings() {
+        for provider in PROVIDERS {
+            for framework in FRAMEWORKS {
+                let text = template(provider, framework);
+                let loaded = load_str_with_env(&text, Path::new("offload.toml"), &|_| None)
+                    .unwrap_or_else(|e| panic!("{provider:?}/{framework:?}: {e:#}\n{text}"));
+                assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+                let c = loaded.config;
+                let want_provider = match provider {
+                    ProviderChoice::Local => "local",
+                    ProviderChoice::Default => "default",
+                    ProviderChoice::Modal => "modal",
+                };
+                let want_framework = match framework {
+                    FrameworkChoice::Pytest => "pytest",
+                    FrameworkChoice::Cargo => "cargo",
+                    FrameworkChoice::Default => "default",
+                };
+                assert_eq!(c.provider.type_name(), want_provider);
+                assert_eq!(c.framework.type_name(), want_framework);
+                assert_eq!(c.groups.keys().collect::<Vec<_>>(), ["all"]);
+                assert_eq!(c.report.junit_path(), Path::new("test-results/junit.xml"));
+                assert!(c.report.junit);
+                assert!(text.ends_with("junit_file = \"junit.xml\"\n"));
+            }
+        }
+    }
+
+    #[test]
+    fn local_templates_run_as_written() {
+        let text = template(ProviderChoice::Local, FrameworkChoice::Pytest);
+        let c = crate::config::load_str(&text, Path::new("offload.toml"))
+            .unwrap()
+            .config;
+        let ProviderConfig::Local(local) = &c.provider else {
+            panic!("expected local")
+        };
+        assert_eq!(local.shell, "/bin/sh");
+        assert_eq!(c.offload.sandbox_project_root, None);
+        let FrameworkConfig::Pytest(pytest) = &c.framework else {
+            panic!("expected pytest")
+        };
+        assert_eq!(pytest.command.as_deref(), Some("python -m pytest"));
+        assert_eq!(pytest.paths, [Path::new("tests")]);
+
+        let text = template(ProviderChoice::Local, FrameworkChoice::Cargo);
+        let c = crate::config::load_str(&text, Path::new("offload.toml"))
+            .unwrap()
+            .config;
+        let FrameworkConfig::Cargo(cargo) = &c.framework else {
+            panic!("expected cargo")
+        };
+        assert!(cargo.package.is_none() && cargo.features.is_empty() && !cargo.include_ignored);
+    }
+
+    #[test]
+    fn remote_templates_have_their_lifecycle() {
+        let text = template(ProviderChoice::Modal, FrameworkChoice::Pytest);
+        let c = crate::config::load_str(&text, Path::new("offload.toml"))
+            .unwrap()
+            .config;
+        let ProviderConfig::Modal(modal) = &c.provider else {
+            panic!("expected modal")
+        };
+        assert_eq!(modal.dockerfile.as_deref(), Some(Path::new("Dockerfile")));
+        assert!(modal.include_cwd);
+        assert_eq!(c.offload.sandbox_project_root.as_deref(), Some("/app"));
+
+        let text = template(ProviderChoice::Default, FrameworkChoice::Default);
+        let c = crate::config::load_str(&text, Path::new("offload.toml"))
+            .unwrap()
+            .config;
+        let ProviderConfig::Default(p) = &c.provider else {
+            panic!("expected default")
+        };
+        assert!(p.exec_command.contains("{sandbox_id}") && p.exec_command.contains("{command}"));
+        assert!(p.destroy_command.contains("{sandbox_id}"));
+        assert!(p.download_command.as_deref().unwrap().contains("{paths}"));
+        for step in ["prepare", "create", "exec", "destroy", "download"] {
+            assert!(text.contains(&format!(
+                "#   {step}_command = \"uv run @modal_sandbox.py {step}"
+            )));
+        }
+        let FrameworkConfig::Default(f) = &c.framework else {
+            panic!("expected default framework")
+        };
+        assert!(f.discover_command.contains("{filters}"));
+        assert!(f.run_command.contains("{tests}") && f.run_command.contains("{result_file}"));
+    }
+
+    #[test]
+    fn every_table_has_a_comment_above_it() {
+        for provider in PROVIDERS {
+            for framework in FRAMEWORKS {
+                let text = template(provider, framework);
+                let lines: Vec<&str> = text.lines().collect();
+                for (i, line) in lines.iter().enumerate() {
+                    if line.starts_with('[') {
+                        assert!(
+                            i > 0 && lines[i - 1].starts_with('#'),
+                            "{provider:?}/{framework:?}: no comment above {line}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn options(force: bool) -> InitOptions {
+        InitOptions {
+            provider: ProviderChoice::Local,
+            framework: FrameworkChoice::Cargo,
+            force,
+        }
+    }
+
+    #[test]
+    fn run_writes_refuses_to_overwrite_and_forces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("offload.toml");
+        assert_eq!(run(&path, options(false)).unwrap(), exit::SUCCESS);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            template(ProviderChoice::Local, FrameworkChoice::Cargo)
+        );
+        std::fs::write(&path, "mine").unwrap();
+        assert_eq!(run(&path, options(false)).unwrap(), exit::FAILURE);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "mine");
+        assert_eq!(run(&path, options(true)).unwrap(), exit::SUCCESS);
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("type = \"cargo\"")
+        );
+    }
+
+    #[test]
+    fn run_reports_an_unwritable_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-dir").join("offload.toml");
+        let err = run(&path, options(false)).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot create `"), "{err:#}");
+    }
 }

@@ -9,5 +9,5 @@ pub mod load;
 pub mod schema;
 pub mod validate;
 
-pub use load::{LoadedConfig, load, load_str};
+pub use load::{LoadedConfig, load, load_str, load_str_with_env};
 pub use schema::*;

@@ -2,7 +2,9 @@
 //!
 //! These types describe the file as written. They do no I/O and read no environment;
 //! [`super::load`] expands `${VAR}` references and [`super::validate`] checks the
-//! rules that span fields.
+//! rules that span fields. Deserializing a [`Config`] directly (through the derived,
+//! internally tagged enums) works, but skips unknown-key warnings, expansion and
+//! validation: read configs with [`super::load`].
 
 use std::path::PathBuf;
 

@@ -1,1 +1,433 @@
-//! The cargo framework.
+//! The cargo framework (`type = "cargo"` or `"nextest"`): tests listed and run by
+//! cargo-nextest.
+//!
+//! A test ID is `"{binary_id} {test_name}"` (`mycrate tests::adds`,
+//! `mycrate::integ it_works`, `mycrate::bin/tool parses`). A batch runs exactly its
+//! tests through a filterset and writes JUnit XML where Offload asks, via a *tool*
+//! config file (`--tool-config-file offload:<path>`) that defines the profile
+//! `offload-junit`. Tool config has lower priority than the project's own
+//! `.config/nextest.toml`, which therefore still applies (timeouts, retries, ...);
+//! the profile inherits from the project's `default` profile. The batch command writes
+//! that config file itself, so it works unchanged inside remote sandboxes.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+
+use super::{Discovered, Framework, command_failed, failure_output, shell_split};
+use crate::config::CargoConfig;
+use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
+
+/// The nextest profile the batch command defines and selects.
+const PROFILE: &str = "offload-junit";
+
+/// The cargo-nextest framework, built from `[framework] type = "cargo"`.
+#[derive(Debug, Clone)]
+pub struct Cargo {
+    config: CargoConfig,
+}
+
+impl Cargo {
+    /// Builds the framework (nothing in its configuration can be malformed).
+    pub fn new(config: &CargoConfig) -> Self {
+        Self {
+            config: config.clone(),
+        }
+    }
+
+    /// `-p`, `--features`, `--bin` and `--run-ignored`, shared by list and run.
+    fn selection_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(package) = &self.config.package {
+            args.extend(["-p".to_owned(), package.clone()]);
+        }
+        if !self.config.features.is_empty() {
+            args.extend(["--features".to_owned(), self.config.features.join(",")]);
+        }
+        if let Some(bin) = &self.config.bin {
+            args.extend(["--bin".to_owned(), bin.clone()]);
+        }
+        if self.config.include_ignored {
+            // `all`: ignored tests in addition to the others (`only` would drop the rest).
+            args.extend(["--run-ignored".to_owned(), "all".to_owned()]);
+        }
+        args
+    }
+}
+
+impl Framework for Cargo {
+    fn name(&self) -> &'static str {
+        "cargo"
+    }
+
+    fn discover_command(&self, filters: &str) -> Result<CommandSpec> {
+        let mut args: Vec<String> = ["nextest", "list", "--message-format", "json"]
+            .map(str::to_owned)
+            .into();
+        args.extend(self.selection_args());
+        args.extend(shell_split("filters", filters)?);
+        Ok(CommandSpec {
+            program: "cargo".to_owned(),
+            args,
+            cwd: None,
+            env: Vec::new(),
+        })
+    }
+
+    fn parse_discovery(
+        &self,
+        command: &CommandSpec,
+        output: &CapturedOutput,
+    ) -> Result<Discovered> {
+        if output.outcome != ExitOutcome::Exited(0) {
+            return Err(command_failed(
+                command,
+                output.outcome,
+                &failure_output(output),
+            ));
+        }
+        let ids = parse_test_list(&output.stdout).with_context(|| {
+            format!(
+                "`{}` printed output that is not nextest's JSON test list; it starts with:\n{}",
+                command.display(),
+                snippet(&output.stdout, 300)
+            )
+        })?;
+        let warning = ids
+            .is_empty()
+            .then(|| "cargo nextest list matched no tests".to_owned());
+        Ok(Discovered { ids, warning })
+    }
+
+    fn batch_command(
+        &self,
+        tests: &[String],
+        result_path: &str,
+        fail_fast: bool,
+    ) -> Result<CommandSpec> {
+        let q = |s: &str| shell_words::quote(s).into_owned();
+        // nextest wants an absolute tool config path and resolves a relative JUnit path
+        // against its store directory, so a relative result path is anchored at `$PWD`.
+        let anchor = if result_path.starts_with('/') {
+            ""
+        } else {
+            "\"$PWD\"/"
+        };
+        let config_file = format!("{result_path}.nextest.toml");
+        let toml_path = toml_escape(result_path);
+        let path_line = if anchor.is_empty() {
+            q(&format!("path = \"{toml_path}\""))
+        } else {
+            format!("\"path = \\\"$PWD/\"{}", q(&format!("{toml_path}\"")))
+        };
+        let mut run = vec![
+            "--profile".to_owned(),
+            PROFILE.to_owned(),
+            if fail_fast {
+                "--fail-fast"
+            } else {
+                "--no-fail-fast"
+            }
+            .to_owned(),
+            // A batch whose tests no longer exist still writes an (empty) JUnit file.
+            "--no-tests=warn".to_owned(),
+        ];
+        run.extend(self.selection_args());
+        run.extend(["-E".to_owned(), filterset(tests)]);
+        let run = run.iter().map(|a| q(a)).collect::<Vec<_>>().join(" ");
+        let config = q(&config_file);
+        let script = format!(
+            "printf '%s\\n' {header} {path_line} > {anchor}{config} && \
+             exec cargo nextest run --tool-config-file offload:{anchor}{config} {run}",
+            header = q(&format!("[profile.{PROFILE}.junit]")),
+        );
+        Ok(CommandSpec {
+            program: "sh".to_owned(),
+            args: vec!["-c".to_owned(), script],
+            cwd: None,
+            env: Vec::new(),
+        })
+    }
+
+    fn junit_key(&self, name: &str, classname: Option<&str>) -> String {
+        format!("{} {name}", classname.unwrap_or(""))
+    }
+}
+
+/// The IDs of a `cargo nextest list --message-format json` document: suites ordered
+/// by binary id, tests by name; a test counts when its `filter-match.status` is
+/// `matches` or absent.
+fn parse_test_list(stdout: &str) -> Result<Vec<String>> {
+    let doc: serde_json::Value = serde_json::from_str(stdout).context("invalid JSON")?;
+    let suites = doc
+        .get("rust-suites")
+        .and_then(|s| s.as_object())
+        .context("no `rust-suites` object")?;
+    let mut by_binary: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (key, suite) in suites {
+        let binary_id = suite
+            .get("binary-id")
+            .and_then(|b| b.as_str())
+            .unwrap_or(key);
+        let Some(cases) = suite.get("testcases").and_then(|t| t.as_object()) else {
+            // A suite that was not listed (e.g. `status: skipped`) has no testcases.
+            continue;
+        };
+        let names = by_binary.entry(binary_id).or_default();
+        for (name, case) in cases {
+            let status = case
+                .get("filter-match")
+                .and_then(|m| m.get("status"))
+                .and_then(|s| s.as_str());
+            if matches!(status, None | Some("matches")) {
+                names.push(name);
+            }
+        }
+    }
+    Ok(by_binary
+        .into_iter()
+        .flat_map(|(binary, mut names)| {
+            names.sort_unstable();
+            names
+                .into_iter()
+                .map(move |name| format!("{binary} {name}"))
+        })
+        .collect())
+}
+
+/// A nextest filterset selecting exactly `tests`:
+/// `(binary_id(=B) & test(=T)) | ...`; an ID without a space matches by test name.
+fn filterset(tests: &[String]) -> String {
+    tests
+        .iter()
+        .map(|id| match id.split_once(' ') {
+            Some((binary, test)) => format!(
+                "(binary_id(={}) & test(={}))",
+                filterset_escape(binary),
+                filterset_escape(test)
+            ),
+            None => format!("test(={})", filterset_escape(id)),
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// Escapes the characters that end or split a filterset string argument.
+fn filterset_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\\' | ')' | ',') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `s` as the inside of a TOML basic string.
+fn toml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn snippet(text: &str, max_chars: usize) -> String {
+    let text = text.trim();
+    if text.is_empty() {
+        return "(nothing)".to_owned();
+    }
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cargo(config: CargoConfig) -> Cargo {
+        Cargo::new(&config)
+    }
+
+    fn ok(stdout: &str) -> CapturedOutput {
+        CapturedOutput {
+            outcome: ExitOutcome::Exited(0),
+            stdout: stdout.to_owned(),
+            stderr: String::new(),
+        }
+    }
+
+    const LIST: &str = r#"{
+      "rust-build-meta": {"target-directory": "/x/target"},
+      "test-count": 6,
+      "rust-suites": {
+        "nx::integ": {"binary-id": "nx::integ", "kind": "test", "status": "listed",
+          "testcases": {"b_test": {"kind": "test", "ignored": false, "filter-match": {"status": "matches"}},
+                        "a_test": {"kind": "test", "ignored": false}}},
+        "nx": {"binary-id": "nx", "kind": "lib", "status": "listed",
+          "testcases": {"tests::z": {"filter-match": {"status": "matches"}},
+                        "tests::ignored": {"ignored": true, "filter-match": {"status": "mismatch", "reason": "ignored"}},
+                        "tests::filtered": {"filter-match": {"status": "mismatch", "reason": "expression"}},
+                        "tests::a": {"filter-match": {"status": "matches"}}}},
+        "nx::bin/tool": {"binary-id": "nx::bin/tool", "status": "skipped"}
+      }
+    }"#;
+
+    #[test]
+    fn parses_the_list_in_a_stable_order() {
+        let fw = cargo(CargoConfig::default());
+        let d = fw
+            .parse_discovery(&CommandSpec::default(), &ok(LIST))
+            .unwrap();
+        assert_eq!(
+            d.ids,
+            [
+                "nx tests::a",
+                "nx tests::z",
+                "nx::integ a_test",
+                "nx::integ b_test"
+            ]
+        );
+        assert_eq!(d.warning, None);
+        let d = fw
+            .parse_discovery(&CommandSpec::default(), &ok(r#"{"rust-suites": {}}"#))
+            .unwrap();
+        assert!(d.ids.is_empty() && d.warning.is_some());
+    }
+
+    #[test]
+    fn bad_json_and_failures_are_errors() {
+        let fw = cargo(CargoConfig::default());
+        let spec = fw.discover_command("").unwrap();
+        let err = fw
+            .parse_discovery(&spec, &ok("warning: hello\n{"))
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("not nextest's JSON") && msg.contains("warning: hello"),
+            "{msg}"
+        );
+        let err = fw.parse_discovery(&spec, &ok("[1]")).unwrap_err();
+        assert!(format!("{err:#}").contains("rust-suites"), "{err:#}");
+        let failed = CapturedOutput {
+            outcome: ExitOutcome::Exited(101),
+            stdout: String::new(),
+            stderr: "error: could not compile `nx`\n".to_owned(),
+        };
+        let msg = fw.parse_discovery(&spec, &failed).unwrap_err().to_string();
+        assert!(
+            msg.starts_with("`cargo nextest list --message-format json` exited with code 101:\n")
+                && msg.contains("could not compile"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn discover_command_has_every_option() {
+        let fw = cargo(CargoConfig {
+            package: Some("core".into()),
+            features: vec!["a".into(), "b".into()],
+            bin: Some("tool".into()),
+            include_ignored: true,
+            test_id_format: None,
+        });
+        let spec = fw.discover_command("-E 'test(slow)'").unwrap();
+        assert_eq!(spec.program, "cargo");
+        assert_eq!(
+            spec.args,
+            [
+                "nextest",
+                "list",
+                "--message-format",
+                "json",
+                "-p",
+                "core",
+                "--features",
+                "a,b",
+                "--bin",
+                "tool",
+                "--run-ignored",
+                "all",
+                "-E",
+                "test(slow)"
+            ]
+        );
+    }
+
+    #[test]
+    fn filterset_selects_exact_tests() {
+        let ids = [
+            "nx tests::a".to_owned(),
+            "nx::integ it,works)".to_owned(),
+            "lone".to_owned(),
+        ];
+        assert_eq!(
+            filterset(&ids),
+            "(binary_id(=nx) & test(=tests::a)) | (binary_id(=nx::integ) & test(=it\\,works\\))) \
+             | test(=lone)"
+        );
+    }
+
+    #[test]
+    fn batch_script_writes_a_tool_config() {
+        let fw = cargo(CargoConfig {
+            package: Some("nx".into()),
+            ..CargoConfig::default()
+        });
+        let spec = fw
+            .batch_command(&["nx tests::a".to_owned()], "/tmp/sb 1-0.xml", false)
+            .unwrap();
+        assert_eq!(spec.program, "sh");
+        assert_eq!(spec.args[0], "-c");
+        assert_eq!(
+            spec.args[1],
+            "printf '%s\\n' '[profile.offload-junit.junit]' 'path = \"/tmp/sb 1-0.xml\"' \
+             > '/tmp/sb 1-0.xml.nextest.toml' && exec cargo nextest run --tool-config-file \
+             offload:'/tmp/sb 1-0.xml.nextest.toml' --profile offload-junit --no-fail-fast \
+             '--no-tests=warn' -p nx -E '(binary_id(=nx) & test(=tests::a))'"
+        );
+        let spec = fw
+            .batch_command(&["nx t".to_owned()], "/r.xml", true)
+            .unwrap();
+        assert!(spec.args[1].contains(" --fail-fast "), "{}", spec.args[1]);
+        assert!(!spec.args[1].contains("--config-file"), "{}", spec.args[1]);
+    }
+
+    #[test]
+    fn relative_result_paths_are_anchored_at_pwd() {
+        let fw = cargo(CargoConfig::default());
+        let spec = fw
+            .batch_command(&["nx t".to_owned()], "out/r.xml", false)
+            .unwrap();
+        let script = &spec.args[1];
+        assert!(
+            script.contains("\"path = \\\"$PWD/\"'out/r.xml\"'"),
+            "{script}"
+        );
+        assert!(
+            script.contains("> \"$PWD\"/out/r.xml.nextest.toml"),
+            "{script}"
+        );
+        assert!(
+            script.contains("offload:\"$PWD\"/out/r.xml.nextest.toml"),
+            "{script}"
+        );
+    }
+
+    #[test]
+    fn junit_key_is_classname_space_name() {
+        let fw = cargo(CargoConfig::default());
+        assert_eq!(fw.junit_key("tests::a", Some("nx")), "nx tests::a");
+        assert_eq!(fw.id_keys("nx tests::a"), ["nx tests::a"]);
+        assert!(fw.has_stop_flag());
+        assert_eq!(toml_escape("a\"b\\c\n"), "a\\\"b\\\\c\\u000A");
+    }
+}

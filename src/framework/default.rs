@@ -1,1 +1,267 @@
-//! The default framework.
+//! The default framework: the user's own shell commands discover and run the tests.
+//!
+//! `discover_command` (with `{filters}` replaced by the group's raw filter string)
+//! prints one test ID per line; `run_command` runs a batch with `{tests}` replaced by
+//! the shell-quoted IDs and `{result_file}` by the result path. Both run as `sh -c` in
+//! `working_dir`. Results come from JUnit XML (per batch, or at the fixed
+//! `result_file`) or, with neither, from the batch's exit code. JUnit testcases map
+//! back through `test_id_format`. Nothing here spawns a process.
+
+use anyhow::Result;
+
+use super::{Discovered, Framework, ResultSource, command_failed, failure_output, substitute};
+use crate::config::DefaultFrameworkConfig;
+use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
+
+/// The default framework, built from `[framework] type = "default"`.
+#[derive(Debug, Clone)]
+pub struct DefaultFramework {
+    config: DefaultFrameworkConfig,
+}
+
+impl DefaultFramework {
+    /// Builds the framework.
+    pub fn new(config: &DefaultFrameworkConfig) -> Self {
+        Self {
+            config: config.clone(),
+        }
+    }
+
+    fn shell(&self, script: String) -> CommandSpec {
+        CommandSpec {
+            program: "sh".to_owned(),
+            args: vec!["-c".to_owned(), script],
+            cwd: self.config.working_dir.clone(),
+            env: Vec::new(),
+        }
+    }
+}
+
+impl Framework for DefaultFramework {
+    fn name(&self) -> &'static str {
+        "default"
+    }
+
+    fn discover_command(&self, filters: &str) -> Result<CommandSpec> {
+        let script = substitute(&self.config.discover_command, &[("filters", filters)]);
+        Ok(self.shell(script))
+    }
+
+    fn parse_discovery(
+        &self,
+        command: &CommandSpec,
+        output: &CapturedOutput,
+    ) -> Result<Discovered> {
+        if output.outcome != ExitOutcome::Exited(0) {
+            return Err(command_failed(
+                command,
+                output.outcome,
+                &failure_output(output),
+            ));
+        }
+        let mut ids = Vec::new();
+        for (index, line) in output.stdout.lines().enumerate() {
+            let garbage = |what: &str| {
+                anyhow::anyhow!(
+                    "`{}` printed garbage on line {} of its output: {what}\n\
+                     (hint: `discover_command` must print one test ID per line, as text)",
+                    command.display(),
+                    index + 1
+                )
+            };
+            // Capture decodes lossily, so invalid UTF-8 shows up as U+FFFD.
+            if line.contains('\u{fffd}') {
+                return Err(garbage("it is not valid UTF-8"));
+            }
+            let id = line.trim();
+            if let Some(c) = id.chars().find(|c| c.is_control()) {
+                return Err(garbage(&format!(
+                    "it contains the control character U+{:04X}",
+                    u32::from(c)
+                )));
+            }
+            if id.is_empty() || id.starts_with('#') {
+                continue;
+            }
+            ids.push(id.to_owned());
+        }
+        let warning = ids
+            .is_empty()
+            .then(|| "`discover_command` printed no test IDs".to_owned());
+        Ok(Discovered { ids, warning })
+    }
+
+    fn result_source(&self) -> ResultSource {
+        if self.config.run_command.contains("{result_file}") {
+            ResultSource::JunitPerBatch
+        } else if let Some(fixed) = &self.config.result_file {
+            ResultSource::JunitFixed(fixed.clone())
+        } else {
+            ResultSource::ExitCode
+        }
+    }
+
+    fn batch_command(
+        &self,
+        tests: &[String],
+        result_path: &str,
+        _fail_fast: bool,
+    ) -> Result<CommandSpec> {
+        let tests = shell_words::join(tests);
+        let result_file = shell_words::quote(result_path);
+        let script = substitute(
+            &self.config.run_command,
+            &[("tests", &tests), ("result_file", &result_file)],
+        );
+        Ok(self.shell(script))
+    }
+
+    fn junit_key(&self, name: &str, classname: Option<&str>) -> String {
+        substitute(
+            &self.config.test_id_format,
+            &[("name", name), ("classname", classname.unwrap_or(""))],
+        )
+    }
+
+    fn has_stop_flag(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn fw(run_command: &str, result_file: Option<&str>) -> DefaultFramework {
+        DefaultFramework::new(&DefaultFrameworkConfig {
+            discover_command: "./list {filters} --all".to_owned(),
+            run_command: run_command.to_owned(),
+            result_file: result_file.map(str::to_owned),
+            working_dir: Some(PathBuf::from("sub")),
+            test_id_format: "{classname}::{name}".to_owned(),
+        })
+    }
+
+    fn ok(stdout: &str) -> CapturedOutput {
+        CapturedOutput {
+            outcome: ExitOutcome::Exited(0),
+            stdout: stdout.to_owned(),
+            stderr: String::new(),
+        }
+    }
+
+    #[test]
+    fn discover_substitutes_raw_filters_in_working_dir() {
+        let spec = fw("run", None).discover_command("-k 'a b'").unwrap();
+        assert_eq!(spec.program, "sh");
+        assert_eq!(spec.args, ["-c", "./list -k 'a b' --all"]);
+        assert_eq!(spec.cwd, Some(PathBuf::from("sub")));
+        let spec = fw("run", None).discover_command("").unwrap();
+        assert_eq!(spec.args[1], "./list  --all");
+    }
+
+    #[test]
+    fn parses_lines_skipping_blanks_and_comments() {
+        let d = fw("run", None)
+            .parse_discovery(
+                &CommandSpec::default(),
+                &ok("  alpha  \n# a comment\n\n   # indented comment\nbeta one\r\ngamma[x::y]\n"),
+            )
+            .unwrap();
+        assert_eq!(d.ids, ["alpha", "beta one", "gamma[x::y]"]);
+        assert_eq!(d.warning, None);
+        let d = fw("run", None)
+            .parse_discovery(&CommandSpec::default(), &ok("# only\n"))
+            .unwrap();
+        assert!(d.ids.is_empty() && d.warning.is_some());
+    }
+
+    #[test]
+    fn garbage_is_an_error_with_the_line_number() {
+        let fw = fw("run", None);
+        let spec = fw.discover_command("").unwrap();
+        let err = fw
+            .parse_discovery(&spec, &ok("a\nb\u{0}c\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("printed garbage on line 2") && err.contains("U+0000"),
+            "{err}"
+        );
+        let err = fw
+            .parse_discovery(&spec, &ok("ok\n\n\u{fffd}x\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3") && err.contains("UTF-8"), "{err}");
+        assert!(err.starts_with("`sh -c './list  --all'`"), "{err}");
+    }
+
+    #[test]
+    fn failure_shows_stderr() {
+        let fw = fw("run", None);
+        let spec = fw.discover_command("").unwrap();
+        let failed = CapturedOutput {
+            outcome: ExitOutcome::Exited(3),
+            stdout: "partial\n".to_owned(),
+            stderr: "lister: boom\n".to_owned(),
+        };
+        let err = fw.parse_discovery(&spec, &failed).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "`sh -c './list  --all'` exited with code 3:\nlister: boom"
+        );
+    }
+
+    #[test]
+    fn batch_command_quotes_ids() {
+        let fw = fw("runner {tests} --junit {result_file}", None);
+        let ids = [
+            "plain".to_owned(),
+            "with space".to_owned(),
+            "it's".to_owned(),
+            "{result_file}".to_owned(),
+        ];
+        let spec = fw.batch_command(&ids, "/tmp/r 1.xml", true).unwrap();
+        assert_eq!(
+            spec.args[1],
+            "runner plain 'with space' 'it'\\''s' {result_file} --junit '/tmp/r 1.xml'"
+        );
+        assert_eq!(spec.cwd, Some(PathBuf::from("sub")));
+        // The shell gives the runner back exactly the IDs.
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("printf '%s\\n' {}", shell_words::join(&ids))])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            "plain\nwith space\nit's\n{result_file}\n"
+        );
+    }
+
+    #[test]
+    fn result_source_follows_the_config() {
+        assert_eq!(
+            fw("r {tests} {result_file}", Some("x.xml")).result_source(),
+            ResultSource::JunitPerBatch
+        );
+        assert_eq!(
+            fw("r {tests}", Some("out/junit.xml")).result_source(),
+            ResultSource::JunitFixed("out/junit.xml".to_owned())
+        );
+        assert_eq!(
+            fw("r {tests}", None).result_source(),
+            ResultSource::ExitCode
+        );
+        assert!(!fw("r", None).has_stop_flag());
+    }
+
+    #[test]
+    fn junit_key_applies_the_format() {
+        let fw = fw("r", None);
+        assert_eq!(fw.junit_key("t1", Some("mod")), "mod::t1");
+        assert_eq!(fw.junit_key("t1", None), "::t1");
+        assert_eq!(fw.junit_key("{classname}", Some("c")), "c::{classname}");
+        assert_eq!(fw.id_keys("x y"), ["x y"]);
+    }
+}

@@ -1,18 +1,156 @@
 //! Runs discovery for every group, concurrently, and collects [`TestRecord`]s.
+//!
+//! One discovery command per `[groups.NAME]`, run locally through
+//! [`crate::process::capture`], at most `max_concurrency` at once. The framework
+//! builds each command and parses its output; this module only runs them, reports
+//! empty groups as warnings and names the group in errors.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use futures::{StreamExt, TryStreamExt};
 use indexmap::IndexMap;
 
-use super::{Framework, TestRecord};
+use super::{Discovered, Framework, TestRecord};
 use crate::config::GroupConfig;
+use crate::process;
 
 /// Discovers the tests of every group (at most `max_concurrency` at once; 0 = CPUs).
 /// Records come out in group order, then discovery order.
+///
+/// The first failing group (in group order) fails the whole discovery with
+/// `discovery failed for group `NAME`: ...` and the tool's own output. An empty group
+/// is a warning, not an error.
 pub async fn discover(
     framework: &dyn Framework,
     groups: &IndexMap<String, GroupConfig>,
     max_concurrency: usize,
 ) -> Result<Vec<TestRecord>> {
-    let _ = (framework, groups, max_concurrency);
-    anyhow::bail!("discovery is not implemented yet")
+    let limit = match max_concurrency {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    // `buffered` keeps at most `limit` discoveries running and yields them in group
+    // order; on the first error the rest are dropped, which kills their children.
+    let per_group: Vec<Vec<TestRecord>> = futures::stream::iter(groups)
+        .map(|(name, group)| async move {
+            let discovered = discover_group(framework, group)
+                .await
+                .with_context(|| format!("discovery failed for group `{name}`"))?;
+            if let Some(warning) = &discovered.warning {
+                if discovered.ids.is_empty() {
+                    tracing::warn!("group `{name}` selected no tests: {warning}");
+                } else {
+                    tracing::warn!("group `{name}`: {warning}");
+                }
+            } else if discovered.ids.is_empty() {
+                tracing::warn!("group `{name}` selected no tests");
+            }
+            Ok::<_, anyhow::Error>(
+                discovered
+                    .ids
+                    .into_iter()
+                    .map(|id| TestRecord {
+                        id,
+                        group: name.clone(),
+                        retry_count: group.retry_count,
+                        schedule_individual: group.schedule_individual,
+                    })
+                    .collect(),
+            )
+        })
+        .buffered(limit.max(1))
+        .try_collect()
+        .await?;
+    Ok(per_group.into_iter().flatten().collect())
+}
+
+/// Runs one group's discovery command and parses its output.
+async fn discover_group(framework: &dyn Framework, group: &GroupConfig) -> Result<Discovered> {
+    let command = framework.discover_command(&group.filters)?;
+    tracing::debug!("discovering with `{}`", command.display());
+    // Discovery has no timeout: collecting a large suite may legitimately take long.
+    let output = process::capture(&command, None).await?;
+    framework.parse_discovery(&command, &output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DefaultFrameworkConfig;
+    use crate::framework::default::DefaultFramework;
+
+    fn shell_framework(discover: &str) -> DefaultFramework {
+        DefaultFramework::new(&DefaultFrameworkConfig {
+            discover_command: discover.to_owned(),
+            run_command: "true".to_owned(),
+            result_file: None,
+            working_dir: None,
+            test_id_format: "{name}".to_owned(),
+        })
+    }
+
+    fn group(filters: &str, retry_count: u32, schedule_individual: bool) -> GroupConfig {
+        GroupConfig {
+            retry_count,
+            filters: filters.to_owned(),
+            schedule_individual,
+        }
+    }
+
+    #[tokio::test]
+    async fn records_follow_group_order_and_carry_group_settings() {
+        // The first group finishes last; order must still be group order.
+        let fw = shell_framework("sleep {filters}; echo a{filters}; echo b{filters}");
+        let mut groups = IndexMap::new();
+        groups.insert("slow".to_owned(), group("0.3", 2, true));
+        groups.insert("fast".to_owned(), group("0", 0, false));
+        groups.insert("none".to_owned(), group("0; exit 0 #", 1, false));
+        let records = discover(&fw, &groups, 0).await.unwrap();
+        let got: Vec<_> = records
+            .iter()
+            .map(|r| {
+                (
+                    r.id.as_str(),
+                    r.group.as_str(),
+                    r.retry_count,
+                    r.schedule_individual,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a0.3", "slow", 2, true),
+                ("b0.3", "slow", 2, true),
+                ("a0", "fast", 0, false),
+                ("b0", "fast", 0, false),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_group_names_itself() {
+        let fw = shell_framework("echo fine; [ -z '{filters}' ] || { echo oops >&2; exit 2; }");
+        let mut groups = IndexMap::new();
+        groups.insert("ok".to_owned(), group("", 0, false));
+        groups.insert("unit".to_owned(), group("x", 0, false));
+        let err = discover(&fw, &groups, 1).await.unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.starts_with("discovery failed for group `unit`: `sh -c ")
+                && msg.contains("exited with code 2:\noops"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_a_clear_error() {
+        let fw = shell_framework("x");
+        let mut spec = fw.discover_command("").unwrap();
+        spec.program = "definitely-not-a-program-offload".to_owned();
+        let err = process::capture(&spec, None).await.unwrap_err().to_string();
+        assert!(
+            err.contains("`definitely-not-a-program-offload`") && err.contains("hint"),
+            "{err}"
+        );
+    }
 }

@@ -4,6 +4,10 @@
 //! itself. [`discovery`] runs the discovery commands (one per group, concurrently) and
 //! the orchestrator runs batch commands in sandboxes. Adding a framework means one file
 //! implementing [`Framework`] and one line in [`from_config`].
+//!
+//! Result mapping is exact: the orchestrator files every JUnit `<testcase>` under
+//! [`Framework::junit_key`] and looks each scheduled test up under the keys of
+//! [`Framework::id_keys`]. There is no fuzzy or suffix matching anywhere.
 
 pub mod cargo;
 pub mod default;
@@ -13,7 +17,7 @@ pub mod pytest;
 use anyhow::Result;
 
 use crate::config::FrameworkConfig;
-use crate::process::{CapturedOutput, CommandSpec};
+use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
 
 /// One discovered test: its canonical ID and the group that selected it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -26,6 +30,20 @@ pub struct TestRecord {
     pub retry_count: u32,
     /// The group's `schedule_individual`.
     pub schedule_individual: bool,
+}
+
+impl TestRecord {
+    /// The short name of the test (see [`test_name`]).
+    pub fn name(&self) -> &str {
+        test_name(&self.id)
+    }
+}
+
+/// The short name of a test ID: the part after the last `::` that is not inside a
+/// pytest `[params]` suffix, or the whole ID when there is none.
+pub fn test_name(id: &str) -> &str {
+    let head = id.find('[').map_or(id, |open| &id[..open]);
+    head.rfind("::").map_or(id, |at| &id[at + 2..])
 }
 
 /// What one group's discovery produced.
@@ -57,7 +75,8 @@ pub trait Framework: Send + Sync {
     fn discover_command(&self, filters: &str) -> Result<CommandSpec>;
 
     /// Turns the discovery command's output into test IDs, or an error that carries
-    /// the tool's own message.
+    /// the tool's own message. The error reads well after
+    /// `discovery failed for group `NAME`: `.
     fn parse_discovery(&self, command: &CommandSpec, output: &CapturedOutput)
     -> Result<Discovered>;
 
@@ -66,8 +85,9 @@ pub trait Framework: Send + Sync {
         ResultSource::JunitPerBatch
     }
 
-    /// The command that runs `tests`, writing JUnit XML to `result_path` when the
-    /// result source is [`ResultSource::JunitPerBatch`].
+    /// The command that runs exactly `tests`, writing JUnit XML to `result_path` when
+    /// the result source is [`ResultSource::JunitPerBatch`]. `result_path` should be
+    /// absolute (a relative one is taken relative to the command's working directory).
     fn batch_command(
         &self,
         tests: &[String],
@@ -78,7 +98,8 @@ pub trait Framework: Send + Sync {
     /// The key a JUnit `<testcase>` is filed under.
     fn junit_key(&self, name: &str, classname: Option<&str>) -> String;
 
-    /// The keys under which a result for test `id` may appear (see [`Self::junit_key`]).
+    /// The keys under which a result for test `id` may appear (see [`Self::junit_key`]),
+    /// the ID itself first. A result filed under any of them belongs to `id`.
     fn id_keys(&self, id: &str) -> Vec<String> {
         vec![id.to_owned()]
     }
@@ -90,7 +111,149 @@ pub trait Framework: Send + Sync {
 }
 
 /// Builds the framework the configuration selects.
+///
+/// Fails when a command or argument string of the configuration cannot be split like a
+/// shell would (an unbalanced quote), naming the field.
 pub fn from_config(config: &FrameworkConfig) -> Result<Box<dyn Framework>> {
-    let _ = config;
-    anyhow::bail!("frameworks are not implemented yet")
+    Ok(match config {
+        FrameworkConfig::Pytest(c) => Box::new(pytest::Pytest::new(c)?),
+        FrameworkConfig::Cargo(c) => Box::new(cargo::Cargo::new(c)),
+        FrameworkConfig::Default(c) => Box::new(default::DefaultFramework::new(c)),
+    })
+}
+
+/// Splits `value` into words like a POSIX shell (quotes and backslashes), for the
+/// config field `field`.
+pub(crate) fn shell_split(field: &str, value: &str) -> Result<Vec<String>> {
+    shell_words::split(value).map_err(|err| {
+        anyhow::anyhow!(
+            "cannot split `{field}` value `{value}` into arguments: {err}\n\
+             (hint: quote with '...' or \"...\" and close every quote)"
+        )
+    })
+}
+
+/// Replaces every `{key}` of `template` in one pass, so a value that itself contains
+/// `{key}` text is never substituted again. Unknown `{...}` text is kept.
+pub(crate) fn substitute(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    'outer: while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let tail = &rest[open..];
+        for (key, value) in vars {
+            let inner = tail.strip_prefix('{').and_then(|t| t.strip_prefix(key));
+            if let Some(after) = inner.and_then(|t| t.strip_prefix('}')) {
+                out.push_str(value);
+                rest = after;
+                continue 'outer;
+            }
+        }
+        out.push('{');
+        rest = &tail[1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// How a child ended, as words after its command: `exited with code 2`.
+pub(crate) fn outcome_text(outcome: ExitOutcome) -> String {
+    match outcome {
+        ExitOutcome::Exited(code) => format!("exited with code {code}"),
+        ExitOutcome::Signaled(signal) => format!("was killed by signal {signal}"),
+        ExitOutcome::TimedOut => "timed out".to_owned(),
+        ExitOutcome::Cancelled => "was cancelled".to_owned(),
+    }
+}
+
+/// The error for a discovery command that failed: the command, how it ended and
+/// `detail` (the tool's own output).
+pub(crate) fn command_failed(
+    command: &CommandSpec,
+    outcome: ExitOutcome,
+    detail: &str,
+) -> anyhow::Error {
+    let detail = detail.trim_end();
+    let detail = if detail.is_empty() {
+        "(it printed nothing)"
+    } else {
+        detail
+    };
+    anyhow::anyhow!(
+        "`{}` {}:\n{}",
+        command.display(),
+        outcome_text(outcome),
+        detail
+    )
+}
+
+/// The last `max_lines` lines of `text`, with a note when lines were cut.
+pub(crate) fn tail_lines(text: &str, max_lines: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    if lines.len() <= max_lines {
+        return lines.join("\n");
+    }
+    let cut = lines.len() - max_lines;
+    format!("[... {cut} earlier lines ...]\n{}", lines[cut..].join("\n"))
+}
+
+/// What a failed command said: its stderr, else the tail of its stdout.
+pub(crate) fn failure_output(output: &CapturedOutput) -> String {
+    let stderr = output.stderr.trim();
+    if !stderr.is_empty() {
+        return tail_lines(stderr, 60);
+    }
+    tail_lines(&output.stdout, 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitute_is_single_pass() {
+        let vars = [("tests", "'{result_file}'"), ("result_file", "/tmp/r.xml")];
+        assert_eq!(
+            substitute("run {tests} --out {result_file} {other} {", &vars),
+            "run '{result_file}' --out /tmp/r.xml {other} {"
+        );
+        assert_eq!(
+            substitute("{tests}{tests}", &vars),
+            "'{result_file}''{result_file}'"
+        );
+        assert_eq!(substitute("", &vars), "");
+        assert_eq!(substitute("{{tests}}", &vars), "{'{result_file}'}");
+    }
+
+    #[test]
+    fn test_name_is_after_the_last_double_colon() {
+        assert_eq!(test_name("a/b.py::C::test_x"), "test_x");
+        assert_eq!(test_name("a/b.py::test_p[x::y]"), "test_p[x::y]");
+        assert_eq!(test_name("x[a::b]"), "x[a::b]");
+        assert_eq!(test_name("crate tests::t"), "t");
+        assert_eq!(test_name("plain id"), "plain id");
+    }
+
+    #[test]
+    fn shell_split_names_the_field() {
+        assert_eq!(
+            shell_split("filters", "-m 'not slow'").unwrap(),
+            ["-m", "not slow"]
+        );
+        let err = shell_split("filters", "-k 'oops").unwrap_err().to_string();
+        assert!(
+            err.contains("`filters`") && err.contains("`-k 'oops`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tail_lines_keeps_the_end() {
+        let text = (1..=5)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(tail_lines(&text, 2), "[... 3 earlier lines ...]\n4\n5");
+        assert_eq!(tail_lines("a\nb\n", 5), "a\nb");
+    }
 }

@@ -1,1 +1,620 @@
-//! The pytest framework.
+//! The pytest framework: `--collect-only -q` discovery, `--junitxml` batches, and the
+//! exact mapping from JUnit testcases back to node ids.
+//!
+//! A test ID is whatever pytest prints as a node id (`tests/test_a.py::TestK::test_m`,
+//! `tests/test_p.py::test_p[a b]`): spaces, brackets, `::` inside brackets and escapes
+//! are kept whole. Results map back without any conftest hook: pytest's JUnit writer
+//! derives `classname`/`name` from the node id by a fixed rule ([`mangle_node_id`]),
+//! which this module rebuilds for every ID. A conftest hook that records the full node
+//! id as `name` is recognised too. Nothing here spawns a process.
+
+use anyhow::Result;
+use regex::Regex;
+
+use super::{Discovered, Framework, command_failed, shell_split, tail_lines};
+use crate::config::PytestConfig;
+use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
+
+/// Separates classname from name in JUnit keys. A control character, so it can never
+/// occur in a node id printed by pytest nor in a JUnit attribute.
+const KEY_SEPARATOR: char = '\u{1f}';
+
+/// pytest's exit code when nothing was collected (filters selected nothing).
+const EXIT_NO_TESTS_COLLECTED: i32 = 5;
+
+/// The pytest framework, built from `[framework] type = "pytest"`.
+#[derive(Debug, Clone)]
+pub struct Pytest {
+    /// Program and leading arguments: `command` split, or `python [extra_args] -m pytest`.
+    prefix: Vec<String>,
+    /// `paths`, appended to discovery only.
+    paths: Vec<String>,
+    /// `run_args` split, appended to batches only.
+    run_args: Vec<String>,
+}
+
+impl Pytest {
+    /// Builds the framework. Fails when `command` or `run_args` cannot be split into
+    /// arguments, or when `command` is empty.
+    pub fn new(config: &PytestConfig) -> Result<Self> {
+        let prefix = match &config.command {
+            Some(command) => {
+                let words = shell_split("framework.command", command)?;
+                if words.is_empty() {
+                    anyhow::bail!(
+                        "`framework.command` is empty\n\
+                         (hint: set it to the command that starts pytest, e.g. \"uv run pytest\", \
+                         or remove it to use `python -m pytest`)"
+                    );
+                }
+                words
+            }
+            None => {
+                let mut words = vec![config.python.clone()];
+                words.extend(config.extra_args.iter().cloned());
+                words.extend(["-m".to_owned(), "pytest".to_owned()]);
+                words
+            }
+        };
+        let run_args = match &config.run_args {
+            Some(args) if config.command.is_some() => shell_split("framework.run_args", args)?,
+            Some(_) => {
+                // The user manual defines `run_args` as used only together with `command`.
+                tracing::warn!(
+                    "`framework.run_args` is ignored because `framework.command` is not set \
+                     (hint: set `command = \"python -m pytest\"` to use it)"
+                );
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        Ok(Self {
+            prefix,
+            paths: config
+                .paths
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
+            run_args,
+        })
+    }
+
+    fn command(&self, args: impl IntoIterator<Item = String>) -> CommandSpec {
+        let mut all = self.prefix.iter().cloned();
+        let program = all.next().unwrap_or_default();
+        CommandSpec {
+            program,
+            args: all.chain(args).collect(),
+            cwd: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+impl Framework for Pytest {
+    fn name(&self) -> &'static str {
+        "pytest"
+    }
+
+    fn discover_command(&self, filters: &str) -> Result<CommandSpec> {
+        let filters = shell_split("filters", filters)?;
+        let args = ["--collect-only".to_owned(), "-q".to_owned()]
+            .into_iter()
+            .chain(filters)
+            .chain(self.paths.iter().cloned());
+        Ok(self.command(args))
+    }
+
+    fn parse_discovery(
+        &self,
+        command: &CommandSpec,
+        output: &CapturedOutput,
+    ) -> Result<Discovered> {
+        let stdout = &output.stdout;
+        if has_collection_errors(stdout) {
+            if output.outcome == ExitOutcome::Exited(0) {
+                anyhow::bail!(
+                    "`{}` reported errors while collecting tests:\n{}",
+                    command.display(),
+                    failure_detail(output)
+                );
+            }
+            return Err(command_failed(
+                command,
+                output.outcome,
+                &failure_detail(output),
+            ));
+        }
+        match output.outcome {
+            ExitOutcome::Exited(0) => {
+                let ids = parse_node_ids(stdout);
+                if !ids.is_empty() {
+                    return Ok(Discovered { ids, warning: None });
+                }
+                match summary_line(stdout) {
+                    Some(summary) => Ok(Discovered {
+                        ids,
+                        warning: Some(format!("pytest: {summary}")),
+                    }),
+                    None => anyhow::bail!(
+                        "`{}` succeeded but printed no test IDs and no summary:\n{}\n\
+                         (hint: Offload reads the node ids that `pytest --collect-only -q` prints, \
+                         one per line; check `addopts` in your pytest configuration for extra \
+                         `-q`/`-v` flags or plugins that change this output)",
+                        command.display(),
+                        failure_detail(output)
+                    ),
+                }
+            }
+            ExitOutcome::Exited(EXIT_NO_TESTS_COLLECTED) => Ok(Discovered {
+                ids: Vec::new(),
+                warning: Some(format!(
+                    "pytest: {}",
+                    summary_line(stdout).unwrap_or_else(|| "no tests collected".to_owned())
+                )),
+            }),
+            outcome => Err(command_failed(command, outcome, &failure_detail(output))),
+        }
+    }
+
+    fn batch_command(
+        &self,
+        tests: &[String],
+        result_path: &str,
+        fail_fast: bool,
+    ) -> Result<CommandSpec> {
+        let mut args = vec![
+            "-v".to_owned(),
+            "--tb=short".to_owned(),
+            format!("--junitxml={result_path}"),
+        ];
+        if fail_fast {
+            args.push("-x".to_owned());
+        }
+        args.extend(self.run_args.iter().cloned());
+        args.extend(tests.iter().cloned());
+        Ok(self.command(args))
+    }
+
+    fn junit_key(&self, name: &str, classname: Option<&str>) -> String {
+        if is_node_id(name) {
+            // The conftest-hook form: `name` holds the full node id.
+            return name.to_owned();
+        }
+        junit_pair_key(classname.unwrap_or(""), name)
+    }
+
+    fn id_keys(&self, id: &str) -> Vec<String> {
+        let (classname, name) = mangle_node_id(id);
+        vec![id.to_owned(), junit_pair_key(&classname, &name)]
+    }
+}
+
+/// Whether a JUnit `name` is a full node id (`path::test[...]`) rather than pytest's
+/// short name: it has `::` before any `[params]` part. (`test_p[x::y]` is a short name.)
+fn is_node_id(name: &str) -> bool {
+    let head = name.find('[').map_or(name, |open| &name[..open]);
+    head.contains("::")
+}
+
+fn junit_pair_key(classname: &str, name: &str) -> String {
+    format!("{classname}{KEY_SEPARATOR}{name}")
+}
+
+/// pytest's JUnit `classname` and `name` for a node id, as its `junitxml` plugin
+/// computes them (`mangle_test_address`): the `[params]` part is split off, the rest is
+/// split at `::`, the file path becomes dotted (`/` → `.`, a trailing `.py` removed),
+/// classname = every part but the last joined with `.`, name = the last part + params.
+pub fn mangle_node_id(id: &str) -> (String, String) {
+    let (path, params) = id.find('[').map_or((id, ""), |open| id.split_at(open));
+    let mut parts: Vec<String> = path.split("::").map(str::to_owned).collect();
+    if let Some(file) = parts.first_mut() {
+        let dotted = file.replace('/', ".");
+        *file = dotted.strip_suffix(".py").unwrap_or(&dotted).to_owned();
+    }
+    let mut name = parts.pop().unwrap_or_default();
+    name.push_str(params);
+    (parts.join("."), name)
+}
+
+/// The node ids of `pytest --collect-only -q` output: the lines holding `::` in the
+/// first block of lines (blank lines before it are skipped), which ends at a blank
+/// line, a `===`/`!!!` section line or the summary. Lines are kept whole.
+fn parse_node_ids(stdout: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for line in stdout.lines() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() {
+            if ids.is_empty() {
+                continue;
+            }
+            break;
+        }
+        if line.starts_with("==") || line.starts_with("!!") || is_summary(line) {
+            break;
+        }
+        if line.contains("::") {
+            ids.push(line.to_owned());
+        }
+    }
+    ids
+}
+
+fn summary_regex() -> &'static Regex {
+    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"^[=\s]*((?:no tests|\d+(?:/\d+)? tests?) collected\b.*?)[=\s]*$")
+            .unwrap_or_else(|e| unreachable!("summary regex: {e}"))
+    })
+}
+
+fn is_summary(line: &str) -> bool {
+    summary_regex().is_match(line)
+}
+
+/// The last summary line (`3 tests collected in 0.01s`, `no tests collected (2
+/// deselected) in 0.02s`), without decoration.
+fn summary_line(stdout: &str) -> Option<String> {
+    stdout
+        .lines()
+        .rev()
+        .find_map(|line| summary_regex().captures(line.trim_end_matches('\r')))
+        .map(|caps| caps[1].to_owned())
+}
+
+fn has_collection_errors(stdout: &str) -> bool {
+    stdout.contains("ERROR collecting")
+        || stdout
+            .lines()
+            .any(|l| l.contains("Interrupted:") && l.contains("during collection"))
+}
+
+/// What pytest said about a failure: its stdout from the first `===` section on (the
+/// errors, without the node id list) or else its stdout tail, then its stderr.
+fn failure_detail(output: &CapturedOutput) -> String {
+    let stdout = output.stdout.trim_end();
+    let relevant = stdout
+        .match_indices('\n')
+        .map(|(at, _)| at + 1)
+        .chain(std::iter::once(0))
+        .filter(|&at| stdout[at..].starts_with("=="))
+        .min()
+        .map_or(stdout, |at| &stdout[at..]);
+    let mut detail = tail_lines(relevant, 80);
+    let stderr = output.stderr.trim();
+    if !stderr.is_empty() {
+        if !detail.is_empty() {
+            detail.push_str("\n--- stderr ---\n");
+        }
+        detail.push_str(&tail_lines(stderr, 40));
+    }
+    detail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn config(command: Option<&str>) -> PytestConfig {
+        PytestConfig {
+            paths: vec![PathBuf::from("tests"), PathBuf::from("more tests")],
+            command: command.map(str::to_owned),
+            run_args: None,
+            extra_args: Vec::new(),
+            python: "python".to_owned(),
+            markers: None,
+            test_id_format: None,
+        }
+    }
+
+    fn out(code: i32, stdout: &str, stderr: &str) -> CapturedOutput {
+        CapturedOutput {
+            outcome: ExitOutcome::Exited(code),
+            stdout: stdout.to_owned(),
+            stderr: stderr.to_owned(),
+        }
+    }
+
+    fn argv(spec: &CommandSpec) -> Vec<String> {
+        std::iter::once(spec.program.clone())
+            .chain(spec.args.iter().cloned())
+            .collect()
+    }
+
+    #[test]
+    fn discovery_command_with_command_filters_and_paths() {
+        let fw = Pytest::new(&config(Some("uv run --with=pytest pytest"))).unwrap();
+        let spec = fw
+            .discover_command("-m 'not slow' -k 'not test_flaky'")
+            .unwrap();
+        assert_eq!(
+            argv(&spec),
+            [
+                "uv",
+                "run",
+                "--with=pytest",
+                "pytest",
+                "--collect-only",
+                "-q",
+                "-m",
+                "not slow",
+                "-k",
+                "not test_flaky",
+                "tests",
+                "more tests"
+            ]
+        );
+        assert_eq!(spec.cwd, None);
+    }
+
+    #[test]
+    fn legacy_prefix_is_python_extra_args_m_pytest() {
+        let mut c = config(None);
+        c.python = "python3".to_owned();
+        c.extra_args = vec!["-X".to_owned(), "dev".to_owned()];
+        let fw = Pytest::new(&c).unwrap();
+        let spec = fw.discover_command("").unwrap();
+        assert_eq!(
+            argv(&spec),
+            [
+                "python3",
+                "-X",
+                "dev",
+                "-m",
+                "pytest",
+                "--collect-only",
+                "-q",
+                "tests",
+                "more tests"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_filters_and_commands_are_errors() {
+        let fw = Pytest::new(&config(None)).unwrap();
+        let err = fw.discover_command("-k 'x").unwrap_err().to_string();
+        assert!(err.contains("`filters`"), "{err}");
+        let err = Pytest::new(&config(Some("uv 'run")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("framework.command"), "{err}");
+        let err = Pytest::new(&config(Some("  "))).unwrap_err().to_string();
+        assert!(err.contains("is empty"), "{err}");
+        let mut c = config(Some("pytest"));
+        c.run_args = Some("--maxfail 'x".to_owned());
+        let err = Pytest::new(&c).unwrap_err().to_string();
+        assert!(err.contains("framework.run_args"), "{err}");
+    }
+
+    #[test]
+    fn batch_command_layout() {
+        let mut c = config(Some("uv run pytest"));
+        c.run_args = Some("-p no:cacheprovider --maxfail '3'".to_owned());
+        let fw = Pytest::new(&c).unwrap();
+        let ids = vec!["t/a.py::test_p[a b]".to_owned(), "t/a.py::K::m".to_owned()];
+        let spec = fw.batch_command(&ids, "/tmp/r.xml", false).unwrap();
+        assert_eq!(
+            argv(&spec),
+            [
+                "uv",
+                "run",
+                "pytest",
+                "-v",
+                "--tb=short",
+                "--junitxml=/tmp/r.xml",
+                "-p",
+                "no:cacheprovider",
+                "--maxfail",
+                "3",
+                "t/a.py::test_p[a b]",
+                "t/a.py::K::m"
+            ]
+        );
+        let spec = fw.batch_command(&ids[..1], "/tmp/r.xml", true).unwrap();
+        assert_eq!(spec.args[5], "-x");
+    }
+
+    #[test]
+    fn run_args_need_command() {
+        let mut c = config(None);
+        c.run_args = Some("--maxfail 3".to_owned());
+        let fw = Pytest::new(&c).unwrap();
+        let spec = fw
+            .batch_command(&["a.py::t".to_owned()], "/r.xml", false)
+            .unwrap();
+        assert!(!spec.args.iter().any(|a| a == "--maxfail"));
+    }
+
+    #[test]
+    fn mangling_matches_pytest_junitxml() {
+        let table = [
+            ("tests/test_a.py::test_plain", "tests.test_a", "test_plain"),
+            (
+                "tests/test_a.py::TestK::test_m",
+                "tests.test_a.TestK",
+                "test_m",
+            ),
+            (
+                "tests/test_a.py::TestK::TestInner::test_n",
+                "tests.test_a.TestK.TestInner",
+                "test_n",
+            ),
+            (
+                "tests/test_a.py::test_p[a b]",
+                "tests.test_a",
+                "test_p[a b]",
+            ),
+            (
+                "tests/test_a.py::test_p[x::y]",
+                "tests.test_a",
+                "test_p[x::y]",
+            ),
+            (
+                "tests/test_a.py::test_p[p/q]",
+                "tests.test_a",
+                "test_p[p/q]",
+            ),
+            (
+                "tests/test_a.py::test_p[a.py]",
+                "tests.test_a",
+                "test_p[a.py]",
+            ),
+            (
+                "tests/test_a.py::test_p[\\xe9]",
+                "tests.test_a",
+                "test_p[\\xe9]",
+            ),
+            ("tests/test_é.py::test_ü", "tests.test_é", "test_ü"),
+            ("test_top.py::test_x", "test_top", "test_x"),
+            ("a.py.d/test_x.py::t", "a.py.d.test_x", "t"),
+            ("README.txt::README.txt", "README.txt", "README.txt"),
+            ("tests/data.yaml", "", "tests.data.yaml"),
+        ];
+        for (id, classname, name) in table {
+            assert_eq!(
+                mangle_node_id(id),
+                (classname.to_owned(), name.to_owned()),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
+    fn junit_keys_meet_id_keys() {
+        let fw = Pytest::new(&config(None)).unwrap();
+        for id in [
+            "tests/test_a.py::test_p[x::y]",
+            "tests/test_a.py::TestK::test_m",
+            "tests/test_a.py::test_p[a b]",
+        ] {
+            let keys = fw.id_keys(id);
+            assert_eq!(keys[0], id);
+            let (classname, name) = mangle_node_id(id);
+            // Plain pytest output.
+            assert!(
+                keys.contains(&fw.junit_key(&name, Some(&classname))),
+                "{id}"
+            );
+            // Conftest-hook output: name = node id.
+            assert!(keys.contains(&fw.junit_key(id, Some(&classname))), "{id}");
+        }
+        // A result for one test never lands on another.
+        let a = fw.id_keys("tests/test_a.py::test_x");
+        let b = fw.id_keys("pkg/tests/test_a.py::test_x");
+        assert!(a.iter().all(|k| !b.contains(k)));
+        assert_eq!(fw.junit_key("t", None), "\u{1f}t");
+    }
+
+    #[test]
+    fn parses_node_ids_whole() {
+        let stdout = "tests/sub/test_b.py::test_b\n\
+                      tests/test_a.py::test_p[a b]\n\
+                      tests/test_a.py::test_p[x::y]\n\
+                      tests/test_a.py::TestK::test_m\n\
+                      tests/test_é.py::test_ü\n\
+                      \n\
+                      5 tests collected in 0.01s\n";
+        let d = Pytest::new(&config(None))
+            .unwrap()
+            .parse_discovery(&CommandSpec::default(), &out(0, stdout, ""))
+            .unwrap();
+        assert_eq!(
+            d.ids,
+            [
+                "tests/sub/test_b.py::test_b",
+                "tests/test_a.py::test_p[a b]",
+                "tests/test_a.py::test_p[x::y]",
+                "tests/test_a.py::TestK::test_m",
+                "tests/test_é.py::test_ü",
+            ]
+        );
+        assert_eq!(d.warning, None);
+    }
+
+    #[test]
+    fn ids_end_at_the_first_blank_line_and_skip_chatter() {
+        let stdout = "\nconftest says hi\nt.py::a\r\nt.py::b\n\n=== warnings summary ===\n\
+                      t.py:2\n  x::y warning\n\n-- Docs\n2 tests collected in 0.01s\n";
+        assert_eq!(parse_node_ids(stdout), ["t.py::a", "t.py::b"]);
+        assert_eq!(summary_line(stdout).unwrap(), "2 tests collected in 0.01s");
+    }
+
+    #[test]
+    fn exit_5_is_an_empty_group_with_the_summary() {
+        let fw = Pytest::new(&config(None)).unwrap();
+        let d = fw
+            .parse_discovery(
+                &CommandSpec::default(),
+                &out(5, "\nno tests collected (10 deselected) in 0.02s\n", ""),
+            )
+            .unwrap();
+        assert!(d.ids.is_empty());
+        assert_eq!(
+            d.warning.unwrap(),
+            "pytest: no tests collected (10 deselected) in 0.02s"
+        );
+    }
+
+    #[test]
+    fn collection_errors_fail_with_pytest_output() {
+        let fw = Pytest::new(&config(None)).unwrap();
+        let stdout = "tests/test_ok.py::test_ok\n\n\
+            ==================================== ERRORS ====================================\n\
+            ______________________ ERROR collecting tests/test_bad.py ______________________\n\
+            E   ModuleNotFoundError: No module named 'nonexistent_mod'\n\
+            !!!!!!!!!!!!!!!!!!! Interrupted: 1 error during collection !!!!!!!!!!!!!!!!!!!!\n\
+            1 test collected, 1 error in 0.43s\n";
+        let spec = CommandSpec {
+            program: "python".to_owned(),
+            args: vec!["-m".to_owned(), "pytest".to_owned()],
+            ..CommandSpec::default()
+        };
+        let err = fw
+            .parse_discovery(&spec, &out(2, stdout, ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("`python -m pytest` exited with code 2:\n====="),
+            "{err}"
+        );
+        assert!(err.contains("No module named 'nonexistent_mod'"), "{err}");
+        assert!(!err.contains("test_ok.py::test_ok"), "{err}");
+        // Even when a plugin makes pytest exit 0.
+        let err = fw
+            .parse_discovery(&spec, &out(0, stdout, ""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("reported errors while collecting"), "{err}");
+    }
+
+    #[test]
+    fn other_failures_show_stdout_and_stderr() {
+        let fw = Pytest::new(&config(None)).unwrap();
+        let err = fw
+            .parse_discovery(
+                &CommandSpec::default(),
+                &out(4, "", "ERROR: file or directory not found: tests\n"),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("exited with code 4") && err.contains("not found: tests"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn exit_0_without_ids_or_summary_is_an_error() {
+        let fw = Pytest::new(&config(None)).unwrap();
+        let err = fw
+            .parse_discovery(&CommandSpec::default(), &out(0, "tests/test_a.py: 3\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("printed no test IDs") && err.contains("test_a.py: 3"),
+            "{err}"
+        );
+    }
+}

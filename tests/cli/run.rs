@@ -55,12 +55,17 @@ fn scripted(tests: &[&str], extra_offload: &str, groups: &str) -> Project {
     } else {
         groups
     };
+    let timeout = if extra_offload.contains("test_timeout_secs") {
+        ""
+    } else {
+        "test_timeout_secs = 60"
+    };
     p.file(
         "offload.toml",
         &format!(
             r#"[offload]
 max_parallel = 2
-test_timeout_secs = 60
+{timeout}
 {extra_offload}
 
 [provider]
@@ -226,6 +231,15 @@ fn a_hanging_batch_is_killed_with_its_whole_process_tree() {
 
 #[test]
 fn sigint_stops_the_run_cleans_up_and_reports() {
+    stop_with_signal(libc::SIGINT, 130);
+}
+
+#[test]
+fn sigterm_stops_the_run_cleans_up_and_reports() {
+    stop_with_signal(libc::SIGTERM, 143);
+}
+
+fn stop_with_signal(signal: i32, expected_code: i32) {
     let p = scripted(&["hang-a", "hang-b", "pass-c"], "", "");
     let child = p
         .offload()
@@ -242,7 +256,7 @@ fn sigint_stops_the_run_cleans_up_and_reports() {
     }
     let sent = Instant::now();
     // SAFETY: plain kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(child.id() as i32, signal) };
     let out = child.wait_with_output().unwrap();
     assert!(
         sent.elapsed() < Duration::from_secs(10),
@@ -250,13 +264,44 @@ fn sigint_stops_the_run_cleans_up_and_reports() {
         sent.elapsed()
     );
     let run: Run = out.into();
-    assert_eq!(run.code, 130, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.code, expected_code, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("Test Results:"), "{}", run.stdout);
+    // pass-c shares a batch with hang-a, so it never ran either.
+    assert!(run.stdout.contains("Not Run: 3"), "{}", run.stdout);
     for pid in read_pids(&pids_dir) {
-        assert!(!pid_alive(pid), "process {pid} survived SIGINT");
+        assert!(!pid_alive(pid), "process {pid} survived the signal");
     }
     let xml = junit(&p);
     assert!(xml.contains("hang-a"), "{xml}");
+    let logs: Vec<String> = std::fs::read_dir(p.path().join("test-results/logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(logs.iter().all(|n| !n.ends_with(".running")), "{logs:?}");
+    assert!(logs.iter().any(|n| n.ends_with(".cancelled")), "{logs:?}");
+}
+
+#[test]
+fn batch_logs_keep_stdout_and_prefix_stderr() {
+    let p = Project::new();
+    p.file(
+        "offload.toml",
+        r#"[offload]
+max_parallel = 1
+[provider]
+type = "local"
+[framework]
+type = "default"
+discover_command = "echo only {filters}"
+run_command = "echo to-stdout; echo to-stderr >&2; exit 1; : {tests}"
+test_id_format = "{name}"
+[groups.all]
+"#,
+    );
+    let run = support::run(p.offload().arg("run"));
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let log = std::fs::read_to_string(p.path().join("test-results/logs/batch-0.failure")).unwrap();
+    assert_eq!(log, "to-stdout\n[stderr] to-stderr\n");
 }
 
 /// Intervals `(start, end)` of each test from `times.log`.
@@ -553,9 +598,24 @@ mod tests {
     );
     let run = support::run(p.offload().arg("run"));
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("Total:   3"), "{}", run.stdout);
-    assert!(run.stdout.contains("Failed:  1"), "{}", run.stdout);
-    assert!(run.stdout.contains("Flaky:   1"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Total:   3"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("Failed:  1"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("Flaky:   1"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
     let xml = junit(&p);
     assert!(xml.contains("tiny tests::fails"), "{xml}");
     assert!(xml.contains("rerunFailure"), "{xml}");

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 /// A temporary project directory, removed when dropped.
 pub struct Project {
@@ -41,9 +42,114 @@ impl Project {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_offload"));
         cmd.current_dir(self.dir.path());
         cmd.env_remove("CI");
+        // When this suite itself runs under nextest (or under Offload's cargo framework),
+        // nextest exports its profile; a nested `cargo nextest` must not inherit it.
+        cmd.env_remove("NEXTEST_PROFILE");
         cmd.env("NO_COLOR", "1");
         cmd
     }
+
+    /// Like [`Self::offload`], with the test virtualenv (pytest, pytest-xdist) first on
+    /// `PATH`, so `python -m pytest` works. Builds the virtualenv on first use.
+    pub fn offload_with_python(&self) -> Command {
+        let mut cmd = self.offload();
+        cmd.env("PATH", path_with(&python_bin_dir()));
+        cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+        cmd
+    }
+
+    /// Writes `offload.toml` with a local provider, the given `[framework]` body (without
+    /// the table header) and the given extra tables (groups etc.).
+    pub fn config(&self, framework: &str, rest: &str) -> PathBuf {
+        self.file(
+            "offload.toml",
+            &format!(
+                "[offload]\nmax_parallel = 2\nsandbox_project_root = \".\"\n\n\
+                 [provider]\ntype = \"local\"\n\n[framework]\n{framework}\n\n{rest}\n"
+            ),
+        )
+    }
+}
+
+/// `PATH` with `dir` in front.
+pub fn path_with(dir: &Path) -> std::ffi::OsString {
+    let mut dirs = vec![dir.to_owned()];
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(dirs).expect("PATH entries without separators")
+}
+
+/// The cargo target directory the tests were built into (`.../target`).
+pub fn target_dir() -> PathBuf {
+    let exe = Path::new(env!("CARGO_BIN_EXE_offload"));
+    // `<target>/<profile>/offload`
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the offload binary lives in <target>/<profile>/")
+        .to_owned()
+}
+
+/// The `bin` directory of a virtualenv holding pytest and pytest-xdist, under
+/// `<target>/test-venv`. Built once: nextest runs every test in its own process, so
+/// builders take a file lock, build in a temporary directory, write a marker last and
+/// rename the directory into place; whoever comes later finds the marker.
+pub fn python_bin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(build_test_venv).clone()
+}
+
+fn build_test_venv() -> PathBuf {
+    let target = target_dir();
+    let venv = target.join("test-venv");
+    let marker = venv.join(".offload-complete");
+    if marker.exists() {
+        return venv.join("bin");
+    }
+    std::fs::create_dir_all(&target).expect("create target dir");
+    let lock = std::fs::File::create(target.join("test-venv.lock")).expect("create venv lock");
+    // SAFETY: flock on a file descriptor we own; the lock dies with the process.
+    let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    assert_eq!(
+        locked,
+        0,
+        "cannot lock {}",
+        target.join("test-venv.lock").display()
+    );
+    if marker.exists() {
+        return venv.join("bin");
+    }
+    let tmp = target.join(format!("test-venv.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&tmp)
+        .status()
+        .expect("run python3 -m venv");
+    assert!(status.success(), "python3 -m venv {} failed", tmp.display());
+    let status = Command::new(tmp.join("bin/python"))
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        .args(["pytest", "pytest-xdist"])
+        .status()
+        .expect("run pip install");
+    assert!(status.success(), "pip install pytest pytest-xdist failed");
+    std::fs::write(tmp.join(".offload-complete"), "").expect("write venv marker");
+    if venv.exists() {
+        // Left over without its marker (an interrupted older build): move it away.
+        let trash = target.join(format!("test-venv.trash-{}", std::process::id()));
+        std::fs::rename(&venv, &trash).expect("move the incomplete venv away");
+        let _ = std::fs::remove_dir_all(&trash);
+    }
+    if std::fs::rename(&tmp, &venv).is_err() {
+        // Another builder won the race (possible without the lock, e.g. on NFS).
+        let _ = std::fs::remove_dir_all(&tmp);
+        assert!(
+            marker.exists(),
+            "{} exists but is incomplete",
+            venv.display()
+        );
+    }
+    venv.join("bin")
 }
 
 /// The output of a finished `offload` command, with helpers for assertions.
@@ -69,9 +175,4 @@ impl From<Output> for Run {
 /// Runs `cmd` to completion.
 pub fn run(cmd: &mut Command) -> Run {
     cmd.output().expect("spawn offload").into()
-}
-
-// LEAD-STUB: replaced by the framework branch.
-pub fn python_bin_dir() -> PathBuf {
-    PathBuf::from("/work/venv/bin")
 }
