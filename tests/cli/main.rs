@@ -3,6 +3,7 @@
 
 mod collect;
 mod config;
+mod default_provider;
 mod logs;
 mod run;
 mod support;
