@@ -6,6 +6,7 @@
 //! [`orchestrator`], which runs them in sandboxes of a [`provider`] and feeds the
 //! results to the [`report`].
 
+pub mod bundled;
 pub mod cli;
 pub mod commands;
 pub mod config;

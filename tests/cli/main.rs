@@ -4,6 +4,7 @@
 mod apply_diff;
 mod collect;
 mod config;
+mod default_provider;
 mod logs;
 mod run;
 mod support;
