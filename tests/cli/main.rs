@@ -4,5 +4,6 @@
 mod collect;
 mod config;
 mod logs;
+mod modal_script;
 mod run;
 mod support;
