@@ -35,7 +35,8 @@ Commands
         ``--context-dir`` is given) at the project root; each ``--copy-dir`` adds LOCAL at
         REMOTE (relative REMOTEs are under the project root). A ``.dockerignore`` at the
         top of an added directory is honoured. ``--sandbox-init-cmd`` then runs as a build
-        step. Prints the image ID (``im-...``) as the last stdout line.
+        step. Prints the image ID (``im-...``) as the last stdout line. ``--cached`` is
+        accepted (and ignored) for configs written for older versions.
 
     prepare --from-base-image IMAGE_ID [--patch-file PATH] [--post-patch-cmd CMD]
             [--sandbox-project-root DIR]
@@ -208,10 +209,7 @@ def print_result(value: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# Argument types
-
-
-# Option callbacks: each checks and converts the raw strings, raising click's usage
+# Argument parsing. Option callbacks: each checks and converts the raw strings, raising click's usage
 # errors (exit 2) before anything contacts Modal.
 
 
