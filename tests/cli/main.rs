@@ -6,5 +6,6 @@ mod collect;
 mod config;
 mod default_provider;
 mod logs;
+mod modal_script;
 mod run;
 mod support;

@@ -91,35 +91,60 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// The `bin` directory of a virtualenv holding pytest and pytest-xdist, under
-/// `<target>/test-venv`. Built once: nextest runs every test in its own process, so
-/// builders take a file lock, build in a temporary directory, write a marker last and
-/// rename the directory into place; whoever comes later finds the marker.
+/// `<target>/test-venv`, built on first use (see [`build_venv`]).
 pub fn python_bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(build_test_venv).clone()
+    DIR.get_or_init(|| build_venv("test-venv", &["pytest", "pytest-xdist"]))
+        .clone()
 }
 
-fn build_test_venv() -> PathBuf {
+/// The `bin` directory of a virtualenv holding the pinned `modal`, `click` and `mypy` of
+/// `tests/modal/requirements.txt`, under `<target>/modal-venv`, built on first use (see
+/// [`build_venv`]). Rebuilt when the requirements change.
+pub fn modal_venv_bin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let requirements =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/modal/requirements.txt");
+        let requirements = requirements
+            .to_str()
+            .expect("UTF-8 path of requirements.txt");
+        build_venv("modal-venv", &["-r", requirements])
+    })
+    .clone()
+}
+
+/// Builds (once) the virtualenv `<target>/<name>` with `pip install <pip_args>` and returns
+/// its `bin` directory. nextest runs every test in its own process, so builders take a
+/// file lock, build in a temporary directory, write a marker last and rename the directory
+/// into place; whoever comes later finds the marker. The marker records the pip arguments
+/// (and the content of any `-r` file), so a changed list rebuilds the venv. A failing
+/// `pip install` (PyPI unreachable, say) fails the test with pip's output above it.
+fn build_venv(name: &str, pip_args: &[&str]) -> PathBuf {
     let target = target_dir();
-    let venv = target.join("test-venv");
+    let venv = target.join(name);
     let marker = venv.join(".offload-complete");
-    if marker.exists() {
+    let mut stamp = pip_args.join(" ");
+    for pair in pip_args.windows(2) {
+        if pair[0] == "-r" {
+            stamp.push('\n');
+            stamp.push_str(&std::fs::read_to_string(pair[1]).expect("read the requirements file"));
+        }
+    }
+    let is_current = || std::fs::read_to_string(&marker).is_ok_and(|s| s == stamp);
+    if is_current() {
         return venv.join("bin");
     }
     std::fs::create_dir_all(&target).expect("create target dir");
-    let lock = std::fs::File::create(target.join("test-venv.lock")).expect("create venv lock");
+    let lock_path = target.join(format!("{name}.lock"));
+    let lock = std::fs::File::create(&lock_path).expect("create venv lock");
     // SAFETY: flock on a file descriptor we own; the lock dies with the process.
     let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-    assert_eq!(
-        locked,
-        0,
-        "cannot lock {}",
-        target.join("test-venv.lock").display()
-    );
-    if marker.exists() {
+    assert_eq!(locked, 0, "cannot lock {}", lock_path.display());
+    if is_current() {
         return venv.join("bin");
     }
-    let tmp = target.join(format!("test-venv.tmp-{}", std::process::id()));
+    let tmp = target.join(format!("{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let status = Command::new("python3")
         .args(["-m", "venv"])
@@ -129,25 +154,26 @@ fn build_test_venv() -> PathBuf {
     assert!(status.success(), "python3 -m venv {} failed", tmp.display());
     let status = Command::new(tmp.join("bin/python"))
         .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
-        .args(["pytest", "pytest-xdist"])
+        .args(pip_args)
         .status()
         .expect("run pip install");
-    assert!(status.success(), "pip install pytest pytest-xdist failed");
-    std::fs::write(tmp.join(".offload-complete"), "").expect("write venv marker");
+    assert!(
+        status.success(),
+        "`pip install {}` into {} failed (is PyPI reachable?)",
+        pip_args.join(" "),
+        tmp.display()
+    );
+    std::fs::write(tmp.join(".offload-complete"), &stamp).expect("write venv marker");
     if venv.exists() {
-        // Left over without its marker (an interrupted older build): move it away.
-        let trash = target.join(format!("test-venv.trash-{}", std::process::id()));
-        std::fs::rename(&venv, &trash).expect("move the incomplete venv away");
+        // Incomplete or outdated (an interrupted build, changed requirements): move it away.
+        let trash = target.join(format!("{name}.trash-{}", std::process::id()));
+        std::fs::rename(&venv, &trash).expect("move the old venv away");
         let _ = std::fs::remove_dir_all(&trash);
     }
     if std::fs::rename(&tmp, &venv).is_err() {
         // Another builder won the race (possible without the lock, e.g. on NFS).
         let _ = std::fs::remove_dir_all(&tmp);
-        assert!(
-            marker.exists(),
-            "{} exists but is incomplete",
-            venv.display()
-        );
+        assert!(is_current(), "{} exists but is incomplete", venv.display());
     }
     venv.join("bin")
 }
