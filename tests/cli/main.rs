@@ -3,6 +3,7 @@
 
 mod collect;
 mod config;
+mod images;
 mod logs;
 mod run;
 mod support;
