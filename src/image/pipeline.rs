@@ -58,6 +58,13 @@ pub trait ImageBuilder: Send + Sync {
     /// root with `offload apply-diff`, then `post_patch_cmd` if configured (with
     /// `OFFLOAD_PATCH_FILE` set when there is a patch). Returns the new image id.
     async fn build_incremental(&self, base: &str, patch: Option<&Path>) -> Result<String>;
+
+    /// Shows one progress line of the pipeline (`[cache] ...`, `[prepare] ...`). The
+    /// default prints it on stderr; a provider may hold lines back (for example while
+    /// test discovery prints).
+    fn progress(&self, line: &str) {
+        eprintln!("{line}");
+    }
 }
 
 /// What [`prepare`] needs to know.
@@ -117,9 +124,9 @@ pub async fn prepare(
     match state {
         RepoState::NotARepo => prepare_without_git(builder, opts).await,
         RepoState::Empty { toplevel } => {
-            eprintln!(
+            builder.progress(
                 "[cache] empty repository (no commits yet): full build of the working tree, \
-                 no caching"
+                 no caching",
             );
             full_build(builder, opts, &toplevel).await
         }
@@ -145,11 +152,11 @@ async fn prepare_in_repo(
                 blocking(move || find_checkpoint(&g, &inputs, CHECKPOINT_WALK_LIMIT)).await;
             match search {
                 Ok(CheckpointSearch::Found { sha, distance }) => {
-                    eprintln!(
+                    builder.progress(&format!(
                         "[cache] checkpoint: {} ({})",
                         short(&sha),
                         commits_back(distance)
-                    );
+                    ));
                     (ModeKind::Checkpoint, sha)
                 }
                 Ok(CheckpointSearch::NotFound { walked, .. }) => {
@@ -198,10 +205,10 @@ async fn prepare_in_repo(
     }
 
     if let Some(image) = cached {
-        eprintln!(
+        builder.progress(&format!(
             "[cache] {kind} hit: using cached image `{image}` from {}",
             short(&base)
-        );
+        ));
         match thin_diff_step(builder, opts, &toplevel, &base, &image, &ignore).await {
             Ok(image_id) => {
                 return Ok(Some(PreparedImage {
@@ -217,27 +224,27 @@ async fn prepare_in_repo(
             ),
         }
     } else if opts.no_cache {
-        eprintln!(
+        builder.progress(&format!(
             "[cache] --no-cache: building the {kind} base image from {} (no cache lookup)",
             short(&base)
-        );
+        ));
     } else if opts.refresh_cache {
-        eprintln!(
+        builder.progress(&format!(
             "[cache] rebuilding the {kind} base image from {} to replace its cache entry",
             short(&base)
-        );
+        ));
     } else {
-        eprintln!(
+        builder.progress(&format!(
             "[cache] {kind} miss: no cached image for {}; building the base image",
             short(&base)
-        );
+        ));
     }
 
     match base_build(builder, &git, &base, &ignore).await {
         Ok(None) => return Ok(None),
         Ok(Some(base_image)) => {
             if let Some(key) = &key {
-                record(&git, &base, key, &base_image, &opts.remote).await;
+                record(builder, &git, &base, key, &base_image, &opts.remote).await;
             }
             match thin_diff_step(builder, opts, &toplevel, &base, &base_image, &ignore).await {
                 Ok(image_id) => {
@@ -280,16 +287,26 @@ async fn base_build(
         ignore.clone(),
     );
     blocking(move || export_commit(&g, &sha, &dest, &ig)).await?;
-    eprintln!("[prepare] building the base image from {}", short(base));
+    builder.progress(&format!(
+        "[prepare] building the base image from {}",
+        short(base)
+    ));
     let image = builder.build_full(export.path()).await?;
     if let Some(image) = &image {
-        eprintln!("[prepare] base image: `{image}`");
+        builder.progress(&format!("[prepare] base image: `{image}`"));
     }
     Ok(image)
 }
 
 /// Writes the note and pushes it; every failure is a warning.
-async fn record(git: &Git, base: &str, key: &str, image: &str, remote: &str) {
+async fn record(
+    builder: &dyn ImageBuilder,
+    git: &Git,
+    base: &str,
+    key: &str,
+    image: &str,
+    remote: &str,
+) {
     let (g, sha, k, id) = (
         git.clone(),
         base.to_owned(),
@@ -300,11 +317,11 @@ async fn record(git: &Git, base: &str, key: &str, image: &str, remote: &str) {
         tracing::warn!("the image is not cached: {err:#}");
         return;
     }
-    eprintln!(
+    builder.progress(&format!(
         "[cache] cached `{image}` for `{key}` on {} ({})",
         short(base),
         notes::NOTES_REF
-    );
+    ));
     let (g, r) = (git.clone(), remote.to_owned());
     match blocking(move || Ok(notes::push(&g, &r))).await {
         Ok(outcome) => report_sync("push", remote, &outcome),
@@ -341,30 +358,30 @@ async fn thin_diff_step(
     let (top, sha, ig) = (toplevel.to_owned(), base.to_owned(), ignore.clone());
     let diff = blocking(move || thin_diff(&top, &sha, &ig)).await?;
     if diff.is_empty() && !opts.has_post_patch_cmd {
-        eprintln!(
+        builder.progress(&format!(
             "[prepare] no changes since {}: using `{image}` unchanged",
             short(base)
-        );
+        ));
         return Ok(image.to_owned());
     }
     let file = if diff.is_empty() {
-        eprintln!(
+        builder.progress(&format!(
             "[prepare] no changes since {}: running post_patch_cmd on `{image}`",
             short(base)
-        );
+        ));
         None
     } else {
-        eprintln!(
+        builder.progress(&format!(
             "[prepare] thin diff: {} changed since {}; building on `{image}`",
             plural(diff.files.len(), "file"),
             short(base)
-        );
+        ));
         Some(diff.to_temp_file()?)
     };
     let derived = builder
         .build_incremental(image, file.as_ref().map(|f| f.path()))
         .await?;
-    eprintln!("[prepare] image: `{derived}`");
+    builder.progress(&format!("[prepare] image: `{derived}`"));
     Ok(derived)
 }
 
@@ -375,7 +392,7 @@ async fn full_build(
     root: &Path,
 ) -> Result<Option<PreparedImage>> {
     let (snapshot, _) = snapshot(root).await?;
-    eprintln!("[prepare] full build of the working tree");
+    builder.progress("[prepare] full build of the working tree");
     finish_full_build(builder, opts, snapshot.path()).await
 }
 
@@ -392,13 +409,13 @@ async fn finish_full_build(
         return Ok(None);
     };
     if opts.has_post_patch_cmd {
-        eprintln!("[prepare] running post_patch_cmd on `{image}`");
+        builder.progress(&format!("[prepare] running post_patch_cmd on `{image}`"));
         image = builder
             .build_incremental(&image, None)
             .await
             .context("post_patch_cmd failed on the fully built image")?;
     }
-    eprintln!("[prepare] image: `{image}`");
+    builder.progress(&format!("[prepare] image: `{image}`"));
     Ok(Some(PreparedImage {
         image_id: image,
         base: None,
@@ -432,38 +449,38 @@ async fn prepare_without_git(
     if use_file && !opts.refresh_cache {
         match cache_file::read(root) {
             Ok(Some(entry)) if entry.fingerprint.as_deref() == Some(fingerprint.as_str()) => {
-                eprintln!(
+                builder.progress(&format!(
                     "[cache] {} hit: project unchanged, using `{}`",
                     cache_file::FILE_NAME,
                     entry.image_id
-                );
+                ));
                 return Ok(Some(PreparedImage {
                     image_id: entry.image_id,
                     base: None,
                     from_cache: true,
                 }));
             }
-            Ok(Some(_)) => eprintln!(
+            Ok(Some(_)) => builder.progress(&format!(
                 "[cache] {} is stale (the project changed): full build",
                 cache_file::FILE_NAME
-            ),
-            Ok(None) => eprintln!(
+            )),
+            Ok(None) => builder.progress(&format!(
                 "[cache] not a git repository and no {}: full build",
                 cache_file::FILE_NAME
-            ),
+            )),
             Err(err) => tracing::warn!("{err:#}; running a full build"),
         }
     } else {
-        eprintln!("[cache] not a git repository: full build (cache not read)");
+        builder.progress("[cache] not a git repository: full build (cache not read)");
     }
     let prepared = finish_full_build(builder, opts, snapshot.path()).await?;
     if let (true, Some(prepared)) = (use_file, &prepared) {
         match cache_file::write(root, &prepared.image_id, &fingerprint) {
-            Ok(()) => eprintln!(
+            Ok(()) => builder.progress(&format!(
                 "[cache] cached `{}` in {}",
                 prepared.image_id,
                 cache_file::FILE_NAME
-            ),
+            )),
             Err(err) => tracing::warn!("the image is not cached: {err:#}"),
         }
     }
