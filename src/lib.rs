@@ -6,6 +6,7 @@
 //! [`orchestrator`], which runs them in sandboxes of a [`provider`] and feeds the
 //! results to the [`report`].
 
+pub mod bundled;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod exit;
 pub mod framework;
 pub mod image;
 pub mod orchestrator;
+pub mod patch;
 pub mod process;
 pub mod provider;
 pub mod report;

@@ -19,6 +19,7 @@ use crate::framework::{self, TestRecord};
 use crate::orchestrator::progress::Progress;
 use crate::orchestrator::{self, EngineSettings};
 use crate::provider::Provider;
+use crate::provider::default::{self as default_provider, DefaultProvider, PrepareLog};
 use crate::provider::local::{LocalProvider, LocalSandboxSettings};
 use crate::report::{junit, summary};
 use crate::signal::Signals;
@@ -66,26 +67,61 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
 
     eprint!("Discovering tests... ");
     let interrupt = signals.token();
-    let discovered = tokio::select! {
-        result = framework::discovery::discover(framework.as_ref(), &config.groups, config.offload.max_parallel_collection) => result,
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    // The image is prepared while discovery runs; its progress waits for discovery's line.
+    let prepare_log = PrepareLog::held();
+    let discovery_done = std::sync::atomic::AtomicBool::new(false);
+    let prepare = async {
+        match &config.provider {
+            ProviderConfig::Default(p) if !options.collect_only => {
+                let init = config.offload.sandbox_init_cmd.as_deref();
+                default_provider::prepare(p, init, &cwd, &prepare_log, &interrupt).await
+            }
+            _ => Ok(None),
+        }
+    };
+    let discovery = async {
+        let result = framework::discovery::discover(
+            framework.as_ref(),
+            &config.groups,
+            config.offload.max_parallel_collection,
+        )
+        .await
+        .map(dedupe);
+        discovery_done.store(true, std::sync::atomic::Ordering::SeqCst);
+        match &result {
+            Ok(records) => eprintln!(
+                "found {} across {}",
+                plural(records.len(), "test"),
+                plural(config.groups.len(), "group")
+            ),
+            Err(_) => eprintln!("failed"),
+        }
+        prepare_log.release();
+        result
+    };
+    let joined = tokio::select! {
+        result = async { tokio::try_join!(discovery, prepare) } => result,
         () = interrupt.cancelled() => {
             eprintln!("interrupted");
             return Ok(signals.received().map_or(exit::INTERRUPTED, |s| s.exit_code()));
         }
     };
-    let discovered = match discovered {
-        Ok(records) => records,
+    let (records, image_id) = match joined {
+        Ok(both) => both,
         Err(err) => {
-            eprintln!("failed");
+            if !discovery_done.load(std::sync::atomic::Ordering::SeqCst) {
+                eprintln!("stopped");
+            }
+            prepare_log.release();
+            if interrupt.is_cancelled() {
+                return Ok(signals
+                    .received()
+                    .map_or(exit::INTERRUPTED, |s| s.exit_code()));
+            }
             return Err(err);
         }
     };
-    let records = dedupe(discovered);
-    eprintln!(
-        "found {} tests across {} groups",
-        records.len(),
-        config.groups.len()
-    );
 
     if options.collect_only {
         crate::commands::collect::print_listing(&records, config.groups.keys().map(String::as_str));
@@ -101,7 +137,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     let durations = junit::read_durations(&report.junit_path());
     prepare_output_dir(&report.output_dir)?;
 
-    let provider = build_provider(&config)?;
+    let provider = build_provider(&config, image_id, &cwd)?;
     let settings = EngineSettings {
         parallel: config.offload.max_parallel,
         timeout: Duration::from_secs(config.offload.test_timeout_secs),
@@ -150,6 +186,15 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         return Ok(signal.exit_code());
     }
     Ok(exit_code)
+}
+
+/// `1 test`, `2 tests`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// Applies `--parallel`, `--env` and `--copy-dir` to the loaded configuration.
@@ -260,16 +305,20 @@ fn is_ours(sub: &str, name: &str) -> bool {
     }
 }
 
-fn build_provider(config: &Config) -> Result<Arc<dyn Provider>> {
+/// The provider the config selects; `image_id` is what `prepare` produced.
+fn build_provider(
+    config: &Config,
+    image_id: Option<String>,
+    cwd: &Path,
+) -> Result<Arc<dyn Provider>> {
     match &config.provider {
         ProviderConfig::Local(local) => {
-            let cwd = std::env::current_dir().context("cannot read the current directory")?;
             let working_dir: PathBuf = config
                 .offload
                 .working_dir
                 .clone()
                 .or_else(|| local.working_dir.clone())
-                .map_or_else(|| cwd.clone(), |d| cwd.join(d));
+                .map_or_else(|| cwd.to_path_buf(), |d| cwd.join(d));
             let root = config
                 .offload
                 .sandbox_project_root
@@ -288,7 +337,16 @@ fn build_provider(config: &Config) -> Result<Arc<dyn Provider>> {
             })?;
             Ok(Arc::new(provider))
         }
-        ProviderConfig::Default(_) => bail!("the `default` provider is not implemented yet"),
+        ProviderConfig::Default(p) => {
+            // Test commands run in the sandbox's own directory unless a root is given.
+            let root = config
+                .offload
+                .sandbox_project_root
+                .as_deref()
+                .or(config.offload.sandbox_repo_root.as_deref())
+                .unwrap_or(".");
+            Ok(Arc::new(DefaultProvider::new(p, image_id, root, cwd)?))
+        }
         ProviderConfig::Modal(_) => bail!("the `modal` provider is not implemented yet"),
     }
 }

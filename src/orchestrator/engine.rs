@@ -402,3 +402,342 @@ async fn worker(
     }
     let _ = events.send(Event::Gone(created.elapsed().as_secs_f64()));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use anyhow::{Result, bail};
+    use async_trait::async_trait;
+    use tokio::sync::mpsc::UnboundedSender;
+
+    use super::*;
+    use crate::framework::{Discovered, Framework};
+    use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
+    use crate::provider::OutputLine;
+
+    /// What one attempt of a test does, by attempt number.
+    #[derive(Clone, Copy, Debug)]
+    enum Act {
+        Pass,
+        Fail,
+        NoResult,
+        Hang,
+    }
+
+    struct FakeFramework;
+
+    impl Framework for FakeFramework {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn discover_command(&self, _: &str) -> Result<CommandSpec> {
+            bail!("not used")
+        }
+        fn parse_discovery(&self, _: &CommandSpec, _: &CapturedOutput) -> Result<Discovered> {
+            bail!("not used")
+        }
+        fn batch_command(&self, tests: &[String], result: &str, _: bool) -> Result<CommandSpec> {
+            Ok(CommandSpec::new("fake").args(tests).env("RESULT", result))
+        }
+        fn junit_key(&self, name: &str, _: Option<&str>) -> String {
+            name.to_owned()
+        }
+    }
+
+    #[derive(Default)]
+    struct World {
+        script: HashMap<String, Vec<Act>>,
+        attempts: Mutex<HashMap<String, usize>>,
+        files: Mutex<HashMap<String, String>>,
+        failing_creates: Vec<usize>,
+        created: AtomicUsize,
+        destroyed: AtomicUsize,
+    }
+
+    struct FakeProvider(Arc<World>);
+    struct FakeSandbox(Arc<World>, String);
+
+    #[async_trait]
+    impl Provider for FakeProvider {
+        async fn create_sandbox(&self, index: usize) -> Result<Box<dyn Sandbox>> {
+            if self.0.failing_creates.contains(&index) {
+                bail!("quota exceeded for sandbox {index}");
+            }
+            self.0.created.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(FakeSandbox(
+                Arc::clone(&self.0),
+                format!("fake-{index}"),
+            )))
+        }
+    }
+
+    #[async_trait]
+    impl Sandbox for FakeSandbox {
+        fn id(&self) -> &str {
+            &self.1
+        }
+        fn result_path(&self, batch: usize, ext: &str) -> String {
+            format!("{}/batch-{batch}.{ext}", self.1)
+        }
+        async fn exec(
+            &self,
+            command: &CommandSpec,
+            timeout: Duration,
+            cancel: &CancellationToken,
+            _: &UnboundedSender<OutputLine>,
+        ) -> Result<ExitOutcome> {
+            let mut cases = String::new();
+            let mut hang = false;
+            for id in &command.args {
+                let n = {
+                    let mut attempts = self.0.attempts.lock().unwrap();
+                    let n = attempts.entry(id.clone()).or_default();
+                    *n += 1;
+                    *n
+                };
+                let acts = &self.0.script[id];
+                match acts[(n - 1).min(acts.len() - 1)] {
+                    Act::Pass => cases.push_str(&format!("<testcase name=\"{id}\"/>")),
+                    Act::Fail => cases.push_str(&format!(
+                        "<testcase name=\"{id}\"><failure message=\"boom\"/></testcase>"
+                    )),
+                    Act::NoResult => {}
+                    Act::Hang => hang = true,
+                }
+            }
+            if hang {
+                return Ok(tokio::select! {
+                    () = tokio::time::sleep(timeout) => ExitOutcome::TimedOut,
+                    () = cancel.cancelled() => ExitOutcome::Cancelled,
+                });
+            }
+            let result = command.env[0].1.clone();
+            let xml = format!("<testsuite name=\"s\">{cases}</testsuite>");
+            self.0.files.lock().unwrap().insert(result, xml);
+            Ok(ExitOutcome::Exited(0))
+        }
+        async fn download(&self, remote: &str, local: &Path) -> Result<()> {
+            let Some(xml) = self.0.files.lock().unwrap().get(remote).cloned() else {
+                bail!("no such file `{remote}`");
+            };
+            std::fs::create_dir_all(local.parent().unwrap())?;
+            std::fs::write(local, xml)?;
+            Ok(())
+        }
+        async fn destroy(&self) -> Result<()> {
+            self.0.destroyed.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn record(id: &str, retry_count: u32) -> TestRecord {
+        TestRecord {
+            id: id.to_owned(),
+            group: "g".to_owned(),
+            retry_count,
+            schedule_individual: false,
+        }
+    }
+
+    async fn run_world(
+        world: World,
+        records: &[TestRecord],
+        parallel: usize,
+        fail_fast: bool,
+        timeout: Duration,
+    ) -> (EngineOutcome, Arc<World>) {
+        let dir = tempfile::tempdir().unwrap();
+        let world = Arc::new(world);
+        let settings = EngineSettings {
+            parallel,
+            timeout,
+            fail_fast,
+            output_dir: dir.path().to_owned(),
+            durations: HashMap::new(),
+        };
+        std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+        let mut progress = Progress::new(records.len(), false, true);
+        let outcome = run(
+            records,
+            Arc::new(FakeFramework),
+            Arc::new(FakeProvider(Arc::clone(&world))),
+            &settings,
+            &CancellationToken::new(),
+            &mut progress,
+        )
+        .await;
+        (outcome, world)
+    }
+
+    fn script(entries: &[(&str, &[Act])]) -> World {
+        World {
+            script: entries
+                .iter()
+                .map(|(id, acts)| (id.to_string(), acts.to_vec()))
+                .collect(),
+            ..World::default()
+        }
+    }
+
+    fn verdicts(outcome: &EngineOutcome) -> Vec<(String, Verdict, usize)> {
+        outcome
+            .results
+            .iter()
+            .map(|r| (r.id.clone(), r.verdict, r.attempts.len()))
+            .collect()
+    }
+
+    const T: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn retries_are_reactive_and_a_pass_after_a_failure_is_flaky() {
+        let world = script(&[
+            ("ok", &[Act::Pass]),
+            ("wobbly", &[Act::Fail, Act::Pass]),
+            ("bad", &[Act::Fail]),
+        ]);
+        let records = [record("ok", 3), record("wobbly", 3), record("bad", 2)];
+        let (outcome, world) = run_world(world, &records, 2, false, T).await;
+        assert_eq!(
+            verdicts(&outcome),
+            vec![
+                ("ok".into(), Verdict::Passed, 1),
+                ("wobbly".into(), Verdict::Flaky, 2),
+                ("bad".into(), Verdict::Failed, 3),
+            ]
+        );
+        assert_eq!(
+            world.created.load(Ordering::SeqCst),
+            world.destroyed.load(Ordering::SeqCst)
+        );
+    }
+
+    #[tokio::test]
+    async fn without_retries_a_test_is_never_flaky() {
+        let world = script(&[("wobbly", &[Act::Fail, Act::Pass])]);
+        let (outcome, _) = run_world(world, &[record("wobbly", 0)], 4, false, T).await;
+        assert_eq!(
+            verdicts(&outcome),
+            vec![("wobbly".into(), Verdict::Failed, 1)]
+        );
+    }
+
+    #[tokio::test]
+    async fn never_more_sandboxes_than_batches() {
+        let world = script(&[("only", &[Act::Pass])]);
+        let (_, world) = run_world(world, &[record("only", 0)], 8, false, T).await;
+        assert_eq!(world.created.load(Ordering::SeqCst), 1);
+        assert_eq!(world.destroyed.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_missing_result_is_not_run_after_its_retries() {
+        let world = script(&[("ghost", &[Act::NoResult]), ("ok", &[Act::Pass])]);
+        let (outcome, _) =
+            run_world(world, &[record("ghost", 2), record("ok", 0)], 1, false, T).await;
+        assert_eq!(
+            verdicts(&outcome),
+            vec![
+                ("ghost".into(), Verdict::NotRun, 3),
+                ("ok".into(), Verdict::Passed, 1)
+            ]
+        );
+        let reason = outcome.results[0].attempts[0]
+            .case
+            .outcome
+            .detail()
+            .unwrap()
+            .message
+            .clone();
+        assert!(reason.unwrap().contains("reported no result"));
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_that_cannot_be_created_only_reduces_parallelism() {
+        let mut world = script(&[
+            ("a", &[Act::Pass]),
+            ("b", &[Act::Pass]),
+            ("c", &[Act::Pass]),
+        ]);
+        world.failing_creates = vec![0, 2];
+        let records = [record("a", 0), record("b", 0), record("c", 0)];
+        let (outcome, world) = run_world(world, &records, 3, false, T).await;
+        assert!(outcome.results.iter().all(|r| r.verdict == Verdict::Passed));
+        assert_eq!(world.created.load(Ordering::SeqCst), 1);
+        assert_eq!(world.destroyed.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn when_no_sandbox_can_be_created_every_test_is_not_run_with_the_reason() {
+        let mut world = script(&[("a", &[Act::Pass]), ("b", &[Act::Pass])]);
+        world.failing_creates = vec![0, 1];
+        let (outcome, _) = run_world(world, &[record("a", 0), record("b", 0)], 2, false, T).await;
+        for r in &outcome.results {
+            assert_eq!(r.verdict, Verdict::NotRun);
+            let message = r.attempts[0]
+                .case
+                .outcome
+                .detail()
+                .unwrap()
+                .message
+                .clone()
+                .unwrap();
+            assert!(message.contains("quota exceeded"), "{message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn fail_fast_cancels_running_batches() {
+        let world = script(&[("bad", &[Act::Fail]), ("slow", &[Act::Hang])]);
+        let started = Instant::now();
+        let (outcome, world) = run_world(
+            world,
+            &[record("bad", 0), record("slow", 0)],
+            2,
+            true,
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(
+            verdicts(&outcome),
+            vec![
+                ("bad".into(), Verdict::Failed, 1),
+                ("slow".into(), Verdict::NotRun, 1)
+            ]
+        );
+        assert_eq!(
+            world.created.load(Ordering::SeqCst),
+            world.destroyed.load(Ordering::SeqCst)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_batch_fails_its_tests_and_they_may_be_retried() {
+        let world = script(&[("stuck", &[Act::Hang, Act::Pass])]);
+        let (outcome, _) = run_world(
+            world,
+            &[record("stuck", 1)],
+            1,
+            false,
+            Duration::from_millis(100),
+        )
+        .await;
+        assert_eq!(
+            verdicts(&outcome),
+            vec![("stuck".into(), Verdict::Flaky, 2)]
+        );
+        let first = outcome.results[0].attempts[0]
+            .case
+            .outcome
+            .detail()
+            .unwrap()
+            .message
+            .clone();
+        assert!(first.unwrap().contains("timed out"));
+    }
+}

@@ -5,6 +5,7 @@
 //! destroyed at the end. Adding a provider means one file implementing these two traits
 //! and one line in the constructor the run command uses.
 
+pub mod default;
 pub mod local;
 
 use std::path::Path;

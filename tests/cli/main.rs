@@ -1,8 +1,10 @@
 //! Black-box tests: each runs the built `offload` binary against a real project built in
 //! a temporary directory.
 
+mod apply_diff;
 mod collect;
 mod config;
+mod default_provider;
 mod images;
 mod logs;
 mod run;

@@ -1,0 +1,235 @@
+#!/bin/sh
+# local_sandbox.sh: a local-directory sandbox backend for Offload's `default` provider.
+#
+# Each sandbox is a private copy of the project in a directory of its own, so parallel
+# batches never see each other's files. Offload bundles this script; refer to it as
+# `@local_sandbox.sh` in the provider commands:
+#
+#   [provider]
+#   type = "default"
+#   prepare_command  = "@local_sandbox.sh prepare"
+#   create_command   = "@local_sandbox.sh create {image_id}"
+#   exec_command     = "@local_sandbox.sh exec {sandbox_id} {command}"
+#   download_command = "@local_sandbox.sh download {sandbox_id} {paths}"
+#   destroy_command  = "@local_sandbox.sh destroy {sandbox_id}"
+#
+# Subcommands (ids are absolute directory paths under the base directory):
+#   prepare [--copy-dir=LOCAL:REMOTE]... [--sandbox-init-cmd=CMD] [--context-dir=DIR]
+#       Exports the tree of DIR (default: the current directory) into a fresh image
+#       directory and prints its id on the last stdout line. In a git work tree the
+#       export holds the tracked files plus untracked files that are not ignored, as they
+#       are on disk now (deleted files are left out); elsewhere the whole directory.
+#       Each copy dir is copied to REMOTE inside the image (REMOTE is relative to the
+#       image; a leading `/` is dropped). CMD runs with `sh -c` inside the image.
+#   create IMAGE        Copies the image into a fresh sandbox directory; prints its id.
+#   exec SANDBOX CMD    Runs `sh -c CMD` inside the sandbox directory; exits with its code.
+#   download SANDBOX REMOTE:LOCAL...
+#                       Copies files (or directories) out of the sandbox. REMOTE is
+#                       relative to the sandbox directory, or absolute; LOCAL is relative
+#                       to the current directory, or absolute.
+#   destroy SANDBOX     Removes the sandbox directory.
+#   clean               Removes every image and sandbox under the base directory (only
+#                       while no run uses them).
+#
+# The base directory is $OFFLOAD_SANDBOX_HOME, else $TMPDIR/offload-sandboxes, else
+# /tmp/offload-sandboxes. Nothing outside it is ever removed.
+#
+# To drive another sandbox system, copy this script and replace the body of each
+# subcommand: the protocol is the arguments above, ids on stdout, progress on stderr,
+# and exit codes.
+
+set -eu
+
+prog=local_sandbox.sh
+base=${OFFLOAD_SANDBOX_HOME:-${TMPDIR:-/tmp}/offload-sandboxes}
+
+die() {
+    echo "$prog: $*" >&2
+    exit 1
+}
+
+usage() {
+    cat >&2 <<EOF
+usage: $prog prepare [--copy-dir=LOCAL:REMOTE]... [--sandbox-init-cmd=CMD] [--context-dir=DIR]
+       $prog create IMAGE
+       $prog exec SANDBOX COMMAND
+       $prog download SANDBOX REMOTE:LOCAL...
+       $prog destroy SANDBOX
+       $prog clean
+base directory: $base (set OFFLOAD_SANDBOX_HOME to change it)
+EOF
+    exit 2
+}
+
+# The base directory, created if needed, as an absolute physical path.
+base_dir() {
+    mkdir -p "$base" || die "cannot create the base directory \`$base\` (hint: set OFFLOAD_SANDBOX_HOME to a writable directory)"
+    (cd "$base" && pwd -P)
+}
+
+# Checks that $1 names an existing directory `$2-*` directly under the base directory
+# and prints its physical path.
+owned_dir() {
+    dir=$1
+    kind=$2
+    [ -d "$dir" ] || die "no $kind \`$dir\` (hint: ids are the paths printed by \`$prog prepare\` and \`$prog create\`)"
+    real=$(cd "$dir" && pwd -P)
+    home=$(base_dir)
+    case "$real" in
+    "$home"/"$kind"-*) ;;
+    *) die "refusing \`$dir\`: not a $kind directory under the base directory \`$home\`" ;;
+    esac
+    case "${real#"$home"/}" in
+    */*) die "refusing \`$dir\`: not a $kind directory under the base directory \`$home\`" ;;
+    esac
+    printf '%s\n' "$real"
+}
+
+# Copies the contents of directory $1 into directory $2, keeping modes and symlinks.
+copy_tree() {
+    (cd "$1" && tar -cf - .) | (cd "$2" && tar -xpf -)
+}
+
+# Prints, NUL-separated, the files of the git work tree in the current directory that
+# an export holds: tracked and untracked-but-not-ignored, minus deleted ones.
+export_list() {
+    git ls-files -z --cached --others --exclude-standard |
+        xargs -0 sh -c 'for f; do if [ -e "$f" ] || [ -L "$f" ]; then printf "%s\0" "$f"; fi; done' sh
+}
+
+cmd_prepare() {
+    context=.
+    init_cmd=
+    copies=
+    for arg; do
+        case "$arg" in
+        --copy-dir=*:*) ;;
+        --copy-dir=*) die "invalid \`$arg\`: expected --copy-dir=LOCAL:REMOTE" ;;
+        --sandbox-init-cmd=*) init_cmd=${arg#--sandbox-init-cmd=} ;;
+        --context-dir=*) context=${arg#--context-dir=} ;;
+        *) echo "$prog: unknown prepare argument \`$arg\`" >&2; usage ;;
+        esac
+    done
+    [ -d "$context" ] || die "the directory to export \`$context\` does not exist"
+    home=$(base_dir)
+    src=$(cd "$context" && pwd -P)
+    case "$home/" in
+    "$src"/*) die "the base directory \`$home\` is inside the exported tree \`$src\` (hint: point OFFLOAD_SANDBOX_HOME outside the project)" ;;
+    esac
+    image=$(mktemp -d "$home/image-XXXXXX") || die "cannot create an image directory under \`$home\`"
+    # From here on a failure must not leave a half-made image behind.
+    trap 'rm -rf "$image"' EXIT
+    if (cd "$src" && git rev-parse --is-inside-work-tree >/dev/null 2>&1); then
+        echo "exporting the git work tree of $src" >&2
+        (cd "$src" && export_list | tar --null --no-recursion -T - -cf -) | (cd "$image" && tar -xpf -)
+    else
+        echo "exporting $src (not a git work tree: every file)" >&2
+        copy_tree "$src" "$image"
+    fi
+    for arg; do
+        case "$arg" in
+        --copy-dir=*)
+            spec=${arg#--copy-dir=}
+            from=${spec%%:*}
+            to=${spec#*:}
+            while case "$to" in /*) true ;; *) false ;; esac; do to=${to#/}; done
+            case "/$to/" in
+            */../*) die "refusing --copy-dir \`$spec\`: the remote path leaves the image" ;;
+            esac
+            [ -e "$from" ] || die "--copy-dir \`$spec\`: \`$from\` does not exist"
+            echo "copying $from to $to" >&2
+            mkdir -p "$image/$to"
+            if [ -d "$from" ]; then
+                copy_tree "$from" "$image/$to"
+            else
+                cp -p "$from" "$image/$to/"
+            fi
+            ;;
+        esac
+    done
+    if [ -n "$init_cmd" ]; then
+        echo "running the init command in the image" >&2
+        (cd "$image" && sh -c "$init_cmd") >&2 || die "the init command failed: $init_cmd"
+    fi
+    trap - EXIT
+    printf '%s\n' "$image"
+}
+
+cmd_create() {
+    [ $# -eq 1 ] || usage
+    image=$(owned_dir "$1" image)
+    home=$(base_dir)
+    sandbox=$(mktemp -d "$home/sandbox-XXXXXX") || die "cannot create a sandbox directory under \`$home\`"
+    if ! copy_tree "$image" "$sandbox"; then
+        rm -rf "$sandbox"
+        die "cannot copy the image \`$image\` into \`$sandbox\`"
+    fi
+    printf '%s\n' "$sandbox"
+}
+
+cmd_exec() {
+    [ $# -eq 2 ] || usage
+    sandbox=$(owned_dir "$1" sandbox)
+    cd "$sandbox"
+    exec sh -c "$2"
+}
+
+cmd_download() {
+    [ $# -ge 2 ] || usage
+    sandbox=$(owned_dir "$1" sandbox)
+    shift
+    for pair; do
+        case "$pair" in
+        *:*) ;;
+        *) die "invalid download pair \`$pair\`: expected REMOTE:LOCAL" ;;
+        esac
+        remote=${pair%%:*}
+        local_path=${pair#*:}
+        case "$remote" in
+        /*) from=$remote ;;
+        *) from=$sandbox/$remote ;;
+        esac
+        [ -e "$from" ] || die "cannot download \`$remote\`: \`$from\` does not exist in sandbox \`$sandbox\`"
+        parent=$(dirname "$local_path")
+        mkdir -p "$parent" || die "cannot create \`$parent\`"
+        if [ -d "$from" ]; then
+            mkdir -p "$local_path"
+            copy_tree "$from" "$local_path"
+        else
+            cp "$from" "$local_path" || die "cannot copy \`$from\` to \`$local_path\`"
+        fi
+    done
+}
+
+cmd_destroy() {
+    [ $# -eq 1 ] || usage
+    if [ ! -e "$1" ]; then
+        echo "$prog: sandbox \`$1\` is already gone" >&2
+        return 0
+    fi
+    sandbox=$(owned_dir "$1" sandbox)
+    rm -rf "$sandbox"
+}
+
+cmd_clean() {
+    [ $# -eq 0 ] || usage
+    home=$(base_dir)
+    for dir in "$home"/image-* "$home"/sandbox-*; do
+        [ -d "$dir" ] && rm -rf "$dir"
+    done
+    return 0
+}
+
+[ $# -ge 1 ] || usage
+sub=$1
+shift
+case "$sub" in
+prepare) cmd_prepare "$@" ;;
+create) cmd_create "$@" ;;
+exec) cmd_exec "$@" ;;
+download) cmd_download "$@" ;;
+destroy) cmd_destroy "$@" ;;
+clean) cmd_clean "$@" ;;
+-h | --help | help) usage ;;
+*) echo "$prog: unknown subcommand \`$sub\`" >&2; usage ;;
+esac

@@ -1,0 +1,902 @@
+//! The `default` provider: sandboxes driven by the user's shell commands.
+//!
+//! Five commands from `[provider]` make up the lifecycle, each run as `sh -c` in the
+//! provider's `working_dir`, with `@name.ext` references expanded first
+//! ([`crate::bundled`]):
+//!
+//! 1. [`prepare`] runs `prepare_command` once per run (with `--copy-dir=` arguments);
+//!    its last non-empty stdout line is the image id, the rest is progress.
+//! 2. [`DefaultProvider::create_sandbox`] runs `create_command` (`{image_id}`,
+//!    `{cpu_cores}`); its last non-empty stdout line is the sandbox id. Retried.
+//! 3. [`DefaultSandbox::exec`] runs `exec_command` (`{sandbox_id}`, `{command}`), where
+//!    `{command}` is one shell word holding `cd <root> && K=v... exec <program> <args>`.
+//!    Its exit code is the test command's.
+//! 4. [`DefaultSandbox::download`] runs `download_command` (`{sandbox_id}`, `{paths}`).
+//!    Retried.
+//! 5. [`DefaultSandbox::destroy`] runs `destroy_command` (`{sandbox_id}`).
+//!
+//! Placeholders are substituted in one pass, so a substituted value is never scanned
+//! again, and ids are shell-quoted when needed. `{cpu_cores}` and `{image_id}` are
+//! available in every command; `{image_id}` without a `prepare_command` is a config
+//! error. Lifecycle commands are bounded by `timeout_secs`, exec by the batch timeout;
+//! a command that outlives its timeout is killed with its process group. This module
+//! does not decide what a failure means for the run: the orchestrator does.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use async_trait::async_trait;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::{OutputLine, Provider, Sandbox};
+use crate::config::DefaultProviderConfig;
+use crate::process::{self, CommandSpec, ExitOutcome, Stream, TERMINATE_GRACE_PERIOD, quote};
+
+/// Pauses between attempts of a create or a download (so three attempts in all).
+pub const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(1)];
+
+/// How many stderr lines of a failed command its error message quotes.
+const STDERR_TAIL_LINES: usize = 20;
+
+/// What every sandbox of a `default` provider shares.
+#[derive(Debug)]
+struct Settings {
+    /// Templates, with `@name.ext` already expanded.
+    create: String,
+    exec: String,
+    destroy: String,
+    download: Option<String>,
+    /// cwd of the lifecycle commands.
+    working_dir: PathBuf,
+    /// Offload's own directory: relative local download paths resolve against it.
+    cwd: PathBuf,
+    /// Bound of every lifecycle command but exec.
+    timeout: Duration,
+    /// The provider env followed by `OFFLOAD_ROOT`.
+    env: Vec<(String, String)>,
+    /// `sandbox_project_root`: where test commands run inside the sandbox.
+    project_root: PathBuf,
+    /// `{cpu_cores}`, already formatted.
+    cpu_cores: String,
+    /// `{image_id}`, already quoted, when a prepare command produced one.
+    image_id: Option<String>,
+}
+
+impl Settings {
+    /// Substitutes the placeholders every command may use plus `extra`.
+    fn fill(&self, template: &str, extra: &[(&str, &str)]) -> String {
+        let mut values: Vec<(&str, &str)> = vec![("cpu_cores", &self.cpu_cores)];
+        if let Some(image) = &self.image_id {
+            values.push(("image_id", image));
+        }
+        values.extend_from_slice(extra);
+        substitute(template, &values)
+    }
+
+    /// Runs a lifecycle command to the end within `timeout_secs`; returns its stdout.
+    async fn run(&self, what: &str, command: &str) -> Result<String> {
+        let spec = CommandSpec::shell(command).cwd(&self.working_dir);
+        let output = process::capture(&spec, Some(self.timeout))
+            .await
+            .with_context(|| format!("cannot run the {what} command `{command}`"))?;
+        match output.outcome {
+            ExitOutcome::Exited(0) => Ok(output.stdout),
+            ExitOutcome::TimedOut => bail!(
+                "the {what} command `{command}` timed out after {} s and was killed (hint: raise `timeout_secs` in `[provider]`){}",
+                self.timeout.as_secs(),
+                stderr_suffix(&output.stderr)
+            ),
+            outcome => bail!(
+                "the {what} command `{command}` failed ({outcome}){}",
+                stderr_suffix(&output.stderr)
+            ),
+        }
+    }
+}
+
+/// `: <last stderr lines>`, or nothing when stderr is empty.
+fn stderr_suffix(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return " with no output on stderr".to_owned();
+    }
+    let tail = &lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..];
+    format!(", stderr:\n{}", tail.join("\n"))
+}
+
+/// The last non-empty line of `stdout`, trimmed.
+fn last_line(stdout: &str) -> Option<&str> {
+    stdout.lines().map(str::trim).rfind(|l| !l.is_empty())
+}
+
+/// Replaces each `{name}` of `values` in `template` by its value, in one left-to-right
+/// pass; other braces stay as written.
+pub fn substitute(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let value = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            values
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v, close))
+        });
+        match value {
+            Some((value, close)) => {
+                out.push_str(value);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `{cpu_cores}` as written: the shortest form (`1`, `2.5`, `0.125`).
+fn format_cores(cores: f64) -> String {
+    format!("{cores}")
+}
+
+/// Runs `attempt` up to `1 + delays.len()` times, sleeping `delays[i]` after failure
+/// `i` and logging each retry as a warning; returns the first success or the last error.
+pub async fn with_retry<T, F, Fut>(what: &str, delays: &[Duration], mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut delays = delays.iter();
+    let mut number = 1;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(err) => match delays.next() {
+                Some(delay) => {
+                    tracing::warn!(
+                        "{what} failed (attempt {number}), retrying in {delay:?}: {err:#}"
+                    );
+                    tokio::time::sleep(*delay).await;
+                    number += 1;
+                }
+                None => return Err(err.context(format!("{what} failed {number} times"))),
+            },
+        }
+    }
+}
+
+/// Where prepare progress goes: held back while discovery prints, then on stderr.
+#[derive(Debug, Default)]
+pub struct PrepareLog {
+    held: Mutex<Option<Vec<String>>>,
+}
+
+impl PrepareLog {
+    /// A log that holds lines until [`Self::release`].
+    pub fn held() -> Self {
+        Self {
+            held: Mutex::new(Some(Vec::new())),
+        }
+    }
+
+    /// Shows `line` as `[prepare] <line>` now, or later if held.
+    pub fn line(&self, line: &str) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        match held.as_mut() {
+            Some(lines) => lines.push(line.to_owned()),
+            None => eprintln!("[prepare] {line}"),
+        }
+    }
+
+    /// Prints what was held and shows later lines at once.
+    pub fn release(&self) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        for line in held.take().unwrap_or_default() {
+            eprintln!("[prepare] {line}");
+        }
+    }
+}
+
+/// Runs `prepare_command` once, in the provider's working directory (relative to
+/// `cwd`), with a `--copy-dir=<local:remote>` argument per copy dir and
+/// `--sandbox-init-cmd=<cmd>` when `init_cmd` is set. Returns the image id (its last
+/// non-empty stdout line), or `None` without a prepare command. Its other output lines
+/// go to `log`. `cancel` kills it (an interrupt); that is an error too.
+pub async fn prepare(
+    config: &DefaultProviderConfig,
+    init_cmd: Option<&str>,
+    cwd: &Path,
+    log: &PrepareLog,
+    cancel: &CancellationToken,
+) -> Result<Option<String>> {
+    let Some(template) = &config.prepare_command else {
+        if !config.copy_dirs.is_empty() {
+            tracing::warn!(
+                "copy dirs ({}) cannot apply: they are copied into the image that `prepare_command` builds, and there is none (hint: add a `prepare_command`)",
+                config.copy_dirs.join(", ")
+            );
+        }
+        return Ok(None);
+    };
+    let mut command = crate::bundled::expand(template).context("in `prepare_command`")?;
+    for dir in &config.copy_dirs {
+        command.push_str(" --copy-dir=");
+        command.push_str(&quote(dir));
+    }
+    if let Some(init) = init_cmd {
+        command.push_str(" --sandbox-init-cmd=");
+        command.push_str(&quote(init));
+    }
+    let working_dir = config
+        .working_dir
+        .as_ref()
+        .map_or_else(|| cwd.to_path_buf(), |d| cwd.join(d));
+    let timeout = Duration::from_secs(config.timeout_secs);
+    let spec = CommandSpec::shell(&command).cwd(&working_dir);
+
+    // The last non-empty stdout line is the id; any earlier one is progress.
+    let mut id_candidate: Option<String> = None;
+    let mut stderr: Vec<String> = Vec::new();
+    let outcome = process::stream(&spec, Some(timeout), cancel, |stream, text| match stream {
+        Stream::Stdout if text.trim().is_empty() => {}
+        Stream::Stdout => {
+            if let Some(previous) = id_candidate.replace(text) {
+                log.line(&previous);
+            }
+        }
+        Stream::Stderr => {
+            if !text.trim().is_empty() {
+                log.line(&text);
+            }
+            stderr.push(text);
+        }
+    })
+    .await
+    .with_context(|| format!("cannot run the prepare command `{command}`"))?;
+    let stderr = stderr.join("\n");
+    match outcome {
+        ExitOutcome::Exited(0) => {}
+        ExitOutcome::Cancelled => bail!("the prepare command `{command}` was interrupted"),
+        ExitOutcome::TimedOut => bail!(
+            "the prepare command `{command}` timed out after {} s and was killed (hint: raise `timeout_secs` in `[provider]`){}",
+            timeout.as_secs(),
+            stderr_suffix(&stderr)
+        ),
+        outcome => {
+            if let Some(line) = id_candidate {
+                log.line(&line);
+            }
+            bail!(
+                "the prepare command `{command}` failed ({outcome}){}",
+                stderr_suffix(&stderr)
+            )
+        }
+    }
+    match id_candidate {
+        Some(id) => {
+            let id = id.trim().to_owned();
+            tracing::info!("prepared image `{id}`");
+            Ok(Some(id))
+        }
+        None => bail!(
+            "the prepare command `{command}` printed no image id (hint: its last stdout line must be the id){}",
+            stderr_suffix(&stderr)
+        ),
+    }
+}
+
+/// Creates sandboxes with the user's `create_command`.
+#[derive(Debug)]
+pub struct DefaultProvider {
+    settings: Arc<Settings>,
+}
+
+impl DefaultProvider {
+    /// A provider for `config`, with the image `prepare` produced (if any), test
+    /// commands running in `project_root` inside each sandbox, and `cwd` as Offload's
+    /// directory. Expands `@name.ext` references; fails on an unknown script, on
+    /// `{image_id}` without a prepare command and on an `exec_command` without
+    /// `{command}`.
+    pub fn new(
+        config: &DefaultProviderConfig,
+        image_id: Option<String>,
+        project_root: &str,
+        cwd: &Path,
+    ) -> Result<Self> {
+        let mut fields = vec![
+            ("create_command", config.create_command.as_str()),
+            ("exec_command", config.exec_command.as_str()),
+            ("destroy_command", config.destroy_command.as_str()),
+        ];
+        if let Some(download) = &config.download_command {
+            fields.push(("download_command", download));
+        }
+        if image_id.is_none() {
+            for (field, template) in &fields {
+                if template.contains("{image_id}") {
+                    bail!(
+                        "`[provider] {field}` uses `{{image_id}}`, but there is no image: it comes from `prepare_command`, which is not set (hint: add a `prepare_command` that prints an image id, or remove `{{image_id}}`)"
+                    );
+                }
+            }
+        }
+        if !config.exec_command.contains("{command}") {
+            bail!(
+                "`[provider] exec_command` has no `{{command}}` placeholder, so tests could never run (hint: e.g. `exec_command = \"my-sandbox exec {{sandbox_id}} {{command}}\"`)"
+            );
+        }
+        let expand = |field: &str, template: &str| {
+            crate::bundled::expand(template).with_context(|| format!("in `[provider] {field}`"))
+        };
+        let working_dir = config
+            .working_dir
+            .as_ref()
+            .map_or_else(|| cwd.to_path_buf(), |d| cwd.join(d));
+        let mut env: Vec<(String, String)> = config
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("OFFLOAD_ROOT".to_owned(), project_root.to_owned()));
+        let settings = Settings {
+            create: expand("create_command", &config.create_command)?,
+            exec: expand("exec_command", &config.exec_command)?,
+            destroy: expand("destroy_command", &config.destroy_command)?,
+            download: config
+                .download_command
+                .as_deref()
+                .map(|t| expand("download_command", t))
+                .transpose()?,
+            working_dir,
+            cwd: cwd.to_path_buf(),
+            timeout: Duration::from_secs(config.timeout_secs),
+            env,
+            project_root: PathBuf::from(project_root),
+            cpu_cores: format_cores(config.cpu_cores),
+            image_id: image_id.map(|id| quote(&id).into_owned()),
+        };
+        Ok(Self {
+            settings: Arc::new(settings),
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for DefaultProvider {
+    async fn create_sandbox(&self, index: usize) -> Result<Box<dyn Sandbox>> {
+        let settings = &self.settings;
+        let command = settings.fill(&settings.create, &[]);
+        let id = with_retry(&format!("creating sandbox {index}"), &RETRY_DELAYS, || async {
+            let stdout = settings.run("create", &command).await?;
+            match last_line(&stdout) {
+                Some(id) => Ok(id.to_owned()),
+                None => bail!(
+                    "the create command `{command}` printed no sandbox id (hint: its last stdout line must be the id)"
+                ),
+            }
+        })
+        .await?;
+        tracing::debug!("created sandbox `{id}`");
+        Ok(Box::new(DefaultSandbox {
+            quoted_id: quote(&id).into_owned(),
+            id,
+            settings: Arc::clone(&self.settings),
+            destroyed: CancellationToken::new(),
+            destroy_started: AtomicBool::new(false),
+            running: Arc::new(AtomicUsize::new(0)),
+        }))
+    }
+}
+
+/// A sandbox of the `default` provider, known by the id its create command printed.
+#[derive(Debug)]
+pub struct DefaultSandbox {
+    id: String,
+    /// The id as substituted into commands.
+    quoted_id: String,
+    settings: Arc<Settings>,
+    /// Fired by [`Sandbox::destroy`]: stops running execs and refuses new ones.
+    destroyed: CancellationToken,
+    destroy_started: AtomicBool,
+    /// Execs running right now.
+    running: Arc<AtomicUsize>,
+}
+
+impl DefaultSandbox {
+    /// The `{command}` word for `command`: it runs in the project root (or the
+    /// command's directory, relative to the root) with the provider env,
+    /// `OFFLOAD_ROOT` and the command's own env, in that order.
+    fn command_word(&self, command: &CommandSpec) -> String {
+        let root = &self.settings.project_root;
+        let full = CommandSpec {
+            program: command.program.clone(),
+            args: command.args.clone(),
+            // `join` keeps an absolute directory as it is.
+            cwd: Some(
+                command
+                    .cwd
+                    .as_ref()
+                    .map_or_else(|| root.clone(), |d| root.join(d)),
+            ),
+            env: self
+                .settings
+                .env
+                .iter()
+                .chain(&command.env)
+                .cloned()
+                .collect(),
+        };
+        quote(&full.to_shell_string()).into_owned()
+    }
+
+    /// The exec command line for `command`.
+    fn exec_line(&self, command: &CommandSpec) -> String {
+        let word = self.command_word(command);
+        self.settings.fill(
+            &self.settings.exec,
+            &[("sandbox_id", &self.quoted_id), ("command", &word)],
+        )
+    }
+}
+
+/// Counts a running exec for as long as it lives.
+struct RunningGuard(Arc<AtomicUsize>);
+
+impl RunningGuard {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(counter))
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Sandbox for DefaultSandbox {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn result_path(&self, batch: usize, extension: &str) -> String {
+        self.settings
+            .project_root
+            .join(format!(".offload-batch-{batch}.{extension}"))
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    async fn exec(
+        &self,
+        command: &CommandSpec,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        output: &UnboundedSender<OutputLine>,
+    ) -> Result<ExitOutcome> {
+        if self.destroyed.is_cancelled() {
+            bail!(
+                "cannot run `{}`: sandbox `{}` was already destroyed",
+                command.display(),
+                self.id
+            );
+        }
+        if cancel.is_cancelled() {
+            return Ok(ExitOutcome::Cancelled);
+        }
+        let _running = RunningGuard::new(&self.running);
+        let line = self.exec_line(command);
+        let spec = CommandSpec::shell(&line).cwd(&self.settings.working_dir);
+        let stop = async {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = self.destroyed.cancelled() => {}
+            }
+        };
+        process::stream_until(&spec, Some(timeout), stop, |stream, text| {
+            // A closed receiver means nobody wants the output; the command still runs.
+            let _ = output.send(OutputLine { stream, text });
+        })
+        .await
+        .with_context(|| format!("failed to run the exec command in sandbox `{}`", self.id))
+    }
+
+    async fn download(&self, remote: &str, local: &Path) -> Result<()> {
+        let Some(template) = &self.settings.download else {
+            bail!(
+                "cannot fetch `{remote}` from sandbox `{}`: `[provider] download_command` is not set (hint: add one, e.g. `download_command = \"my-sandbox download {{sandbox_id}} {{paths}}\"`)",
+                self.id
+            );
+        };
+        // Relative paths: remote ones against the project root, where the test command
+        // ran; local ones against Offload's directory (the command runs elsewhere).
+        let remote = self.settings.project_root.join(remote);
+        let local = self.settings.cwd.join(local);
+        if let Some(parent) = local.parent() {
+            tokio::fs::create_dir_all(parent).await.with_context(|| {
+                format!("failed to create the directory `{}`", parent.display())
+            })?;
+        }
+        let paths = format!(
+            "{}:{}",
+            quote(&remote.to_string_lossy()),
+            quote(&local.to_string_lossy())
+        );
+        let command = self.settings.fill(
+            template,
+            &[("sandbox_id", &self.quoted_id), ("paths", &paths)],
+        );
+        with_retry(
+            &format!(
+                "downloading `{}` from sandbox `{}`",
+                remote.display(),
+                self.id
+            ),
+            &RETRY_DELAYS,
+            || async { self.settings.run("download", &command).await.map(|_| ()) },
+        )
+        .await
+    }
+
+    async fn destroy(&self) -> Result<()> {
+        if self.destroy_started.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.destroyed.cancel();
+        // Running execs now get SIGTERM, then SIGKILL after the grace period; wait for
+        // that (bounded) so the destroy command does not pull the floor from under them.
+        let deadline =
+            tokio::time::Instant::now() + TERMINATE_GRACE_PERIOD + Duration::from_secs(1);
+        while self.running.load(Ordering::SeqCst) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(sandbox = %self.id, "exec commands still running at destroy");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let command = self
+            .settings
+            .fill(&self.settings.destroy, &[("sandbox_id", &self.quoted_id)]);
+        self.settings.run("destroy", &command).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indexmap::IndexMap;
+    use tokio::sync::mpsc;
+
+    fn config(create: &str, exec: &str, destroy: &str) -> DefaultProviderConfig {
+        DefaultProviderConfig {
+            prepare_command: None,
+            create_command: create.to_owned(),
+            exec_command: exec.to_owned(),
+            destroy_command: destroy.to_owned(),
+            download_command: None,
+            working_dir: None,
+            timeout_secs: 10,
+            copy_dirs: Vec::new(),
+            env: IndexMap::new(),
+            cpu_cores: 1.0,
+        }
+    }
+
+    #[test]
+    fn substitution_is_one_pass_and_leaves_other_braces() {
+        let values = [("sandbox_id", "{command}"), ("command", "'a b'")];
+        assert_eq!(
+            substitute("x {sandbox_id} {command} ${HOME} {other} {", &values),
+            "x {command} 'a b' ${HOME} {other} {"
+        );
+        assert_eq!(substitute("{a}{a}", &[("a", "1")]), "11");
+        assert_eq!(substitute("{{a}}", &[("a", "1")]), "{1}");
+        assert_eq!(substitute("ünï {a} ç", &[("a", "é")]), "ünï é ç");
+        assert_eq!(format_cores(1.0), "1");
+        assert_eq!(format_cores(2.5), "2.5");
+        assert_eq!(format_cores(0.125), "0.125");
+    }
+
+    #[test]
+    fn last_line_skips_blank_lines_and_trims() {
+        assert_eq!(last_line("progress\n  sb-1  \n\n"), Some("sb-1"));
+        assert_eq!(last_line("\n \n"), None);
+    }
+
+    fn sandbox(provider: &DefaultProvider, id: &str) -> DefaultSandbox {
+        DefaultSandbox {
+            id: id.to_owned(),
+            quoted_id: quote(id).into_owned(),
+            settings: Arc::clone(&provider.settings),
+            destroyed: CancellationToken::new(),
+            destroy_started: AtomicBool::new(false),
+            running: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    #[test]
+    fn the_command_word_is_one_quoted_word_with_env_root_and_cwd() {
+        let mut cfg = config("c", "run {sandbox_id} {command} {cpu_cores}", "d");
+        cfg.env.insert("FOO".to_owned(), "bar baz".to_owned());
+        cfg.env.insert("Q".to_owned(), "it's".to_owned());
+        cfg.cpu_cores = 2.0;
+        let provider = DefaultProvider::new(&cfg, None, "/app root", Path::new("/w")).unwrap();
+        let sb = sandbox(&provider, "sb 1");
+        let spec = CommandSpec::new("pytest")
+            .arg("-k")
+            .arg("a b")
+            .env("X", "1");
+        let word = sb.command_word(&spec);
+        let inner = "cd '/app root' && FOO='bar baz' Q='it'\\''s' OFFLOAD_ROOT='/app root' X=1 exec pytest -k 'a b'";
+        assert_eq!(shell_words::split(&word).unwrap(), [inner]);
+        assert_eq!(sb.exec_line(&spec), format!("run 'sb 1' {word} 2"));
+
+        let in_sub = sb.command_word(&CommandSpec::new("ls").cwd("sub"));
+        assert!(
+            shell_words::split(&in_sub).unwrap()[0].starts_with("cd '/app root/sub' && "),
+            "{in_sub}"
+        );
+        assert_eq!(sb.result_path(3, "xml"), "/app root/.offload-batch-3.xml");
+    }
+
+    #[test]
+    fn image_id_without_prepare_is_an_error_and_is_quoted_with_one() {
+        let cfg = config("make {image_id}", "x {command}", "d");
+        let err = DefaultProvider::new(&cfg, None, ".", Path::new("/")).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("create_command") && msg.contains("prepare_command"),
+            "{msg}"
+        );
+
+        let provider =
+            DefaultProvider::new(&cfg, Some("im 1".to_owned()), ".", Path::new("/")).unwrap();
+        let s = &provider.settings;
+        assert_eq!(s.fill(&s.create, &[]), "make 'im 1'");
+
+        let err =
+            DefaultProvider::new(&config("c", "x", "d"), None, ".", Path::new("/")).unwrap_err();
+        assert!(format!("{err:#}").contains("{command}"), "{err:#}");
+        let err = DefaultProvider::new(
+            &config("@nope.sh c", "x {command}", "d"),
+            None,
+            ".",
+            Path::new("/"),
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("`@nope.sh`") && msg.contains("create_command"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn retry_succeeds_on_the_second_attempt_of_a_real_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = dir.path().join("count");
+        // Fails on the first call, succeeds from the second on.
+        let script = format!(
+            "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; \
+             if [ $n -lt 2 ]; then echo 'quota' >&2; exit 1; fi; echo progress; echo sb-$n",
+            c = quote(&counter.to_string_lossy())
+        );
+        let mut cfg = config(&script, "x {command}", "true");
+        cfg.working_dir = Some(dir.path().to_path_buf());
+        let provider = DefaultProvider::new(&cfg, None, ".", dir.path()).unwrap();
+        let started = std::time::Instant::now();
+        let sandbox = provider.create_sandbox(0).await.unwrap();
+        assert_eq!(sandbox.id(), "sb-2");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(500), "{waited:?}");
+        assert!(waited < Duration::from_millis(1400), "{waited:?}");
+    }
+
+    #[tokio::test]
+    async fn retry_gives_up_after_three_attempts_with_the_last_error() {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let delays = [Duration::from_millis(1), Duration::from_millis(1)];
+        let result: Result<()> = with_retry("thing", &delays, || async {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            bail!("attempt {n} broke")
+        })
+        .await;
+        let msg = format!("{:#}", result.unwrap_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(
+            msg.contains("thing failed 3 times") && msg.contains("attempt 3 broke"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_create_reports_its_stderr() {
+        let cfg = config("echo no quota left >&2; exit 3", "x {command}", "true");
+        let provider = DefaultProvider::new(&cfg, None, ".", Path::new("/")).unwrap();
+        let err = provider.create_sandbox(0).await.err().unwrap();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("no quota left") && msg.contains("exit code 3"),
+            "{msg}"
+        );
+        let cfg = config("echo; echo '  '", "x {command}", "true");
+        let provider = DefaultProvider::new(&cfg, None, ".", Path::new("/")).unwrap();
+        let err = provider.create_sandbox(0).await.err().unwrap();
+        assert!(format!("{err:#}").contains("no sandbox id"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn exec_runs_through_the_template_and_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(
+            "echo sb-x",
+            "test {sandbox_id} = sb-x && sh -c {command}",
+            "true",
+        );
+        cfg.env.insert("FOO".to_owned(), "v w".to_owned());
+        let provider =
+            DefaultProvider::new(&cfg, None, &dir.path().to_string_lossy(), dir.path()).unwrap();
+        let sb = provider.create_sandbox(0).await.unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let spec = CommandSpec::new("sh")
+            .arg("-c")
+            .arg("echo \"$FOO|$OFFLOAD_ROOT\"; pwd -P; exit 5");
+        let cancel = CancellationToken::new();
+        let outcome = sb
+            .exec(&spec, Duration::from_secs(5), &cancel, &tx)
+            .await
+            .unwrap();
+        assert_eq!(outcome, ExitOutcome::Exited(5));
+        let root = dir.path().canonicalize().unwrap();
+        assert_eq!(
+            rx.recv().await.unwrap().text,
+            format!("v w|{}", dir.path().display())
+        );
+        assert_eq!(rx.recv().await.unwrap().text, root.to_string_lossy());
+
+        let started = std::time::Instant::now();
+        let outcome = sb
+            .exec(
+                &CommandSpec::new("sleep").arg("30"),
+                Duration::from_millis(200),
+                &cancel,
+                &tx,
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, ExitOutcome::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn download_passes_quoted_pairs_and_fails_clearly_without_a_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("args");
+        let mut cfg = config("echo sb-1", "x {command}", "true");
+        cfg.download_command = Some(format!(
+            "printf '%s\\n' {{sandbox_id}} {{paths}} > {}",
+            quote(&log.to_string_lossy())
+        ));
+        let provider = DefaultProvider::new(&cfg, None, "/r", dir.path()).unwrap();
+        let sb = provider.create_sandbox(0).await.unwrap();
+        sb.download("res 1.xml", Path::new("out/p.xml"))
+            .await
+            .unwrap();
+        let local = dir.path().join("out/p.xml");
+        assert!(dir.path().join("out").is_dir());
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            format!("sb-1\n/r/res 1.xml:{}\n", local.display())
+        );
+
+        let provider = DefaultProvider::new(
+            &config("echo sb-1", "x {command}", "true"),
+            None,
+            "/r",
+            dir.path(),
+        )
+        .unwrap();
+        let sb = provider.create_sandbox(0).await.unwrap();
+        let err = sb.download("a.xml", Path::new("b.xml")).await.unwrap_err();
+        assert!(format!("{err:#}").contains("download_command"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn destroy_runs_once_and_its_failure_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("destroyed");
+        let cfg = config(
+            "echo \"sb 'q'\"",
+            "x {command}",
+            &format!(
+                "echo {{sandbox_id}} >> {}; exit 4",
+                quote(&log.to_string_lossy())
+            ),
+        );
+        let provider = DefaultProvider::new(&cfg, None, ".", dir.path()).unwrap();
+        let sb = provider.create_sandbox(0).await.unwrap();
+        assert_eq!(sb.id(), "sb 'q'");
+        assert!(sb.destroy().await.is_err());
+        sb.destroy().await.unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "sb 'q'\n");
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let err = sb
+            .exec(
+                &CommandSpec::new("true"),
+                Duration::from_secs(1),
+                &CancellationToken::new(),
+                &tx,
+            )
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("destroyed"));
+    }
+
+    #[tokio::test]
+    async fn prepare_returns_the_last_line_and_passes_copy_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config("c", "x {command}", "d");
+        cfg.prepare_command =
+            Some("printf '%s\\n' \"$@\" >&2; echo building; echo im-7; echo".to_owned() + " #");
+        cfg.copy_dirs = vec!["./data:/app/data".to_owned(), "a b:/c".to_owned()];
+        cfg.working_dir = Some(dir.path().to_path_buf());
+        let log = PrepareLog::held();
+        let cancel = CancellationToken::new();
+        let id = prepare(&cfg, None, dir.path(), &log, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(id.as_deref(), Some("im-7"));
+        // `#` turned the appended arguments into a comment: nothing on stderr.
+        assert_eq!(log.held.lock().unwrap().as_ref().unwrap(), &["building"]);
+
+        cfg.prepare_command = Some("sh -c 'printf \"%s\\n\" \"$@\" >&2; echo im-8' sh".to_owned());
+        let log = PrepareLog::held();
+        let id = prepare(&cfg, Some("make it"), dir.path(), &log, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(id.as_deref(), Some("im-8"));
+        assert_eq!(
+            log.held.lock().unwrap().as_ref().unwrap(),
+            &[
+                "--copy-dir=./data:/app/data",
+                "--copy-dir=a b:/c",
+                "--sandbox-init-cmd=make it"
+            ]
+        );
+
+        cfg.prepare_command = Some("echo half; echo broken >&2; exit 2".to_owned());
+        let err = prepare(&cfg, None, dir.path(), &PrepareLog::held(), &cancel)
+            .await
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("broken") && msg.contains("exit code 2"),
+            "{msg}"
+        );
+
+        cfg.prepare_command = Some("echo only-stderr >&2".to_owned());
+        let err = prepare(&cfg, None, dir.path(), &PrepareLog::held(), &cancel)
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("no image id"), "{err:#}");
+
+        cfg.prepare_command = None;
+        assert_eq!(
+            prepare(&cfg, None, dir.path(), &PrepareLog::held(), &cancel)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+}

@@ -1,0 +1,562 @@
+//! `offload run` through the `default` provider and the bundled local-directory backend
+//! (`@local_sandbox.sh`): every sandbox a private copy of the project under a temporary
+//! `OFFLOAD_SANDBOX_HOME`, scripts extracted into a temporary `XDG_CACHE_HOME`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{self, Project, Run};
+
+/// A runner for the default framework: `sh runner.sh RESULT ID...`. `pass-*` passes,
+/// `fail-*` fails, `hang-*` writes its pid to `$PIDS/<id>` and sleeps. It prints the
+/// environment and directory it sees, and what the copy dir brought.
+const RUNNER: &str = r#"result=$1; shift
+echo "env: FROM_CONFIG=$FROM_CONFIG FROM_CLI=$FROM_CLI ROOT=$OFFLOAD_ROOT"
+echo "pwd: $(pwd -P)"
+echo "copied: $(cat copied/e.txt 2>/dev/null)"
+cases=""
+for id; do
+  out=""
+  case $id in
+  fail-*) out='<failure message="boom">no</failure>' ;;
+  hang-*) echo $$ > "$PIDS/$id"; sleep 300 ;;
+  esac
+  cases="$cases<testcase name=\"$id\">$out</testcase>"
+done
+printf '<?xml version="1.0"?><testsuite name="r">%s</testsuite>' "$cases" > "$result"
+"#;
+
+/// A project, plus the sandbox home and script cache it runs with.
+struct Setup {
+    project: Project,
+    home: tempfile::TempDir,
+    cache: tempfile::TempDir,
+    /// Scratch space outside the project (pid files, counters, logs).
+    state: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let tmp = || tempfile::tempdir().expect("temp dir");
+        Self {
+            project: Project::new(),
+            home: tmp(),
+            cache: tmp(),
+            state: tmp(),
+        }
+    }
+
+    /// A project running `tests` through the scripted runner, with `provider` lines
+    /// overriding the local-sandbox defaults (same keys win: later TOML keys would be
+    /// duplicates, so the defaults are filtered).
+    fn scripted(tests: &[&str], offload_extra: &str, provider: &[(&str, &str)]) -> Self {
+        let s = Self::new();
+        s.project.file("runner.sh", RUNNER);
+        s.project.file("tests.txt", &(tests.join("\n") + "\n"));
+        std::fs::create_dir_all(s.state.path().join("pids")).unwrap();
+        let mut lines: Vec<(String, String)> = [
+            ("prepare_command", "\"@local_sandbox.sh prepare\""),
+            ("create_command", "\"@local_sandbox.sh create {image_id}\""),
+            (
+                "exec_command",
+                "\"@local_sandbox.sh exec {sandbox_id} {command}\"",
+            ),
+            (
+                "download_command",
+                "\"@local_sandbox.sh download {sandbox_id} {paths}\"",
+            ),
+            (
+                "destroy_command",
+                "\"@local_sandbox.sh destroy {sandbox_id}\"",
+            ),
+            ("timeout_secs", "60"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for (key, value) in provider {
+            lines.retain(|(k, _)| k != key);
+            lines.push(((*key).to_owned(), (*value).to_owned()));
+        }
+        let provider: String = lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+        let timeout = if offload_extra.contains("test_timeout_secs") {
+            ""
+        } else {
+            "test_timeout_secs = 60\n"
+        };
+        s.project.file(
+            "offload.toml",
+            &format!(
+                r#"[offload]
+max_parallel = 3
+sandbox_project_root = "."
+{timeout}{offload_extra}
+
+[provider]
+type = "default"
+{provider}
+[provider.env]
+FROM_CONFIG = "config value"
+PIDS = "{pids}"
+
+[framework]
+type = "default"
+discover_command = "grep -v '^$' tests.txt {{filters}}"
+run_command = "sh runner.sh {{result_file}} {{tests}}"
+test_id_format = "{{name}}"
+
+[groups.all]
+retry_count = 0
+"#,
+                pids = s.state.path().join("pids").display()
+            ),
+        );
+        s
+    }
+
+    /// `offload` in the project, with the sandbox home and the script cache set.
+    fn offload(&self) -> Command {
+        let mut cmd = self.project.offload();
+        cmd.env("OFFLOAD_SANDBOX_HOME", self.home.path())
+            .env("XDG_CACHE_HOME", self.cache.path());
+        cmd
+    }
+
+    /// Directories under the sandbox home whose names start with `kind-`.
+    fn count(&self, kind: &str) -> usize {
+        std::fs::read_dir(self.home.path())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with(&format!("{kind}-"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Asserts that no sandbox is left, only the run's image.
+    fn assert_all_destroyed(&self, images: usize) {
+        assert_eq!(self.count("sandbox"), 0, "sandboxes left behind");
+        assert_eq!(self.count("image"), images, "unexpected image count");
+    }
+
+    fn junit(&self) -> String {
+        std::fs::read_to_string(self.project.path().join("test-results/junit.xml"))
+            .expect("junit.xml written")
+    }
+
+    /// Every batch log's content, concatenated.
+    fn logs(&self) -> String {
+        let dir = self.project.path().join("test-results/logs");
+        let mut all = String::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            all.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+        all
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        std::fs::read_dir(self.state.path().join("pids"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+            .collect()
+    }
+}
+
+/// Whether `pid` runs (a zombie does not count).
+fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !(state.starts_with('Z') || state.starts_with('X'))
+        }
+    }
+}
+
+fn assert_dead_soon(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pid_alive(pid) {
+        assert!(Instant::now() < deadline, "process {pid} survived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Asserts a summary line such as `Passed: 4` (the summary pads labels).
+fn assert_summary(run: &Run, line: &str) {
+    let words: Vec<&str> = run.stdout.split_whitespace().collect();
+    assert!(
+        words.join(" ").contains(line),
+        "no `{line}` in\n{}",
+        show(run)
+    );
+}
+
+fn show(run: &Run) -> String {
+    format!(
+        "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+        run.code, run.stdout, run.stderr
+    )
+}
+
+#[test]
+fn scripted_tests_run_in_private_sandboxes_that_are_all_destroyed() {
+    let extra = tempfile::tempdir().unwrap();
+    std::fs::write(extra.path().join("e.txt"), "from the copy dir").unwrap();
+    let exec_log = PathBuf::from("exec.log");
+    let s = Setup::scripted(
+        &["pass-1", "pass-2", "pass-3", "fail-4", "pass 5"],
+        "",
+        &[
+            (
+                "exec_command",
+                "\"echo {sandbox_id} {cpu_cores} >> ../exec.log; @local_sandbox.sh exec {sandbox_id} {command}\"",
+            ),
+            ("cpu_cores", "2"),
+            ("working_dir", "\"work\""),
+        ],
+    );
+    std::fs::create_dir(s.project.path().join("work")).unwrap();
+    // The lifecycle commands run in `work/`; export the project itself.
+    s.project.file(
+        "offload.toml",
+        &std::fs::read_to_string(s.project.path().join("offload.toml"))
+            .unwrap()
+            .replace(
+                "\"@local_sandbox.sh prepare\"",
+                "\"@local_sandbox.sh prepare --context-dir=..\"",
+            ),
+    );
+    let run = support::run(
+        s.offload()
+            .args(["run", "--env", "FROM_CLI=cli 'value'"])
+            .arg("--copy-dir")
+            .arg(format!("{}:copied", extra.path().display())),
+    );
+    assert_eq!(run.code, 1, "{}", show(&run));
+    assert_summary(&run, "Passed: 4");
+    assert_summary(&run, "Failed: 1");
+    let xml = s.junit();
+    assert!(xml.contains("pass 5") && xml.contains("boom"), "{xml}");
+
+    // Env, root and directory reached the test command inside a sandbox directory.
+    let logs = s.logs();
+    assert!(
+        logs.contains("env: FROM_CONFIG=config value FROM_CLI=cli 'value' ROOT=."),
+        "{logs}"
+    );
+    let home = s.home.path().canonicalize().unwrap();
+    assert!(
+        logs.contains(&format!("pwd: {}/sandbox-", home.display())),
+        "{logs}"
+    );
+    assert!(logs.contains("copied: from the copy dir"), "{logs}");
+
+    // Placeholders: the sandbox id (a directory under the home) and the cores.
+    let exec_log = std::fs::read_to_string(s.project.path().join(&exec_log)).unwrap();
+    assert!(!exec_log.is_empty());
+    for line in exec_log.lines() {
+        let (id, cores) = line.rsplit_once(' ').unwrap();
+        assert!(id.contains("/sandbox-"), "{line}");
+        assert_eq!(cores, "2", "{line}");
+    }
+    // Prepare progress is shown on stderr.
+    assert!(run.stderr.contains("[prepare] "), "{}", show(&run));
+
+    s.assert_all_destroyed(1);
+    // Results were written inside the sandboxes, never in the project.
+    let stray: Vec<_> = std::fs::read_dir(s.project.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".offload-batch")
+        })
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+
+    // The bundled script was extracted into XDG_CACHE_HOME, executable and current.
+    let script = s.cache.path().join("offload/scripts/local_sandbox.sh");
+    let bundled =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/local_sandbox.sh"))
+            .unwrap();
+    assert_eq!(std::fs::read(&script).unwrap(), bundled);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&script).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o755);
+}
+
+#[test]
+fn a_create_that_fails_for_some_sandboxes_runs_on_the_others() {
+    let ticket = tempfile::tempdir().unwrap();
+    // Only the first create gets a ticket; the others (and their retries) fail.
+    let create = format!(
+        "\"if mkdir {}/ticket 2>/dev/null; then @local_sandbox.sh create {{image_id}}; else echo quota exceeded >&2; exit 1; fi\"",
+        ticket.path().display()
+    );
+    let s = Setup::scripted(
+        &["pass-1", "pass-2", "pass-3", "pass-4", "pass-5", "pass-6"],
+        "",
+        &[("create_command", &create)],
+    );
+    let run = support::run(s.offload().arg("run"));
+    assert_eq!(run.code, 0, "{}", show(&run));
+    assert_summary(&run, "Passed: 6");
+    assert!(run.stderr.contains("quota exceeded"), "{}", show(&run));
+    assert!(run.stderr.contains("retrying"), "{}", show(&run));
+    s.assert_all_destroyed(1);
+}
+
+#[test]
+fn a_create_that_always_fails_ends_the_run_with_tests_not_run() {
+    let s = Setup::scripted(
+        &["pass-1", "pass-2"],
+        "",
+        &[("create_command", "\"echo no capacity >&2; exit 1\"")],
+    );
+    let started = Instant::now();
+    let run = support::run(s.offload().arg("run"));
+    assert_eq!(run.code, 1, "{}", show(&run));
+    assert_summary(&run, "Not Run: 2");
+    assert!(run.stderr.contains("no capacity"), "{}", show(&run));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    s.assert_all_destroyed(1);
+    assert!(s.junit().contains("no capacity"), "{}", s.junit());
+}
+
+#[test]
+fn a_timeout_kills_the_exec_and_every_sandbox_is_destroyed() {
+    let s = Setup::scripted(&["hang-a", "pass-b"], "test_timeout_secs = 2\n", &[]);
+    let run = support::run(s.offload().arg("run"));
+    assert_eq!(run.code, 1, "{}", show(&run));
+    let pids = s.pids();
+    assert_eq!(pids.len(), 1);
+    assert_dead_soon(pids[0]);
+    assert!(s.junit().contains("timed out after 2 s"), "{}", s.junit());
+    s.assert_all_destroyed(1);
+}
+
+#[test]
+fn fail_fast_destroys_every_sandbox() {
+    let s = Setup::scripted(&["fail-a", "hang-b"], "max_parallel_collection = 1\n", &[]);
+    let run = support::run(s.offload().args(["run", "--fail-fast"]));
+    assert_eq!(run.code, 1, "{}", show(&run));
+    for pid in s.pids() {
+        assert_dead_soon(pid);
+    }
+    s.assert_all_destroyed(1);
+}
+
+#[test]
+fn sigint_kills_the_batches_and_destroys_every_sandbox() {
+    let s = Setup::scripted(&["hang-a", "hang-b"], "", &[]);
+    let child = s
+        .offload()
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.pids().len() < 2 {
+        assert!(Instant::now() < deadline, "the hanging tests never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(s.count("sandbox"), 2);
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let run: Run = child.wait_with_output().unwrap().into();
+    assert_eq!(run.code, 130, "{}", show(&run));
+    assert_summary(&run, "Not Run: 2");
+    for pid in s.pids() {
+        assert_dead_soon(pid);
+    }
+    s.assert_all_destroyed(1);
+}
+
+#[test]
+fn pytest_runs_in_local_sandboxes() {
+    let s = Setup::new();
+    s.project.file(
+        "tests/test_things.py",
+        r#"import os, pytest
+
+def test_passes():
+    assert 1 + 1 == 2
+
+def test_fails():
+    assert "a" == "b"
+
+@pytest.mark.parametrize("text", ["a b", "x [y]"])
+def test_param(text):
+    assert text
+
+def test_runs_inside_a_sandbox():
+    assert os.environ["OFFLOAD_ROOT"] == "."
+    home = os.path.realpath(os.environ["OFFLOAD_SANDBOX_HOME"])
+    assert os.path.realpath(os.getcwd()).startswith(os.path.join(home, "sandbox-"))
+    assert os.environ["GREETING"] == "hi there"
+"#,
+    );
+    s.project.file(
+        "offload.toml",
+        r#"[offload]
+max_parallel = 2
+sandbox_project_root = "."
+
+[provider]
+type = "default"
+prepare_command = "@local_sandbox.sh prepare"
+create_command = "@local_sandbox.sh create {image_id}"
+exec_command = "@local_sandbox.sh exec {sandbox_id} {command}"
+download_command = "@local_sandbox.sh download {sandbox_id} {paths}"
+destroy_command = "@local_sandbox.sh destroy {sandbox_id}"
+
+[provider.env]
+GREETING = "hi there"
+
+[framework]
+type = "pytest"
+paths = ["tests"]
+command = "python -m pytest"
+
+[groups.all]
+retry_count = 0
+"#,
+    );
+    let mut cmd = s.offload();
+    cmd.env("PATH", support::path_with(&support::python_bin_dir()))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .arg("run");
+    let run = support::run(&mut cmd);
+    assert_eq!(run.code, 1, "{}", show(&run));
+    assert_summary(&run, "Passed: 4");
+    assert_summary(&run, "Failed: 1");
+    let xml = s.junit();
+    assert!(
+        xml.contains("tests/test_things.py::test_param[a b]"),
+        "{xml}"
+    );
+    assert!(xml.contains("tests/test_things.py::test_fails"), "{xml}");
+    s.assert_all_destroyed(1);
+}
+
+#[test]
+fn an_unknown_bundled_script_is_a_clear_error() {
+    let s = Setup::scripted(
+        &["pass-1"],
+        "",
+        &[("create_command", "\"@nope_sandbox.sh create {image_id}\"")],
+    );
+    let run = support::run(s.offload().arg("run"));
+    assert_eq!(run.code, 1, "{}", show(&run));
+    assert!(run.stderr.contains("`@nope_sandbox.sh`"), "{}", show(&run));
+    assert!(run.stderr.contains("`@local_sandbox.sh`"), "{}", show(&run));
+    assert!(run.stderr.contains("create_command"), "{}", show(&run));
+}
+
+#[test]
+fn image_id_without_a_prepare_command_is_an_error() {
+    let s = Setup::scripted(&["pass-1"], "", &[]);
+    let config = std::fs::read_to_string(s.project.path().join("offload.toml")).unwrap();
+    let config: String = config
+        .lines()
+        .filter(|l| !l.starts_with("prepare_command"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    s.project.file("offload.toml", &config);
+    let run = support::run(s.offload().args(["run", "--copy-dir", "a:b"]));
+    assert_eq!(run.code, 1, "{}", show(&run));
+    assert!(run.stderr.contains("{image_id}"), "{}", show(&run));
+    assert!(run.stderr.contains("prepare_command"), "{}", show(&run));
+    assert!(run.stderr.contains("cannot apply"), "{}", show(&run));
+    assert_eq!(s.count("sandbox"), 0);
+}
+
+/// The backend script on its own: what `prepare` exports from a git work tree, and what
+/// `destroy` refuses.
+#[test]
+fn local_sandbox_exports_the_work_tree_and_removes_only_its_own_directories() {
+    let s = Setup::new();
+    let root = s.project.path();
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(root)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    s.project.file(".gitignore", "*.log\n");
+    s.project.file("tracked.txt", "committed");
+    s.project.file("sub dir/deleted.txt", "gone soon");
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "init"]);
+    s.project.file("tracked.txt", "edited");
+    s.project.file("new.txt", "untracked");
+    s.project.file("build.log", "ignored");
+    std::fs::remove_file(root.join("sub dir/deleted.txt")).unwrap();
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/local_sandbox.sh");
+    let sh = |args: &[&str]| {
+        let out = Command::new("sh")
+            .arg(&script)
+            .args(args)
+            .current_dir(root)
+            .env("OFFLOAD_SANDBOX_HOME", s.home.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, image, err) = sh(&["prepare"]);
+    assert_eq!(code, 0, "{err}");
+    let image = PathBuf::from(image);
+    assert_eq!(
+        std::fs::read_to_string(image.join("tracked.txt")).unwrap(),
+        "edited"
+    );
+    assert!(image.join("new.txt").exists());
+    assert!(image.join(".gitignore").exists());
+    assert!(!image.join("build.log").exists());
+    assert!(!image.join("sub dir/deleted.txt").exists());
+    assert!(!image.join(".git").exists());
+
+    let (code, sandbox, err) = sh(&["create", &image.to_string_lossy()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = sh(&["exec", &sandbox, "cat tracked.txt; exit 7"]);
+    assert_eq!((code, out.as_str()), (7, "edited"));
+
+    // destroy removes sandboxes only, and only under the base directory.
+    let (code, _, err) = sh(&["destroy", &image.to_string_lossy()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("refusing"), "{err}");
+    let (code, _, err) = sh(&["destroy", &root.to_string_lossy()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("refusing"), "{err}");
+    assert!(root.join("tracked.txt").exists());
+    let (code, _, err) = sh(&["destroy", &sandbox]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!Path::new(&sandbox).exists());
+    assert!(image.exists());
+
+    let (code, _, err) = sh(&["frobnicate"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("unknown subcommand") && err.contains("usage:"),
+        "{err}"
+    );
+}
