@@ -316,3 +316,141 @@ fn outside_a_git_repository_is_a_clear_error() {
         s.stderr
     );
 }
+
+/// A git project with a bare `origin`, a default-provider config driven by the bundled
+/// `@local_sandbox.sh`, and one scripted test that checks `app.txt` in the sandbox.
+struct SandboxRun {
+    project: Project,
+    _remote_dir: tempfile::TempDir,
+    remote: std::path::PathBuf,
+    home: tempfile::TempDir,
+    cache: tempfile::TempDir,
+}
+
+impl SandboxRun {
+    fn new() -> Self {
+        let project = Project::new();
+        let remote_dir = tempfile::tempdir().unwrap();
+        let remote = remote_dir.path().join("origin.git");
+        std::fs::create_dir_all(&remote).unwrap();
+        git(&remote, &["init", "-q", "--bare", "-b", "main"]);
+        init_repo(project.path());
+        project.file(
+            "offload.toml",
+            "[offload]\nmax_parallel = 1\nsandbox_project_root = \".\"\n\n\
+             [provider]\ntype = \"default\"\n\
+             prepare_command = \"@local_sandbox.sh prepare\"\n\
+             create_command = \"@local_sandbox.sh create {image_id}\"\n\
+             exec_command = \"@local_sandbox.sh exec {sandbox_id} {command}\"\n\
+             destroy_command = \"@local_sandbox.sh destroy {sandbox_id}\"\n\n\
+             [framework]\ntype = \"default\"\n\
+             discover_command = \"echo check {filters}\"\n\
+             run_command = \"grep -q expected app.txt {tests}\"\n\
+             test_id_format = \"{name}\"\n\n[groups.all]\n",
+        );
+        project.file(".gitignore", "offload-results/\n");
+        project.file("app.txt", "old\n");
+        commit_all(project.path(), "base");
+        git(
+            project.path(),
+            &["remote", "add", "origin", remote.to_str().unwrap()],
+        );
+        git(project.path(), &["push", "-q", "origin", "main"]);
+        Self {
+            project,
+            _remote_dir: remote_dir,
+            remote,
+            home: tempfile::tempdir().unwrap(),
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run(&self, extra: &[&str]) -> (i32, String) {
+        let out = self
+            .project
+            .offload()
+            .arg("run")
+            .args(extra)
+            .env("OFFLOAD_SANDBOX_HOME", self.home.path())
+            .env("XDG_CACHE_HOME", self.cache.path())
+            .output()
+            .expect("offload runs");
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    fn remote_notes(&self) -> String {
+        git(
+            &self.remote,
+            &["ls-remote", ".", "refs/notes/offload-images"],
+        )
+    }
+}
+
+#[test]
+fn runs_miss_then_hit_and_the_thin_diff_reaches_the_sandbox() {
+    let s = SandboxRun::new();
+    // The working tree differs from HEAD: only the thin diff carries `expected`.
+    s.project.file("app.txt", "expected\n");
+    let (code, out) = s.run(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("latest-commit miss"), "{out}");
+    assert!(out.contains("thin diff: 1 file changed"), "{out}");
+    assert!(
+        s.remote_notes().contains("refs/notes/offload-images"),
+        "{out}"
+    );
+
+    let (code, out) = s.run(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("latest-commit hit"), "{out}");
+    assert!(
+        !out.contains("building the base image"),
+        "one base build only: {out}"
+    );
+}
+
+#[test]
+fn no_cache_runs_without_notes() {
+    let s = SandboxRun::new();
+    s.project.file("app.txt", "expected\n");
+    let (code, out) = s.run(&["--no-cache"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("--no-cache"), "{out}");
+    assert_eq!(s.remote_notes(), "");
+    assert_eq!(
+        git(s.project.path(), &["notes", "--ref=offload-images", "list"]),
+        ""
+    );
+}
+
+#[test]
+fn a_deleted_cached_image_is_rebuilt_and_the_note_replaced() {
+    let s = SandboxRun::new();
+    s.project.file("app.txt", "expected\n");
+    let (code, out) = s.run(&[]);
+    assert_eq!(code, 0, "{out}");
+    let head = git(s.project.path(), &["rev-parse", "HEAD"]);
+    let note = git(
+        s.project.path(),
+        &["notes", "--ref=offload-images", "show", &head],
+    );
+    let image = note
+        .split('"')
+        .find(|part| part.contains("image-"))
+        .expect("an image dir in the note")
+        .to_owned();
+    std::fs::remove_dir_all(&image).unwrap();
+    let (code, out) = s.run(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("rebuilding the base image"), "{out}");
+    let new_note = git(
+        s.project.path(),
+        &["notes", "--ref=offload-images", "show", &head],
+    );
+    assert!(!new_note.contains(&image), "{new_note}");
+}
