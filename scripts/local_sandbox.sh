@@ -21,6 +21,12 @@
 #       are on disk now (deleted files are left out); elsewhere the whole directory.
 #       Each copy dir is copied to REMOTE inside the image (REMOTE is relative to the
 #       image; a leading `/` is dropped). CMD runs with `sh -c` inside the image.
+#   prepare --from-base-image=IMAGE [--patch-file=PATCH] [--post-patch-cmd=CMD]
+#           [--sandbox-project-root=DIR]
+#       Copies IMAGE into a fresh image directory, applies PATCH there with
+#       `"${OFFLOAD_BIN:-offload}" apply-diff`, then runs CMD with `sh -c` inside it
+#       (OFFLOAD_PATCH_FILE=PATCH when there is a patch); prints the new image id.
+#       Offload's image pipeline uses this for thin diffs on cached images.
 #   create IMAGE        Copies the image into a fresh sandbox directory; prints its id.
 #   exec SANDBOX CMD    Runs `sh -c CMD` inside the sandbox directory; exits with its code.
 #   download SANDBOX REMOTE:LOCAL...
@@ -51,6 +57,7 @@ die() {
 usage() {
     cat >&2 <<EOF
 usage: $prog prepare [--copy-dir=LOCAL:REMOTE]... [--sandbox-init-cmd=CMD] [--context-dir=DIR]
+       $prog prepare --from-base-image=IMAGE [--patch-file=PATCH] [--post-patch-cmd=CMD]
        $prog create IMAGE
        $prog exec SANDBOX COMMAND
        $prog download SANDBOX REMOTE:LOCAL...
@@ -97,12 +104,48 @@ export_list() {
         xargs -0 sh -c 'for f; do if [ -e "$f" ] || [ -L "$f" ]; then printf "%s\0" "$f"; fi; done' sh
 }
 
+# Incremental prepare: copy the base image, apply the thin diff with
+# `offload apply-diff`, run the post-patch command there; prints the new image id.
+prepare_incremental() {
+    base_image=$(owned_dir "$1" image)
+    patch=$2
+    post_cmd=$3
+    home=$(base_dir)
+    image=$(mktemp -d "$home/image-XXXXXX") || die "cannot create an image directory under \`$home\`"
+    trap 'rm -rf "$image"' EXIT
+    copy_tree "$base_image" "$image" || die "cannot copy the base image \`$base_image\`"
+    if [ -n "$patch" ]; then
+        [ -f "$patch" ] || die "the patch file \`$patch\` does not exist"
+        echo "applying the thin diff $patch" >&2
+        "${OFFLOAD_BIN:-offload}" apply-diff "$patch" --project-root "$image" >&2 ||
+            die "the thin diff does not apply to \`$base_image\`"
+    fi
+    if [ -n "$post_cmd" ]; then
+        echo "running the post-patch command in the image" >&2
+        if [ -n "$patch" ]; then
+            (cd "$image" && OFFLOAD_PATCH_FILE=$patch sh -c "$post_cmd") >&2 || die "the post-patch command failed: $post_cmd"
+        else
+            (cd "$image" && unset OFFLOAD_PATCH_FILE && sh -c "$post_cmd") >&2 || die "the post-patch command failed: $post_cmd"
+        fi
+    fi
+    trap - EXIT
+    printf '%s\n' "$image"
+}
+
 cmd_prepare() {
     context=.
     init_cmd=
     copies=
+    from_base=
+    patch=
+    post_cmd=
     for arg; do
         case "$arg" in
+        --from-base-image=*) from_base=${arg#--from-base-image=} ;;
+        --patch-file=*) patch=${arg#--patch-file=} ;;
+        --post-patch-cmd=*) post_cmd=${arg#--post-patch-cmd=} ;;
+        # The image directory is the project root; nothing to do with it here.
+        --sandbox-project-root=*) ;;
         --copy-dir=*:*) ;;
         --copy-dir=*) die "invalid \`$arg\`: expected --copy-dir=LOCAL:REMOTE" ;;
         --sandbox-init-cmd=*) init_cmd=${arg#--sandbox-init-cmd=} ;;
@@ -110,6 +153,10 @@ cmd_prepare() {
         *) echo "$prog: unknown prepare argument \`$arg\`" >&2; usage ;;
         esac
     done
+    if [ -n "$from_base" ]; then
+        prepare_incremental "$from_base" "$patch" "$post_cmd"
+        return
+    fi
     [ -d "$context" ] || die "the directory to export \`$context\` does not exist"
     home=$(base_dir)
     src=$(cd "$context" && pwd -P)

@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod exit;
 pub mod framework;
+pub mod image;
 pub mod orchestrator;
 pub mod patch;
 pub mod process;

@@ -73,6 +73,35 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     let discovery_done = std::sync::atomic::AtomicBool::new(false);
     let prepare = async {
         match &config.provider {
+            ProviderConfig::Default(p) if !options.collect_only && p.prepare_command.is_some() => {
+                // The image pipeline: cached base image + thin diff (see crate::image).
+                let builder = crate::provider::default_image::DefaultImageBuilder {
+                    config: p,
+                    init_cmd: config.offload.sandbox_init_cmd.as_deref(),
+                    post_patch_cmd: config.offload.post_patch_cmd.as_deref(),
+                    sandbox_repo_root: config
+                        .offload
+                        .sandbox_repo_root
+                        .as_deref()
+                        .or(config.offload.sandbox_project_root.as_deref())
+                        .unwrap_or("."),
+                    cwd: &cwd,
+                    log: &prepare_log,
+                    cancel: &interrupt,
+                };
+                let opts = crate::image::PrepareOptions {
+                    repo_dir: cwd.clone(),
+                    config_path: config_path.to_path_buf(),
+                    build_inputs: config.checkpoint.as_ref().map(|c| c.build_inputs.clone()),
+                    no_cache: options.no_cache,
+                    refresh_cache: false,
+                    has_post_patch_cmd: config.offload.post_patch_cmd.is_some(),
+                    remote: "origin".to_owned(),
+                };
+                crate::image::prepare(&builder, &opts)
+                    .await
+                    .map(|prepared| prepared.map(|p| p.image_id))
+            }
             ProviderConfig::Default(p) if !options.collect_only => {
                 let init = config.offload.sandbox_init_cmd.as_deref();
                 default_provider::prepare(p, init, &cwd, &prepare_log, &interrupt).await

@@ -218,6 +218,21 @@ pub async fn prepare(
     log: &PrepareLog,
     cancel: &CancellationToken,
 ) -> Result<Option<String>> {
+    let Some(command) = prepare_command(config, init_cmd)? else {
+        return Ok(None);
+    };
+    run_prepare(config, &command, &[], cwd, log, cancel)
+        .await
+        .map(Some)
+}
+
+/// The full-build prepare command: `prepare_command` (bundled scripts expanded) with a
+/// `--copy-dir=<local:remote>` argument per copy dir and `--sandbox-init-cmd=<cmd>`
+/// when `init_cmd` is set; `None` (with a warning about copy dirs) without one.
+pub fn prepare_command(
+    config: &DefaultProviderConfig,
+    init_cmd: Option<&str>,
+) -> Result<Option<String>> {
     let Some(template) = &config.prepare_command else {
         if !config.copy_dirs.is_empty() {
             tracing::warn!(
@@ -236,12 +251,29 @@ pub async fn prepare(
         command.push_str(" --sandbox-init-cmd=");
         command.push_str(&quote(init));
     }
+    Ok(Some(command))
+}
+
+/// Runs one prepare `command` (already complete) with extra `env`, in the provider's
+/// working directory, and returns the image id it printed (its last non-empty stdout
+/// line); other output goes to `log`.
+pub async fn run_prepare(
+    config: &DefaultProviderConfig,
+    command: &str,
+    env: &[(String, String)],
+    cwd: &Path,
+    log: &PrepareLog,
+    cancel: &CancellationToken,
+) -> Result<String> {
     let working_dir = config
         .working_dir
         .as_ref()
         .map_or_else(|| cwd.to_path_buf(), |d| cwd.join(d));
     let timeout = Duration::from_secs(config.timeout_secs);
-    let spec = CommandSpec::shell(&command).cwd(&working_dir);
+    let mut spec = CommandSpec::shell(command).cwd(&working_dir);
+    for (name, value) in env {
+        spec = spec.env(name, value);
+    }
 
     // The last non-empty stdout line is the id; any earlier one is progress.
     let mut id_candidate: Option<String> = None;
@@ -285,7 +317,7 @@ pub async fn prepare(
         Some(id) => {
             let id = id.trim().to_owned();
             tracing::info!("prepared image `{id}`");
-            Ok(Some(id))
+            Ok(id)
         }
         None => bail!(
             "the prepare command `{command}` printed no image id (hint: its last stdout line must be the id){}",

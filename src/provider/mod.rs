@@ -6,6 +6,7 @@
 //! and one line in the constructor the run command uses.
 
 pub mod default;
+pub mod default_image;
 pub mod local;
 
 use std::path::Path;

@@ -1,0 +1,117 @@
+//! The default provider's side of the image pipeline ([`crate::image::ImageBuilder`]).
+//!
+//! The contract with a user's `prepare_command` (documented in the README):
+//!
+//! - full build: `prepare_command [--copy-dir=L:R]... [--sandbox-init-cmd=CMD]
+//!   --context-dir=DIR`, where DIR holds the exported commit tree (or a working-tree
+//!   snapshot) to build from;
+//! - incremental build: `prepare_command --from-base-image=ID [--patch-file=PATCH]
+//!   --sandbox-project-root=ROOT [--post-patch-cmd=CMD]`: start from image ID, apply
+//!   PATCH at ROOT with `"$OFFLOAD_BIN" apply-diff PATCH --project-root ROOT`, then run
+//!   CMD with `OFFLOAD_PATCH_FILE` set when there is a patch.
+//!
+//! Every value is shell-quoted; `OFFLOAD_BIN` is the path of the running `offload`. The
+//! last non-empty stdout line of either command is the image id. This module builds
+//! command lines only; running them is [`super::default::run_prepare`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use super::default::{PrepareLog, prepare_command, run_prepare};
+use crate::config::DefaultProviderConfig;
+use crate::image::ImageBuilder;
+use crate::process::quote;
+
+/// Builds images with the default provider's `prepare_command`.
+pub struct DefaultImageBuilder<'a> {
+    /// The provider config (must have a `prepare_command` to build anything).
+    pub config: &'a DefaultProviderConfig,
+    /// `[offload] sandbox_init_cmd`.
+    pub init_cmd: Option<&'a str>,
+    /// `[offload] post_patch_cmd`.
+    pub post_patch_cmd: Option<&'a str>,
+    /// The repository root inside the sandbox (where patches apply).
+    pub sandbox_repo_root: &'a str,
+    /// Offload's directory.
+    pub cwd: &'a Path,
+    /// Where progress goes.
+    pub log: &'a PrepareLog,
+    /// Interrupts.
+    pub cancel: &'a CancellationToken,
+}
+
+impl DefaultImageBuilder<'_> {
+    fn env(&self) -> Vec<(String, String)> {
+        let bin = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("offload"));
+        vec![("OFFLOAD_BIN".to_owned(), bin.to_string_lossy().into_owned())]
+    }
+
+    /// The incremental command line, or `None` without a `prepare_command`.
+    pub fn incremental_command(&self, base: &str, patch: Option<&Path>) -> Result<Option<String>> {
+        let Some(template) = &self.config.prepare_command else {
+            return Ok(None);
+        };
+        let mut command = crate::bundled::expand(template)?;
+        command.push_str(&format!(" --from-base-image={}", quote(base)));
+        if let Some(patch) = patch {
+            command.push_str(&format!(
+                " --patch-file={}",
+                quote(&patch.to_string_lossy())
+            ));
+        }
+        command.push_str(&format!(
+            " --sandbox-project-root={}",
+            quote(self.sandbox_repo_root)
+        ));
+        if let Some(cmd) = self.post_patch_cmd {
+            command.push_str(&format!(" --post-patch-cmd={}", quote(cmd)));
+        }
+        Ok(Some(command))
+    }
+}
+
+#[async_trait]
+impl ImageBuilder for DefaultImageBuilder<'_> {
+    async fn build_full(&self, context_dir: &Path) -> Result<Option<String>> {
+        let Some(mut command) = prepare_command(self.config, self.init_cmd)? else {
+            return Ok(None);
+        };
+        command.push_str(&format!(
+            " --context-dir={}",
+            quote(&context_dir.to_string_lossy())
+        ));
+        let id = run_prepare(
+            self.config,
+            &command,
+            &self.env(),
+            self.cwd,
+            self.log,
+            self.cancel,
+        )
+        .await?;
+        Ok(Some(id))
+    }
+
+    async fn build_incremental(&self, base: &str, patch: Option<&Path>) -> Result<String> {
+        let Some(command) = self.incremental_command(base, patch)? else {
+            anyhow::bail!("an incremental image build needs a `prepare_command` (internal error)");
+        };
+        run_prepare(
+            self.config,
+            &command,
+            &self.env(),
+            self.cwd,
+            self.log,
+            self.cancel,
+        )
+        .await
+    }
+
+    fn progress(&self, line: &str) {
+        let line = line.strip_prefix("[prepare] ").unwrap_or(line);
+        self.log.line(line);
+    }
+}
