@@ -1,15 +1,27 @@
 //! Batching: cuts the tests of a run into batches, longest first when durations are known.
 //!
-//! The scheduler is pure: it takes test indices with expected durations and returns
+//! The scheduler is pure: it takes tests with their expected durations and returns
 //! batches of indices. It never holds the same test twice in one batch, never builds a
 //! batch whose IDs would overflow a command line, and never builds more batches than
-//! needed to keep every sandbox busy. Retries are not scheduled here: the orchestrator
-//! re-queues failed tests as they fail.
+//! there are tests. Retries are not scheduled here: the orchestrator re-queues failed
+//! tests as they fail (see [`split_retries`]).
 //!
-//! With durations (from the previous report) it uses LPT: tests sorted longest first,
-//! each placed in the least-loaded batch. Unknown tests weigh their group's mean, or
-//! one second when the group has no known test, so with nothing known LPT degrades to
-//! round-robin in discovery order.
+//! Two regimes, because a batch costs a start-up (a process, a pytest collection, a
+//! remote exec) that only pays off when the batch holds enough work:
+//!
+//! * **Durations known** (the previous report): LPT. Tests sorted longest first, each
+//!   placed in the least-loaded of `parallel` batches, so each sandbox pays one start-up
+//!   and the batches end together. Only tests that are long next to a batch's fair share
+//!   are placed that way; the many short ones then top the batches up to the fair share
+//!   in discovery order, so neighbours (tests of one pytest file, of one test binary)
+//!   stay together and a batch loads fewer files — pytest collects a whole file for any
+//!   one of its tests.
+//! * **Nothing known** (a first run): round-robin in discovery order, which keeps
+//!   neighbouring tests (often equally slow) apart, over twice as many batches as
+//!   sandboxes when there are enough tests: an idle sandbox then picks up the next
+//!   queued batch, which evens out the imbalance no estimate could prevent.
+//!
+//! Unknown tests among known ones weigh their group's mean, or [`UNKNOWN_DURATION`].
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,10 +33,19 @@ pub const MAX_BATCH_ID_BYTES: usize = 64 * 1024;
 /// Duration assumed for a test of a group with no known duration at all.
 pub const UNKNOWN_DURATION: Duration = Duration::from_secs(1);
 
+/// With nothing known, batches per sandbox, when each batch still gets at least
+/// [`MIN_TESTS_PER_SPLIT_BATCH`] tests.
+const UNKNOWN_BATCHES_PER_SANDBOX: usize = 2;
+const MIN_TESTS_PER_SPLIT_BATCH: usize = 4;
+
+/// With durations known, a test longer than this share of a batch's fair load is
+/// placed by LPT; shorter ones fill the batches in discovery order.
+const SMALL_TEST_SHARE: f64 = 0.1;
+
 /// One test to schedule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item<'a> {
-    /// Its ID (only its length matters here).
+    /// Its ID (its length counts against [`MAX_BATCH_ID_BYTES`]).
     pub id: &'a str,
     /// Its group (unknown durations take the group's mean).
     pub group: &'a str,
@@ -41,46 +62,52 @@ pub struct PlannedBatch {
     pub load: Duration,
 }
 
-/// Expected duration of each item: the known one, else the group mean of known tests,
-/// else [`UNKNOWN_DURATION`].
-pub fn expected_durations(items: &[Item<'_>], known: &HashMap<String, f64>) -> Vec<Duration> {
-    let mut sums: HashMap<&str, (f64, u32)> = HashMap::new();
-    for item in items {
-        if let Some(secs) = known
-            .get(item.id)
+/// Expected durations of the items, and whether any was known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Estimates {
+    /// Per item: the known duration, else the group mean of known tests, else
+    /// [`UNKNOWN_DURATION`].
+    pub durations: Vec<Duration>,
+    /// Whether at least one item had a known duration.
+    pub any_known: bool,
+}
+
+/// Estimates each item's duration from `known` (seconds by ID).
+pub fn estimate(items: &[Item<'_>], known: &HashMap<String, f64>) -> Estimates {
+    let lookup = |id: &str| {
+        known
+            .get(id)
             .copied()
             .filter(|s| s.is_finite() && *s >= 0.0)
-        {
+    };
+    let mut sums: HashMap<&str, (f64, u32)> = HashMap::new();
+    for item in items {
+        if let Some(secs) = lookup(item.id) {
             let entry = sums.entry(item.group).or_default();
             entry.0 += secs;
             entry.1 += 1;
         }
     }
-    items
+    let durations = items
         .iter()
-        .map(|item| {
-            match known
-                .get(item.id)
-                .copied()
-                .filter(|s| s.is_finite() && *s >= 0.0)
-            {
-                Some(secs) => Duration::from_secs_f64(secs),
-                None => match sums.get(item.group) {
-                    Some(&(sum, n)) if n > 0 => Duration::from_secs_f64(sum / f64::from(n)),
-                    _ => UNKNOWN_DURATION,
-                },
-            }
+        .map(|item| match lookup(item.id) {
+            Some(secs) => Duration::from_secs_f64(secs),
+            None => match sums.get(item.group) {
+                Some(&(sum, n)) if n > 0 => Duration::from_secs_f64(sum / f64::from(n)),
+                _ => UNKNOWN_DURATION,
+            },
         })
-        .collect()
+        .collect();
+    Estimates {
+        durations,
+        any_known: !sums.is_empty(),
+    }
 }
 
-/// Plans the batches for `items` over `parallel` sandboxes.
-///
-/// Individual items each get a batch; the others are spread over `parallel` batches
-/// (fewer when there are fewer items) by LPT. A batch that would exceed
-/// [`MAX_BATCH_ID_BYTES`] makes room for another. Batches come out longest first, so
-/// the longest work starts first.
-pub fn plan(items: &[Item<'_>], durations: &[Duration], parallel: usize) -> Vec<PlannedBatch> {
+/// Plans the batches for `items` over `parallel` sandboxes (see the module docs).
+/// Batches come out longest first, so the longest work starts first.
+pub fn plan(items: &[Item<'_>], estimates: &Estimates, parallel: usize) -> Vec<PlannedBatch> {
+    let durations = &estimates.durations;
     debug_assert_eq!(items.len(), durations.len());
     let parallel = parallel.max(1);
     let mut batches: Vec<PlannedBatch> = Vec::new();
@@ -95,53 +122,18 @@ pub fn plan(items: &[Item<'_>], durations: &[Duration], parallel: usize) -> Vec<
             normal.push(i);
         }
     }
-
-    // Stable sort: equal durations keep discovery order, so with nothing known the
-    // placement below is round-robin.
-    normal.sort_by_key(|&i| std::cmp::Reverse(durations[i]));
-    let slots = parallel.min(normal.len());
-    let mut lpt: Vec<(PlannedBatch, usize)> = (0..slots)
-        .map(|_| {
-            (
-                PlannedBatch {
-                    items: Vec::new(),
-                    load: Duration::ZERO,
-                },
-                0,
-            )
-        })
-        .collect();
-    for i in normal {
-        let len = items[i].id.len() + 1;
-        let target = lpt
-            .iter()
-            .enumerate()
-            .filter(|(_, (b, bytes))| b.items.is_empty() || bytes + len <= MAX_BATCH_ID_BYTES)
-            .min_by_key(|(idx, (b, _))| (b.load, *idx))
-            .map(|(idx, _)| idx);
-        let target = match target {
-            Some(t) => t,
-            None => {
-                lpt.push((
-                    PlannedBatch {
-                        items: Vec::new(),
-                        load: Duration::ZERO,
-                    },
-                    0,
-                ));
-                lpt.len() - 1
-            }
+    if estimates.any_known {
+        batches.extend(lpt_then_fill(items, durations, &normal, parallel));
+    } else {
+        let split = parallel * UNKNOWN_BATCHES_PER_SANDBOX;
+        let slots = if normal.len() >= split * MIN_TESTS_PER_SPLIT_BATCH {
+            split
+        } else {
+            parallel
         };
-        let (batch, bytes) = &mut lpt[target];
-        batch.items.push(i);
-        batch.load += durations[i];
-        *bytes += len;
+        let singles = normal.iter().map(|&i| vec![i]).collect();
+        batches.extend(lpt(items, durations, singles, slots));
     }
-    batches.extend(
-        lpt.into_iter()
-            .map(|(b, _)| b)
-            .filter(|b| !b.items.is_empty()),
-    );
     batches.sort_by_key(|b| std::cmp::Reverse(b.load));
     batches
 }
@@ -154,35 +146,156 @@ pub fn split_retries(
     durations: &[Duration],
     parts: usize,
 ) -> Vec<PlannedBatch> {
-    let sub_items: Vec<Item<'_>> = tests
-        .iter()
-        .map(|&i| Item {
-            individual: false,
-            ..items[i].clone()
+    lpt(
+        items,
+        durations,
+        tests.iter().map(|&i| vec![i]).collect(),
+        parts.max(1),
+    )
+}
+
+/// LPT for the long tests, then the short ones in discovery order, each batch filled
+/// to the fair share before the next least-loaded one takes over.
+fn lpt_then_fill(
+    items: &[Item<'_>],
+    durations: &[Duration],
+    chosen: &[usize],
+    slots: usize,
+) -> Vec<PlannedBatch> {
+    let slots = slots.min(chosen.len());
+    if slots == 0 {
+        return Vec::new();
+    }
+    let total: Duration = chosen.iter().map(|&i| durations[i]).sum();
+    let fair = total / slots as u32;
+    let threshold = fair.mul_f64(SMALL_TEST_SHARE);
+    let (long, short): (Vec<usize>, Vec<usize>) =
+        chosen.iter().partition(|&&i| durations[i] > threshold);
+    let mut batches: Vec<(PlannedBatch, usize)> = (0..slots)
+        .map(|_| {
+            (
+                PlannedBatch {
+                    items: Vec::new(),
+                    load: Duration::ZERO,
+                },
+                0,
+            )
         })
         .collect();
-    let sub_durations: Vec<Duration> = tests.iter().map(|&i| durations[i]).collect();
-    plan(&sub_items, &sub_durations, parts)
+    place(
+        items,
+        durations,
+        &mut batches,
+        long.into_iter().map(|i| vec![i]).collect(),
+    );
+    let mut current: Option<usize> = None;
+    for i in short {
+        let (d, len) = (durations[i], items[i].id.len() + 1);
+        let keep = current.filter(|&c| {
+            let (b, used) = &batches[c];
+            b.load + d / 2 <= fair && used + len <= MAX_BATCH_ID_BYTES
+        });
+        let target = keep.unwrap_or_else(|| least_loaded(&mut batches, len));
+        current = Some(target);
+        let (batch, used) = &mut batches[target];
+        batch.items.push(i);
+        batch.load += d;
+        *used += len;
+    }
+    batches
         .into_iter()
-        .map(|b| PlannedBatch {
-            items: b.items.into_iter().map(|j| tests[j]).collect(),
-            load: b.load,
+        .map(|(b, _)| b)
+        .filter(|b| !b.items.is_empty())
+        .collect()
+}
+
+/// The least-loaded batch with room for `len` more bytes of IDs (a new one if none).
+fn least_loaded(batches: &mut Vec<(PlannedBatch, usize)>, len: usize) -> usize {
+    let found = batches
+        .iter()
+        .enumerate()
+        .filter(|(_, (b, used))| b.items.is_empty() || used + len <= MAX_BATCH_ID_BYTES)
+        .min_by_key(|(idx, (b, _))| (b.load, *idx))
+        .map(|(idx, _)| idx);
+    found.unwrap_or_else(|| {
+        batches.push((
+            PlannedBatch {
+                items: Vec::new(),
+                load: Duration::ZERO,
+            },
+            0,
+        ));
+        batches.len() - 1
+    })
+}
+
+/// Places each unit, longest first, in the least-loaded batch.
+fn place(
+    items: &[Item<'_>],
+    durations: &[Duration],
+    batches: &mut Vec<(PlannedBatch, usize)>,
+    mut units: Vec<Vec<usize>>,
+) {
+    let load_of = |unit: &[usize]| -> Duration { unit.iter().map(|&i| durations[i]).sum() };
+    // Stable: equal loads keep discovery order, which makes equal loads round-robin.
+    units.sort_by_key(|u| std::cmp::Reverse(load_of(u)));
+    for unit in units {
+        let bytes: usize = unit.iter().map(|&i| items[i].id.len() + 1).sum();
+        let target = least_loaded(batches, bytes);
+        let (batch, used) = &mut batches[target];
+        batch.load += load_of(&unit);
+        batch.items.extend(unit);
+        *used += bytes;
+    }
+}
+
+/// Longest-processing-time-first of `units` into `slots` batches (more if the byte
+/// limit forces it). Equal loads in discovery order make this round-robin.
+fn lpt(
+    items: &[Item<'_>],
+    durations: &[Duration],
+    units: Vec<Vec<usize>>,
+    slots: usize,
+) -> Vec<PlannedBatch> {
+    let slots = slots.min(units.len());
+    let mut batches: Vec<(PlannedBatch, usize)> = (0..slots)
+        .map(|_| {
+            (
+                PlannedBatch {
+                    items: Vec::new(),
+                    load: Duration::ZERO,
+                },
+                0,
+            )
         })
+        .collect();
+    place(items, durations, &mut batches, units);
+    batches
+        .into_iter()
+        .map(|(b, _)| b)
+        .filter(|b| !b.items.is_empty())
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
+
+    fn item<'a>(id: &'a str) -> Item<'a> {
+        Item {
+            id,
+            group: "g",
+            individual: false,
+        }
+    }
+
+    fn file_of<'a>(items: &[Item<'a>], i: usize) -> &'a str {
+        items[i].id.split_once("::").map_or("", |(file, _)| file)
+    }
 
     fn items<'a>(ids: &[&'a str]) -> Vec<Item<'a>> {
-        ids.iter()
-            .map(|id| Item {
-                id,
-                group: "g",
-                individual: false,
-            })
-            .collect()
+        ids.iter().map(|id| item(id)).collect()
     }
 
     fn ids<'a>(items: &[Item<'a>], batches: &[PlannedBatch]) -> Vec<Vec<&'a str>> {
@@ -192,11 +305,16 @@ mod tests {
             .collect()
     }
 
+    fn known(pairs: &[(&str, f64)]) -> HashMap<String, f64> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
     #[test]
-    fn unknown_durations_give_round_robin_in_discovery_order() {
+    fn nothing_known_gives_round_robin_in_discovery_order() {
         let items = items(&["a", "b", "c", "d", "e"]);
-        let d = expected_durations(&items, &HashMap::new());
-        let batches = plan(&items, &d, 2);
+        let est = estimate(&items, &HashMap::new());
+        assert!(!est.any_known);
+        let batches = plan(&items, &est, 2);
         assert_eq!(
             ids(&items, &batches),
             vec![vec!["a", "c", "e"], vec!["b", "d"]]
@@ -204,14 +322,31 @@ mod tests {
     }
 
     #[test]
+    fn nothing_known_and_many_tests_gives_two_batches_per_sandbox() {
+        let names: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
+        let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
+        let batches = plan(&items, &estimate(&items, &HashMap::new()), 4);
+        assert_eq!(batches.len(), 8);
+        // Neighbours stay apart: t0 and t1 are in different batches.
+        let of = |id: &str| {
+            batches
+                .iter()
+                .position(|b| b.items.iter().any(|&i| items[i].id == id))
+        };
+        assert_ne!(of("t0"), of("t1"));
+        // Few tests: one batch per sandbox.
+        let batches = plan(&items[..20], &estimate(&items[..20], &HashMap::new()), 4);
+        assert_eq!(batches.len(), 4);
+    }
+
+    #[test]
     fn lpt_puts_the_longest_tests_apart() {
         let items = items(&["fast", "medium", "slow"]);
-        let known: HashMap<String, f64> = [("slow", 10.0), ("medium", 5.0), ("fast", 1.0)]
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect();
-        let d = expected_durations(&items, &known);
-        let batches = plan(&items, &d, 2);
+        let est = estimate(
+            &items,
+            &known(&[("slow", 10.0), ("medium", 5.0), ("fast", 1.0)]),
+        );
+        let batches = plan(&items, &est, 2);
         assert_eq!(
             ids(&items, &batches),
             vec![vec!["slow"], vec!["medium", "fast"]]
@@ -222,21 +357,15 @@ mod tests {
     #[test]
     fn skewed_suite_is_balanced_near_the_lower_bound() {
         // 2 x 4 s, 10 x 1 s, 48 x 0.1 s over 4 sandboxes: lower bound max(4, 22.8/4) = 5.7 s.
-        let names: Vec<String> = (0..60).map(|i| format!("t{i}")).collect();
-        let items: Vec<Item<'_>> = names
-            .iter()
-            .map(|n| Item {
-                id: n,
-                group: "g",
-                individual: false,
-            })
-            .collect();
-        let known: HashMap<String, f64> = names
+        // Ten tests per file, so the two 4 s tests share a file.
+        let names: Vec<String> = (0..60).map(|i| format!("f{}.py::t{i}", i / 10)).collect();
+        let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
+        let durations: Vec<(&str, f64)> = names
             .iter()
             .enumerate()
             .map(|(i, n)| {
                 (
-                    n.clone(),
+                    n.as_str(),
                     if i < 2 {
                         4.0
                     } else if i < 12 {
@@ -247,14 +376,29 @@ mod tests {
                 )
             })
             .collect();
-        let d = expected_durations(&items, &known);
-        let batches = plan(&items, &d, 4);
+        let batches = plan(&items, &estimate(&items, &known(&durations)), 4);
         assert_eq!(batches.len(), 4);
         let max = batches.iter().map(|b| b.load).max().unwrap();
         assert!(
             max <= Duration::from_secs_f64(5.7 * 1.05),
             "max load {max:?}"
         );
+    }
+
+    #[test]
+    fn tests_of_one_file_stay_together_when_loads_allow() {
+        // 4 files x 50 tests of equal, tiny duration over 2 sandboxes: each batch gets
+        // two whole files, not a share of every file.
+        let names: Vec<String> = (0..200).map(|i| format!("f{}.py::t{i}", i / 50)).collect();
+        let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
+        let durations: Vec<(&str, f64)> = names.iter().map(|n| (n.as_str(), 0.001)).collect();
+        let batches = plan(&items, &estimate(&items, &known(&durations)), 2);
+        assert_eq!(batches.len(), 2);
+        for b in &batches {
+            let files: HashSet<&str> = b.items.iter().map(|&i| file_of(&items, i)).collect();
+            assert_eq!(files.len(), 2, "a batch loads {files:?}");
+            assert_eq!(b.items.len(), 100);
+        }
     }
 
     #[test]
@@ -281,13 +425,10 @@ mod tests {
                 individual: false,
             },
         ];
-        let known: HashMap<String, f64> = [("a", 2.0), ("b", 4.0)]
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect();
-        let d = expected_durations(&items, &known);
-        assert_eq!(d[2], Duration::from_secs(3));
-        assert_eq!(d[3], UNKNOWN_DURATION);
+        let est = estimate(&items, &known(&[("a", 2.0), ("b", 4.0)]));
+        assert!(est.any_known);
+        assert_eq!(est.durations[2], Duration::from_secs(3));
+        assert_eq!(est.durations[3], UNKNOWN_DURATION);
     }
 
     #[test]
@@ -298,26 +439,17 @@ mod tests {
             group: "g",
             individual: true,
         });
-        let d = expected_durations(&items, &HashMap::new());
-        let batches = plan(&items, &d, 8);
+        let batches = plan(&items, &estimate(&items, &HashMap::new()), 8);
         assert_eq!(batches.len(), 3);
         assert!(batches.iter().any(|b| b.items == vec![2]));
-        assert!(plan(&[], &[], 4).is_empty());
+        assert!(plan(&[], &estimate(&[], &HashMap::new()), 4).is_empty());
     }
 
     #[test]
     fn batches_stay_under_the_argument_limit() {
         let long: Vec<String> = (0..200).map(|i| format!("{i:0>1000}")).collect();
-        let items: Vec<Item<'_>> = long
-            .iter()
-            .map(|n| Item {
-                id: n,
-                group: "g",
-                individual: false,
-            })
-            .collect();
-        let d = expected_durations(&items, &HashMap::new());
-        let batches = plan(&items, &d, 1);
+        let items: Vec<Item<'_>> = long.iter().map(|n| item(n)).collect();
+        let batches = plan(&items, &estimate(&items, &HashMap::new()), 1);
         assert!(batches.len() >= 4, "{} batches", batches.len());
         for b in &batches {
             let bytes: usize = b.items.iter().map(|&i| items[i].id.len() + 1).sum();
@@ -330,8 +462,8 @@ mod tests {
     #[test]
     fn retries_are_split_over_free_sandboxes() {
         let items = items(&["a", "b", "c", "d"]);
-        let d = expected_durations(&items, &HashMap::new());
-        let batches = split_retries(&[1, 3], &items, &d, 4);
+        let est = estimate(&items, &HashMap::new());
+        let batches = split_retries(&[1, 3], &items, &est.durations, 4);
         assert_eq!(ids(&items, &batches), vec![vec!["b"], vec!["d"]]);
     }
 }

@@ -89,8 +89,9 @@ pub async fn run(
             individual: r.schedule_individual,
         })
         .collect();
-    let durations = scheduler::expected_durations(&items, &settings.durations);
-    let planned = scheduler::plan(&items, &durations, settings.parallel);
+    let estimates = scheduler::estimate(&items, &settings.durations);
+    let planned = scheduler::plan(&items, &estimates, settings.parallel);
+    let durations = estimates.durations;
     let mut queue: VecDeque<Vec<usize>> = planned.into_iter().map(|b| b.items).collect();
     tracing::info!(
         "scheduled {} tests into {} batches",
