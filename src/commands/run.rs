@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::{Config, ProviderConfig};
 use crate::exit;
+use crate::framework::cache::DiscoveryCache;
 use crate::framework::{self, TestRecord};
 use crate::orchestrator::progress::Progress;
 use crate::orchestrator::{self, EngineSettings};
@@ -109,14 +110,25 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
             _ => Ok(None),
         }
     };
+    let cache = (framework.discovery_is_cacheable() && !options.no_cache && !options.collect_only)
+        .then(|| open_discovery_cache(&cwd, &config.report))
+        .flatten()
+        .map(std::sync::Mutex::new);
     let discovery = async {
-        let result = framework::discovery::discover(
+        let result = framework::discovery::discover_with_cache(
             framework.as_ref(),
             &config.groups,
             config.offload.max_parallel_collection,
+            cache.as_ref(),
         )
         .await
         .map(dedupe);
+        if let (Ok(_), Some(cache)) = (&result, &cache) {
+            let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(err) = cache.save() {
+                tracing::warn!("cannot save the discovery cache: {err:#}");
+            }
+        }
         discovery_done.store(true, std::sync::atomic::Ordering::SeqCst);
         match &result {
             Ok(records) => eprintln!(
@@ -215,6 +227,22 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         return Ok(signal.exit_code());
     }
     Ok(exit_code)
+}
+
+/// The discovery cache in `{output_dir}/cache/`, fingerprinting the project at `cwd`
+/// without the files Offload itself writes.
+fn open_discovery_cache(
+    cwd: &Path,
+    report: &crate::config::ReportConfig,
+) -> Option<DiscoveryCache> {
+    let out = &report.output_dir;
+    let skip = vec![
+        out.join("logs"),
+        out.join("junit-parts"),
+        out.join("cache"),
+        out.join(&report.junit_file),
+    ];
+    DiscoveryCache::open(out.join("cache").join("discovery.json"), cwd, &skip)
 }
 
 /// `1 test`, `2 tests`.

@@ -9,6 +9,9 @@ use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use indexmap::IndexMap;
 
+use std::sync::Mutex;
+
+use super::cache::DiscoveryCache;
 use super::{Discovered, Framework, TestRecord};
 use crate::config::GroupConfig;
 use crate::process;
@@ -24,6 +27,17 @@ pub async fn discover(
     groups: &IndexMap<String, GroupConfig>,
     max_concurrency: usize,
 ) -> Result<Vec<TestRecord>> {
+    discover_with_cache(framework, groups, max_concurrency, None).await
+}
+
+/// Like [`discover`], answering from `cache` where it holds a group's result and
+/// storing what it had to run (the caller saves the cache).
+pub async fn discover_with_cache(
+    framework: &dyn Framework,
+    groups: &IndexMap<String, GroupConfig>,
+    max_concurrency: usize,
+    cache: Option<&Mutex<DiscoveryCache>>,
+) -> Result<Vec<TestRecord>> {
     let limit = match max_concurrency {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -32,7 +46,7 @@ pub async fn discover(
     // order; on the first error the rest are dropped, which kills their children.
     let per_group: Vec<Vec<TestRecord>> = futures::stream::iter(groups)
         .map(|(name, group)| async move {
-            let discovered = discover_group(framework, group)
+            let discovered = discover_group(framework, name, group, cache)
                 .await
                 .with_context(|| format!("discovery failed for group `{name}`"))?;
             if let Some(warning) = &discovered.warning {
@@ -63,13 +77,33 @@ pub async fn discover(
     Ok(per_group.into_iter().flatten().collect())
 }
 
-/// Runs one group's discovery command and parses its output.
-async fn discover_group(framework: &dyn Framework, group: &GroupConfig) -> Result<Discovered> {
+/// The cache, even if a panicking holder poisoned it (its data stays consistent).
+fn lock(cache: &Mutex<DiscoveryCache>) -> std::sync::MutexGuard<'_, DiscoveryCache> {
+    cache.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs one group's discovery command (unless the cache has its result) and parses
+/// its output.
+async fn discover_group(
+    framework: &dyn Framework,
+    name: &str,
+    group: &GroupConfig,
+    cache: Option<&Mutex<DiscoveryCache>>,
+) -> Result<Discovered> {
     let command = framework.discover_command(&group.filters)?;
+    let key = format!("{name}\u{1f}{}", command.display());
+    if let Some(hit) = cache.and_then(|c| lock(c).get(&key)) {
+        tracing::info!("group `{name}`: reusing the previous discovery (nothing changed since)");
+        return Ok(hit);
+    }
     tracing::debug!("discovering with `{}`", command.display());
     // Discovery has no timeout: collecting a large suite may legitimately take long.
     let output = process::capture(&command, None).await?;
-    framework.parse_discovery(&command, &output)
+    let discovered = framework.parse_discovery(&command, &output)?;
+    if let Some(cache) = cache {
+        lock(cache).put(&key, &discovered);
+    }
+    Ok(discovered)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! [`Framework::junit_key`] and looks each scheduled test up under the keys of
 //! [`Framework::id_keys`]. There is no fuzzy or suffix matching anywhere.
 
+pub mod cache;
 pub mod cargo;
 pub mod default;
 pub mod discovery;
@@ -107,6 +108,12 @@ pub trait Framework: Send + Sync {
     /// Whether the runner itself can stop at the first failure (`--fail-fast`).
     fn has_stop_flag(&self) -> bool {
         true
+    }
+
+    /// Whether discovery depends only on the project's files and environment, so its
+    /// result may be reused while they are unchanged (see [`cache`]).
+    fn discovery_is_cacheable(&self) -> bool {
+        false
     }
 }
 

@@ -188,6 +188,11 @@ impl Framework for Pytest {
         let (classname, name) = mangle_node_id(id);
         vec![id.to_owned(), junit_pair_key(&classname, &name)]
     }
+
+    /// Collection reads the project's files and Python environment, nothing else.
+    fn discovery_is_cacheable(&self) -> bool {
+        true
+    }
 }
 
 /// Whether a JUnit `name` is a full node id (`path::test[...]`) rather than pytest's

@@ -1,0 +1,272 @@
+//! A cache of discovery results, reused while nothing that could change them changed.
+//!
+//! Collecting a pytest suite costs about a millisecond per test: for a suite of short
+//! tests it is most of what running it costs, and `offload run` would pay it twice
+//! (once to discover, once in the batches). [`DiscoveryCache`] keeps the test IDs each
+//! group discovered, under a fingerprint of everything discovery can depend on: every
+//! file of the project (path, size, modification time; `.git`, build and cache
+//! directories aside), the installed packages of any virtualenv inside it, and the
+//! environment variables that steer Python and pytest. Any change to any of them
+//! discards every entry, so a new, removed or renamed test is always rediscovered.
+//! Only frameworks whose discovery is a pure function of those inputs opt in (see
+//! `Framework::discovery_is_cacheable`); `offload run --no-cache` bypasses the cache,
+//! and `offload collect` never uses it.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::Discovered;
+
+/// Projects with more files than this are not fingerprinted (too slow to be worth it).
+pub const MAX_FINGERPRINT_FILES: usize = 50_000;
+
+/// Directory names never walked for the fingerprint: version control, build output and
+/// caches that tools rewrite on every run.
+const SKIPPED_DIRS: &[&str] = &[
+    ".git",
+    ".hg",
+    "target",
+    "node_modules",
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".tox",
+    ".nox",
+];
+
+/// Environment variables whose value can change what pytest collects.
+fn relevant_env(name: &str) -> bool {
+    name == "PATH"
+        || name == "VIRTUAL_ENV"
+        || name.starts_with("PYTHON")
+        || name.starts_with("PYTEST")
+}
+
+const VERSION: u32 = 1;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Stored {
+    version: u32,
+    fingerprint: String,
+    groups: BTreeMap<String, CachedGroup>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedGroup {
+    ids: Vec<String>,
+    warning: Option<String>,
+}
+
+/// Discovery results of the previous run, valid for the current fingerprint.
+#[derive(Debug)]
+pub struct DiscoveryCache {
+    path: PathBuf,
+    stored: Stored,
+    dirty: bool,
+}
+
+impl DiscoveryCache {
+    /// Opens the cache file at `path` for the project at `root`, ignoring the files
+    /// and directories in `skip` (relative to `root`: what Offload itself writes, the
+    /// cache file included) in the fingerprint. Entries stored under another
+    /// fingerprint are dropped. `None` when the project is too large to fingerprint.
+    pub fn open(path: PathBuf, root: &Path, skip: &[PathBuf]) -> Option<Self> {
+        let fingerprint = fingerprint(root, skip)?;
+        let stored = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Stored>(&bytes).ok())
+            .filter(|s| s.version == VERSION && s.fingerprint == fingerprint)
+            .unwrap_or_else(|| Stored {
+                version: VERSION,
+                fingerprint,
+                groups: BTreeMap::new(),
+            });
+        Some(Self {
+            path,
+            stored,
+            dirty: false,
+        })
+    }
+
+    /// The cached result for `key` (a group and its discovery command).
+    pub fn get(&self, key: &str) -> Option<Discovered> {
+        self.stored.groups.get(key).map(|g| Discovered {
+            ids: g.ids.clone(),
+            warning: g.warning.clone(),
+        })
+    }
+
+    /// Stores the result for `key`.
+    pub fn put(&mut self, key: &str, discovered: &Discovered) {
+        let group = CachedGroup {
+            ids: discovered.ids.clone(),
+            warning: discovered.warning.clone(),
+        };
+        self.stored.groups.insert(key.to_owned(), group);
+        self.dirty = true;
+    }
+
+    /// Writes the cache back if it changed (atomically: a temporary file, then rename).
+    pub fn save(&self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create `{}`", dir.display()))?;
+        let bytes =
+            serde_json::to_vec(&self.stored).context("cannot encode the discovery cache")?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)
+            .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))?;
+        std::io::Write::write_all(&mut tmp, &bytes).context("cannot write the discovery cache")?;
+        tmp.persist(&self.path)
+            .with_context(|| format!("cannot write `{}`", self.path.display()))?;
+        Ok(())
+    }
+}
+
+/// A hash of the project's files and the relevant environment, or `None` when the
+/// project has more than [`MAX_FINGERPRINT_FILES`] files.
+fn fingerprint(root: &Path, skip: &[PathBuf]) -> Option<String> {
+    let skip: Vec<PathBuf> = skip.iter().map(|p| root.join(p)).collect();
+    let mut entries: Vec<(PathBuf, u64, i128)> = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(read) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        if dir.join("pyvenv.cfg").is_file() {
+            // A virtualenv: its installed packages matter (pytest plugins), not its files.
+            for lib in ["lib", "lib64"] {
+                if let Ok(pythons) = std::fs::read_dir(dir.join(lib)) {
+                    for python in pythons.flatten() {
+                        let site = python.path().join("site-packages");
+                        if let Ok(meta) = std::fs::metadata(&site) {
+                            entries.push((site, 0, mtime(&meta)));
+                        }
+                    }
+                }
+            }
+            continue;
+        }
+        for entry in read.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if skip.contains(&path) {
+                continue;
+            }
+            if kind.is_dir() {
+                let name = entry.file_name();
+                if !SKIPPED_DIRS.iter().any(|s| name == *s) {
+                    stack.push(path);
+                }
+            } else if let Ok(meta) = entry.metadata() {
+                entries.push((path, meta.len(), mtime(&meta)));
+                if entries.len() > MAX_FINGERPRINT_FILES {
+                    return None;
+                }
+            }
+        }
+    }
+    entries.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    entries.hash(&mut hasher);
+    let mut env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
+        .filter(|(k, _)| relevant_env(k))
+        .collect();
+    env.sort();
+    env.hash(&mut hasher);
+    Some(format!("{:016x}-{}", hasher.finish(), entries.len()))
+}
+
+fn mtime(meta: &std::fs::Metadata) -> i128 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn discovered(ids: &[&str]) -> Discovered {
+        Discovered {
+            ids: ids.iter().map(|s| s.to_string()).collect(),
+            warning: None,
+        }
+    }
+
+    #[test]
+    fn a_saved_entry_is_reused_while_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("test_a.py"), "def test_a(): pass\n").unwrap();
+        let path = dir.path().join("out/cache/discovery.json");
+        let skip = [PathBuf::from("out")];
+        let mut cache = DiscoveryCache::open(path.clone(), dir.path(), &skip).unwrap();
+        assert_eq!(cache.get("g"), None);
+        cache.put("g", &discovered(&["test_a.py::test_a"]));
+        cache.save().unwrap();
+        // The cache file itself lives in a skipped directory: reopening still hits.
+        let cache = DiscoveryCache::open(path, dir.path(), &skip).unwrap();
+        assert_eq!(cache.get("g"), Some(discovered(&["test_a.py::test_a"])));
+        assert_eq!(cache.get("other"), None);
+    }
+
+    #[test]
+    fn any_file_change_discards_every_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".cache.json");
+        let skip = [PathBuf::from(".cache.json")];
+        std::fs::write(dir.path().join("test_a.py"), "x").unwrap();
+        let mut cache = DiscoveryCache::open(path.clone(), dir.path(), &skip).unwrap();
+        cache.put("g", &discovered(&["a"]));
+        cache.save().unwrap();
+        // Saving did not change the fingerprint; a new file anywhere does.
+        assert!(
+            DiscoveryCache::open(path.clone(), dir.path(), &skip)
+                .unwrap()
+                .get("g")
+                .is_some()
+        );
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/test_b.py"), "y").unwrap();
+        let cache = DiscoveryCache::open(path.clone(), dir.path(), &skip).unwrap();
+        assert_eq!(cache.get("g"), None);
+    }
+
+    #[test]
+    fn the_cache_file_itself_and_caches_of_tools_do_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("test_a.py"), "x").unwrap();
+        let before = fingerprint(dir.path(), &[]).unwrap();
+        std::fs::create_dir_all(dir.path().join("__pycache__")).unwrap();
+        std::fs::write(dir.path().join("__pycache__/x.pyc"), "z").unwrap();
+        std::fs::create_dir_all(dir.path().join(".git")).unwrap();
+        std::fs::write(dir.path().join(".git/index"), "z").unwrap();
+        assert_eq!(fingerprint(dir.path(), &[]).unwrap(), before);
+        std::fs::write(dir.path().join("conftest.py"), "z").unwrap();
+        assert_ne!(fingerprint(dir.path(), &[]).unwrap(), before);
+    }
+
+    #[test]
+    fn a_corrupt_cache_file_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        std::fs::write(&path, "{ not json").unwrap();
+        let cache = DiscoveryCache::open(path, dir.path(), &[PathBuf::from("c.json")]).unwrap();
+        assert_eq!(cache.get("g"), None);
+    }
+}
