@@ -297,6 +297,8 @@ fn record_attempt(
     }
     let not_run = attempt.is_not_run();
     let outcome = attempt.case.outcome.clone();
+    // Most tests have exactly one attempt: grow by one, not by the default four.
+    state.attempts.reserve_exact(1);
     state.attempts.push(Attempt {
         case: attempt.case,
         batch,

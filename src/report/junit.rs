@@ -209,7 +209,7 @@ pub fn parse(xml: &str) -> Result<Vec<TestSuite>> {
         bail!(
             "malformed junit xml: the file ends before `<{}>` (opened at {}) is closed; \
              was the test runner stopped while writing it?",
-            open.name,
+            tag_name_before(xml, open.at),
             Position::of(xml, open.at)
         );
     }
@@ -217,6 +217,17 @@ pub fn parse(xml: &str) -> Result<Vec<TestSuite>> {
         bail!("malformed junit xml: no element found (is the file empty?)");
     }
     Ok(parser.suites)
+}
+
+/// The name of the start tag that ends at byte `end` of `xml` (`<` cannot occur
+/// unescaped inside a tag, so the last one before `end` opens it).
+fn tag_name_before(xml: &str, end: u64) -> &str {
+    let end = usize::try_from(end).unwrap_or(usize::MAX).min(xml.len());
+    let start = xml[..end].rfind('<').map_or(end, |i| i + 1);
+    let tag = &xml[start..end];
+    tag.split(|c: char| c.is_whitespace() || c == '/' || c == '>')
+        .next()
+        .unwrap_or("")
 }
 
 /// For every testcase `name` in the JUnit file at `path`, the largest `time` seen.
@@ -234,16 +245,29 @@ pub fn read_durations(path: &Path) -> HashMap<String, f64> {
             return durations;
         }
     };
-    let suites = match parse(&String::from_utf8_lossy(&bytes)) {
-        Ok(suites) => suites,
-        Err(err) => {
-            tracing::debug!("no test durations from `{}`: {err:#}", path.display());
-            return durations;
+    // Only `<testcase name time>` matters here: scan for it, skip everything else.
+    let mut reader = Reader::from_reader(bytes.as_slice());
+    let mut buf = Vec::new();
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Start(e) | Event::Empty(e)) if e.local_name().as_ref() == b"testcase" => {
+                if let Ok([Some(name), time]) = attrs(&e, [b"name", b"time"]) {
+                    let time = time.as_deref().map_or(0.0, parse_time);
+                    let slot = durations.entry(name).or_insert(0.0_f64);
+                    *slot = slot.max(time);
+                }
+            }
+            Ok(Event::Eof) => break,
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!(
+                    "test durations from `{}` end at a malformed spot: {err}",
+                    path.display()
+                );
+                break;
+            }
         }
-    };
-    for case in suites.into_iter().flat_map(|s| s.cases) {
-        let slot = durations.entry(case.name).or_insert(0.0_f64);
-        *slot = slot.max(case.time);
+        buf.clear();
     }
     durations
 }
@@ -308,7 +332,6 @@ enum Role {
 
 struct Frame {
     role: Role,
-    name: String,
     at: u64,
 }
 
@@ -338,9 +361,10 @@ impl Parser {
         let parent = self.frames.last().map(|f| f.role);
         let role = match (parent, name) {
             (Some(Role::Case), b"failure" | b"error" | b"skipped") => {
+                let [message, kind] = attrs(e, [b"message", b"type"])?;
                 let detail = Detail {
-                    message: attr(e, b"message")?,
-                    kind: attr(e, b"type")?,
+                    message,
+                    kind,
                     body: String::new(),
                 };
                 self.outcome = Some(match name {
@@ -360,12 +384,13 @@ impl Parser {
             }
             (Some(Role::Case), _) => match RerunKind::from_element(name) {
                 Some(kind) => {
+                    let [message, detail_kind] = attrs(e, [b"message", b"type"])?;
                     self.rerun = Some(OpenRerun {
                         rerun: Rerun {
                             kind,
                             detail: Detail {
-                                message: attr(e, b"message")?,
-                                kind: attr(e, b"type")?,
+                                message,
+                                kind: detail_kind,
                                 body: String::new(),
                             },
                             system_out: None,
@@ -397,18 +422,20 @@ impl Parser {
                 Role::RerunErr
             }
             (None | Some(Role::Suite(_) | Role::Other), b"testsuite") if self.case.is_none() => {
+                let [name] = attrs(e, [b"name"])?;
                 self.suites.push(TestSuite {
-                    name: attr(e, b"name")?.unwrap_or_default(),
+                    name: name.unwrap_or_default(),
                     cases: Vec::new(),
                 });
                 Role::Suite(self.suites.len() - 1)
             }
             (None | Some(Role::Suite(_) | Role::Other), b"testcase") if self.case.is_none() => {
                 let suite = self.enclosing_suite();
+                let [name, classname, time] = attrs(e, [b"name", b"classname", b"time"])?;
                 let case = TestCase {
-                    name: attr(e, b"name")?.unwrap_or_default(),
-                    classname: attr(e, b"classname")?,
-                    time: attr(e, b"time")?.as_deref().map_or(0.0, parse_time),
+                    name: name.unwrap_or_default(),
+                    classname,
+                    time: time.as_deref().map_or(0.0, parse_time),
                     ..TestCase::default()
                 };
                 self.case = Some((suite, case));
@@ -416,11 +443,7 @@ impl Parser {
             }
             _ => Role::Other,
         };
-        self.frames.push(Frame {
-            role,
-            name: String::from_utf8_lossy(e.name().as_ref()).into_owned(),
-            at,
-        });
+        self.frames.push(Frame { role, at });
         Ok(())
     }
 
@@ -515,7 +538,9 @@ impl Parser {
 }
 
 /// The decoded value of attribute `name`, if present.
-fn attr(e: &BytesStart<'_>, name: &[u8]) -> Result<Option<String>> {
+/// The values of the attributes `names` of `e`, read in one pass.
+fn attrs<const N: usize>(e: &BytesStart<'_>, names: [&[u8]; N]) -> Result<[Option<String>; N]> {
+    let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
     for a in e.attributes() {
         let a = a.with_context(|| {
             format!(
@@ -523,15 +548,17 @@ fn attr(e: &BytesStart<'_>, name: &[u8]) -> Result<Option<String>> {
                 String::from_utf8_lossy(e.name().as_ref())
             )
         })?;
-        if a.key.local_name().as_ref() == name {
-            let value = match a.unescape_value() {
-                Ok(v) => v.into_owned(),
-                Err(_) => String::from_utf8_lossy(&a.value).into_owned(),
-            };
-            return Ok(Some(value));
+        let key = a.key.local_name();
+        if let Some(slot) = names.iter().position(|n| *n == key.as_ref()) {
+            if values[slot].is_none() {
+                values[slot] = Some(match a.unescape_value() {
+                    Ok(v) => v.into_owned(),
+                    Err(_) => String::from_utf8_lossy(&a.value).into_owned(),
+                });
+            }
         }
     }
-    Ok(None)
+    Ok(values)
 }
 
 fn parse_time(s: &str) -> f64 {

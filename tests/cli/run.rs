@@ -626,22 +626,38 @@ fn pytest_discovery_is_reused_only_while_nothing_changed() {
     let p = pytest_project("[groups.main]\nfilters = \"-k 'not fail and not flaky'\"\n");
     let first = support::run(with_python(p.offload().args(["-v", "run"])));
     assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
-    assert!(!first.stderr.contains("reusing the previous discovery"), "{}", first.stderr);
+    assert!(
+        !first.stderr.contains("reusing the previous discovery"),
+        "{}",
+        first.stderr
+    );
 
     let second = support::run(with_python(p.offload().args(["-v", "run"])));
     assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
-    assert!(second.stderr.contains("reusing the previous discovery"), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("reusing the previous discovery"),
+        "{}",
+        second.stderr
+    );
     assert!(second.stdout.contains("Total:   6"), "{}", second.stdout);
 
     // A new test file is a change: it is discovered and run.
     p.file("tests/test_new.py", "def test_new():\n    pass\n");
     let third = support::run(with_python(p.offload().args(["-v", "run"])));
     assert_eq!(third.code, 0, "{}\n{}", third.stdout, third.stderr);
-    assert!(!third.stderr.contains("reusing the previous discovery"), "{}", third.stderr);
+    assert!(
+        !third.stderr.contains("reusing the previous discovery"),
+        "{}",
+        third.stderr
+    );
     assert!(third.stdout.contains("Total:   7"), "{}", third.stdout);
 
     // --no-cache always discovers afresh.
     let fourth = support::run(with_python(p.offload().args(["-v", "run", "--no-cache"])));
     assert_eq!(fourth.code, 0, "{}\n{}", fourth.stdout, fourth.stderr);
-    assert!(!fourth.stderr.contains("reusing the previous discovery"), "{}", fourth.stderr);
+    assert!(
+        !fourth.stderr.contains("reusing the previous discovery"),
+        "{}",
+        fourth.stderr
+    );
 }
