@@ -37,7 +37,8 @@ pub async fn run(config: &Path, json: bool) -> Result<i32> {
         cfg.offload.max_parallel_collection,
     )
     .await?;
-    let mut stdout = std::io::stdout().lock();
+    // Buffered: stdout alone would flush (one write) per line.
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
         let items: Vec<JsonRecord<'_>> = records
             .iter()
@@ -70,7 +71,8 @@ pub async fn run(config: &Path, json: bool) -> Result<i32> {
 /// `Group '<name>':` and one `  <id>` line per test. Used by `collect` and by
 /// `offload run --collect-only`.
 pub fn print_listing<'a>(records: &[TestRecord], groups: impl Iterator<Item = &'a str>) {
-    let mut stdout = std::io::stdout().lock();
+    // Buffered: stdout alone would flush (one write) per line.
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     // A closed stdout (e.g. `| head`) is not worth an error here.
     let _ = write_listing(&mut stdout, records, groups)
         .and_then(|()| stdout.flush().context("cannot write to stdout"));

@@ -73,7 +73,8 @@ pub fn run(config: &Path, options: LogsOptions) -> Result<i32> {
         eprintln!("No matching test results found in {}", path.display());
         return Ok(exit::SUCCESS);
     }
-    let mut stdout = std::io::stdout().lock();
+    // Buffered: stdout alone would flush (one write) per line.
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     match stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())

@@ -110,6 +110,12 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
             _ => Ok(None),
         }
     };
+    // The previous report's durations are read while discovery runs (a large report
+    // takes a while to scan), and before anything in the output dir changes.
+    let durations = tokio::task::spawn_blocking({
+        let path = config.report.junit_path();
+        move || junit::read_durations(&path)
+    });
     let cache = (framework.discovery_is_cacheable() && !options.no_cache && !options.collect_only)
         .then(|| open_discovery_cache(&cwd, &config.report))
         .flatten()
@@ -174,8 +180,13 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     }
 
     let report = &config.report;
-    // Read the previous report's durations before anything in the output dir changes.
-    let durations = junit::read_durations(&report.junit_path());
+    let durations = match durations.await {
+        Ok(durations) => durations,
+        Err(err) => {
+            tracing::debug!("reading the previous durations failed: {err}");
+            Default::default()
+        }
+    };
     prepare_output_dir(&report.output_dir)?;
 
     let provider = build_provider(&config, image_id, &cwd)?;
