@@ -2,11 +2,11 @@
 //!
 //! Collecting a pytest suite costs about a millisecond per test: for a suite of short
 //! tests it is most of what running it costs, and `offload run` would pay it twice
-//! (once to discover, once in the batches). [`DiscoveryCache`] keeps the test IDs each
+//! (once to discover, once in the batches); `cargo nextest list` first checks the build. [`DiscoveryCache`] keeps the test IDs each
 //! group discovered, under a fingerprint of everything discovery can depend on: every
 //! file of the project (path, size, modification time; `.git`, build and cache
 //! directories aside), the installed packages of any virtualenv inside it, and the
-//! environment variables that steer Python and pytest. Any change to any of them
+//! environment variables that steer Python, pytest, cargo and rustc. Any change to any of them
 //! discards every entry, so a new, removed or renamed test is always rediscovered.
 //! Only frameworks whose discovery is a pure function of those inputs opt in (see
 //! `Framework::discovery_is_cacheable`); `offload run --no-cache` bypasses the cache,

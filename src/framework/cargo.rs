@@ -152,6 +152,12 @@ impl Framework for Cargo {
     fn junit_key(&self, name: &str, classname: Option<&str>) -> String {
         format!("{} {name}", classname.unwrap_or(""))
     }
+
+    /// The test list follows from the sources, manifests and cargo/rustc settings, all
+    /// part of the fingerprint; when the cache answers, the first batch builds.
+    fn discovery_is_cacheable(&self) -> bool {
+        true
+    }
 }
 
 /// The IDs of a `cargo nextest list --message-format json` document: suites ordered
