@@ -95,6 +95,8 @@ pub struct BatchReport {
     pub attempts: Vec<AttemptReport>,
     /// Whether the sandbox itself failed (the worker retires it).
     pub sandbox_failed: bool,
+    /// Whether the batch outlived its timeout and was killed.
+    pub timed_out: bool,
 }
 
 /// Runs `job` in `sandbox`. Never fails: every problem becomes attempts with reasons.
@@ -139,6 +141,7 @@ pub async fn execute(
     }
     let elapsed = started.elapsed();
 
+    let timed_out = matches!(exec, Ok(ExitOutcome::TimedOut));
     let report = match exec {
         Err(err) => {
             let reason = format!(
@@ -150,12 +153,14 @@ pub async fn execute(
                 kind: BatchKind::Error,
                 attempts: not_run_all(job, &ids, &reason),
                 sandbox_failed: true,
+                timed_out: false,
             }
         }
         Ok(ExitOutcome::Cancelled) => BatchReport {
             kind: BatchKind::Cancelled,
             attempts: Vec::new(),
             sandbox_failed: false,
+            timed_out: false,
         },
         Ok(outcome) => {
             collect_results(
@@ -171,6 +176,8 @@ pub async fn execute(
         }
     };
 
+    let mut report = report;
+    report.timed_out = timed_out;
     let final_log = log_base.with_extension(report.kind.suffix());
     if let Err(err) = std::fs::rename(&running_log, &final_log) {
         tracing::debug!("cannot rename `{}`: {err}", running_log.display());
@@ -267,6 +274,7 @@ async fn collect_results(
                 kind: BatchKind::Failure,
                 attempts: timed_out_all(job, ids, cx.timeout),
                 sandbox_failed: false,
+                timed_out: false,
             };
         }
         Err(reason) => {
@@ -275,6 +283,7 @@ async fn collect_results(
                 kind: BatchKind::Error,
                 attempts: not_run_all(job, ids, &reason),
                 sandbox_failed: false,
+                timed_out: false,
             };
         }
     };
@@ -344,6 +353,7 @@ async fn collect_results(
         kind,
         attempts,
         sandbox_failed: false,
+        timed_out: false,
     }
 }
 
@@ -418,6 +428,7 @@ fn exit_code_fallback(
         },
         attempts,
         sandbox_failed: false,
+        timed_out: false,
     }
 }
 

@@ -57,6 +57,9 @@ enum Event {
     Ready(usize),
     SandboxFailed(usize, anyhow::Error),
     Finished(usize, Job, BatchReport),
+    /// A sandbox was replaced; it existed this many seconds.
+    Replaced(f64),
+    /// A worker ended; its last sandbox existed this many seconds.
     Gone(f64),
 }
 
@@ -194,6 +197,7 @@ pub async fn run(
                 );
                 last_sandbox_error = Some(format!("{err:#}"));
             }
+            Event::Replaced(secs) => sandbox_seconds += secs,
             Event::Gone(secs) => {
                 sandbox_seconds += secs;
                 workers_done += 1;
@@ -251,6 +255,7 @@ pub async fn run(
         tokio::select! {
             event = events.recv() => match event {
                 Some(Event::Gone(secs)) => { sandbox_seconds += secs; remaining -= 1; }
+                Some(Event::Replaced(secs)) => sandbox_seconds += secs,
                 Some(Event::SandboxFailed(..)) => remaining -= 1,
                 Some(_) => {}
                 None => break,
@@ -383,17 +388,44 @@ async fn worker(
     tracing::debug!("sandbox {} ready", sandbox.id());
     // The coordinator may be gone if the run ended meanwhile; the sandbox is destroyed below.
     let _ = events.send(Event::Ready(index));
+    let mut sandbox = sandbox;
+    let mut created = created;
     while let Some(job) = jobs.recv().await {
         if stop.is_cancelled() {
             break;
         }
-        let report = batch::execute(sandbox.as_ref(), &job, &cx, &stop).await;
+        let mut report = batch::execute(sandbox.as_ref(), &job, &cx, &stop).await;
+        if report.timed_out && !report.sandbox_failed && !sandbox.is_clean_after_timeout() {
+            // The killed command may still run remotely: start the next batch afresh.
+            tracing::info!("replacing sandbox `{}` after a timeout", sandbox.id());
+            destroy(sandbox.as_ref()).await;
+            let _ = events.send(Event::Replaced(created.elapsed().as_secs_f64()));
+            match provider.create_sandbox(index).await {
+                Ok(fresh) => {
+                    sandbox = fresh;
+                    created = Instant::now();
+                }
+                Err(err) => {
+                    tracing::warn!("cannot replace sandbox {index} after a timeout: {err:#}");
+                    report.sandbox_failed = true;
+                    let _ = events.send(Event::Finished(index, job, report));
+                    let _ = events.send(Event::Gone(0.0));
+                    return;
+                }
+            }
+        }
         let failed = report.sandbox_failed;
         let _ = events.send(Event::Finished(index, job, report));
         if failed {
             break;
         }
     }
+    destroy(sandbox.as_ref()).await;
+    let _ = events.send(Event::Gone(created.elapsed().as_secs_f64()));
+}
+
+/// Destroys `sandbox`, bounded by [`DESTROY_TIMEOUT`]; failures are warnings.
+async fn destroy(sandbox: &dyn Sandbox) {
     match tokio::time::timeout(DESTROY_TIMEOUT, sandbox.destroy()).await {
         Ok(Ok(())) => tracing::debug!("sandbox {} destroyed", sandbox.id()),
         Ok(Err(err)) => tracing::warn!("cannot destroy sandbox `{}`: {err:#}", sandbox.id()),
@@ -403,7 +435,6 @@ async fn worker(
             DESTROY_TIMEOUT.as_secs()
         ),
     }
-    let _ = events.send(Event::Gone(created.elapsed().as_secs_f64()));
 }
 
 #[cfg(test)]
@@ -457,6 +488,7 @@ mod tests {
         attempts: Mutex<HashMap<String, usize>>,
         files: Mutex<HashMap<String, String>>,
         failing_creates: Vec<usize>,
+        dirty_after_timeout: bool,
         created: AtomicUsize,
         destroyed: AtomicUsize,
     }
@@ -534,6 +566,9 @@ mod tests {
         async fn destroy(&self) -> Result<()> {
             self.0.destroyed.fetch_add(1, Ordering::SeqCst);
             Ok(())
+        }
+        fn is_clean_after_timeout(&self) -> bool {
+            !self.0.dirty_after_timeout
         }
     }
 
@@ -742,5 +777,25 @@ mod tests {
             .message
             .clone();
         assert!(first.unwrap().contains("timed out"));
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_that_may_still_run_a_killed_command_is_replaced() {
+        let mut world = script(&[("stuck", &[Act::Hang, Act::Pass])]);
+        world.dirty_after_timeout = true;
+        let (outcome, world) = run_world(
+            world,
+            &[record("stuck", 1)],
+            1,
+            false,
+            Duration::from_millis(100),
+        )
+        .await;
+        assert_eq!(
+            verdicts(&outcome),
+            vec![("stuck".into(), Verdict::Flaky, 2)]
+        );
+        assert_eq!(world.created.load(Ordering::SeqCst), 2);
+        assert_eq!(world.destroyed.load(Ordering::SeqCst), 2);
     }
 }

@@ -59,4 +59,11 @@ pub trait Sandbox: Send + Sync {
 
     /// Destroys the sandbox and everything it holds.
     async fn destroy(&self) -> Result<()>;
+
+    /// Whether a command killed for its timeout is really gone, so the sandbox can run
+    /// the next batch. Remote sandboxes usually only lose the local end of the exec
+    /// while the command runs on; the orchestrator replaces such a sandbox instead.
+    fn is_clean_after_timeout(&self) -> bool {
+        true
+    }
 }
