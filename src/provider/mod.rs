@@ -8,6 +8,7 @@
 pub mod default;
 pub mod default_image;
 pub mod local;
+pub mod modal;
 
 use std::path::Path;
 use std::time::Duration;
