@@ -172,7 +172,11 @@ fn argument_errors_are_clear_and_never_reach_modal() {
             "`--post-patch-cmd` needs `--from-base-image`",
         ),
         (
-            &["prepare", "--from-base-image=im-1", "--sandbox-init-cmd=make"],
+            &[
+                "prepare",
+                "--from-base-image=im-1",
+                "--sandbox-init-cmd=make",
+            ],
             "cannot be combined with `--sandbox-init-cmd`",
         ),
         (
