@@ -38,9 +38,12 @@ Commands
         step. Prints the image ID (``im-...``) as the last stdout line. ``--cached`` is
         accepted (and ignored) for configs written for older versions.
 
-    prepare --from-base-image IMAGE_ID [--patch-file PATH] [--post-patch-cmd CMD]
-            [--sandbox-project-root DIR]
-        Incremental build on top of an existing image: the patch is added at
+    prepare [DOCKERFILE] [--include-cwd] --from-base-image IMAGE_ID [--patch-file PATH]
+            [--post-patch-cmd CMD] [--sandbox-project-root DIR]
+        Incremental build on top of an existing image (DOCKERFILE and ``--include-cwd``
+        are accepted and ignored: Offload appends these options to the configured
+        prepare command, and the base image already holds what they built; the other
+        full-build options are errors here). The patch is added at
         /tmp/offload.patch and applied with ``offload apply-diff /tmp/offload.patch
         --project-root DIR`` (so the base image needs ``offload`` on PATH); then
         ``--post-patch-cmd`` runs (with OFFLOAD_PATCH_FILE=/tmp/offload.patch when a patch
@@ -370,11 +373,15 @@ def prepare(
             lambda: build_full(dockerfile_path, include_cwd, remote_dirs, sandbox_init_cmd, context_dir, root),
         )
     else:
+        # Offload calls the configured prepare command in both forms, so the words that
+        # describe the base (a Dockerfile, --include-cwd) come along here too: the base
+        # image already holds what they built.
+        for described, option in ((dockerfile is not None, "DOCKERFILE"), (include_cwd, "--include-cwd")):
+            if described:
+                log(f"ignoring {option}: an incremental build starts from `{from_base_image}`, which already holds it")
         conflicting = [
             name
             for given, name in (
-                (dockerfile is not None, "DOCKERFILE"),
-                (include_cwd, "--include-cwd"),
                 (bool(copy_dirs), "--copy-dir"),
                 (sandbox_init_cmd is not None, "--sandbox-init-cmd"),
                 (context_dir is not None, "--context-dir"),

@@ -26,10 +26,16 @@ pub struct Script {
 }
 
 /// Every bundled script. Adding one is one line here (and the file in `scripts/`).
-pub const SCRIPTS: &[Script] = &[Script {
-    name: "local_sandbox.sh",
-    contents: include_bytes!("../scripts/local_sandbox.sh"),
-}];
+pub const SCRIPTS: &[Script] = &[
+    Script {
+        name: "local_sandbox.sh",
+        contents: include_bytes!("../scripts/local_sandbox.sh"),
+    },
+    Script {
+        name: "modal_sandbox.py",
+        contents: include_bytes!("../scripts/modal_sandbox.py"),
+    },
+];
 
 /// `@name.ext` at the start of a command or after whitespace.
 fn reference_pattern() -> &'static Regex {

@@ -13,19 +13,23 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::{Config, ProviderConfig};
+use crate::config::{Config, DefaultProviderConfig, ProviderConfig};
 use crate::exit;
 use crate::framework::cache::DiscoveryCache;
 use crate::framework::{self, TestRecord};
+use crate::image::PreparedImage;
 use crate::orchestrator::progress::Progress;
 use crate::orchestrator::{self, EngineSettings};
 use crate::provider::Provider;
 use crate::provider::default::{self as default_provider, DefaultProvider, PrepareLog};
+use crate::provider::default_image::{CacheRefresh, ImagePlan};
 use crate::provider::local::{LocalProvider, LocalSandboxSettings};
 use crate::report::{junit, summary};
 use crate::signal::Signals;
 
 /// Price of one CPU-second of a Modal sandbox in USD (non-preemptible, per core).
+/// `--show-estimated-cost` prices the CPU-seconds of `default` and `modal` sandboxes
+/// (each sandbox's lifetime × `cpu_cores`) with it.
 pub const MODAL_USD_PER_CPU_SECOND: f64 = 0.000_039_42;
 
 /// Options of `offload run`.
@@ -54,6 +58,8 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     let loaded = crate::config::load(config_path)?;
     let mut config = loaded.config;
     apply_flags(&mut config, &options)?;
+    // `default` and `modal` share one code path: modal is a set of generated commands.
+    let sandbox_config = command_provider_config(&config.provider)?;
 
     let signals = Signals::install().context("cannot install the SIGINT/SIGTERM handlers")?;
     let framework: Arc<dyn framework::Framework> =
@@ -72,40 +78,27 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     // The image is prepared while discovery runs; its progress waits for discovery's line.
     let prepare_log = PrepareLog::held();
     let discovery_done = std::sync::atomic::AtomicBool::new(false);
+    let plan: Option<Arc<ImagePlan>> = match &sandbox_config {
+        Some(p) if !options.collect_only && p.prepare_command.is_some() => Some(Arc::new(
+            image_plan(&config, p, config_path, &cwd, &options),
+        )),
+        _ => None,
+    };
     let prepare = async {
-        match &config.provider {
-            ProviderConfig::Default(p) if !options.collect_only && p.prepare_command.is_some() => {
-                // The image pipeline: cached base image + thin diff (see crate::image).
-                let builder = crate::provider::default_image::DefaultImageBuilder {
-                    config: p,
-                    init_cmd: config.offload.sandbox_init_cmd.as_deref(),
-                    post_patch_cmd: config.offload.post_patch_cmd.as_deref(),
-                    sandbox_repo_root: config
-                        .offload
-                        .sandbox_repo_root
-                        .as_deref()
-                        .or(config.offload.sandbox_project_root.as_deref())
-                        .unwrap_or("."),
-                    cwd: &cwd,
-                    log: &prepare_log,
-                    cancel: &interrupt,
-                };
-                let opts = crate::image::PrepareOptions {
-                    repo_dir: cwd.clone(),
-                    config_path: config_path.to_path_buf(),
-                    build_inputs: config.checkpoint.as_ref().map(|c| c.build_inputs.clone()),
-                    no_cache: options.no_cache,
-                    refresh_cache: false,
-                    has_post_patch_cmd: config.offload.post_patch_cmd.is_some(),
-                    remote: "origin".to_owned(),
-                };
-                crate::image::prepare(&builder, &opts)
-                    .await
-                    .map(|prepared| prepared.map(|p| p.image_id))
-            }
-            ProviderConfig::Default(p) if !options.collect_only => {
+        match (&sandbox_config, &plan) {
+            // The image pipeline: cached base image + thin diff (see crate::image).
+            (_, Some(plan)) => plan.prepare(&prepare_log, &interrupt).await,
+            (Some(p), None) if !options.collect_only => {
                 let init = config.offload.sandbox_init_cmd.as_deref();
-                default_provider::prepare(p, init, &cwd, &prepare_log, &interrupt).await
+                default_provider::prepare(p, init, &cwd, &prepare_log, &interrupt)
+                    .await
+                    .map(|id| {
+                        id.map(|image_id| PreparedImage {
+                            image_id,
+                            base: None,
+                            from_cache: false,
+                        })
+                    })
             }
             _ => Ok(None),
         }
@@ -154,7 +147,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
             return Ok(signals.received().map_or(exit::INTERRUPTED, |s| s.exit_code()));
         }
     };
-    let (records, image_id) = match joined {
+    let (records, prepared) = match joined {
         Ok(both) => both,
         Err(err) => {
             if !discovery_done.load(std::sync::atomic::Ordering::SeqCst) {
@@ -189,7 +182,14 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     };
     prepare_output_dir(&report.output_dir)?;
 
-    let provider = build_provider(&config, image_id, &cwd)?;
+    let provider = build_provider(
+        &config,
+        sandbox_config.as_ref(),
+        prepared,
+        plan,
+        &cwd,
+        &interrupt,
+    )?;
     let settings = EngineSettings {
         parallel: config.offload.max_parallel,
         timeout: Duration::from_secs(config.offload.test_timeout_secs),
@@ -219,15 +219,16 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     }
 
     let counts = summary::Counts::from_results(&outcome.results);
-    let cost = options.show_estimated_cost.then(|| {
-        let cores = match &config.provider {
-            ProviderConfig::Local(_) => 0.0,
-            ProviderConfig::Default(p) => p.cpu_cores,
-            ProviderConfig::Modal(p) => p.cpu_cores,
-        };
-        let cpu_seconds = outcome.sandbox_seconds * cores;
-        (cpu_seconds * MODAL_USD_PER_CPU_SECOND, cpu_seconds)
-    });
+    let cost = match (&sandbox_config, options.show_estimated_cost) {
+        (Some(p), true) => Some(estimated_cost(outcome.sandbox_seconds, p.cpu_cores)),
+        (None, true) => {
+            tracing::warn!(
+                "--show-estimated-cost: the local provider runs on this machine, there is no cost to estimate"
+            );
+            None
+        }
+        (_, false) => None,
+    };
     let color = std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let exit_code = counts.exit_code();
@@ -254,6 +255,54 @@ fn open_discovery_cache(
         out.join(&report.junit_file),
     ];
     DiscoveryCache::open(out.join("cache").join("discovery.json"), cwd, &skip)
+}
+
+/// `(USD, CPU-seconds)` of sandboxes that lived `sandbox_seconds` in all, with
+/// `cpu_cores` each, at [`MODAL_USD_PER_CPU_SECOND`].
+fn estimated_cost(sandbox_seconds: f64, cpu_cores: f64) -> (f64, f64) {
+    let cpu_seconds = sandbox_seconds * cpu_cores;
+    (cpu_seconds * MODAL_USD_PER_CPU_SECOND, cpu_seconds)
+}
+
+/// The command-driven provider config: `default` as written, `modal` translated into
+/// its generated commands; `None` for `local`.
+fn command_provider_config(provider: &ProviderConfig) -> Result<Option<DefaultProviderConfig>> {
+    match provider {
+        ProviderConfig::Local(_) => Ok(None),
+        ProviderConfig::Default(p) => Ok(Some(p.clone())),
+        ProviderConfig::Modal(m) => crate::provider::modal::default_config(m).map(Some),
+    }
+}
+
+/// The image pipeline of this run for provider config `p`.
+fn image_plan(
+    config: &Config,
+    p: &DefaultProviderConfig,
+    config_path: &Path,
+    cwd: &Path,
+    options: &RunOptions,
+) -> ImagePlan {
+    ImagePlan {
+        config: p.clone(),
+        init_cmd: config.offload.sandbox_init_cmd.clone(),
+        post_patch_cmd: config.offload.post_patch_cmd.clone(),
+        sandbox_repo_root: config
+            .offload
+            .sandbox_repo_root
+            .clone()
+            .or_else(|| config.offload.sandbox_project_root.clone())
+            .unwrap_or_else(|| ".".to_owned()),
+        cwd: cwd.to_path_buf(),
+        options: crate::image::PrepareOptions {
+            repo_dir: cwd.to_path_buf(),
+            config_path: config_path.to_path_buf(),
+            build_inputs: config.checkpoint.as_ref().map(|c| c.build_inputs.clone()),
+            no_cache: options.no_cache,
+            refresh_cache: false,
+            has_post_patch_cmd: config.offload.post_patch_cmd.is_some(),
+            remote: "origin".to_owned(),
+        },
+    }
 }
 
 /// `1 test`, `2 tests`.
@@ -373,11 +422,16 @@ fn is_ours(sub: &str, name: &str) -> bool {
     }
 }
 
-/// The provider the config selects; `image_id` is what `prepare` produced.
+/// The provider the config selects. `sandbox_config` is the command-driven form of a
+/// `default` or `modal` provider, `prepared` what `prepare` produced through `plan`: a
+/// cached image gets the self-healing rebuild (interrupted by `cancel`).
 fn build_provider(
     config: &Config,
-    image_id: Option<String>,
+    sandbox_config: Option<&DefaultProviderConfig>,
+    prepared: Option<PreparedImage>,
+    plan: Option<Arc<ImagePlan>>,
     cwd: &Path,
+    cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<Arc<dyn Provider>> {
     match &config.provider {
         ProviderConfig::Local(local) => {
@@ -405,7 +459,13 @@ fn build_provider(
             })?;
             Ok(Arc::new(provider))
         }
-        ProviderConfig::Default(p) => {
+        ProviderConfig::Default(_) | ProviderConfig::Modal(_) => {
+            let Some(p) = sandbox_config else {
+                bail!(
+                    "no command configuration for the `{}` provider (internal error)",
+                    config.provider.type_name()
+                );
+            };
             // Test commands run in the sandbox's own directory unless a root is given.
             let root = config
                 .offload
@@ -413,9 +473,17 @@ fn build_provider(
                 .as_deref()
                 .or(config.offload.sandbox_repo_root.as_deref())
                 .unwrap_or(".");
-            Ok(Arc::new(DefaultProvider::new(p, image_id, root, cwd)?))
+            let from_cache = prepared.as_ref().is_some_and(|p| p.from_cache);
+            let image_id = prepared.map(|p| p.image_id);
+            let mut provider = DefaultProvider::new(p, image_id, root, cwd)?;
+            if let (true, Some(plan)) = (from_cache, plan) {
+                provider = provider.with_rebuild(Arc::new(CacheRefresh {
+                    plan,
+                    cancel: cancel.clone(),
+                }));
+            }
+            Ok(Arc::new(provider))
         }
-        ProviderConfig::Modal(_) => bail!("the `modal` provider is not implemented yet"),
     }
 }
 
@@ -432,6 +500,14 @@ mod tests {
         assert!(!is_ours("logs", "notes.txt"));
         assert!(!is_ours("logs", "batch-1.txt"));
         assert!(!is_ours("junit-parts", "batch-1.failure"));
+    }
+
+    #[test]
+    fn cost_is_lifetime_times_cores_at_the_modal_rate() {
+        let (usd, cpu) = estimated_cost(100.0, 0.125);
+        assert_eq!(cpu, 12.5);
+        assert!((usd - 12.5 * 0.000_039_42).abs() < 1e-12, "{usd}");
+        assert_eq!(estimated_cost(0.0, 2.0), (0.0, 0.0));
     }
 
     #[test]

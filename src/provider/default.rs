@@ -23,7 +23,7 @@
 //! does not decide what a failure means for the run: the orchestrator does.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,9 +32,10 @@ use async_trait::async_trait;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use super::running::RunningCommands;
 use super::{OutputLine, Provider, Sandbox};
 use crate::config::DefaultProviderConfig;
-use crate::process::{self, CommandSpec, ExitOutcome, Stream, TERMINATE_GRACE_PERIOD, quote};
+use crate::process::{self, CommandSpec, ExitOutcome, Stream, quote};
 
 /// Pauses between attempts of a create or a download (so three attempts in all).
 pub const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(1)];
@@ -62,15 +63,15 @@ struct Settings {
     project_root: PathBuf,
     /// `{cpu_cores}`, already formatted.
     cpu_cores: String,
-    /// `{image_id}`, already quoted, when a prepare command produced one.
-    image_id: Option<String>,
 }
 
 impl Settings {
-    /// Substitutes the placeholders every command may use plus `extra`.
-    fn fill(&self, template: &str, extra: &[(&str, &str)]) -> String {
+    /// Substitutes the placeholders every command may use (`{image_id}` is `image`,
+    /// quoted) plus `extra`.
+    fn fill(&self, template: &str, image: Option<&str>, extra: &[(&str, &str)]) -> String {
         let mut values: Vec<(&str, &str)> = vec![("cpu_cores", &self.cpu_cores)];
-        if let Some(image) = &self.image_id {
+        let quoted = image.map(quote);
+        if let Some(image) = &quoted {
             values.push(("image_id", image));
         }
         values.extend_from_slice(extra);
@@ -90,11 +91,47 @@ impl Settings {
                 self.timeout.as_secs(),
                 stderr_suffix(&output.stderr)
             ),
+            ExitOutcome::Exited(code) => match script_exit_hint(command, code) {
+                Some(hint) => Err(anyhow::Error::new(PermanentFailure(format!(
+                    "the {what} command `{command}` failed (exit code {code}): {hint}{}",
+                    stderr_suffix(&output.stderr)
+                )))),
+                None => bail!(
+                    "the {what} command `{command}` failed (exit code {code}){}",
+                    stderr_suffix(&output.stderr)
+                ),
+            },
             outcome => bail!(
                 "the {what} command `{command}` failed ({outcome}){}",
                 stderr_suffix(&output.stderr)
             ),
         }
+    }
+}
+
+/// A lifecycle command failure that retrying cannot fix (bad arguments, missing
+/// credentials); [`with_retry`] gives up on it at once.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PermanentFailure(String);
+
+/// What an exit code of the bundled `modal_sandbox.py` means, for the codes where a
+/// retry cannot help. Applies to any command that calls the script, so a `default`
+/// provider written with `@modal_sandbox.py` commands reads failures as `modal` does.
+fn script_exit_hint(command: &str, code: i32) -> Option<&'static str> {
+    if !command.contains("modal_sandbox.py") {
+        return None;
+    }
+    match code {
+        2 => Some(
+            "the Modal script rejected its arguments or a local input is missing; retrying cannot help \
+             (hint: check `[provider]`, e.g. the `dockerfile` path and `copy_dirs`)",
+        ),
+        3 => Some(
+            "Modal credentials are missing or were rejected (hint: run `modal token new`, or set \
+             `MODAL_TOKEN_ID` and `MODAL_TOKEN_SECRET`)",
+        ),
+        _ => None,
     }
 }
 
@@ -160,6 +197,7 @@ where
     loop {
         match attempt().await {
             Ok(value) => return Ok(value),
+            Err(err) if is_permanent(&err) => return Err(err.context(format!("{what} failed"))),
             Err(err) => match delays.next() {
                 Some(delay) => {
                     tracing::warn!(
@@ -172,6 +210,11 @@ where
             },
         }
     }
+}
+
+/// Whether `err` (or anything it wraps) is a [`PermanentFailure`].
+pub fn is_permanent(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.is::<PermanentFailure>())
 }
 
 /// Where prepare progress goes: held back while discovery prints, then on stderr.
@@ -307,8 +350,14 @@ pub async fn run_prepare(
             if let Some(line) = id_candidate {
                 log.line(&line);
             }
+            let hint = match outcome {
+                ExitOutcome::Exited(code) => script_exit_hint(command, code)
+                    .map(|h| format!(": {h}"))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
             bail!(
-                "the prepare command `{command}` failed ({outcome}){}",
+                "the prepare command `{command}` failed ({outcome}){hint}{}",
                 stderr_suffix(&stderr)
             )
         }
@@ -326,10 +375,48 @@ pub async fn run_prepare(
     }
 }
 
+/// Rebuilds the run's image when the one sandboxes are created from turns out to be
+/// gone (the image pipeline with [`crate::image::PrepareOptions::refresh_cache`]).
+#[async_trait]
+pub trait ImageRebuild: Send + Sync {
+    /// Builds the image again, bypassing the cache, and returns its id.
+    async fn rebuild(&self) -> Result<String>;
+}
+
+/// The self-healing of a cached image: at most one rebuild per run.
+struct Healing {
+    rebuild: Arc<dyn ImageRebuild>,
+    /// Held while a rebuild runs, so concurrent creations wait for it.
+    state: tokio::sync::Mutex<HealState>,
+}
+
+/// Where the one rebuild stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HealState {
+    Untried,
+    /// Rebuilt as this image.
+    Rebuilt(String),
+    /// The rebuild failed; creations fail as they are.
+    Failed,
+}
+
 /// Creates sandboxes with the user's `create_command`.
-#[derive(Debug)]
 pub struct DefaultProvider {
     settings: Arc<Settings>,
+    /// `{image_id}`: what `prepare` produced (replaced by a rebuild).
+    image: Mutex<Option<String>>,
+    /// Set when the image came from the cache.
+    healing: Option<Healing>,
+}
+
+impl std::fmt::Debug for DefaultProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DefaultProvider")
+            .field("settings", &self.settings)
+            .field("image", &self.current_image())
+            .field("healing", &self.healing.is_some())
+            .finish()
+    }
 }
 
 impl DefaultProvider {
@@ -394,19 +481,36 @@ impl DefaultProvider {
             env,
             project_root: PathBuf::from(project_root),
             cpu_cores: format_cores(config.cpu_cores),
-            image_id: image_id.map(|id| quote(&id).into_owned()),
         };
         Ok(Self {
             settings: Arc::new(settings),
+            image: Mutex::new(image_id),
+            healing: None,
         })
     }
-}
 
-#[async_trait]
-impl Provider for DefaultProvider {
-    async fn create_sandbox(&self, index: usize) -> Result<Box<dyn Sandbox>> {
+    /// Treats the image as a cached one: if creating a sandbox from it fails (after
+    /// the usual retries), `rebuild` runs once for the whole run, every later creation
+    /// uses the new image, and the failed creation is tried once more on it. A failure
+    /// after the rebuild is an ordinary create failure.
+    #[must_use]
+    pub fn with_rebuild(mut self, rebuild: Arc<dyn ImageRebuild>) -> Self {
+        self.healing = Some(Healing {
+            rebuild,
+            state: tokio::sync::Mutex::new(HealState::Untried),
+        });
+        self
+    }
+
+    /// The image sandboxes are created from now.
+    fn current_image(&self) -> Option<String> {
+        self.image.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs `create_command` for `image` (with retries) and wraps the sandbox.
+    async fn create_from(&self, index: usize, image: Option<&str>) -> Result<Box<dyn Sandbox>> {
         let settings = &self.settings;
-        let command = settings.fill(&settings.create, &[]);
+        let command = settings.fill(&settings.create, image, &[]);
         let id = with_retry(&format!("creating sandbox {index}"), &RETRY_DELAYS, || async {
             let stdout = settings.run("create", &command).await?;
             match last_line(&stdout) {
@@ -421,11 +525,66 @@ impl Provider for DefaultProvider {
         Ok(Box::new(DefaultSandbox {
             quoted_id: quote(&id).into_owned(),
             id,
+            image: image.map(str::to_owned),
             settings: Arc::clone(&self.settings),
             destroyed: CancellationToken::new(),
             destroy_started: AtomicBool::new(false),
-            running: Arc::new(AtomicUsize::new(0)),
+            running: RunningCommands::default(),
         }))
+    }
+
+    /// After a failed creation from `failed_image`: the image to try once more, if
+    /// the (single) rebuild produced one. Runs the rebuild if nobody has yet.
+    async fn heal(
+        &self,
+        failed_image: Option<&str>,
+        err: &anyhow::Error,
+    ) -> Result<Option<String>> {
+        let Some(healing) = &self.healing else {
+            return Ok(None);
+        };
+        let mut state = healing.state.lock().await;
+        match &*state {
+            HealState::Rebuilt(new) if Some(new.as_str()) != failed_image => {
+                return Ok(Some(new.clone()));
+            }
+            HealState::Rebuilt(_) | HealState::Failed => return Ok(None),
+            HealState::Untried => {}
+        }
+        tracing::warn!(
+            "cannot create a sandbox from the cached image `{}`; it may be gone, so it is rebuilt once and its cache entry replaced: {err:#}",
+            failed_image.unwrap_or_default()
+        );
+        match healing.rebuild.rebuild().await {
+            Ok(new) => {
+                tracing::warn!("rebuilt the image as `{new}`");
+                *self.image.lock().unwrap_or_else(|p| p.into_inner()) = Some(new.clone());
+                *state = HealState::Rebuilt(new.clone());
+                Ok(Some(new))
+            }
+            Err(rebuild_err) => {
+                *state = HealState::Failed;
+                Err(rebuild_err.context("rebuilding the image failed"))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for DefaultProvider {
+    async fn create_sandbox(&self, index: usize) -> Result<Box<dyn Sandbox>> {
+        let image = self.current_image();
+        let err = match self.create_from(index, image.as_deref()).await {
+            Ok(sandbox) => return Ok(sandbox),
+            // Credentials or arguments: not a sign of a gone image.
+            Err(err) if is_permanent(&err) => return Err(err),
+            Err(err) => err,
+        };
+        match self.heal(image.as_deref(), &err).await {
+            Ok(Some(new)) => self.create_from(index, Some(&new)).await,
+            Ok(None) => Err(err),
+            Err(heal_err) => Err(err.context(format!("{heal_err:#}"))),
+        }
     }
 }
 
@@ -435,12 +594,14 @@ pub struct DefaultSandbox {
     id: String,
     /// The id as substituted into commands.
     quoted_id: String,
+    /// The image it was created from (`{image_id}`).
+    image: Option<String>,
     settings: Arc<Settings>,
     /// Fired by [`Sandbox::destroy`]: stops running execs and refuses new ones.
     destroyed: CancellationToken,
     destroy_started: AtomicBool,
     /// Execs running right now.
-    running: Arc<AtomicUsize>,
+    running: RunningCommands,
 }
 
 impl DefaultSandbox {
@@ -475,24 +636,9 @@ impl DefaultSandbox {
         let word = self.command_word(command);
         self.settings.fill(
             &self.settings.exec,
+            self.image.as_deref(),
             &[("sandbox_id", &self.quoted_id), ("command", &word)],
         )
-    }
-}
-
-/// Counts a running exec for as long as it lives.
-struct RunningGuard(Arc<AtomicUsize>);
-
-impl RunningGuard {
-    fn new(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Self(Arc::clone(counter))
-    }
-}
-
-impl Drop for RunningGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -527,7 +673,7 @@ impl Sandbox for DefaultSandbox {
         if cancel.is_cancelled() {
             return Ok(ExitOutcome::Cancelled);
         }
-        let _running = RunningGuard::new(&self.running);
+        let _running = self.running.start();
         let line = self.exec_line(command);
         let spec = CommandSpec::shell(&line).cwd(&self.settings.working_dir);
         let stop = async {
@@ -567,6 +713,7 @@ impl Sandbox for DefaultSandbox {
         );
         let command = self.settings.fill(
             template,
+            self.image.as_deref(),
             &[("sandbox_id", &self.quoted_id), ("paths", &paths)],
         );
         with_retry(
@@ -581,6 +728,12 @@ impl Sandbox for DefaultSandbox {
         .await
     }
 
+    /// Killing the local end of `exec_command` does not stop the command inside the
+    /// sandbox, so a sandbox whose batch timed out is replaced.
+    fn is_clean_after_timeout(&self) -> bool {
+        false
+    }
+
     async fn destroy(&self) -> Result<()> {
         if self.destroy_started.swap(true, Ordering::SeqCst) {
             return Ok(());
@@ -588,18 +741,12 @@ impl Sandbox for DefaultSandbox {
         self.destroyed.cancel();
         // Running execs now get SIGTERM, then SIGKILL after the grace period; wait for
         // that (bounded) so the destroy command does not pull the floor from under them.
-        let deadline =
-            tokio::time::Instant::now() + TERMINATE_GRACE_PERIOD + Duration::from_secs(1);
-        while self.running.load(Ordering::SeqCst) > 0 {
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(sandbox = %self.id, "exec commands still running at destroy");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let command = self
-            .settings
-            .fill(&self.settings.destroy, &[("sandbox_id", &self.quoted_id)]);
+        self.running.wait_until_idle(&self.id).await;
+        let command = self.settings.fill(
+            &self.settings.destroy,
+            self.image.as_deref(),
+            &[("sandbox_id", &self.quoted_id)],
+        );
         self.settings.run("destroy", &command).await.map(|_| ())
     }
 }
@@ -608,6 +755,7 @@ impl Sandbox for DefaultSandbox {
 mod tests {
     use super::*;
     use indexmap::IndexMap;
+    use std::sync::atomic::AtomicUsize;
     use tokio::sync::mpsc;
 
     fn config(create: &str, exec: &str, destroy: &str) -> DefaultProviderConfig {
@@ -650,10 +798,11 @@ mod tests {
         DefaultSandbox {
             id: id.to_owned(),
             quoted_id: quote(id).into_owned(),
+            image: provider.current_image(),
             settings: Arc::clone(&provider.settings),
             destroyed: CancellationToken::new(),
             destroy_started: AtomicBool::new(false),
-            running: Arc::new(AtomicUsize::new(0)),
+            running: RunningCommands::default(),
         }
     }
 
@@ -695,7 +844,8 @@ mod tests {
         let provider =
             DefaultProvider::new(&cfg, Some("im 1".to_owned()), ".", Path::new("/")).unwrap();
         let s = &provider.settings;
-        assert_eq!(s.fill(&s.create, &[]), "make 'im 1'");
+        let image = provider.current_image();
+        assert_eq!(s.fill(&s.create, image.as_deref(), &[]), "make 'im 1'");
 
         let err =
             DefaultProvider::new(&config("c", "x", "d"), None, ".", Path::new("/")).unwrap_err();
@@ -766,6 +916,127 @@ mod tests {
         let provider = DefaultProvider::new(&cfg, None, ".", Path::new("/")).unwrap();
         let err = provider.create_sandbox(0).await.err().unwrap();
         assert!(format!("{err:#}").contains("no sandbox id"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn modal_script_credentials_and_usage_failures_are_not_retried() {
+        // Any command calling the script reads its exit codes the same way.
+        let cfg = config(
+            "echo 'not logged in' >&2; exit 3 # modal_sandbox.py",
+            "x {command}",
+            "true",
+        );
+        let provider = DefaultProvider::new(&cfg, None, ".", Path::new("/")).unwrap();
+        let started = std::time::Instant::now();
+        let err = provider.create_sandbox(0).await.err().unwrap();
+        assert!(started.elapsed() < Duration::from_millis(450), "retried");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("`modal token new`") && msg.contains("not logged in"),
+            "{msg}"
+        );
+        assert!(!msg.contains("3 times"), "{msg}");
+
+        let cfg = config("exit 2 # modal_sandbox.py", "x {command}", "true");
+        let provider = DefaultProvider::new(&cfg, None, ".", Path::new("/")).unwrap();
+        let msg = format!("{:#}", provider.create_sandbox(0).await.err().unwrap());
+        assert!(msg.contains("retrying cannot help"), "{msg}");
+
+        // Exit 3 of another command is an ordinary, retried failure.
+        assert_eq!(script_exit_hint("my-sandbox create", 3), None);
+        assert_eq!(
+            script_exit_hint("uv run /c/modal_sandbox.py create", 1),
+            None
+        );
+    }
+
+    /// Counts rebuilds and returns `new`.
+    struct FakeRebuild {
+        calls: AtomicUsize,
+        fail: bool,
+    }
+
+    #[async_trait]
+    impl ImageRebuild for FakeRebuild {
+        async fn rebuild(&self) -> Result<String> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if self.fail {
+                bail!("the builder broke");
+            }
+            Ok("new".to_owned())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gone_image_is_rebuilt_once_for_concurrent_creations() {
+        // Only the image `new` exists.
+        let cfg = config(
+            "test {image_id} = new || { echo no image {image_id} >&2; exit 1; }; echo sb",
+            "x {command} {image_id}",
+            "true",
+        );
+        let rebuild = Arc::new(FakeRebuild {
+            calls: AtomicUsize::new(0),
+            fail: false,
+        });
+        let provider = Arc::new(
+            DefaultProvider::new(&cfg, Some("old".to_owned()), ".", Path::new("/"))
+                .unwrap()
+                .with_rebuild(rebuild.clone()),
+        );
+        let creations: Vec<_> = (0..4)
+            .map(|i| {
+                let provider = Arc::clone(&provider);
+                tokio::spawn(async move { provider.create_sandbox(i).await })
+            })
+            .collect();
+        for creation in creations {
+            let sandbox = creation.await.unwrap().unwrap();
+            assert_eq!(sandbox.id(), "sb");
+        }
+        assert_eq!(rebuild.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(provider.current_image().as_deref(), Some("new"));
+        // Later creations use the new image directly.
+        provider.create_sandbox(9).await.unwrap();
+        assert_eq!(rebuild.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_second_failure_after_the_rebuild_is_an_ordinary_one() {
+        let cfg = config("echo still broken >&2; exit 1", "x {command}", "true");
+        let rebuild = Arc::new(FakeRebuild {
+            calls: AtomicUsize::new(0),
+            fail: false,
+        });
+        let provider = DefaultProvider::new(&cfg, Some("old".to_owned()), ".", Path::new("/"))
+            .unwrap()
+            .with_rebuild(rebuild.clone());
+        let err = provider.create_sandbox(0).await.err().unwrap();
+        assert!(format!("{err:#}").contains("still broken"), "{err:#}");
+        assert!(provider.create_sandbox(1).await.is_err());
+        assert_eq!(rebuild.calls.load(Ordering::SeqCst), 1);
+
+        // A failing rebuild is reported with the create error, and not tried again.
+        let failing = Arc::new(FakeRebuild {
+            calls: AtomicUsize::new(0),
+            fail: true,
+        });
+        let provider = DefaultProvider::new(&cfg, Some("old".to_owned()), ".", Path::new("/"))
+            .unwrap()
+            .with_rebuild(failing.clone());
+        let msg = format!("{:#}", provider.create_sandbox(0).await.err().unwrap());
+        assert!(
+            msg.contains("the builder broke") && msg.contains("still broken"),
+            "{msg}"
+        );
+        assert!(provider.create_sandbox(1).await.is_err());
+        assert_eq!(failing.calls.load(Ordering::SeqCst), 1);
+
+        // Without `with_rebuild` (a fresh image) nothing is rebuilt.
+        let plain =
+            DefaultProvider::new(&cfg, Some("old".to_owned()), ".", Path::new("/")).unwrap();
+        assert!(plain.create_sandbox(0).await.is_err());
     }
 
     #[tokio::test]

@@ -13,17 +13,90 @@
 //! Every value is shell-quoted; `OFFLOAD_BIN` is the path of the running `offload`. The
 //! last non-empty stdout line of either command is the image id. This module builds
 //! command lines only; running them is [`super::default::run_prepare`].
+//!
+//! [`ImagePlan`] owns everything the pipeline needs for one run, so the provider can
+//! run it again later ([`CacheRefresh`]) when a cached image turns out to be gone.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Result;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use super::default::{PrepareLog, prepare_command, run_prepare};
+use super::default::{ImageRebuild, PrepareLog, prepare_command, run_prepare};
 use crate::config::DefaultProviderConfig;
-use crate::image::ImageBuilder;
+use crate::image::{ImageBuilder, PrepareOptions, PreparedImage};
 use crate::process::quote;
+
+/// The image pipeline of one run, for a provider driven by `prepare_command`.
+#[derive(Debug, Clone)]
+pub struct ImagePlan {
+    /// The provider config (`modal` is translated to this form first).
+    pub config: DefaultProviderConfig,
+    /// `[offload] sandbox_init_cmd`.
+    pub init_cmd: Option<String>,
+    /// `[offload] post_patch_cmd`.
+    pub post_patch_cmd: Option<String>,
+    /// The repository root inside the sandbox (where patches apply).
+    pub sandbox_repo_root: String,
+    /// Offload's directory.
+    pub cwd: PathBuf,
+    /// The pipeline options (`refresh_cache` is set by [`CacheRefresh`] only).
+    pub options: PrepareOptions,
+}
+
+impl ImagePlan {
+    /// The builder for this plan, with progress going to `log`.
+    pub fn builder<'a>(
+        &'a self,
+        log: &'a PrepareLog,
+        cancel: &'a CancellationToken,
+    ) -> DefaultImageBuilder<'a> {
+        DefaultImageBuilder {
+            config: &self.config,
+            init_cmd: self.init_cmd.as_deref(),
+            post_patch_cmd: self.post_patch_cmd.as_deref(),
+            sandbox_repo_root: &self.sandbox_repo_root,
+            cwd: &self.cwd,
+            log,
+            cancel,
+        }
+    }
+
+    /// Runs the pipeline ([`crate::image::prepare`]).
+    pub async fn prepare(
+        &self,
+        log: &PrepareLog,
+        cancel: &CancellationToken,
+    ) -> Result<Option<PreparedImage>> {
+        crate::image::prepare(&self.builder(log, cancel), &self.options).await
+    }
+}
+
+/// Rebuilds a plan's image without reading the cache and replaces the cache entry:
+/// what a provider does when a cached image is gone.
+#[derive(Debug)]
+pub struct CacheRefresh {
+    /// The run's plan.
+    pub plan: Arc<ImagePlan>,
+    /// Interrupts the rebuild.
+    pub cancel: CancellationToken,
+}
+
+#[async_trait]
+impl ImageRebuild for CacheRefresh {
+    async fn rebuild(&self) -> Result<String> {
+        let mut plan = (*self.plan).clone();
+        plan.options.refresh_cache = true;
+        // Not held: the run is under way, progress shows at once.
+        let log = PrepareLog::default();
+        match plan.prepare(&log, &self.cancel).await? {
+            Some(prepared) => Ok(prepared.image_id),
+            None => anyhow::bail!("the image rebuild produced no image id"),
+        }
+    }
+}
 
 /// Builds images with the default provider's `prepare_command`.
 pub struct DefaultImageBuilder<'a> {

@@ -10,7 +10,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -19,8 +18,9 @@ use tempfile::TempDir;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use super::running::RunningCommands;
 use super::{OutputLine, Provider, Sandbox};
-use crate::process::{self, CommandSpec, ExitOutcome, TERMINATE_GRACE_PERIOD};
+use crate::process::{self, CommandSpec, ExitOutcome};
 
 /// What every local sandbox of a run shares.
 #[derive(Debug, Clone)]
@@ -80,7 +80,7 @@ impl Provider for LocalProvider {
             settings: Arc::clone(&self.settings),
             results_dir,
             destroyed: CancellationToken::new(),
-            running: Arc::new(AtomicUsize::new(0)),
+            running: RunningCommands::default(),
         }))
     }
 }
@@ -94,7 +94,7 @@ pub struct LocalSandbox {
     /// Fired by [`Sandbox::destroy`]; stops whatever runs and refuses new commands.
     destroyed: CancellationToken,
     /// Commands running right now (so `destroy` can wait for them to be killed).
-    running: Arc<AtomicUsize>,
+    running: RunningCommands,
 }
 
 impl LocalSandbox {
@@ -124,22 +124,6 @@ impl LocalSandbox {
                 .cloned()
                 .collect(),
         }
-    }
-}
-
-/// Counts a running command for as long as it lives.
-struct RunningGuard(Arc<AtomicUsize>);
-
-impl RunningGuard {
-    fn new(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Self(Arc::clone(counter))
-    }
-}
-
-impl Drop for RunningGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -173,7 +157,7 @@ impl Sandbox for LocalSandbox {
         if cancel.is_cancelled() {
             return Ok(ExitOutcome::Cancelled);
         }
-        let _running = RunningGuard::new(&self.running);
+        let _running = self.running.start();
         let spec = self.shell_spec(command);
         let stop = async {
             tokio::select! {
@@ -227,15 +211,7 @@ impl Sandbox for LocalSandbox {
         // Running commands now get SIGTERM, then SIGKILL after the grace period, as
         // long as their caller keeps polling them (a dropped one is killed at once).
         // Wait for that, but never much longer.
-        let deadline =
-            tokio::time::Instant::now() + TERMINATE_GRACE_PERIOD + Duration::from_secs(1);
-        while self.running.load(Ordering::SeqCst) > 0 {
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(sandbox = %self.id, "commands still running after destroy");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.running.wait_until_idle(&self.id).await;
         Ok(())
     }
 }

@@ -8,6 +8,8 @@
 pub mod default;
 pub mod default_image;
 pub mod local;
+pub mod modal;
+pub mod running;
 
 use std::path::Path;
 use std::time::Duration;

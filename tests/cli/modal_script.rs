@@ -172,8 +172,12 @@ fn argument_errors_are_clear_and_never_reach_modal() {
             "`--post-patch-cmd` needs `--from-base-image`",
         ),
         (
-            &["prepare", "--from-base-image=im-1", "--include-cwd"],
-            "cannot be combined with `--include-cwd`",
+            &[
+                "prepare",
+                "--from-base-image=im-1",
+                "--sandbox-init-cmd=make",
+            ],
+            "cannot be combined with `--sandbox-init-cmd`",
         ),
         (
             &["prepare", "--sandbox-project-root=app"],
@@ -673,15 +677,19 @@ fn incremental_prepare_applies_the_patch_runs_post_patch_and_removes_the_patch()
     ]);
     assert_eq!(builds[0][2], expected);
 
-    // Without a patch, post_patch_cmd runs alone and without OFFLOAD_PATCH_FILE.
+    // Without a patch, post_patch_cmd runs alone and without OFFLOAD_PATCH_FILE. The
+    // configured prepare command's own words (a Dockerfile, --include-cwd) are ignored.
     let out = fake_run(
         &p,
         &[
             "prepare",
+            "no/such/Dockerfile",
+            "--include-cwd",
             "--from-base-image=im-base",
             "--post-patch-cmd=make gen",
         ],
     );
+    assert!(out.stderr.contains("ignoring DOCKERFILE"), "{}", out.stderr);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         calls_named(&p, "Image.build")[1][2],

@@ -1,0 +1,163 @@
+//! The `modal` provider: Modal cloud sandboxes through the bundled `modal_sandbox.py`.
+//!
+//! This module only translates `[provider] type = "modal"` into the five lifecycle
+//! commands of the `default` provider ([`default_config`]), each a call of the bundled
+//! script through `uv run @modal_sandbox.py`. Everything else — the image pipeline
+//! (cache, thin diffs, `--no-cache`), retries, destroy on every path, the self-healing
+//! of a gone cached image — is the `default` provider's own code path, so a `default`
+//! provider written with the same `@modal_sandbox.py` commands behaves identically.
+//! The script's exit codes (2: bad arguments, 3: credentials) are interpreted there too
+//! ([`super::default`]).
+//!
+//! The commands (`q` is shell quoting, numbers in their shortest form):
+//!
+//! - prepare: `uv run @modal_sandbox.py prepare[ q(dockerfile)][ --include-cwd]`, to
+//!   which the default provider appends `--copy-dir=`, `--sandbox-init-cmd=` and the
+//!   image pipeline's arguments;
+//! - create: `uv run @modal_sandbox.py create {image_id} --cpu {cpu_cores}[ --memory-gb
+//!   GB][ --experimental-options q(json)]`;
+//! - exec, download, destroy: `uv run @modal_sandbox.py exec {sandbox_id} {command}`,
+//!   `... download {sandbox_id} {paths}`, `... destroy {sandbox_id}`.
+
+use anyhow::{Context, Result};
+
+use crate::config::{DefaultProviderConfig, ModalProviderConfig};
+use crate::process::quote;
+
+/// How every generated command calls the bundled script.
+pub const SCRIPT: &str = "uv run @modal_sandbox.py";
+
+/// Bound of each lifecycle command (prepare, create, download, destroy), in seconds.
+pub const COMMAND_TIMEOUT_SECS: u64 = 3600;
+
+/// The `default` provider configuration that drives Modal for `modal`.
+///
+/// Copy dirs and env are carried over as they are (the caller has already added the
+/// `--copy-dir` and `--env` flags); fails only if `experimental_options` cannot be
+/// written as JSON.
+pub fn default_config(modal: &ModalProviderConfig) -> Result<DefaultProviderConfig> {
+    let mut prepare = format!("{SCRIPT} prepare");
+    if let Some(dockerfile) = &modal.dockerfile {
+        prepare.push(' ');
+        prepare.push_str(&quote(&dockerfile.to_string_lossy()));
+    }
+    if modal.include_cwd {
+        prepare.push_str(" --include-cwd");
+    }
+
+    let mut create = format!("{SCRIPT} create {{image_id}} --cpu {{cpu_cores}}");
+    if let Some(gb) = modal.memory_gb {
+        create.push_str(&format!(" --memory-gb {gb}"));
+    }
+    if !modal.experimental_options.is_empty() {
+        let json = serde_json::to_string(&modal.experimental_options)
+            .context("cannot write `[provider] experimental_options` as JSON")?;
+        create.push_str(" --experimental-options ");
+        create.push_str(&quote(&json));
+    }
+
+    Ok(DefaultProviderConfig {
+        prepare_command: Some(prepare),
+        create_command: create,
+        exec_command: format!("{SCRIPT} exec {{sandbox_id}} {{command}}"),
+        destroy_command: format!("{SCRIPT} destroy {{sandbox_id}}"),
+        download_command: Some(format!("{SCRIPT} download {{sandbox_id}} {{paths}}")),
+        working_dir: None,
+        timeout_secs: COMMAND_TIMEOUT_SECS,
+        copy_dirs: modal.copy_dirs.clone(),
+        env: modal.env.clone(),
+        cpu_cores: modal.cpu_cores,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::default::substitute;
+
+    fn modal(toml_text: &str) -> ModalProviderConfig {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn minimal_config_gives_the_plain_commands() {
+        let c = default_config(&modal("")).unwrap();
+        assert_eq!(
+            c.prepare_command.as_deref(),
+            Some("uv run @modal_sandbox.py prepare")
+        );
+        assert_eq!(
+            c.create_command,
+            "uv run @modal_sandbox.py create {image_id} --cpu {cpu_cores}"
+        );
+        assert_eq!(
+            c.exec_command,
+            "uv run @modal_sandbox.py exec {sandbox_id} {command}"
+        );
+        assert_eq!(
+            c.download_command.as_deref(),
+            Some("uv run @modal_sandbox.py download {sandbox_id} {paths}")
+        );
+        assert_eq!(
+            c.destroy_command,
+            "uv run @modal_sandbox.py destroy {sandbox_id}"
+        );
+        assert_eq!(c.timeout_secs, 3600);
+        assert_eq!(c.cpu_cores, 0.125);
+        assert!(c.working_dir.is_none() && c.copy_dirs.is_empty() && c.env.is_empty());
+    }
+
+    #[test]
+    fn every_field_reaches_its_command_quoted() {
+        let c = default_config(&modal(
+            r#"
+            dockerfile = "docker/Test File"
+            include_cwd = true
+            copy_dirs = ["./data:/app/data"]
+            cpu_cores = 2
+            memory_gb = 8
+            env = { A = "b" }
+            [experimental_options]
+            enable_docker = true
+            note = "it's"
+            "#,
+        ))
+        .unwrap();
+        assert_eq!(
+            c.prepare_command.as_deref(),
+            Some("uv run @modal_sandbox.py prepare 'docker/Test File' --include-cwd")
+        );
+        assert_eq!(
+            c.create_command,
+            "uv run @modal_sandbox.py create {image_id} --cpu {cpu_cores} --memory-gb 8 \
+             --experimental-options '{\"enable_docker\":true,\"note\":\"it'\\''s\"}'"
+        );
+        let words = shell_words::split(&substitute(
+            &c.create_command,
+            &[("image_id", "im-1"), ("cpu_cores", "2")],
+        ))
+        .unwrap();
+        assert_eq!(
+            words[4..],
+            [
+                "im-1",
+                "--cpu",
+                "2",
+                "--memory-gb",
+                "8",
+                "--experimental-options",
+                r#"{"enable_docker":true,"note":"it's"}"#
+            ]
+        );
+        assert_eq!(c.copy_dirs, ["./data:/app/data"]);
+        assert_eq!(c.env.get("A").map(String::as_str), Some("b"));
+        assert_eq!(c.cpu_cores, 2.0);
+
+        let c = default_config(&modal("memory_gb = 0.5\ndockerfile = \"Dockerfile\"")).unwrap();
+        assert!(c.create_command.ends_with("--memory-gb 0.5"), "{c:?}");
+        assert!(
+            c.prepare_command.unwrap().ends_with("prepare Dockerfile"),
+            "plain names stay unquoted"
+        );
+    }
+}
