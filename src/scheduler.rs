@@ -17,9 +17,12 @@
 //!   stay together and a batch loads fewer files — pytest collects a whole file for any
 //!   one of its tests.
 //! * **Nothing known** (a first run): round-robin in discovery order, which keeps
-//!   neighbouring tests (often equally slow) apart, over twice as many batches as
-//!   sandboxes when there are enough tests: an idle sandbox then picks up the next
-//!   queued batch, which evens out the imbalance no estimate could prevent.
+//!   neighbouring tests (often equally slow) apart. On sandboxes with CPUs of their own
+//!   (remote ones), over twice as many batches as sandboxes when there are enough
+//!   tests: an idle sandbox then picks up the next queued batch, which evens out the
+//!   imbalance no estimate could prevent. On local sandboxes, which share this
+//!   machine's CPUs, the extra start-ups would compete with the tests, so one batch
+//!   per sandbox.
 //!
 //! Unknown tests among known ones weigh their group's mean, or [`UNKNOWN_DURATION`].
 
@@ -106,7 +109,16 @@ pub fn estimate(items: &[Item<'_>], known: &HashMap<String, f64>) -> Estimates {
 
 /// Plans the batches for `items` over `parallel` sandboxes (see the module docs).
 /// Batches come out longest first, so the longest work starts first.
-pub fn plan(items: &[Item<'_>], estimates: &Estimates, parallel: usize) -> Vec<PlannedBatch> {
+///
+/// `split_unknown` allows the finer split of a first run; leave it off when the
+/// sandboxes share this machine's CPUs, where every extra start-up competes with the
+/// tests themselves.
+pub fn plan(
+    items: &[Item<'_>],
+    estimates: &Estimates,
+    parallel: usize,
+    split_unknown: bool,
+) -> Vec<PlannedBatch> {
     let durations = &estimates.durations;
     debug_assert_eq!(items.len(), durations.len());
     let parallel = parallel.max(1);
@@ -126,7 +138,7 @@ pub fn plan(items: &[Item<'_>], estimates: &Estimates, parallel: usize) -> Vec<P
         batches.extend(lpt_then_fill(items, durations, &normal, parallel));
     } else {
         let split = parallel * UNKNOWN_BATCHES_PER_SANDBOX;
-        let slots = if normal.len() >= split * MIN_TESTS_PER_SPLIT_BATCH {
+        let slots = if split_unknown && normal.len() >= split * MIN_TESTS_PER_SPLIT_BATCH {
             split
         } else {
             parallel
@@ -314,7 +326,7 @@ mod tests {
         let items = items(&["a", "b", "c", "d", "e"]);
         let est = estimate(&items, &HashMap::new());
         assert!(!est.any_known);
-        let batches = plan(&items, &est, 2);
+        let batches = plan(&items, &est, 2, true);
         assert_eq!(
             ids(&items, &batches),
             vec![vec!["a", "c", "e"], vec!["b", "d"]]
@@ -325,7 +337,7 @@ mod tests {
     fn nothing_known_and_many_tests_gives_two_batches_per_sandbox() {
         let names: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
         let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
-        let batches = plan(&items, &estimate(&items, &HashMap::new()), 4);
+        let batches = plan(&items, &estimate(&items, &HashMap::new()), 4, true);
         assert_eq!(batches.len(), 8);
         // Neighbours stay apart: t0 and t1 are in different batches.
         let of = |id: &str| {
@@ -335,7 +347,15 @@ mod tests {
         };
         assert_ne!(of("t0"), of("t1"));
         // Few tests: one batch per sandbox.
-        let batches = plan(&items[..20], &estimate(&items[..20], &HashMap::new()), 4);
+        let batches = plan(
+            &items[..20],
+            &estimate(&items[..20], &HashMap::new()),
+            4,
+            true,
+        );
+        assert_eq!(batches.len(), 4);
+        // Sandboxes sharing this machine's CPUs: one batch per sandbox.
+        let batches = plan(&items, &estimate(&items, &HashMap::new()), 4, false);
         assert_eq!(batches.len(), 4);
     }
 
@@ -346,7 +366,7 @@ mod tests {
             &items,
             &known(&[("slow", 10.0), ("medium", 5.0), ("fast", 1.0)]),
         );
-        let batches = plan(&items, &est, 2);
+        let batches = plan(&items, &est, 2, true);
         assert_eq!(
             ids(&items, &batches),
             vec![vec!["slow"], vec!["medium", "fast"]]
@@ -376,7 +396,7 @@ mod tests {
                 )
             })
             .collect();
-        let batches = plan(&items, &estimate(&items, &known(&durations)), 4);
+        let batches = plan(&items, &estimate(&items, &known(&durations)), 4, true);
         assert_eq!(batches.len(), 4);
         let max = batches.iter().map(|b| b.load).max().unwrap();
         assert!(
@@ -392,7 +412,7 @@ mod tests {
         let names: Vec<String> = (0..200).map(|i| format!("f{}.py::t{i}", i / 50)).collect();
         let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
         let durations: Vec<(&str, f64)> = names.iter().map(|n| (n.as_str(), 0.001)).collect();
-        let batches = plan(&items, &estimate(&items, &known(&durations)), 2);
+        let batches = plan(&items, &estimate(&items, &known(&durations)), 2, true);
         assert_eq!(batches.len(), 2);
         for b in &batches {
             let files: HashSet<&str> = b.items.iter().map(|&i| file_of(&items, i)).collect();
@@ -439,17 +459,17 @@ mod tests {
             group: "g",
             individual: true,
         });
-        let batches = plan(&items, &estimate(&items, &HashMap::new()), 8);
+        let batches = plan(&items, &estimate(&items, &HashMap::new()), 8, true);
         assert_eq!(batches.len(), 3);
         assert!(batches.iter().any(|b| b.items == vec![2]));
-        assert!(plan(&[], &estimate(&[], &HashMap::new()), 4).is_empty());
+        assert!(plan(&[], &estimate(&[], &HashMap::new()), 4, true).is_empty());
     }
 
     #[test]
     fn batches_stay_under_the_argument_limit() {
         let long: Vec<String> = (0..200).map(|i| format!("{i:0>1000}")).collect();
         let items: Vec<Item<'_>> = long.iter().map(|n| item(n)).collect();
-        let batches = plan(&items, &estimate(&items, &HashMap::new()), 1);
+        let batches = plan(&items, &estimate(&items, &HashMap::new()), 1, true);
         assert!(batches.len() >= 4, "{} batches", batches.len());
         for b in &batches {
             let bytes: usize = b.items.iter().map(|&i| items[i].id.len() + 1).sum();

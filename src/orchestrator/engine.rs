@@ -93,7 +93,12 @@ pub async fn run(
         })
         .collect();
     let estimates = scheduler::estimate(&items, &settings.durations);
-    let planned = scheduler::plan(&items, &estimates, settings.parallel);
+    let planned = scheduler::plan(
+        &items,
+        &estimates,
+        settings.parallel,
+        !provider.shares_local_cpus(),
+    );
     let durations = estimates.durations;
     let mut queue: VecDeque<Vec<usize>> = planned.into_iter().map(|b| b.items).collect();
     tracing::info!(

@@ -83,6 +83,10 @@ impl Provider for LocalProvider {
             running: RunningCommands::default(),
         }))
     }
+
+    fn shares_local_cpus(&self) -> bool {
+        true
+    }
 }
 
 /// One local sandbox: runs commands one after another on this machine.

@@ -35,6 +35,12 @@ pub struct OutputLine {
 pub trait Provider: Send + Sync {
     /// Creates sandbox number `index` (0-based, unique within the run).
     async fn create_sandbox(&self, index: usize) -> Result<Box<dyn Sandbox>>;
+
+    /// Whether the sandboxes run on this machine and share its CPUs, so that every
+    /// batch start-up competes with the tests (the scheduler then avoids extra batches).
+    fn shares_local_cpus(&self) -> bool {
+        false
+    }
 }
 
 /// A place where batches run, one at a time, reused across batches.

@@ -454,3 +454,83 @@ fn a_deleted_cached_image_is_rebuilt_and_the_note_replaced() {
     );
     assert!(!new_note.contains(&image), "{new_note}");
 }
+
+fn note_on(dir: &Path, sha: &str) -> String {
+    git(dir, &["notes", "--ref=offload-images", "show", sha])
+}
+
+#[test]
+fn two_configs_keep_their_own_entries_in_one_note() {
+    let s = SandboxRun::new();
+    let first = std::fs::read_to_string(s.project.path().join("offload.toml")).unwrap();
+    s.project.file("second.toml", &first);
+    let head = commit_all(s.project.path(), "a second config");
+    s.project.file("app.txt", "expected\n");
+
+    let (code, out) = s.run(&["-c", "second.toml"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("latest-commit miss"), "{out}");
+    let (code, out) = s.run(&["-c", "offload.toml"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("latest-commit miss"),
+        "the other config's entry is not ours: {out}"
+    );
+
+    // One note on HEAD holds both entries, and each config now hits its own.
+    let note = note_on(s.project.path(), &head);
+    assert!(
+        note.contains("\"second.toml\"") && note.contains("\"offload.toml\""),
+        "{note}"
+    );
+    for config in ["second.toml", "offload.toml"] {
+        let (code, out) = s.run(&["-c", config]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("latest-commit hit"), "{config}: {out}");
+    }
+    assert!(s.remote_notes().contains("refs/notes/offload-images"));
+}
+
+#[test]
+fn checkpoint_mode_builds_from_the_last_commit_touching_a_build_input() {
+    let s = SandboxRun::new();
+    let config = std::fs::read_to_string(s.project.path().join("offload.toml")).unwrap();
+    s.project.file(
+        "offload.toml",
+        &format!("{config}\n[checkpoint]\nbuild_inputs = [\"deps.txt\"]\n"),
+    );
+    s.project.file("deps.txt", "one\n");
+    let checkpoint = commit_all(s.project.path(), "deps: one");
+    s.project.file("notes.md", "later work\n");
+    let later = commit_all(s.project.path(), "not a build input");
+    s.project.file("app.txt", "expected\n");
+
+    let (code, out) = s.run(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("checkpoint miss"), "{out}");
+    assert!(!note_on(s.project.path(), &checkpoint).is_empty());
+    let on_later = Command::new("git")
+        .current_dir(s.project.path())
+        .args(["notes", "--ref=offload-images", "list", &later])
+        .output()
+        .unwrap();
+    assert!(
+        !on_later.status.success(),
+        "the note belongs on the checkpoint, not on HEAD"
+    );
+
+    // A commit that does not touch a build input still hits the checkpoint's image.
+    s.project.file("more.md", "x\n");
+    commit_all(s.project.path(), "still not a build input");
+    let (code, out) = s.run(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("checkpoint hit"), "{out}");
+
+    // Touching a build input makes a new checkpoint: a miss, then a note on it.
+    s.project.file("deps.txt", "two\n");
+    let next = commit_all(s.project.path(), "deps: two");
+    let (code, out) = s.run(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("checkpoint miss"), "{out}");
+    assert!(!note_on(s.project.path(), &next).is_empty());
+}
