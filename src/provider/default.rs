@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use super::running::RunningCommands;
+use super::running::SandboxCommands;
 use super::{OutputLine, Provider, Sandbox};
 use crate::config::DefaultProviderConfig;
 use crate::process::{self, CommandSpec, ExitOutcome, Stream, quote};
@@ -527,9 +527,8 @@ impl DefaultProvider {
             id,
             image: image.map(str::to_owned),
             settings: Arc::clone(&self.settings),
-            destroyed: CancellationToken::new(),
+            commands: SandboxCommands::default(),
             destroy_started: AtomicBool::new(false),
-            running: RunningCommands::default(),
         }))
     }
 
@@ -597,11 +596,9 @@ pub struct DefaultSandbox {
     /// The image it was created from (`{image_id}`).
     image: Option<String>,
     settings: Arc<Settings>,
-    /// Fired by [`Sandbox::destroy`]: stops running execs and refuses new ones.
-    destroyed: CancellationToken,
+    /// Runs its execs; destroying stops them and refuses new ones.
+    commands: SandboxCommands,
     destroy_started: AtomicBool,
-    /// Execs running right now.
-    running: RunningCommands,
 }
 
 impl DefaultSandbox {
@@ -663,31 +660,11 @@ impl Sandbox for DefaultSandbox {
         cancel: &CancellationToken,
         output: &UnboundedSender<OutputLine>,
     ) -> Result<ExitOutcome> {
-        if self.destroyed.is_cancelled() {
-            bail!(
-                "cannot run `{}`: sandbox `{}` was already destroyed",
-                command.display(),
-                self.id
-            );
-        }
-        if cancel.is_cancelled() {
-            return Ok(ExitOutcome::Cancelled);
-        }
-        let _running = self.running.start();
         let line = self.exec_line(command);
         let spec = CommandSpec::shell(&line).cwd(&self.settings.working_dir);
-        let stop = async {
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                () = self.destroyed.cancelled() => {}
-            }
-        };
-        process::stream_until(&spec, Some(timeout), stop, |stream, text| {
-            // A closed receiver means nobody wants the output; the command still runs.
-            let _ = output.send(OutputLine { stream, text });
-        })
-        .await
-        .with_context(|| format!("failed to run the exec command in sandbox `{}`", self.id))
+        self.commands
+            .run(&self.id, command, &spec, timeout, cancel, output)
+            .await
     }
 
     async fn download(&self, remote: &str, local: &Path) -> Result<()> {
@@ -738,10 +715,9 @@ impl Sandbox for DefaultSandbox {
         if self.destroy_started.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        self.destroyed.cancel();
-        // Running execs now get SIGTERM, then SIGKILL after the grace period; wait for
-        // that (bounded) so the destroy command does not pull the floor from under them.
-        self.running.wait_until_idle(&self.id).await;
+        // Running execs are ended first, so the destroy command does not pull the floor
+        // from under them.
+        self.commands.shut_down(&self.id).await;
         let command = self.settings.fill(
             &self.settings.destroy,
             self.image.as_deref(),
@@ -800,9 +776,8 @@ mod tests {
             quoted_id: quote(id).into_owned(),
             image: provider.current_image(),
             settings: Arc::clone(&provider.settings),
-            destroyed: CancellationToken::new(),
+            commands: SandboxCommands::default(),
             destroy_started: AtomicBool::new(false),
-            running: RunningCommands::default(),
         }
     }
 

@@ -18,9 +18,9 @@ use tempfile::TempDir;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use super::running::RunningCommands;
+use super::running::SandboxCommands;
 use super::{OutputLine, Provider, Sandbox};
-use crate::process::{self, CommandSpec, ExitOutcome};
+use crate::process::{CommandSpec, ExitOutcome};
 
 /// What every local sandbox of a run shares.
 #[derive(Debug, Clone)]
@@ -79,8 +79,7 @@ impl Provider for LocalProvider {
             id,
             settings: Arc::clone(&self.settings),
             results_dir,
-            destroyed: CancellationToken::new(),
-            running: RunningCommands::default(),
+            commands: SandboxCommands::default(),
         }))
     }
 
@@ -95,10 +94,8 @@ pub struct LocalSandbox {
     id: String,
     settings: Arc<LocalSandboxSettings>,
     results_dir: PathBuf,
-    /// Fired by [`Sandbox::destroy`]; stops whatever runs and refuses new commands.
-    destroyed: CancellationToken,
-    /// Commands running right now (so `destroy` can wait for them to be killed).
-    running: RunningCommands,
+    /// Runs its commands; destroying stops them and refuses new ones.
+    commands: SandboxCommands,
 }
 
 impl LocalSandbox {
@@ -151,37 +148,10 @@ impl Sandbox for LocalSandbox {
         cancel: &CancellationToken,
         output: &UnboundedSender<OutputLine>,
     ) -> Result<ExitOutcome> {
-        if self.destroyed.is_cancelled() {
-            bail!(
-                "cannot run `{}`: sandbox `{}` was already destroyed",
-                command.display(),
-                self.id
-            );
-        }
-        if cancel.is_cancelled() {
-            return Ok(ExitOutcome::Cancelled);
-        }
-        let _running = self.running.start();
         let spec = self.shell_spec(command);
-        let stop = async {
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                () = self.destroyed.cancelled() => {}
-            }
-        };
-        process::stream_until(&spec, Some(timeout), stop, |stream, text| {
-            // A closed receiver means nobody wants the output any more; the command
-            // still runs to its outcome.
-            let _ = output.send(OutputLine { stream, text });
-        })
-        .await
-        .with_context(|| {
-            format!(
-                "failed to run `{}` in sandbox `{}`",
-                command.display(),
-                self.id
-            )
-        })
+        self.commands
+            .run(&self.id, command, &spec, timeout, cancel, output)
+            .await
     }
 
     async fn download(&self, remote: &str, local: &Path) -> Result<()> {
@@ -211,11 +181,7 @@ impl Sandbox for LocalSandbox {
     }
 
     async fn destroy(&self) -> Result<()> {
-        self.destroyed.cancel();
-        // Running commands now get SIGTERM, then SIGKILL after the grace period, as
-        // long as their caller keeps polling them (a dropped one is killed at once).
-        // Wait for that, but never much longer.
-        self.running.wait_until_idle(&self.id).await;
+        self.commands.shut_down(&self.id).await;
         Ok(())
     }
 }

@@ -1,10 +1,72 @@
-//! Counting a sandbox's running commands, so that destroying it can wait for them.
+//! The life of a sandbox's commands: run them until they end, time out, are cancelled
+//! or the sandbox is destroyed, and let destroying wait for them.
+//!
+//! [`SandboxCommands`] is what the local and the command-driven sandboxes share: an
+//! exec streams its output, is refused once the sandbox is being destroyed, and is
+//! counted (with [`RunningCommands`]) so that destroying can wait for it to die.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::process::TERMINATE_GRACE_PERIOD;
+use anyhow::{Context, Result, bail};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::OutputLine;
+use crate::process::{self, CommandSpec, ExitOutcome, TERMINATE_GRACE_PERIOD};
+
+/// Runs a sandbox's commands and ends them when the sandbox is destroyed.
+#[derive(Debug, Default)]
+pub struct SandboxCommands {
+    destroyed: CancellationToken,
+    running: RunningCommands,
+}
+
+impl SandboxCommands {
+    /// Runs `spec` (the local process that executes `what` in `sandbox`), sending each
+    /// output line to `output`; killed on `timeout`, on `cancel` and on destroy.
+    pub async fn run(
+        &self,
+        sandbox: &str,
+        what: &CommandSpec,
+        spec: &CommandSpec,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        output: &UnboundedSender<OutputLine>,
+    ) -> Result<ExitOutcome> {
+        if self.destroyed.is_cancelled() {
+            bail!(
+                "cannot run `{}`: sandbox `{sandbox}` was already destroyed",
+                what.display()
+            );
+        }
+        if cancel.is_cancelled() {
+            return Ok(ExitOutcome::Cancelled);
+        }
+        let _running = self.running.start();
+        let stop = async {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = self.destroyed.cancelled() => {}
+            }
+        };
+        process::stream_until(spec, Some(timeout), stop, |stream, text| {
+            // A closed receiver means nobody wants the output any more; the command
+            // still runs to its outcome.
+            let _ = output.send(OutputLine { stream, text });
+        })
+        .await
+        .with_context(|| format!("failed to run `{}` in sandbox `{sandbox}`", what.display()))
+    }
+
+    /// Refuses new commands, ends the running ones and waits (bounded) until they are
+    /// gone.
+    pub async fn shut_down(&self, sandbox: &str) {
+        self.destroyed.cancel();
+        self.running.wait_until_idle(sandbox).await;
+    }
+}
 
 /// The number of commands a sandbox is running; cloning shares the count.
 #[derive(Debug, Clone, Default)]
