@@ -88,6 +88,14 @@ fn junit(p: &Project) -> String {
     std::fs::read_to_string(p.path().join("test-results/junit.xml")).expect("junit.xml written")
 }
 
+/// The file names in `test-results/logs`.
+fn log_names(p: &Project) -> Vec<String> {
+    std::fs::read_dir(p.path().join("test-results/logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 fn pid_alive(pid: i32) -> bool {
     // A zombie has exited; only a live process counts.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -183,10 +191,7 @@ retry_count = 2
     let xml = junit(&p);
     assert!(xml.contains("offload.NotRun"), "{xml}");
     assert!(xml.contains("beta one"), "{xml}");
-    let logs: Vec<String> = std::fs::read_dir(p.path().join("test-results/logs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let logs = log_names(&p);
     assert!(logs.iter().any(|n| n.ends_with(".error")), "{logs:?}");
 }
 
@@ -273,10 +278,7 @@ fn stop_with_signal(signal: i32, expected_code: i32) {
     }
     let xml = junit(&p);
     assert!(xml.contains("hang-a"), "{xml}");
-    let logs: Vec<String> = std::fs::read_dir(p.path().join("test-results/logs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let logs = log_names(&p);
     assert!(logs.iter().all(|n| !n.ends_with(".running")), "{logs:?}");
     assert!(logs.iter().any(|n| n.ends_with(".cancelled")), "{logs:?}");
 }
@@ -408,10 +410,7 @@ fn fail_fast_cancels_the_rest() {
     );
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("Not Run: 1"), "{}", run.stdout);
-    let logs: Vec<String> = std::fs::read_dir(p.path().join("test-results/logs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let logs = log_names(&p);
     assert!(logs.iter().any(|n| n.ends_with(".cancelled")), "{logs:?}");
     for pid in read_pids(&p.path().join("pids")) {
         assert!(!pid_alive(pid), "process {pid} survived fail-fast");
