@@ -14,6 +14,7 @@ pub mod exit;
 pub mod framework;
 pub mod image;
 pub mod orchestrator;
+pub mod output;
 pub mod patch;
 pub mod process;
 pub mod provider;

@@ -80,7 +80,7 @@ pub fn run(config: &Path, remote: &str) -> Result<i32> {
         }
     };
     for (label, value) in status {
-        println!("{label:<LABEL_WIDTH$}{value}");
+        crate::output::print(&format!("{label:<LABEL_WIDTH$}{value}\n"));
     }
     Ok(exit::SUCCESS)
 }

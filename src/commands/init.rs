@@ -77,10 +77,10 @@ pub fn run(path: &Path, options: InitOptions) -> Result<i32> {
         next.push_str(" -c ");
         next.push_str(&shell_words::quote(&path.display().to_string()));
     }
-    println!(
-        "Created {}\n\nEdit the configuration as needed, then run:\n  {next}",
+    crate::output::print(&format!(
+        "Created {}\n\nEdit the configuration as needed, then run:\n  {next}\n",
         path.display()
-    );
+    ));
     Ok(exit::SUCCESS)
 }
 

@@ -168,7 +168,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         return Ok(exit::SUCCESS);
     }
     if records.is_empty() {
-        println!("No tests to run.");
+        crate::output::print("No tests to run.\n");
         return Ok(exit::SUCCESS);
     }
 
@@ -232,7 +232,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     let color = std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let exit_code = counts.exit_code();
-    print!("{}", summary::render(counts, outcome.elapsed, cost, color));
+    crate::output::print(&summary::render(counts, outcome.elapsed, cost, color));
 
     if let Some(signal) = signals.received() {
         eprintln!("offload: stopped by {}", signal.name());

@@ -17,7 +17,7 @@ use crate::exit;
 pub fn run(config: &Path) -> Result<i32> {
     match config::load(config) {
         Ok(loaded) => {
-            print!("{}", summary(&loaded.config));
+            crate::output::print(&summary(&loaded.config));
             Ok(exit::SUCCESS)
         }
         Err(err) => {

@@ -660,3 +660,21 @@ fn pytest_discovery_is_reused_only_while_nothing_changed() {
         fourth.stderr
     );
 }
+
+#[test]
+fn a_closed_stdout_does_not_change_the_exit_code() {
+    let p = scripted(&["pass-a"], "", "");
+    let mut child = p
+        .offload()
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads the results: the pipe is closed before the summary is printed.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let run: Run = out.into();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+}
