@@ -163,8 +163,11 @@ impl Framework for Pytest {
         result_path: &str,
         fail_fast: bool,
     ) -> Result<CommandSpec> {
+        // Quiet: per-test progress lines cost pytest CPU in every batch and nobody reads
+        // them (outcomes come from the JUnit file); failures and the summary still show
+        // in the batch log. `run_args = "-v"` brings the lines back.
         let mut args = vec![
-            "-v".to_owned(),
+            "-q".to_owned(),
             "--tb=short".to_owned(),
             format!("--junitxml={result_path}"),
         ];
@@ -406,7 +409,7 @@ mod tests {
                 "uv",
                 "run",
                 "pytest",
-                "-v",
+                "-q",
                 "--tb=short",
                 "--junitxml=/tmp/r.xml",
                 "-p",
