@@ -303,7 +303,10 @@ test_id_format = "{name}"
     let run = support::run(p.offload().arg("run"));
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     let log = std::fs::read_to_string(p.path().join("test-results/logs/batch-0.failure")).unwrap();
-    assert_eq!(log, "to-stdout\n[stderr] to-stderr\n");
+    // The two pipes are read concurrently: their relative order is not defined.
+    let mut lines: Vec<&str> = log.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["[stderr] to-stderr", "to-stdout"], "{log}");
 }
 
 /// Intervals `(start, end)` of each test from `times.log`.
