@@ -635,8 +635,10 @@ mod tests {
     #[tokio::test]
     async fn stream_delivers_lines_in_order_with_the_last_partial_line() {
         let spec = CommandSpec::shell(
-            "echo one; sleep 0.05; echo two >&2; sleep 0.05; printf 'three\\r\\n'; \
-             sleep 0.05; printf '\\377x\\n'; printf last",
+            // Pauses between streams long enough that a loaded machine cannot
+            // deliver the two pipes out of order.
+            "echo one; sleep 0.3; echo two >&2; sleep 0.3; printf 'three\\r\\n'; \
+             printf '\\377x\\n'; printf last",
         );
         let mut lines = Vec::new();
         let outcome = stream(&spec, None, &CancellationToken::new(), |s, l| {
