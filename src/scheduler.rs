@@ -183,17 +183,7 @@ fn lpt_then_fill(
     let threshold = fair.mul_f64(SMALL_TEST_SHARE);
     let (long, short): (Vec<usize>, Vec<usize>) =
         chosen.iter().partition(|&&i| durations[i] > threshold);
-    let mut batches: Vec<(PlannedBatch, usize)> = (0..slots)
-        .map(|_| {
-            (
-                PlannedBatch {
-                    items: Vec::new(),
-                    load: Duration::ZERO,
-                },
-                0,
-            )
-        })
-        .collect();
+    let mut batches: Vec<(PlannedBatch, usize)> = (0..slots).map(|_| open_batch()).collect();
     place(
         items,
         durations,
@@ -221,6 +211,17 @@ fn lpt_then_fill(
         .collect()
 }
 
+/// A batch being filled: no tests yet, and the bytes of IDs it holds.
+fn open_batch() -> (PlannedBatch, usize) {
+    (
+        PlannedBatch {
+            items: Vec::new(),
+            load: Duration::ZERO,
+        },
+        0,
+    )
+}
+
 /// The least-loaded batch with room for `len` more bytes of IDs (a new one if none).
 fn least_loaded(batches: &mut Vec<(PlannedBatch, usize)>, len: usize) -> usize {
     let found = batches
@@ -230,13 +231,7 @@ fn least_loaded(batches: &mut Vec<(PlannedBatch, usize)>, len: usize) -> usize {
         .min_by_key(|(idx, (b, _))| (b.load, *idx))
         .map(|(idx, _)| idx);
     found.unwrap_or_else(|| {
-        batches.push((
-            PlannedBatch {
-                items: Vec::new(),
-                load: Duration::ZERO,
-            },
-            0,
-        ));
+        batches.push(open_batch());
         batches.len() - 1
     })
 }
@@ -270,17 +265,7 @@ fn lpt(
     slots: usize,
 ) -> Vec<PlannedBatch> {
     let slots = slots.min(units.len());
-    let mut batches: Vec<(PlannedBatch, usize)> = (0..slots)
-        .map(|_| {
-            (
-                PlannedBatch {
-                    items: Vec::new(),
-                    load: Duration::ZERO,
-                },
-                0,
-            )
-        })
-        .collect();
+    let mut batches: Vec<(PlannedBatch, usize)> = (0..slots).map(|_| open_batch()).collect();
     place(items, durations, &mut batches, units);
     batches
         .into_iter()

@@ -105,9 +105,9 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     };
     // The previous report's durations are read while discovery runs (a large report
     // takes a while to scan), and before anything in the output dir changes.
-    let durations = tokio::task::spawn_blocking({
+    let durations = (!options.collect_only).then(|| {
         let path = config.report.junit_path();
-        move || junit::read_durations(&path)
+        tokio::task::spawn_blocking(move || junit::read_durations(&path))
     });
     let cache = (framework.discovery_is_cacheable() && !options.no_cache && !options.collect_only)
         .then(|| open_discovery_cache(&cwd, &config.report))
@@ -173,12 +173,13 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     }
 
     let report = &config.report;
-    let durations = match durations.await {
-        Ok(durations) => durations,
-        Err(err) => {
+    // Collect-only runs returned above, so the task exists here.
+    let durations = match durations {
+        Some(task) => task.await.unwrap_or_else(|err| {
             tracing::debug!("reading the previous durations failed: {err}");
             Default::default()
-        }
+        }),
+        None => Default::default(),
     };
     prepare_output_dir(&report.output_dir)?;
 

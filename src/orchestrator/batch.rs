@@ -269,7 +269,8 @@ async fn collect_results(
                 job.number,
                 cx.timeout.as_secs()
             );
-            let _ = reason; // A killed runner rarely writes its report; the timeout is the news.
+            // A killed runner rarely writes its report; the timeout is the news.
+            tracing::debug!("batch {}: {reason}", job.number);
             return BatchReport {
                 kind: BatchKind::Failure,
                 attempts: timed_out_all(job, ids, cx.timeout),
