@@ -17,14 +17,24 @@
 //!   stay together and a batch loads fewer files — pytest collects a whole file for any
 //!   one of its tests.
 //! * **Nothing known** (a first run): round-robin in discovery order, which keeps
-//!   neighbouring tests (often equally slow) apart. On sandboxes with CPUs of their own
-//!   (remote ones), over twice as many batches as sandboxes when there are enough
-//!   tests: an idle sandbox then picks up the next queued batch, which evens out the
-//!   imbalance no estimate could prevent. On local sandboxes, which share this
-//!   machine's CPUs, the extra start-ups would compete with the tests, so one batch
-//!   per sandbox.
+//!   neighbouring tests (often equally slow) apart. What is dealt out is not single
+//!   tests but short stretches of neighbours that share a locality (one pytest file):
+//!   a batch then loads a few files, not every file of the suite, and each batch still
+//!   gets [`STRETCHES_PER_BATCH`] stretches from all over it. Twice as many batches as
+//!   sandboxes when there are enough tests, so an idle sandbox picks up the next queued
+//!   batch, which evens out the imbalance no estimate could prevent — at the price of
+//!   one more start-up per sandbox. Sandboxes with CPUs of their own (remote ones) pay
+//!   it always. Local sandboxes share this machine's CPUs, where every start-up
+//!   competes with the tests, so they pay it only when each gets few tests
+//!   ([`FEW_TESTS_PER_SANDBOX`]): the sum of many unknown durations strays less from
+//!   its expectation than the sum of a few.
 //!
 //! Unknown tests among known ones weigh their group's mean, or [`UNKNOWN_DURATION`].
+//! A known duration is what the report says plus [`PER_TEST_OVERHEAD`]: reports time a
+//! test's own body, not the runner's work around it (collecting, reporting, a process
+//! per test for nextest), and round a trivial test to zero. Without it a suite of
+//! trivial tests looks like no work at all and one test that happens to report a few
+//! milliseconds outweighs the rest.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -36,10 +46,23 @@ pub const MAX_BATCH_ID_BYTES: usize = 64 * 1024;
 /// Duration assumed for a test of a group with no known duration at all.
 pub const UNKNOWN_DURATION: Duration = Duration::from_secs(1);
 
+/// Added to every known duration: the runner's own work per test, which no report
+/// times (see the module docs).
+pub const PER_TEST_OVERHEAD: Duration = Duration::from_millis(2);
+
 /// With nothing known, batches per sandbox, when each batch still gets at least
 /// [`MIN_TESTS_PER_SPLIT_BATCH`] tests.
 const UNKNOWN_BATCHES_PER_SANDBOX: usize = 2;
 const MIN_TESTS_PER_SPLIT_BATCH: usize = 4;
+
+/// With nothing known, sandboxes that share this machine's CPUs get the finer split
+/// only up to this many tests each.
+const FEW_TESTS_PER_SANDBOX: usize = 32;
+
+/// With nothing known, the number of separate stretches of the suite a batch gets at
+/// least (when there are enough tests): one slow stretch then weighs a fraction of a
+/// batch.
+const STRETCHES_PER_BATCH: usize = 16;
 
 /// With durations known, a test longer than this share of a batch's fair load is
 /// placed by LPT; shorter ones fill the batches in discovery order.
@@ -54,6 +77,9 @@ pub struct Item<'a> {
     pub group: &'a str,
     /// Whether it runs in a batch of its own.
     pub individual: bool,
+    /// What a batch loads whole for any one of its tests (see
+    /// [`Framework::locality`](crate::framework::Framework::locality)).
+    pub locality: Option<&'a str>,
 }
 
 /// A planned batch: indices into the item list, and its expected duration.
@@ -68,8 +94,8 @@ pub struct PlannedBatch {
 /// Expected durations of the items, and whether any was known.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Estimates {
-    /// Per item: the known duration, else the group mean of known tests, else
-    /// [`UNKNOWN_DURATION`].
+    /// Per item: the known duration plus [`PER_TEST_OVERHEAD`], else the group mean of
+    /// those, else [`UNKNOWN_DURATION`].
     pub durations: Vec<Duration>,
     /// Whether at least one item had a known duration.
     pub any_known: bool,
@@ -82,6 +108,7 @@ pub fn estimate(items: &[Item<'_>], known: &HashMap<String, f64>) -> Estimates {
             .get(id)
             .copied()
             .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| s + PER_TEST_OVERHEAD.as_secs_f64())
     };
     let mut sums: HashMap<&str, (f64, u32)> = HashMap::new();
     for item in items {
@@ -110,14 +137,13 @@ pub fn estimate(items: &[Item<'_>], known: &HashMap<String, f64>) -> Estimates {
 /// Plans the batches for `items` over `parallel` sandboxes (see the module docs).
 /// Batches come out longest first, so the longest work starts first.
 ///
-/// `split_unknown` allows the finer split of a first run; leave it off when the
-/// sandboxes share this machine's CPUs, where every extra start-up competes with the
-/// tests themselves.
+/// `own_cpus` says the sandboxes do not share this machine's CPUs, which makes the
+/// finer split of a first run worth its start-ups however many tests there are.
 pub fn plan(
     items: &[Item<'_>],
     estimates: &Estimates,
     parallel: usize,
-    split_unknown: bool,
+    own_cpus: bool,
 ) -> Vec<PlannedBatch> {
     let durations = &estimates.durations;
     debug_assert_eq!(items.len(), durations.len());
@@ -137,14 +163,16 @@ pub fn plan(
     if estimates.any_known {
         batches.extend(lpt_then_fill(items, durations, &normal, parallel));
     } else {
-        let split = parallel * UNKNOWN_BATCHES_PER_SANDBOX;
-        let slots = if split_unknown && normal.len() >= split * MIN_TESTS_PER_SPLIT_BATCH {
-            split
+        let per_sandbox = normal.len() / parallel;
+        let split = per_sandbox >= UNKNOWN_BATCHES_PER_SANDBOX * MIN_TESTS_PER_SPLIT_BATCH
+            && (own_cpus || per_sandbox <= FEW_TESTS_PER_SANDBOX);
+        let slots = if split {
+            parallel * UNKNOWN_BATCHES_PER_SANDBOX
         } else {
             parallel
         };
-        let singles = normal.iter().map(|&i| vec![i]).collect();
-        batches.extend(lpt(items, durations, singles, slots));
+        let units = stretches(items, &normal, slots);
+        batches.extend(lpt(items, durations, units, slots));
     }
     batches.sort_by_key(|b| std::cmp::Reverse(b.load));
     batches
@@ -164,6 +192,40 @@ pub fn split_retries(
         tests.iter().map(|&i| vec![i]).collect(),
         parts.max(1),
     )
+}
+
+/// Cuts `chosen` (in discovery order) into stretches of neighbours with the same
+/// locality, each at most so long that every one of `slots` batches can get
+/// [`STRETCHES_PER_BATCH`] of them. A locality longer than that is cut into pieces of
+/// near-equal length; a test without locality is a stretch of its own.
+fn stretches(items: &[Item<'_>], chosen: &[usize], slots: usize) -> Vec<Vec<usize>> {
+    let max_len = chosen
+        .len()
+        .div_ceil(slots.max(1) * STRETCHES_PER_BATCH)
+        .max(1);
+    let mut units = Vec::new();
+    let mut start = 0;
+    while start < chosen.len() {
+        let key = items[chosen[start]].locality;
+        let end = match key {
+            Some(key) => chosen[start..]
+                .iter()
+                .position(|&i| items[i].locality != Some(key))
+                .map_or(chosen.len(), |n| start + n),
+            None => start + 1,
+        };
+        let run = &chosen[start..end];
+        let pieces = run.len().div_ceil(max_len);
+        let (base, extra) = (run.len() / pieces, run.len() % pieces);
+        let mut at = 0;
+        for piece in 0..pieces {
+            let len = base + usize::from(piece < extra);
+            units.push(run[at..at + len].to_vec());
+            at += len;
+        }
+        start = end;
+    }
+    units
 }
 
 /// LPT for the long tests, then the short ones in discovery order, each batch filled
@@ -279,11 +341,13 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
+    /// A test; an ID with `::` has its file as locality, like pytest's.
     fn item<'a>(id: &'a str) -> Item<'a> {
         Item {
             id,
             group: "g",
             individual: false,
+            locality: id.split_once("::").map(|(file, _)| file),
         }
     }
 
@@ -339,9 +403,43 @@ mod tests {
             true,
         );
         assert_eq!(batches.len(), 4);
-        // Sandboxes sharing this machine's CPUs: one batch per sandbox.
+        // Sandboxes sharing this machine's CPUs: the finer split only for few tests
+        // per sandbox.
         let batches = plan(&items, &estimate(&items, &HashMap::new()), 4, false);
+        assert_eq!(batches.len(), 8);
+        let names: Vec<String> = (0..400).map(|i| format!("t{i}")).collect();
+        let many: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
+        let batches = plan(&many, &estimate(&many, &HashMap::new()), 4, false);
         assert_eq!(batches.len(), 4);
+        let batches = plan(&many, &estimate(&many, &HashMap::new()), 4, true);
+        assert_eq!(batches.len(), 8);
+    }
+
+    #[test]
+    fn nothing_known_keeps_stretches_of_a_file_together() {
+        // 40 files x 50 tests over 2 sandboxes: each batch loads about half the files,
+        // not all 40, and still gets stretches from all over the suite.
+        let names: Vec<String> = (0..2000).map(|i| format!("f{}.py::t{i}", i / 50)).collect();
+        let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
+        let batches = plan(&items, &estimate(&items, &HashMap::new()), 2, false);
+        assert_eq!(batches.len(), 2);
+        for b in &batches {
+            let files: HashSet<&str> = b.items.iter().map(|&i| file_of(&items, i)).collect();
+            assert!(files.len() <= 22, "a batch loads {} files", files.len());
+            assert_eq!(b.items.len(), 1000);
+            assert!(files.contains("f0.py") || files.contains("f1.py"));
+            assert!(files.contains("f38.py") || files.contains("f39.py"));
+        }
+        // Few tests per file: a file is dealt out test by test.
+        let names: Vec<String> = (0..60).map(|i| format!("f{}.py::t{i}", i / 10)).collect();
+        let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
+        let batches = plan(&items, &estimate(&items, &HashMap::new()), 4, false);
+        let of = |id: &str| {
+            batches
+                .iter()
+                .position(|b| b.items.iter().any(|&i| items[i].id == id))
+        };
+        assert_ne!(of("f0.py::t0"), of("f0.py::t1"));
     }
 
     #[test]
@@ -356,7 +454,7 @@ mod tests {
             ids(&items, &batches),
             vec![vec!["slow"], vec!["medium", "fast"]]
         );
-        assert_eq!(batches[0].load, Duration::from_secs(10));
+        assert_eq!(batches[0].load, Duration::from_secs(10) + PER_TEST_OVERHEAD);
     }
 
     #[test]
@@ -407,32 +505,58 @@ mod tests {
     }
 
     #[test]
+    fn trivial_tests_reported_as_zero_still_split_evenly() {
+        // pytest reports 0.000 for a trivial test; one that reports 39 ms (the first of
+        // a file, say) must not look like all the work there is.
+        let names: Vec<String> = (0..2000).map(|i| format!("f{}.py::t{i}", i / 50)).collect();
+        let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
+        let durations: Vec<(&str, f64)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), if i == 1234 { 0.039 } else { 0.0 }))
+            .collect();
+        let batches = plan(&items, &estimate(&items, &known(&durations)), 2, false);
+        assert_eq!(batches.len(), 2);
+        for b in &batches {
+            assert!(
+                (950..=1050).contains(&b.items.len()),
+                "batch sizes {:?}",
+                batches.iter().map(|b| b.items.len()).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
     fn unknown_tests_take_their_group_mean() {
         let items = vec![
             Item {
                 id: "a",
                 group: "slow",
                 individual: false,
+                locality: None,
             },
             Item {
                 id: "b",
                 group: "slow",
                 individual: false,
+                locality: None,
             },
             Item {
                 id: "new",
                 group: "slow",
                 individual: false,
+                locality: None,
             },
             Item {
                 id: "other",
                 group: "fast",
                 individual: false,
+                locality: None,
             },
         ];
         let est = estimate(&items, &known(&[("a", 2.0), ("b", 4.0)]));
         assert!(est.any_known);
-        assert_eq!(est.durations[2], Duration::from_secs(3));
+        assert_eq!(est.durations[2], Duration::from_secs(3) + PER_TEST_OVERHEAD);
         assert_eq!(est.durations[3], UNKNOWN_DURATION);
     }
 
@@ -443,6 +567,7 @@ mod tests {
             id: "solo",
             group: "g",
             individual: true,
+            locality: None,
         });
         let batches = plan(&items, &estimate(&items, &HashMap::new()), 8, true);
         assert_eq!(batches.len(), 3);

@@ -105,6 +105,14 @@ pub trait Framework: Send + Sync {
         vec![id.to_owned()]
     }
 
+    /// What a batch loads whole for any one of the tests of `id`, when the runner has
+    /// such a unit: pytest imports and collects the whole file of a node ID. With no
+    /// durations known, the scheduler keeps neighbours of one locality together in
+    /// stretches rather than dealing them out one by one (see [`crate::scheduler`]).
+    fn locality<'a>(&self, _id: &'a str) -> Option<&'a str> {
+        None
+    }
+
     /// Whether the runner itself can stop at the first failure (`--fail-fast`).
     fn has_stop_flag(&self) -> bool {
         true

@@ -192,6 +192,11 @@ impl Framework for Pytest {
         vec![id.to_owned(), junit_pair_key(&classname, &name)]
     }
 
+    /// The file of a node ID: pytest imports and collects it whole for any of its tests.
+    fn locality<'a>(&self, id: &'a str) -> Option<&'a str> {
+        id.split_once("::").map(|(file, _)| file)
+    }
+
     /// Collection reads the project's files and Python environment, nothing else.
     fn discovery_is_cacheable(&self) -> bool {
         true

@@ -90,6 +90,7 @@ pub async fn run(
             id: &r.id,
             group: &r.group,
             individual: r.schedule_individual,
+            locality: framework.locality(&r.id),
         })
         .collect();
     let estimates = scheduler::estimate(&items, &settings.durations);

@@ -37,7 +37,7 @@ pub trait Provider: Send + Sync {
     async fn create_sandbox(&self, index: usize) -> Result<Box<dyn Sandbox>>;
 
     /// Whether the sandboxes run on this machine and share its CPUs, so that every
-    /// batch start-up competes with the tests (the scheduler then avoids extra batches).
+    /// batch start-up competes with the tests (the scheduler then adds fewer batches).
     fn shares_local_cpus(&self) -> bool {
         false
     }
