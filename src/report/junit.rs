@@ -610,7 +610,8 @@ pub fn render_merged(results: &[TestResult], total_time: Duration) -> String {
         }
     }
 
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let mut out = String::with_capacity(256 + results.len() * 128);
+    out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     out.push_str("<testsuites name=\"offload\"");
     push_counts(&mut out, results.iter());
     let _ = writeln!(out, " time=\"{:.3}\">", total_time.as_secs_f64());
