@@ -351,6 +351,13 @@ mod tests {
         }
     }
 
+    /// `n` pytest-like IDs `fF.py::tI`, `per_file` to a file.
+    fn file_ids(n: usize, per_file: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| format!("f{}.py::t{i}", i / per_file))
+            .collect()
+    }
+
     fn file_of<'a>(items: &[Item<'a>], i: usize) -> &'a str {
         items[i].id.split_once("::").map_or("", |(file, _)| file)
     }
@@ -419,7 +426,7 @@ mod tests {
     fn nothing_known_keeps_stretches_of_a_file_together() {
         // 40 files x 50 tests over 2 sandboxes: each batch loads about half the files,
         // not all 40, and still gets stretches from all over the suite.
-        let names: Vec<String> = (0..2000).map(|i| format!("f{}.py::t{i}", i / 50)).collect();
+        let names = file_ids(2000, 50);
         let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
         let batches = plan(&items, &estimate(&items, &HashMap::new()), 2, false);
         assert_eq!(batches.len(), 2);
@@ -431,7 +438,7 @@ mod tests {
             assert!(files.contains("f38.py") || files.contains("f39.py"));
         }
         // Few tests per file: a file is dealt out test by test.
-        let names: Vec<String> = (0..60).map(|i| format!("f{}.py::t{i}", i / 10)).collect();
+        let names = file_ids(60, 10);
         let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
         let batches = plan(&items, &estimate(&items, &HashMap::new()), 4, false);
         let of = |id: &str| {
@@ -461,7 +468,7 @@ mod tests {
     fn skewed_suite_is_balanced_near_the_lower_bound() {
         // 2 x 4 s, 10 x 1 s, 48 x 0.1 s over 4 sandboxes: lower bound max(4, 22.8/4) = 5.7 s.
         // Ten tests per file, so the two 4 s tests share a file.
-        let names: Vec<String> = (0..60).map(|i| format!("f{}.py::t{i}", i / 10)).collect();
+        let names = file_ids(60, 10);
         let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
         let durations: Vec<(&str, f64)> = names
             .iter()
@@ -492,7 +499,7 @@ mod tests {
     fn tests_of_one_file_stay_together_when_loads_allow() {
         // 4 files x 50 tests of equal, tiny duration over 2 sandboxes: each batch gets
         // two whole files, not a share of every file.
-        let names: Vec<String> = (0..200).map(|i| format!("f{}.py::t{i}", i / 50)).collect();
+        let names = file_ids(200, 50);
         let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
         let durations: Vec<(&str, f64)> = names.iter().map(|n| (n.as_str(), 0.001)).collect();
         let batches = plan(&items, &estimate(&items, &known(&durations)), 2, true);
@@ -508,7 +515,7 @@ mod tests {
     fn trivial_tests_reported_as_zero_still_split_evenly() {
         // pytest reports 0.000 for a trivial test; one that reports 39 ms (the first of
         // a file, say) must not look like all the work there is.
-        let names: Vec<String> = (0..2000).map(|i| format!("f{}.py::t{i}", i / 50)).collect();
+        let names = file_ids(2000, 50);
         let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
         let durations: Vec<(&str, f64)> = names
             .iter()

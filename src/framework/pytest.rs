@@ -402,6 +402,14 @@ mod tests {
     }
 
     #[test]
+    fn locality_is_the_file_of_a_node_id() {
+        let fw = Pytest::new(&config(None)).unwrap();
+        assert_eq!(fw.locality("t/a b.py::K::m[x::y]"), Some("t/a b.py"));
+        assert_eq!(fw.locality("t/a.py::test_p"), Some("t/a.py"));
+        assert_eq!(fw.locality("t/a.py"), None);
+    }
+
+    #[test]
     fn batch_command_layout() {
         let mut c = config(Some("uv run pytest"));
         c.run_args = Some("-p no:cacheprovider --maxfail '3'".to_owned());
