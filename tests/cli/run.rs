@@ -682,3 +682,41 @@ fn a_closed_stdout_does_not_change_the_exit_code() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
 }
+
+#[test]
+fn a_first_pytest_run_keeps_the_tests_of_a_file_in_one_batch() {
+    // 40 files x 4 tests over 2 local sandboxes, nothing known: each batch imports 20
+    // whole files, not a share of all 40.
+    let p = Project::new();
+    for f in 0..40 {
+        let body: String = (0..4)
+            .map(|t| format!("def test_{t}():\n    pass\n\n"))
+            .collect();
+        p.file(&format!("tests/test_f{f}.py"), &body);
+    }
+    p.file(
+        "offload.toml",
+        "[offload]\nmax_parallel = 2\n[provider]\ntype = \"local\"\n\
+         [framework]\ntype = \"pytest\"\npaths = [\"tests\"]\ncommand = \"python -m pytest\"\n\
+         [groups.all]\n",
+    );
+    let run = support::run(with_python(p.offload().arg("run")));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let mut batches_of_file = vec![0; 40];
+    let mut batches = 0;
+    for part in std::fs::read_dir(p.path().join("test-results/junit-parts")).unwrap() {
+        let xml = std::fs::read_to_string(part.unwrap().path()).unwrap();
+        batches += 1;
+        for (f, count) in batches_of_file.iter_mut().enumerate() {
+            if xml.contains(&format!("classname=\"tests.test_f{f}\"")) {
+                *count += 1;
+            }
+        }
+    }
+    assert_eq!(batches, 2);
+    assert_eq!(
+        batches_of_file,
+        vec![1; 40],
+        "batches that loaded each file"
+    );
+}
