@@ -193,14 +193,14 @@ pub fn main() -> i32 {
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
+            crate::statusln!("error: cannot start the async runtime: {err}");
             return exit::FAILURE;
         }
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            crate::statusln!("error: {err:#}");
             exit::FAILURE
         }
     }
@@ -221,6 +221,9 @@ fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
+        // Its own report of a failed write is an `eprintln!`, which panics when stderr
+        // is a closed pipe (`offload run 2>&1 | head`).
+        .log_internal_errors(false)
         .with_target(false)
         .without_time()
         .try_init();

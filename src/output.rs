@@ -1,5 +1,8 @@
 //! Results on stdout: written whole, and a reader that went away (`offload run | head`)
-//! is not an error — the exit code must still tell how the run went.
+//! is not an error — the exit code must still tell how the run went. The same holds for
+//! the progress and status lines on stderr ([`status!`](crate::status),
+//! [`statusln!`](crate::statusln)): `eprint!` would panic on a closed pipe and end the
+//! run without cleaning up.
 
 use std::io::Write;
 
@@ -15,4 +18,28 @@ pub fn print(text: &str) {
             tracing::warn!("cannot write to stdout: {err}");
         }
     }
+}
+
+/// Writes to stderr, ignoring any error: there is nowhere left to report it.
+pub fn stderr(args: std::fmt::Arguments<'_>) {
+    let _ = std::io::stderr().lock().write_fmt(args);
+}
+
+/// Like `eprint!`, but a closed or broken stderr is ignored instead of a panic.
+#[macro_export]
+macro_rules! status {
+    ($($arg:tt)*) => {
+        $crate::output::stderr(format_args!($($arg)*))
+    };
+}
+
+/// Like `eprintln!`, but a closed or broken stderr is ignored instead of a panic.
+#[macro_export]
+macro_rules! statusln {
+    () => {
+        $crate::output::stderr(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::stderr(format_args!("{}\n", format_args!($($arg)*)))
+    };
 }

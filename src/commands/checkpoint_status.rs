@@ -55,16 +55,16 @@ pub fn run(config: &Path, remote: &str) -> Result<i32> {
             let git = Git::new(&toplevel);
             match notes::fetch(&git, remote) {
                 SyncOutcome::Done | SyncOutcome::RemoteHasNoNotes => {}
-                SyncOutcome::NoRemote => eprintln!(
+                SyncOutcome::NoRemote => crate::statusln!(
                     "note: no git remote `{remote}`: showing the image cache of this clone only"
                 ),
-                SyncOutcome::Failed(msg) => eprintln!(
+                SyncOutcome::Failed(msg) => crate::statusln!(
                     "warning: cannot fetch image notes from `{remote}` (showing the local \
                      cache): {msg}"
                 ),
             }
             let config_key = notes::config_key(config, &toplevel)
-                .map_err(|err| eprintln!("warning: {err:#}"))
+                .map_err(|err| crate::statusln!("warning: {err:#}"))
                 .ok();
             let cx = StatusContext {
                 git,
@@ -107,7 +107,7 @@ impl StatusContext {
         match thin_diff(&self.toplevel, base, &ignore) {
             Ok(diff) => Some(diff.files.len()),
             Err(err) => {
-                eprintln!("warning: cannot compute the thin diff: {err:#}");
+                crate::statusln!("warning: cannot compute the thin diff: {err:#}");
                 None
             }
         }

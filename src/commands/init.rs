@@ -58,7 +58,7 @@ pub fn run(path: &Path, options: InitOptions) -> Result<i32> {
     let mut file = match open.open(path) {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-            eprintln!(
+            crate::statusln!(
                 "`{}` already exists; pass `--force` to overwrite it, or write to another file \
                  with `-c PATH`",
                 path.display()

@@ -50,7 +50,7 @@ pub fn run(config: &Path, options: LogsOptions) -> Result<i32> {
 
     let path = loaded.config.report.junit_path();
     if !path.is_file() {
-        eprintln!(
+        crate::statusln!(
             "No test results found at {}. Run `offload run` first.",
             path.display()
         );
@@ -70,7 +70,7 @@ pub fn run(config: &Path, options: LogsOptions) -> Result<i32> {
         render_entry(entry, &mut text);
     }
     if text.is_empty() {
-        eprintln!("No matching test results found in {}", path.display());
+        crate::statusln!("No matching test results found in {}", path.display());
         return Ok(exit::SUCCESS);
     }
     // Buffered: stdout alone would flush (one write) per line.

@@ -72,7 +72,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         );
     }
 
-    eprint!("Discovering tests... ");
+    crate::status!("Discovering tests... ");
     let interrupt = signals.token();
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     // The image is prepared while discovery runs; its progress waits for discovery's line.
@@ -130,12 +130,12 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         }
         discovery_done.store(true, std::sync::atomic::Ordering::SeqCst);
         match &result {
-            Ok(records) => eprintln!(
+            Ok(records) => crate::statusln!(
                 "found {} across {}",
                 plural(records.len(), "test"),
                 plural(config.groups.len(), "group")
             ),
-            Err(_) => eprintln!("failed"),
+            Err(_) => crate::statusln!("failed"),
         }
         prepare_log.release();
         result
@@ -143,7 +143,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     let joined = tokio::select! {
         result = async { tokio::try_join!(discovery, prepare) } => result,
         () = interrupt.cancelled() => {
-            eprintln!("interrupted");
+            crate::statusln!("interrupted");
             return Ok(signals.received().map_or(exit::INTERRUPTED, |s| s.exit_code()));
         }
     };
@@ -151,7 +151,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         Ok(both) => both,
         Err(err) => {
             if !discovery_done.load(std::sync::atomic::Ordering::SeqCst) {
-                eprintln!("stopped");
+                crate::statusln!("stopped");
             }
             prepare_log.release();
             if interrupt.is_cancelled() {
@@ -240,7 +240,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     std::mem::forget(outcome);
     std::mem::forget(records);
     if let Some(signal) = signals.received() {
-        eprintln!("offload: stopped by {}", signal.name());
+        crate::statusln!("offload: stopped by {}", signal.name());
         return Ok(signal.exit_code());
     }
     Ok(exit_code)

@@ -21,7 +21,7 @@ pub fn run(config: &Path) -> Result<i32> {
             Ok(exit::SUCCESS)
         }
         Err(err) => {
-            eprintln!("Configuration error: {err:#}");
+            crate::statusln!("Configuration error: {err:#}");
             Ok(exit::FAILURE)
         }
     }

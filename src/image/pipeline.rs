@@ -63,7 +63,7 @@ pub trait ImageBuilder: Send + Sync {
     /// default prints it on stderr; a provider may hold lines back (for example while
     /// test discovery prints).
     fn progress(&self, line: &str) {
-        eprintln!("{line}");
+        crate::statusln!("{line}");
     }
 }
 

@@ -72,7 +72,7 @@ impl Progress {
     }
 
     fn print_line(&self) {
-        eprintln!(
+        crate::statusln!(
             "[offload] {}/{} tests done, {} failed, {} flaky ({:.1}s)",
             self.done,
             self.total,

@@ -236,7 +236,7 @@ impl PrepareLog {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         match held.as_mut() {
             Some(lines) => lines.push(line.to_owned()),
-            None => eprintln!("[prepare] {line}"),
+            None => crate::statusln!("[prepare] {line}"),
         }
     }
 
@@ -244,7 +244,7 @@ impl PrepareLog {
     pub fn release(&self) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         for line in held.take().unwrap_or_default() {
-            eprintln!("[prepare] {line}");
+            crate::statusln!("[prepare] {line}");
         }
     }
 }

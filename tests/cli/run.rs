@@ -720,3 +720,24 @@ fn a_first_pytest_run_keeps_the_tests_of_a_file_in_one_batch() {
         "batches that loaded each file"
     );
 }
+
+#[test]
+fn a_closed_stderr_neither_panics_nor_changes_the_exit_code() {
+    // `offload -vv run 2>&1 | head -1`: the reader goes away while Offload still has
+    // progress, log and status lines to write.
+    let p = scripted(&["sleep-0.5-a", "pass-b"], "", "");
+    let mut child = p
+        .offload()
+        .args(["-vv", "run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(&mut stderr, &mut first).unwrap();
+    drop(stderr);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(junit(&p).contains("sleep-0.5-a"));
+}
