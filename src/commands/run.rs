@@ -13,13 +13,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::{Config, DefaultProviderConfig, ProviderConfig};
+use crate::config::{
+    Config, DefaultProviderConfig, FrameworkConfig, LocalProviderConfig, ProviderConfig,
+};
 use crate::exit;
 use crate::framework::cache::DiscoveryCache;
+use crate::framework::cargo::{Cargo, ReusedBuild};
 use crate::framework::{self, TestRecord};
 use crate::image::PreparedImage;
 use crate::orchestrator::progress::Progress;
 use crate::orchestrator::{self, EngineSettings};
+use crate::process::{self, CapturedOutput, CommandSpec, ExitOutcome};
 use crate::provider::Provider;
 use crate::provider::default::{self as default_provider, DefaultProvider, PrepareLog};
 use crate::provider::default_image::{CacheRefresh, ImagePlan};
@@ -140,15 +144,23 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         prepare_log.release();
         result
     };
+    // Cargo batches in local sandboxes reuse one build check, made while discovery runs.
+    let reuse = async {
+        let reused = match options.collect_only {
+            true => None,
+            false => local_reused_build(&config, &cwd).await,
+        };
+        Ok::<_, anyhow::Error>(reused)
+    };
     let joined = tokio::select! {
-        result = async { tokio::try_join!(discovery, prepare) } => result,
+        result = async { tokio::try_join!(discovery, prepare, reuse) } => result,
         () = interrupt.cancelled() => {
             crate::statusln!("interrupted");
             return Ok(signals.received().map_or(exit::INTERRUPTED, |s| s.exit_code()));
         }
     };
-    let (records, prepared) = match joined {
-        Ok(both) => both,
+    let (records, prepared, reused) = match joined {
+        Ok(all) => all,
         Err(err) => {
             if !discovery_done.load(std::sync::atomic::Ordering::SeqCst) {
                 crate::statusln!("stopped");
@@ -199,9 +211,13 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         durations,
     };
     let mut progress = Progress::new(records.len(), options.ci, false);
+    let batch_framework: Arc<dyn framework::Framework> = match reused {
+        Some(cargo) => Arc::new(cargo),
+        None => Arc::clone(&framework),
+    };
     let outcome = orchestrator::run(
         &records,
-        Arc::clone(&framework),
+        batch_framework,
         provider,
         &settings,
         &interrupt,
@@ -430,6 +446,97 @@ fn is_ours(sub: &str, name: &str) -> bool {
 /// The provider the config selects. `sandbox_config` is the command-driven form of a
 /// `default` or `modal` provider, `prepared` what `prepare` produced through `plan`: a
 /// cached image gets the self-healing rebuild (interrupted by `cancel`).
+/// Where and with which environment local sandboxes run their commands.
+fn local_settings(
+    config: &Config,
+    local: &LocalProviderConfig,
+    cwd: &Path,
+) -> LocalSandboxSettings {
+    let working_dir: PathBuf = config
+        .offload
+        .working_dir
+        .clone()
+        .or_else(|| local.working_dir.clone())
+        .map_or_else(|| cwd.to_path_buf(), |d| cwd.join(d));
+    let root = config
+        .offload
+        .sandbox_project_root
+        .clone()
+        .unwrap_or_else(|| working_dir.to_string_lossy().into_owned());
+    let mut env: Vec<(String, String)> = local
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.push(("OFFLOAD_ROOT".to_owned(), root));
+    LocalSandboxSettings {
+        working_dir,
+        shell: local.shell.clone(),
+        env,
+    }
+}
+
+/// For cargo batches in local sandboxes: the build checked and listed once for the
+/// whole run, where and as the sandboxes run commands, so that batches skip cargo (see
+/// [`Cargo::reuse_build`]). `None` for other frameworks and providers, and when
+/// listing fails — the batches then build for themselves and report any error.
+async fn local_reused_build(config: &Config, cwd: &Path) -> Option<Cargo> {
+    let (FrameworkConfig::Cargo(cargo_config), ProviderConfig::Local(local)) =
+        (&config.framework, &config.provider)
+    else {
+        return None;
+    };
+    let cargo = Cargo::new(cargo_config);
+    let settings = local_settings(config, local, cwd);
+    let dir = cwd.join(&config.report.output_dir).join("cache");
+    if let Err(err) = std::fs::create_dir_all(&dir) {
+        tracing::debug!("no reused build: cannot create `{}`: {err}", dir.display());
+        return None;
+    }
+    let [list, metadata] = cargo.reuse_build_commands().map(|spec| CommandSpec {
+        cwd: Some(settings.working_dir.clone()),
+        env: settings.env.clone(),
+        ..spec
+    });
+    let (list_output, metadata_output) = tokio::join!(
+        process::capture(&list, None),
+        process::capture(&metadata, None)
+    );
+    let binaries_metadata = save_stdout(&list, list_output, &dir.join("nextest-binaries.json"))?;
+    let cargo_metadata = save_stdout(&metadata, metadata_output, &dir.join("cargo-metadata.json"))?;
+    Some(cargo.reuse_build(ReusedBuild {
+        binaries_metadata,
+        cargo_metadata,
+    }))
+}
+
+/// Writes the stdout of `spec`, when it succeeded, to `path` and returns the path;
+/// otherwise says why at debug level.
+fn save_stdout(spec: &CommandSpec, output: Result<CapturedOutput>, path: &Path) -> Option<String> {
+    let output = match output {
+        Ok(out) if out.outcome == ExitOutcome::Exited(0) => out,
+        Ok(out) => {
+            tracing::debug!(
+                "no reused build: `{}` {}",
+                spec.display(),
+                framework::outcome_text(out.outcome)
+            );
+            return None;
+        }
+        Err(err) => {
+            tracing::debug!("no reused build: {err:#}");
+            return None;
+        }
+    };
+    match std::fs::write(path, output.stdout) {
+        Ok(()) => Some(path.to_string_lossy().into_owned()),
+        Err(err) => {
+            tracing::debug!("no reused build: cannot write `{}`: {err}", path.display());
+            None
+        }
+    }
+}
+
 fn build_provider(
     config: &Config,
     sandbox_config: Option<&DefaultProviderConfig>,
@@ -440,28 +547,7 @@ fn build_provider(
 ) -> Result<Arc<dyn Provider>> {
     match &config.provider {
         ProviderConfig::Local(local) => {
-            let working_dir: PathBuf = config
-                .offload
-                .working_dir
-                .clone()
-                .or_else(|| local.working_dir.clone())
-                .map_or_else(|| cwd.to_path_buf(), |d| cwd.join(d));
-            let root = config
-                .offload
-                .sandbox_project_root
-                .clone()
-                .unwrap_or_else(|| working_dir.to_string_lossy().into_owned());
-            let mut env: Vec<(String, String)> = local
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            env.push(("OFFLOAD_ROOT".to_owned(), root));
-            let provider = LocalProvider::new(LocalSandboxSettings {
-                working_dir,
-                shell: local.shell.clone(),
-                env,
-            })?;
+            let provider = LocalProvider::new(local_settings(config, local, cwd))?;
             Ok(Arc::new(provider))
         }
         ProviderConfig::Default(_) | ProviderConfig::Modal(_) => {

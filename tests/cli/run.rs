@@ -741,3 +741,42 @@ fn a_closed_stderr_neither_panics_nor_changes_the_exit_code() {
     assert_eq!(status.code(), Some(0), "{status:?}");
     assert!(junit(&p).contains("sleep-0.5-a"));
 }
+
+#[test]
+fn nextest_batches_reuse_one_build_and_see_changed_sources() {
+    let p = Project::new();
+    p.file(
+        "Cargo.toml",
+        "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    );
+    let tests = |names: &[&str]| {
+        let body: String = names
+            .iter()
+            .map(|n| format!("    #[test]\n    fn {n}() {{}}\n"))
+            .collect();
+        format!("#[cfg(test)]\nmod tests {{\n{body}}}\n")
+    };
+    p.file("src/lib.rs", &tests(&["a", "b", "c", "d"]));
+    p.file(
+        "offload.toml",
+        "[offload]\nmax_parallel = 2\n[provider]\ntype = \"local\"\n[framework]\ntype = \"cargo\"\n\
+         [groups.all]\nretry_count = 0\n",
+    );
+    let run = support::run(p.offload().args(["-vv", "run"]));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let batches: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("cargo nextest run"))
+        .collect();
+    assert_eq!(batches.len(), 2, "{}", run.stderr);
+    for batch in batches {
+        assert!(batch.contains("--binaries-metadata"), "{batch}");
+    }
+    // A new test: the next run lists a fresh build and runs it.
+    p.file("src/lib.rs", &tests(&["a", "b", "c", "d", "e"]));
+    let run = support::run(p.offload().arg("run"));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Passed:  5"), "{}", run.stdout);
+    assert!(junit(&p).contains("tiny tests::e"));
+}
