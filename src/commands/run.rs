@@ -146,9 +146,10 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     };
     // Cargo batches in local sandboxes reuse one build check, made while discovery runs.
     let reuse = async {
-        let reused = match options.collect_only {
-            true => None,
-            false => local_reused_build(&config, &cwd).await,
+        let reused = if options.collect_only {
+            None
+        } else {
+            local_reused_build(&config, &cwd).await
         };
         Ok::<_, anyhow::Error>(reused)
     };
