@@ -36,8 +36,9 @@
 //! trivial tests looks like no work at all and one test that happens to report a few
 //! milliseconds outweighs the rest.
 
-use std::collections::HashMap;
 use std::time::Duration;
+
+use rustc_hash::FxHashMap;
 
 /// Upper bound on the bytes of test IDs in one batch. A batch command often travels as a
 /// single argument (`sh -c`, a remote exec), and Linux caps one argument at 128 KiB.
@@ -102,7 +103,7 @@ pub struct Estimates {
 }
 
 /// Estimates each item's duration from `known` (seconds by ID).
-pub fn estimate(items: &[Item<'_>], known: &HashMap<String, f64>) -> Estimates {
+pub fn estimate(items: &[Item<'_>], known: &FxHashMap<String, f64>) -> Estimates {
     // One lookup per test: at 20 000 tests the hashing is most of the planning time.
     let found: Vec<Option<f64>> = items
         .iter()
@@ -114,7 +115,7 @@ pub fn estimate(items: &[Item<'_>], known: &HashMap<String, f64>) -> Estimates {
                 .map(|s| s + PER_TEST_OVERHEAD.as_secs_f64())
         })
         .collect();
-    let mut sums: HashMap<&str, (f64, u32)> = HashMap::new();
+    let mut sums: FxHashMap<&str, (f64, u32)> = FxHashMap::default();
     for (item, secs) in items.iter().zip(&found) {
         if let Some(secs) = secs {
             let entry = sums.entry(item.group).or_default();
@@ -378,14 +379,14 @@ mod tests {
             .collect()
     }
 
-    fn known(pairs: &[(&str, f64)]) -> HashMap<String, f64> {
+    fn known(pairs: &[(&str, f64)]) -> FxHashMap<String, f64> {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
     }
 
     #[test]
     fn nothing_known_gives_round_robin_in_discovery_order() {
         let items = items(&["a", "b", "c", "d", "e"]);
-        let est = estimate(&items, &HashMap::new());
+        let est = estimate(&items, &FxHashMap::default());
         assert!(!est.any_known);
         let batches = plan(&items, &est, 2, true);
         assert_eq!(
@@ -398,7 +399,7 @@ mod tests {
     fn nothing_known_and_many_tests_gives_two_batches_per_sandbox() {
         let names: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
         let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
-        let batches = plan(&items, &estimate(&items, &HashMap::new()), 4, true);
+        let batches = plan(&items, &estimate(&items, &FxHashMap::default()), 4, true);
         assert_eq!(batches.len(), 8);
         // Neighbours stay apart: t0 and t1 are in different batches.
         let of = |id: &str| {
@@ -410,20 +411,20 @@ mod tests {
         // Few tests: one batch per sandbox.
         let batches = plan(
             &items[..20],
-            &estimate(&items[..20], &HashMap::new()),
+            &estimate(&items[..20], &FxHashMap::default()),
             4,
             true,
         );
         assert_eq!(batches.len(), 4);
         // Sandboxes sharing this machine's CPUs: the finer split only for few tests
         // per sandbox.
-        let batches = plan(&items, &estimate(&items, &HashMap::new()), 4, false);
+        let batches = plan(&items, &estimate(&items, &FxHashMap::default()), 4, false);
         assert_eq!(batches.len(), 8);
         let names: Vec<String> = (0..400).map(|i| format!("t{i}")).collect();
         let many: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
-        let batches = plan(&many, &estimate(&many, &HashMap::new()), 4, false);
+        let batches = plan(&many, &estimate(&many, &FxHashMap::default()), 4, false);
         assert_eq!(batches.len(), 4);
-        let batches = plan(&many, &estimate(&many, &HashMap::new()), 4, true);
+        let batches = plan(&many, &estimate(&many, &FxHashMap::default()), 4, true);
         assert_eq!(batches.len(), 8);
     }
 
@@ -433,7 +434,7 @@ mod tests {
         // not all 40, and still gets stretches from all over the suite.
         let names = file_ids(2000, 50);
         let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
-        let batches = plan(&items, &estimate(&items, &HashMap::new()), 2, false);
+        let batches = plan(&items, &estimate(&items, &FxHashMap::default()), 2, false);
         assert_eq!(batches.len(), 2);
         for b in &batches {
             let files: HashSet<&str> = b.items.iter().map(|&i| file_of(&items, i)).collect();
@@ -445,7 +446,7 @@ mod tests {
         // Few tests per file: a file is dealt out test by test.
         let names = file_ids(60, 10);
         let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
-        let batches = plan(&items, &estimate(&items, &HashMap::new()), 4, false);
+        let batches = plan(&items, &estimate(&items, &FxHashMap::default()), 4, false);
         let of = |id: &str| {
             batches
                 .iter()
@@ -581,17 +582,17 @@ mod tests {
             individual: true,
             locality: None,
         });
-        let batches = plan(&items, &estimate(&items, &HashMap::new()), 8, true);
+        let batches = plan(&items, &estimate(&items, &FxHashMap::default()), 8, true);
         assert_eq!(batches.len(), 3);
         assert!(batches.iter().any(|b| b.items == vec![2]));
-        assert!(plan(&[], &estimate(&[], &HashMap::new()), 4, true).is_empty());
+        assert!(plan(&[], &estimate(&[], &FxHashMap::default()), 4, true).is_empty());
     }
 
     #[test]
     fn batches_stay_under_the_argument_limit() {
         let long: Vec<String> = (0..200).map(|i| format!("{i:0>1000}")).collect();
         let items: Vec<Item<'_>> = long.iter().map(|n| item(n)).collect();
-        let batches = plan(&items, &estimate(&items, &HashMap::new()), 1, true);
+        let batches = plan(&items, &estimate(&items, &FxHashMap::default()), 1, true);
         assert!(batches.len() >= 4, "{} batches", batches.len());
         for b in &batches {
             let bytes: usize = b.items.iter().map(|&i| items[i].id.len() + 1).sum();
@@ -604,7 +605,7 @@ mod tests {
     #[test]
     fn retries_are_split_over_free_sandboxes() {
         let items = items(&["a", "b", "c", "d"]);
-        let est = estimate(&items, &HashMap::new());
+        let est = estimate(&items, &FxHashMap::default());
         let batches = split_retries(&[1, 3], &items, &est.durations, 4);
         assert_eq!(ids(&items, &batches), vec![vec!["b"], vec!["d"]]);
     }

@@ -217,7 +217,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         None => Arc::clone(&framework),
     };
     let outcome = orchestrator::run(
-        &records,
+        records,
         batch_framework,
         provider,
         &settings,
@@ -255,7 +255,6 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     // The process exits next: freeing tens of thousands of results one by one takes
     // longer (10 ms for 20 000 tests) than the kernel takes to reclaim them at once.
     std::mem::forget(outcome);
-    std::mem::forget(records);
     if let Some(signal) = signals.received() {
         crate::statusln!("offload: stopped by {}", signal.name());
         return Ok(signal.exit_code());
@@ -376,32 +375,47 @@ fn apply_flags(config: &mut Config, options: &RunOptions) -> Result<()> {
 
 /// Keeps the first record of each ID: a test selected by two groups runs once, in the
 /// first group (with the larger retry count of the two).
-fn dedupe(records: Vec<TestRecord>) -> Vec<TestRecord> {
-    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    let mut out: Vec<TestRecord> = Vec::with_capacity(records.len());
-    let mut warned: HashSet<(String, String)> = HashSet::new();
-    for record in records {
-        match seen.get(&record.id) {
-            Some(&i) => {
-                let first = &mut out[i];
-                first.retry_count = first.retry_count.max(record.retry_count);
-                if warned.insert((first.group.clone(), record.group.clone())) {
-                    tracing::warn!(
-                        "groups `{}` and `{}` select the same tests (e.g. `{}`); each runs once, in group `{}`",
-                        first.group,
-                        record.group,
-                        record.id,
-                        first.group
-                    );
-                }
-            }
-            None => {
-                seen.insert(record.id.clone(), out.len());
-                out.push(record);
+fn dedupe(mut records: Vec<TestRecord>) -> Vec<TestRecord> {
+    // (first record, later record with the same ID), found without copying any ID.
+    let mut first: rustc_hash::FxHashMap<&str, usize> = rustc_hash::FxHashMap::default();
+    first.reserve(records.len());
+    let mut repeats: Vec<(usize, usize)> = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        match first.entry(&record.id) {
+            std::collections::hash_map::Entry::Occupied(e) => repeats.push((*e.get(), i)),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(i);
             }
         }
     }
-    out
+    drop(first);
+    if repeats.is_empty() {
+        return records;
+    }
+    let mut warned: HashSet<(&str, &str)> = HashSet::new();
+    let mut drop_at = vec![false; records.len()];
+    for &(i, later) in &repeats {
+        let (kept, again) = (&records[i], &records[later]);
+        if warned.insert((&kept.group, &again.group)) {
+            tracing::warn!(
+                "groups `{}` and `{}` select the same tests (e.g. `{}`); each runs once, in group `{}`",
+                kept.group,
+                again.group,
+                again.id,
+                kept.group
+            );
+        }
+        drop_at[later] = true;
+    }
+    for (i, later) in repeats {
+        records[i].retry_count = records[i].retry_count.max(records[later].retry_count);
+    }
+    let mut at = 0;
+    records.retain(|_| {
+        at += 1;
+        !drop_at[at - 1]
+    });
+    records
 }
 
 /// Creates `{output_dir}/logs` and `{output_dir}/junit-parts` and removes the files a

@@ -10,6 +10,7 @@
 //! the profile inherits from the project's `default` profile. The batch command writes
 //! that config file itself, so it works unchanged inside remote sandboxes.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
@@ -229,8 +230,8 @@ impl Framework for Cargo {
         })
     }
 
-    fn junit_key(&self, name: &str, classname: Option<&str>) -> String {
-        format!("{} {name}", classname.unwrap_or(""))
+    fn junit_key<'a>(&self, name: &'a str, classname: Option<&'a str>) -> Cow<'a, str> {
+        Cow::Owned(format!("{} {name}", classname.unwrap_or("")))
     }
 
     /// The test list follows from the sources, manifests and cargo/rustc settings, all

@@ -7,6 +7,8 @@
 //! `result_file`) or, with neither, from the batch's exit code. JUnit testcases map
 //! back through `test_id_format`. Nothing here spawns a process.
 
+use std::borrow::Cow;
+
 use anyhow::Result;
 
 use super::{Discovered, Framework, ResultSource, command_failed, failure_output, substitute};
@@ -116,11 +118,14 @@ impl Framework for DefaultFramework {
         Ok(self.shell(script))
     }
 
-    fn junit_key(&self, name: &str, classname: Option<&str>) -> String {
-        substitute(
+    fn junit_key<'a>(&self, name: &'a str, classname: Option<&'a str>) -> Cow<'a, str> {
+        if self.config.test_id_format == "{name}" {
+            return Cow::Borrowed(name);
+        }
+        Cow::Owned(substitute(
             &self.config.test_id_format,
             &[("name", name), ("classname", classname.unwrap_or(""))],
-        )
+        ))
     }
 
     fn has_stop_flag(&self) -> bool {

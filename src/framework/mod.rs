@@ -15,6 +15,8 @@ pub mod default;
 pub mod discovery;
 pub mod pytest;
 
+use std::borrow::Cow;
+
 use anyhow::Result;
 
 use crate::config::FrameworkConfig;
@@ -97,12 +99,12 @@ pub trait Framework: Send + Sync {
     ) -> Result<CommandSpec>;
 
     /// The key a JUnit `<testcase>` is filed under.
-    fn junit_key(&self, name: &str, classname: Option<&str>) -> String;
+    fn junit_key<'a>(&self, name: &'a str, classname: Option<&'a str>) -> Cow<'a, str>;
 
     /// The keys under which a result for test `id` may appear (see [`Self::junit_key`]),
     /// the ID itself first. A result filed under any of them belongs to `id`.
-    fn id_keys(&self, id: &str) -> Vec<String> {
-        vec![id.to_owned()]
+    fn id_keys<'a>(&self, id: &'a str) -> Vec<Cow<'a, str>> {
+        vec![Cow::Borrowed(id)]
     }
 
     /// What a batch loads whole for any one of the tests of `id`, when the runner has

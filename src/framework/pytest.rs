@@ -8,6 +8,8 @@
 //! which this module rebuilds for every ID. A conftest hook that records the full node
 //! id as `name` is recognised too. Nothing here spawns a process.
 
+use std::borrow::Cow;
+
 use anyhow::Result;
 use regex::Regex;
 
@@ -179,17 +181,20 @@ impl Framework for Pytest {
         Ok(self.command(args))
     }
 
-    fn junit_key(&self, name: &str, classname: Option<&str>) -> String {
+    fn junit_key<'a>(&self, name: &'a str, classname: Option<&'a str>) -> Cow<'a, str> {
         if is_node_id(name) {
             // The conftest-hook form: `name` holds the full node id.
-            return name.to_owned();
+            return Cow::Borrowed(name);
         }
-        junit_pair_key(classname.unwrap_or(""), name)
+        Cow::Owned(junit_pair_key(classname.unwrap_or(""), name))
     }
 
-    fn id_keys(&self, id: &str) -> Vec<String> {
+    fn id_keys<'a>(&self, id: &'a str) -> Vec<Cow<'a, str>> {
         let (classname, name) = mangle_node_id(id);
-        vec![id.to_owned(), junit_pair_key(&classname, &name)]
+        vec![
+            Cow::Borrowed(id),
+            Cow::Owned(junit_pair_key(&classname, &name)),
+        ]
     }
 
     /// The file of a node ID: pytest imports and collects it whole for any of its tests.

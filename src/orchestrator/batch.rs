@@ -4,12 +4,13 @@
 //! This module decides nothing about retries or verdicts; it reports, for each test of
 //! the batch, what this one attempt produced (or why it produced nothing).
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -290,7 +291,8 @@ async fn collect_results(
     };
 
     // Map each test case to a test of the batch through the framework's keys.
-    let mut by_key: HashMap<String, usize> = HashMap::new();
+    let mut by_key: FxHashMap<Cow<'_, str>, usize> = FxHashMap::default();
+    by_key.reserve(ids.len());
     for (pos, id) in ids.iter().enumerate() {
         for key in cx.framework.id_keys(id) {
             by_key.entry(key).or_insert(pos);
@@ -302,16 +304,18 @@ async fn collect_results(
         let key = cx
             .framework
             .junit_key(&case.name, case.classname.as_deref());
-        match by_key.get(&key) {
+        match by_key.get(key.as_ref()) {
             Some(&pos) => {
                 let mut case = case;
-                case.name = ids[pos].clone();
+                if case.name != ids[pos] {
+                    case.name.clone_from(&ids[pos]);
+                }
                 found[pos] = Some(match found[pos].take() {
                     Some(prev) if severity(&prev.outcome) >= severity(&case.outcome) => prev,
                     _ => case,
                 });
             }
-            None => unmatched.push(key),
+            None => unmatched.push(key.into_owned()),
         }
     }
     if !unmatched.is_empty() {

@@ -39,7 +39,7 @@ pub struct EngineSettings {
     /// `{output_dir}`: `logs/` and `junit-parts/` go there.
     pub output_dir: PathBuf,
     /// Known test durations in seconds, by ID.
-    pub durations: std::collections::HashMap<String, f64>,
+    pub durations: rustc_hash::FxHashMap<String, f64>,
 }
 
 /// What a run produced.
@@ -75,7 +75,7 @@ struct TestState {
 /// Either way running batches are killed, sandboxes destroyed and every test gets a
 /// verdict.
 pub async fn run(
-    records: &[TestRecord],
+    records: Vec<TestRecord>,
     framework: Arc<dyn Framework>,
     provider: Arc<dyn Provider>,
     settings: &EngineSettings,
@@ -281,6 +281,7 @@ pub async fn run(
         }
         _ => "it was never scheduled".to_owned(),
     };
+    drop(items);
     let results = finish(records, tests, &default_reason);
     progress.finish();
     EngineOutcome {
@@ -341,9 +342,9 @@ fn record_attempt(
 }
 
 /// Turns the per-test state into results; a test without a verdict is "not run".
-fn finish(records: &[TestRecord], tests: Vec<TestState>, reason: &str) -> Vec<TestResult> {
+fn finish(records: Vec<TestRecord>, tests: Vec<TestState>, reason: &str) -> Vec<TestResult> {
     records
-        .iter()
+        .into_iter()
         .zip(tests)
         .map(|(record, mut state)| {
             let verdict = match state.verdict {
@@ -362,8 +363,8 @@ fn finish(records: &[TestRecord], tests: Vec<TestState>, reason: &str) -> Vec<Te
                 }
             };
             TestResult {
-                id: record.id.clone(),
-                group: record.group.clone(),
+                id: record.id,
+                group: record.group,
                 verdict,
                 attempts: state.attempts,
             }
@@ -483,8 +484,8 @@ mod tests {
         fn batch_command(&self, tests: &[String], result: &str, _: bool) -> Result<CommandSpec> {
             Ok(CommandSpec::new("fake").args(tests).env("RESULT", result))
         }
-        fn junit_key(&self, name: &str, _: Option<&str>) -> String {
-            name.to_owned()
+        fn junit_key<'a>(&self, name: &'a str, _: Option<&'a str>) -> std::borrow::Cow<'a, str> {
+            std::borrow::Cow::Borrowed(name)
         }
     }
 
@@ -601,12 +602,12 @@ mod tests {
             timeout,
             fail_fast,
             output_dir: dir.path().to_owned(),
-            durations: HashMap::new(),
+            durations: Default::default(),
         };
         std::fs::create_dir_all(dir.path().join("logs")).unwrap();
         let mut progress = Progress::new(records.len(), false, true);
         let outcome = run(
-            records,
+            records.to_vec(),
             Arc::new(FakeFramework),
             Arc::new(FakeProvider(Arc::clone(&world))),
             &settings,

@@ -11,7 +11,7 @@
 //! final verdict (see its docs for the layout). [`read_durations`] reads test times back
 //! for the scheduler. Deciding verdicts is not done here (see [`super::verdict`]).
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use quick_xml::Reader;
 use quick_xml::events::{BytesStart, BytesText, Event};
+use rustc_hash::FxHashMap;
 
 use super::verdict::{Attempt, NOT_RUN_KIND, TestResult, Verdict};
 
@@ -234,8 +235,8 @@ fn tag_name_before(xml: &str, end: u64) -> &str {
 ///
 /// Durations are only a scheduling hint, so a missing file gives an empty map, and so does
 /// an unreadable one (with a debug log).
-pub fn read_durations(path: &Path) -> HashMap<String, f64> {
-    let mut durations = HashMap::new();
+pub fn read_durations(path: &Path) -> FxHashMap<String, f64> {
+    let mut durations = FxHashMap::default();
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(err) => {
@@ -245,31 +246,81 @@ pub fn read_durations(path: &Path) -> HashMap<String, f64> {
             return durations;
         }
     };
-    // Only `<testcase name time>` matters here: scan for it, skip everything else.
-    let mut reader = Reader::from_reader(bytes.as_slice());
-    let mut buf = Vec::new();
-    loop {
-        match reader.read_event_into(&mut buf) {
-            Ok(Event::Start(e) | Event::Empty(e)) if e.local_name().as_ref() == b"testcase" => {
-                if let Ok([Some(name), time]) = attrs(&e, [b"name", b"time"]) {
-                    let time = time.as_deref().map_or(0.0, parse_time);
-                    let slot = durations.entry(name).or_insert(0.0_f64);
-                    *slot = slot.max(time);
-                }
-            }
-            Ok(Event::Eof) => break,
-            Ok(_) => {}
-            Err(err) => {
-                tracing::debug!(
-                    "test durations from `{}` end at a malformed spot: {err}",
-                    path.display()
-                );
-                break;
+    let text = String::from_utf8_lossy(&bytes);
+    let complete = scan_testcases(&text, |name, time| {
+        let time = time.map_or(0.0, parse_time);
+        match durations.get_mut(name.as_ref()) {
+            Some(slot) => *slot = f64::max(*slot, time),
+            None => {
+                durations.insert(name.into_owned(), time);
             }
         }
-        buf.clear();
+    });
+    if !complete {
+        tracing::debug!(
+            "test durations from `{}` end at a malformed `<testcase>`",
+            path.display()
+        );
     }
     durations
+}
+
+/// Calls `found` with the `name` (entities decoded) and raw `time` attributes of every
+/// `<testcase>` start tag in `xml` that has a name, in document order. Returns false if
+/// it stopped at a tag it could not read.
+///
+/// A plain scan for the tag rather than an XML parser: the previous report of a large
+/// suite is read on every run, and this is several times faster. It cannot tell a tag
+/// from the same text inside a comment or CDATA section, which at worst gives a wrong
+/// hint.
+fn scan_testcases(xml: &str, mut found: impl FnMut(Cow<'_, str>, Option<&str>)) -> bool {
+    const TAG: &str = "<testcase";
+    let is_space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r');
+    let finder = memchr::memmem::Finder::new(TAG);
+    let mut rest = xml;
+    while let Some(at) = finder.find(rest.as_bytes()) {
+        rest = &rest[at + TAG.len()..];
+        if !rest.starts_with(|c: char| is_space(c) || c == '/' || c == '>') {
+            continue; // `<testcases`, say
+        }
+        let (mut name, mut time) = (None, None);
+        loop {
+            rest = rest.trim_start_matches(is_space);
+            if rest.starts_with('>') || rest.starts_with("/>") {
+                break;
+            }
+            let Some(eq) = rest.find('=') else {
+                return false;
+            };
+            let key = rest[..eq].trim_end_matches(is_space);
+            rest = rest[eq + 1..].trim_start_matches(is_space);
+            let Some(quote) = rest.chars().next().filter(|q| matches!(q, '"' | '\'')) else {
+                return false;
+            };
+            let Some(len) = rest[1..].find(quote) else {
+                return false;
+            };
+            if key.contains(['<', '>']) {
+                return false;
+            }
+            let value = &rest[1..1 + len];
+            rest = &rest[len + 2..];
+            match key {
+                "name" if name.is_none() => name = Some(value),
+                "time" if time.is_none() => time = Some(value),
+                _ => {}
+            }
+        }
+        if let Some(name) = name {
+            let name = if name.contains('&') {
+                quick_xml::escape::unescape(name).unwrap_or(Cow::Borrowed(name))
+            } else {
+                Cow::Borrowed(name)
+            };
+            found(name, time);
+        }
+    }
+    true
 }
 
 /// A line and column (1-based, column in bytes) in a document.
@@ -363,8 +414,8 @@ impl Parser {
             (Some(Role::Case), b"failure" | b"error" | b"skipped") => {
                 let [message, kind] = attrs(e, [b"message", b"type"])?;
                 let detail = Detail {
-                    message,
-                    kind,
+                    message: message.map(Cow::into_owned),
+                    kind: kind.map(Cow::into_owned),
                     body: String::new(),
                 };
                 self.outcome = Some(match name {
@@ -389,8 +440,8 @@ impl Parser {
                         rerun: Rerun {
                             kind,
                             detail: Detail {
-                                message,
-                                kind: detail_kind,
+                                message: message.map(Cow::into_owned),
+                                kind: detail_kind.map(Cow::into_owned),
                                 body: String::new(),
                             },
                             system_out: None,
@@ -424,7 +475,7 @@ impl Parser {
             (None | Some(Role::Suite(_) | Role::Other), b"testsuite") if self.case.is_none() => {
                 let [name] = attrs(e, [b"name"])?;
                 self.suites.push(TestSuite {
-                    name: name.unwrap_or_default(),
+                    name: name.map(Cow::into_owned).unwrap_or_default(),
                     cases: Vec::new(),
                 });
                 Role::Suite(self.suites.len() - 1)
@@ -433,8 +484,8 @@ impl Parser {
                 let suite = self.enclosing_suite();
                 let [name, classname, time] = attrs(e, [b"name", b"classname", b"time"])?;
                 let case = TestCase {
-                    name: name.unwrap_or_default(),
-                    classname,
+                    name: name.map(Cow::into_owned).unwrap_or_default(),
+                    classname: classname.map(Cow::into_owned),
                     time: time.as_deref().map_or(0.0, parse_time),
                     ..TestCase::default()
                 };
@@ -537,10 +588,13 @@ impl Parser {
     }
 }
 
-/// The decoded value of attribute `name`, if present.
-/// The values of the attributes `names` of `e`, read in one pass.
-fn attrs<const N: usize>(e: &BytesStart<'_>, names: [&[u8]; N]) -> Result<[Option<String>; N]> {
-    let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
+/// The values of the attributes `names` of `e`, read in one pass, borrowed from the
+/// document unless they hold an entity to decode.
+fn attrs<'e, const N: usize>(
+    e: &'e BytesStart<'_>,
+    names: [&[u8]; N],
+) -> Result<[Option<Cow<'e, str>>; N]> {
+    let mut values: [Option<Cow<'e, str>>; N] = std::array::from_fn(|_| None);
     for a in e.attributes() {
         let a = a.with_context(|| {
             format!(
@@ -552,8 +606,8 @@ fn attrs<const N: usize>(e: &BytesStart<'_>, names: [&[u8]; N]) -> Result<[Optio
         if let Some(slot) = names.iter().position(|n| *n == key.as_ref()) {
             if values[slot].is_none() {
                 values[slot] = Some(match a.unescape_value() {
-                    Ok(v) => v.into_owned(),
-                    Err(_) => String::from_utf8_lossy(&a.value).into_owned(),
+                    Ok(v) => v,
+                    Err(_) => Cow::Owned(String::from_utf8_lossy(&a.value).into_owned()),
                 });
             }
         }
@@ -663,7 +717,9 @@ fn push_testcase(out: &mut String, result: &TestResult) {
             .unwrap_or(&result.group),
         out,
     );
-    let _ = write!(out, "\" time=\"{:.3}\"", case_time(result));
+    out.push_str("\" time=\"");
+    push_seconds(out, case_time(result));
+    out.push('"');
 
     let detail = || {
         case.and_then(|c| c.outcome.detail())
@@ -739,6 +795,21 @@ fn push_testcase(out: &mut String, result: &TestResult) {
         out.push('\n');
     }
     out.push_str("    </testcase>\n");
+}
+
+/// Writes `secs` as `{:.3}` would. Formatting floats is most of the time spent rendering
+/// a large report, so the common case goes through integer milliseconds. Below 10^8 ms
+/// the product is exact to 10^-8, so only values within 10^-6 of a rounding tie (where
+/// the two roundings could differ) and larger ones need the exact path.
+fn push_seconds(out: &mut String, secs: f64) {
+    let millis = secs * 1000.0;
+    let near_tie = (millis.fract() - 0.5).abs() < 1e-6;
+    if (0.0..1e8).contains(&millis) && !near_tie {
+        let millis = millis.round() as u64;
+        let _ = write!(out, "{}.{:03}", millis / 1000, millis % 1000);
+    } else {
+        let _ = write!(out, "{secs:.3}");
+    }
 }
 
 fn not_run_message(reason: Option<&str>) -> String {
@@ -824,6 +895,14 @@ fn escape_attr(text: &str, out: &mut String) {
 }
 
 fn escape(text: &str, out: &mut String, in_attr: bool) {
+    // Most text (every test ID, say) needs nothing replaced.
+    if !text
+        .bytes()
+        .any(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'' | 0..=0x1f | 0x7f..))
+    {
+        out.push_str(text);
+        return;
+    }
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
@@ -876,6 +955,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
             .as_file()
             .set_permissions(std::fs::Permissions::from_mode(0o644));
     }
+    // Renaming over an existing file makes ext4 write the new one to disk before the
+    // rename returns (its `auto_da_alloc` safeguard), several milliseconds for a large
+    // report. Removing the old report first avoids that; readers still never see a
+    // partly written one.
+    let _ = std::fs::remove_file(path);
     tmp.persist(path)
         .map_err(|e| e.error)
         .context("cannot move the temporary file in place")?;
@@ -1124,7 +1208,69 @@ text]]></system-err></testcase></testsuite>"#,
         assert!(read_durations(&path).is_empty());
     }
 
+    #[test]
+    fn the_testcase_scan_reads_what_a_parser_would() {
+        let xml = "<testsuites><testcases/>\n<testcase\n  time = '0.5' name=\"a &amp; b &lt;x&gt;\" \
+                   classname=\"k>j\"></testcase><testcase name='c[1 > 0]' time=\"2\"/>\
+                   <testcase time=\"9\"/><testcase name=\"d\" time=\"1\"/></testsuites>";
+        let mut seen = Vec::new();
+        assert!(scan_testcases(xml, |name, time| seen
+            .push((name.into_owned(), time.map(str::to_owned)))));
+        let expected = [
+            ("a & b <x>", Some("0.5")),
+            ("c[1 > 0]", Some("2")),
+            ("d", Some("1")),
+        ];
+        let expected: Vec<(String, Option<String>)> = expected
+            .iter()
+            .map(|(n, t)| ((*n).to_owned(), t.map(str::to_owned)))
+            .collect();
+        assert_eq!(seen, expected);
+        // A parser agrees on the names.
+        let parsed: Vec<String> = parse(xml).unwrap()[0]
+            .cases
+            .iter()
+            .filter(|c| !c.name.is_empty())
+            .map(|c| c.name.clone())
+            .collect();
+        assert_eq!(parsed, ["a & b <x>", "c[1 > 0]", "d"]);
+        // A broken tag ends the scan, keeping what came before.
+        let mut names = Vec::new();
+        assert!(!scan_testcases(
+            "<testcase name=\"ok\"/><testcase name=\"cut",
+            |name, _| names.push(name.into_owned())
+        ));
+        assert_eq!(names, ["ok"]);
+    }
+
     // ----- writer -----
+
+    #[test]
+    fn seconds_are_written_as_the_formatter_would() {
+        let mut values = vec![
+            0.0,
+            0.0004,
+            0.0005,
+            0.0015,
+            0.0125,
+            0.1,
+            0.9995,
+            1.0,
+            1.2345,
+            2.5,
+            59.9999,
+            1234.5675,
+            1e14,
+            1e16,
+            3.999_999_9,
+        ];
+        values.extend((0..20_000).map(|i| f64::from(i) * 0.000_37));
+        for secs in values {
+            let mut out = String::new();
+            push_seconds(&mut out, secs);
+            assert_eq!(out, format!("{secs:.3}"), "{secs}");
+        }
+    }
 
     fn case(outcome: CaseOutcome, time: f64) -> TestCase {
         TestCase {
