@@ -74,7 +74,12 @@ pub async fn discover_with_cache(
         .buffered(limit.max(1))
         .try_collect()
         .await?;
-    Ok(per_group.into_iter().flatten().collect())
+    let mut per_group = per_group.into_iter();
+    let mut records = per_group.next().unwrap_or_default();
+    for more in per_group {
+        records.extend(more);
+    }
+    Ok(records)
 }
 
 /// The cache, even if a panicking holder poisoned it (its data stays consistent).
