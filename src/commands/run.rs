@@ -410,12 +410,11 @@ fn dedupe(mut records: Vec<TestRecord>) -> Vec<TestRecord> {
     for (i, later) in repeats {
         records[i].retry_count = records[i].retry_count.max(records[later].retry_count);
     }
-    let mut at = 0;
-    records.retain(|_| {
-        at += 1;
-        !drop_at[at - 1]
-    });
     records
+        .into_iter()
+        .zip(drop_at)
+        .filter_map(|(record, dropped)| (!dropped).then_some(record))
+        .collect()
 }
 
 /// Creates `{output_dir}/logs` and `{output_dir}/junit-parts` and removes the files a
