@@ -627,8 +627,9 @@ fn parse_time(s: &str) -> f64 {
 // Writing the merged report
 // ---------------------------------------------------------------------------------------
 
-/// Writes the merged report of a run to `path`, atomically (a temporary file in the same
-/// directory, then a rename), creating parent directories.
+/// Writes the merged report of a run to `path` through a temporary file in the same
+/// directory that is renamed in once complete (the old report is removed just before),
+/// creating parent directories. No reader ever sees a partly written report.
 ///
 /// Layout: `<testsuites name="offload" tests failures errors skipped time>` holding one
 /// `<testsuite>` per group (in order of first appearance in `results`), each test once, in
