@@ -336,10 +336,8 @@ fn record_attempt(
             state.failures += 1;
             if state.failures <= record.retry_count {
                 None
-            } else if state.attempts.iter().all(Attempt::is_not_run) {
-                Some(Verdict::NotRun)
             } else {
-                Some(Verdict::Failed)
+                Some(Verdict::of_failed_attempts(&state.attempts))
             }
         }
     };
@@ -370,7 +368,7 @@ fn finish(
                 None => {
                     // Failed attempts with retries left, then stopped: the failures stand.
                     if state.attempts.iter().any(|a| !a.is_not_run()) {
-                        Verdict::Failed
+                        Verdict::of_failed_attempts(&state.attempts)
                     } else {
                         let batch = state.attempts.last().map_or(usize::MAX, |a| a.batch);
                         state.attempts.push(Attempt::not_run(&id, reason, batch));

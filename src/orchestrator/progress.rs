@@ -10,13 +10,15 @@ use crate::report::verdict::Verdict;
 /// How often plain progress lines may be printed.
 const PLAIN_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Progress of a run: tests decided out of the total, failures, flaky tests.
+/// Progress of a run: tests decided out of the total, failures (errors included), tests
+/// not run, flaky tests.
 pub struct Progress {
     bar: Option<ProgressBar>,
     plain: bool,
     total: usize,
     done: usize,
     failed: usize,
+    not_run: usize,
     flaky: usize,
     started: Instant,
     last_line: Option<Instant>,
@@ -45,6 +47,7 @@ impl Progress {
             total,
             done: 0,
             failed: 0,
+            not_run: 0,
             flaky: 0,
             started: Instant::now(),
             last_line: None,
@@ -55,13 +58,14 @@ impl Progress {
     pub fn test_decided(&mut self, verdict: Verdict) {
         self.done += 1;
         match verdict {
-            Verdict::Failed | Verdict::NotRun => self.failed += 1,
+            Verdict::Failed | Verdict::Errored => self.failed += 1,
+            Verdict::NotRun => self.not_run += 1,
             Verdict::Flaky => self.flaky += 1,
             Verdict::Passed | Verdict::Skipped => {}
         }
         if let Some(bar) = &self.bar {
             bar.set_position(self.done as u64);
-            bar.set_message(format!("failed: {}, flaky: {}", self.failed, self.flaky));
+            bar.set_message(self.counts());
         } else if self.plain {
             let due = self.last_line.is_none_or(|t| t.elapsed() >= PLAIN_INTERVAL);
             if due || self.done == self.total {
@@ -71,13 +75,22 @@ impl Progress {
         }
     }
 
+    /// `3 failed, 0 flaky`, with `, 2 not run` when some were not run: a test that was
+    /// not run is not counted as failed (the summary keeps them apart too).
+    fn counts(&self) -> String {
+        let mut text = format!("{} failed, {} flaky", self.failed, self.flaky);
+        if self.not_run > 0 {
+            text.push_str(&format!(", {} not run", self.not_run));
+        }
+        text
+    }
+
     fn print_line(&self) {
         crate::statusln!(
-            "[offload] {}/{} tests done, {} failed, {} flaky ({:.1}s)",
+            "[offload] {}/{} tests done, {} ({:.1}s)",
             self.done,
             self.total,
-            self.failed,
-            self.flaky,
+            self.counts(),
             self.started.elapsed().as_secs_f64()
         );
     }

@@ -641,13 +641,16 @@ fn parse_time(s: &str) -> f64 {
 ///   attempt) per failed attempt.
 /// * Failed: `<failure message type>body</failure>` from the final failed attempt, then a
 ///   `<rerunFailure>` / `<rerunError>` per earlier failed attempt.
+/// * Errored: `<error message type>body</error>` from the final errored attempt, then
+///   rerun elements as for a failed test.
 /// * Skipped: `<skipped message type>body</skipped>`.
 /// * Not run: `<error type="offload.NotRun" message="not run: <reason>">`.
 /// * Rerun elements hold `<stackTrace>`, `<system-out>` and `<system-err>` children (the
 ///   surefire layout CI dashboards read); the final attempt's output follows as the
 ///   testcase's `<system-out>` / `<system-err>`.
 ///
-/// Counts are per unique test: `failures` counts failed tests, `errors` tests not run.
+/// Counts are per unique test: `failures` counts failed tests, `errors` errored tests and
+/// tests not run.
 /// The root `time` is `total_time`, a suite's the sum of its tests' times.
 pub fn write_merged(path: &Path, results: &[TestResult], total_time: Duration) -> Result<()> {
     let xml = render_merged(results, total_time);
@@ -692,7 +695,7 @@ fn push_counts<'a>(out: &mut String, results: impl Iterator<Item = &'a TestResul
         tests += 1;
         match r.verdict {
             Verdict::Failed => failures += 1,
-            Verdict::NotRun => errors += 1,
+            Verdict::Errored | Verdict::NotRun => errors += 1,
             Verdict::Skipped => skipped += 1,
             Verdict::Passed | Verdict::Flaky => {}
         }
@@ -739,6 +742,7 @@ fn push_testcase(out: &mut String, result: &TestResult) {
             }
             Some(("failure", d))
         }
+        Verdict::Errored => Some(("error", detail())),
         Verdict::NotRun => {
             let d = detail();
             let reason = if case.is_some_and(|c| c.outcome.is_not_run()) {

@@ -17,8 +17,10 @@ pub struct Counts {
     pub total: usize,
     /// Passed on the first attempt (flaky tests are counted in `flaky` only).
     pub passed: usize,
-    /// Failed on every attempt.
+    /// Failed on every attempt, the deciding attempt a failure.
     pub failed: usize,
+    /// Failed on every attempt, the deciding attempt an error (setup, teardown, ...).
+    pub errors: usize,
     /// Failed, then passed on a retry.
     pub flaky: usize,
     /// Skipped by the test runner.
@@ -38,6 +40,7 @@ impl Counts {
             match result.verdict {
                 Verdict::Passed => counts.passed += 1,
                 Verdict::Failed => counts.failed += 1,
+                Verdict::Errored => counts.errors += 1,
                 Verdict::Flaky => counts.flaky += 1,
                 Verdict::Skipped => counts.skipped += 1,
                 Verdict::NotRun => counts.not_run += 1,
@@ -46,10 +49,10 @@ impl Counts {
         counts
     }
 
-    /// The exit code of the run: [`exit::FAILURE`] when a test failed or was not run,
-    /// else [`exit::FLAKY`] when a test was flaky, else [`exit::SUCCESS`].
+    /// The exit code of the run: [`exit::FAILURE`] when a test failed, errored or was not
+    /// run, else [`exit::FLAKY`] when a test was flaky, else [`exit::SUCCESS`].
     pub fn exit_code(&self) -> i32 {
-        if self.failed > 0 || self.not_run > 0 {
+        if self.failed > 0 || self.errors > 0 || self.not_run > 0 {
             exit::FAILURE
         } else if self.flaky > 0 {
             exit::FLAKY
@@ -75,13 +78,14 @@ const RESET: &str = "\x1b[0m";
 ///   Total:   12
 ///   Passed:  10
 ///   Failed:  1
+///   Errors:  1
 ///   Not Run: 1
 ///   Duration: 6.01s
 ///
 /// Some tests failed.
 /// ```
 ///
-/// `Passed:` counts flaky tests too; `Skipped:`, `Not Run:` and `Flaky:` appear only when
+/// `Passed:` counts flaky tests too; `Errors:`, `Skipped:`, `Not Run:` and `Flaky:` appear only when
 /// non-zero; `Estimated cost:` only when `cost` (USD, CPU-seconds) is given. With `color`,
 /// numbers and the final line carry ANSI colours.
 pub fn render(counts: Counts, duration: Duration, cost: Option<(f64, f64)>, color: bool) -> String {
@@ -105,6 +109,9 @@ pub fn render(counts: Counts, duration: Duration, cost: Option<(f64, f64)>, colo
         "  Failed:  {}",
         paint(failed_style, counts.failed.to_string())
     );
+    if counts.errors > 0 {
+        let _ = writeln!(out, "  Errors:  {}", paint(RED, counts.errors.to_string()));
+    }
     if counts.skipped > 0 {
         let _ = writeln!(out, "  Skipped: {}", counts.skipped);
     }
@@ -130,9 +137,9 @@ pub fn render(counts: Counts, duration: Duration, cost: Option<(f64, f64)>, colo
         );
     }
     out.push('\n');
-    let (style, verdict) = if counts.failed == 0 && counts.not_run == 0 {
+    let (style, verdict) = if counts.failed == 0 && counts.errors == 0 && counts.not_run == 0 {
         (BOLD_GREEN, "All tests passed!")
-    } else if counts.failed > 0 {
+    } else if counts.failed > 0 || counts.errors > 0 {
         (BOLD_RED, "Some tests failed.")
     } else {
         (
@@ -179,6 +186,7 @@ mod tests {
             flaky,
             skipped,
             not_run,
+            errors: 0,
         }
     }
 
@@ -188,6 +196,7 @@ mod tests {
             Verdict::Passed,
             Verdict::Passed,
             Verdict::Failed,
+            Verdict::Errored,
             Verdict::Flaky,
             Verdict::Skipped,
             Verdict::NotRun,
@@ -203,7 +212,12 @@ mod tests {
                 attempts: vec![Attempt::not_run("t", "x", 0)],
             })
             .collect();
-        assert_eq!(Counts::from_results(&results), counts(2, 1, 1, 1, 2));
+        let expected = Counts {
+            total: 8,
+            errors: 1,
+            ..counts(2, 1, 1, 1, 2)
+        };
+        assert_eq!(Counts::from_results(&results), expected);
         assert_eq!(Counts::from_results(&[]), Counts::default());
     }
 
@@ -216,6 +230,15 @@ mod tests {
         assert_eq!(counts(3, 1, 1, 0, 0).exit_code(), exit::FAILURE);
         assert_eq!(counts(3, 0, 1, 0, 1).exit_code(), exit::FAILURE);
         assert_eq!(counts(0, 0, 0, 0, 1).exit_code(), exit::FAILURE);
+        let errored = Counts {
+            total: 1,
+            errors: 1,
+            ..Counts::default()
+        };
+        assert_eq!(errored.exit_code(), exit::FAILURE);
+        let text = render(errored, Duration::ZERO, None, false);
+        assert!(text.contains("\n  Errors:  1\n"), "{text}");
+        assert!(text.ends_with("\n\nSome tests failed.\n"), "{text}");
     }
 
     #[test]

@@ -16,7 +16,15 @@
 //! it under `--errors`.
 //!
 //! A test that timed out is *failed*, not "not run": its attempt is a
-//! `CaseOutcome::Failed` whose message says "timed out after N s".
+//! `CaseOutcome::Failed` of type `offload.Timeout` whose message says "timed out after
+//! N s".
+//!
+//! # Failures and errors
+//!
+//! Test runners tell a failed assertion (`<failure>`) from an error outside the test's
+//! body (`<error>`: a fixture that raised during setup or teardown, say). The kind is
+//! kept: a test whose deciding attempt (see [`TestResult::final_attempt_index`]) is an
+//! error ends [`Verdict::Errored`], and the merged report writes it as `<error>` again.
 
 use super::junit::{CaseOutcome, Detail, TestCase};
 
@@ -28,8 +36,11 @@ pub const NOT_RUN_KIND: &str = "offload.NotRun";
 pub enum Verdict {
     /// Passed on its first attempt.
     Passed,
-    /// Failed on every attempt.
+    /// Failed on every attempt, the deciding one a failure.
     Failed,
+    /// Failed on every attempt, the deciding one an error (setup, teardown, collection):
+    /// the runner's `<error>`, as opposed to an assertion's `<failure>`.
+    Errored,
     /// Failed, then passed on a retry.
     Flaky,
     /// Skipped by the test runner.
@@ -41,16 +52,27 @@ pub enum Verdict {
 impl Verdict {
     /// The verdict a testcase of a merged report (see [`super::junit::write_merged`])
     /// stands for: `<failure>` is failed, the `offload.NotRun` `<error>` is not run, any
-    /// other `<error>` (a report by another tool) is failed, `<skipped>` is skipped, and a
-    /// pass with `<flakyFailure>` / `<flakyError>` children is flaky.
+    /// other `<error>` is errored, `<skipped>` is skipped, and a pass with
+    /// `<flakyFailure>` / `<flakyError>` children is flaky.
     pub fn of_report_case(case: &TestCase) -> Self {
         match &case.outcome {
             CaseOutcome::Failed(_) => Self::Failed,
             outcome @ CaseOutcome::Error(_) if outcome.is_not_run() => Self::NotRun,
-            CaseOutcome::Error(_) => Self::Failed,
+            CaseOutcome::Error(_) => Self::Errored,
             CaseOutcome::Skipped(_) => Self::Skipped,
             CaseOutcome::Passed if case.reruns.iter().any(|r| r.kind.is_flaky()) => Self::Flaky,
             CaseOutcome::Passed => Self::Passed,
+        }
+    }
+
+    /// The verdict of a test whose attempts all failed (`attempts` non-empty): not run
+    /// when none of them produced a result, else errored or failed after the kind of the
+    /// last attempt that produced one.
+    pub fn of_failed_attempts(attempts: &[Attempt]) -> Self {
+        match attempts.iter().rev().find(|a| !a.is_not_run()) {
+            None => Self::NotRun,
+            Some(a) if matches!(a.case.outcome, CaseOutcome::Error(_)) => Self::Errored,
+            Some(_) => Self::Failed,
         }
     }
 }
@@ -120,8 +142,10 @@ impl TestResult {
                 last_where(&|a| matches!(a.case.outcome, CaseOutcome::Passed))
             }
             // A real failure says more than a later attempt that produced no result.
-            Verdict::Failed => last_where(&|a| a.is_failure() && !a.is_not_run())
-                .or_else(|| last_where(&|a| a.is_failure())),
+            Verdict::Failed | Verdict::Errored => {
+                last_where(&|a| a.is_failure() && !a.is_not_run())
+                    .or_else(|| last_where(&|a| a.is_failure()))
+            }
             Verdict::Skipped => last_where(&|a| matches!(a.case.outcome, CaseOutcome::Skipped(_))),
             Verdict::NotRun => None,
         };
@@ -202,8 +226,22 @@ mod tests {
             ),
             (Verdict::Failed, vec![attempt(failed("x"), 0)]),
             (
-                Verdict::Failed,
+                Verdict::Errored,
                 vec![attempt(CaseOutcome::Error(Detail::default()), 0)],
+            ),
+            (
+                Verdict::Errored,
+                vec![
+                    attempt(failed("x"), 0),
+                    attempt(CaseOutcome::Error(Detail::default()), 1),
+                ],
+            ),
+            (
+                Verdict::Failed,
+                vec![
+                    attempt(CaseOutcome::Error(Detail::default()), 0),
+                    attempt(failed("x"), 1),
+                ],
             ),
             (
                 Verdict::Skipped,
@@ -265,6 +303,24 @@ mod tests {
         assert_eq!(r.final_attempt_index(), Some(0));
         let earlier: Vec<_> = r.earlier_failures().map(|a| a.batch).collect();
         assert_eq!(earlier, vec![1]);
+    }
+
+    #[test]
+    fn failed_attempts_keep_the_kind_of_the_last_real_one() {
+        let error = || attempt(CaseOutcome::Error(Detail::default()), 0);
+        let gone = || Attempt::not_run("t", "gone", 1);
+        assert_eq!(
+            Verdict::of_failed_attempts(&[error(), gone()]),
+            Verdict::Errored
+        );
+        assert_eq!(
+            Verdict::of_failed_attempts(&[error(), attempt(failed("x"), 1)]),
+            Verdict::Failed
+        );
+        assert_eq!(
+            Verdict::of_failed_attempts(&[gone(), gone()]),
+            Verdict::NotRun
+        );
     }
 
     #[test]

@@ -9,5 +9,6 @@ mod images;
 mod logs;
 mod modal_provider;
 mod modal_script;
+mod outcomes;
 mod run;
 mod support;

@@ -202,3 +202,96 @@ impl From<Output> for Run {
 pub fn run(cmd: &mut Command) -> Run {
     cmd.output().expect("spawn offload").into()
 }
+
+/// One `<testcase>` of a JUnit report, as the assertions of these tests need it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JunitCase {
+    /// `name`.
+    pub name: String,
+    /// `classname`.
+    pub classname: String,
+    /// The outcome child: `failure`, `error` or `skipped`; empty for a pass.
+    pub outcome: String,
+    /// The outcome child's `type` attribute.
+    pub kind: String,
+    /// The outcome child's `message` attribute.
+    pub message: String,
+    /// The rerun children (`flakyFailure`, `rerunError`, ...), in order.
+    pub reruns: Vec<String>,
+}
+
+/// A JUnit report parsed with a real XML reader: the counts of the root element
+/// (`tests`, `failures`, `errors`, `skipped`) and every testcase in document order.
+#[derive(Debug, Clone, Default)]
+pub struct Junit {
+    /// Attributes of `<testsuites>` (or the root `<testsuite>`).
+    pub root: std::collections::BTreeMap<String, String>,
+    /// The testcases.
+    pub cases: Vec<JunitCase>,
+}
+
+impl Junit {
+    /// Parses `xml`; panics (failing the test) on malformed XML.
+    pub fn parse(xml: &str) -> Self {
+        use quick_xml::events::Event;
+        let mut reader = quick_xml::Reader::from_str(xml);
+        let mut report = Junit::default();
+        let attrs = |e: &quick_xml::events::BytesStart<'_>| {
+            e.attributes()
+                .map(|a| {
+                    let a = a.expect("well-formed attribute");
+                    let value = a.unescape_value().expect("attribute value").into_owned();
+                    (String::from_utf8_lossy(a.key.as_ref()).into_owned(), value)
+                })
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        loop {
+            match reader.read_event().expect("well-formed JUnit XML") {
+                Event::Eof => break,
+                Event::Start(e) | Event::Empty(e) => {
+                    let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                    let mut a = attrs(&e);
+                    let get = |a: &mut std::collections::BTreeMap<String, String>, k: &str| {
+                        a.remove(k).unwrap_or_default()
+                    };
+                    match name.as_str() {
+                        "testsuites" | "testsuite" if report.root.is_empty() => report.root = a,
+                        "testcase" => report.cases.push(JunitCase {
+                            name: get(&mut a, "name"),
+                            classname: get(&mut a, "classname"),
+                            ..JunitCase::default()
+                        }),
+                        "failure" | "error" | "skipped" => {
+                            let case = report.cases.last_mut().expect("outcome inside a testcase");
+                            case.outcome = name;
+                            case.kind = get(&mut a, "type");
+                            case.message = get(&mut a, "message");
+                        }
+                        "flakyFailure" | "flakyError" | "rerunFailure" | "rerunError" => {
+                            let case = report.cases.last_mut().expect("rerun inside a testcase");
+                            case.reruns.push(name);
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        report
+    }
+
+    /// The testcase named `name`; panics when there is none.
+    pub fn case(&self, name: &str) -> &JunitCase {
+        self.cases
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no testcase `{name}` in {:#?}", self.cases))
+    }
+
+    /// The root attribute `key` as a number (0 when absent).
+    pub fn count(&self, key: &str) -> usize {
+        self.root
+            .get(key)
+            .map_or(0, |v| v.parse().expect("a count"))
+    }
+}
