@@ -6,6 +6,15 @@
 
 use std::io::Write;
 
+/// `1 test`, `2 tests`: a count and its noun, for messages.
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Writes `text` to stdout and flushes it. A closed pipe is ignored; any other error
 /// is logged, never a panic (unlike `print!`).
 pub fn print(text: &str) {

@@ -27,7 +27,8 @@ use crate::image::diff::thin_diff;
 use crate::image::dockerignore::DockerIgnore;
 use crate::image::git::Git;
 use crate::image::notes::{self, SyncOutcome, short};
-use crate::image::pipeline::{commits_back, plural};
+use crate::image::pipeline::commits_back;
+use crate::output::plural;
 
 /// Width of the label column (`Next run mode:` plus padding).
 const LABEL_WIDTH: usize = 20;

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::config;
 use crate::exit;
 use crate::framework::{self, TestRecord, discovery};
+use crate::output::plural;
 
 /// One element of the `--format json` array, keys in this order.
 #[derive(Debug, Serialize)]
@@ -56,9 +57,9 @@ pub async fn run(config: &Path, json: bool) -> Result<i32> {
     } else {
         writeln!(
             stdout,
-            "Discovered {} tests across {} groups:",
-            records.len(),
-            cfg.groups.len()
+            "Discovered {} across {}:",
+            plural(records.len(), "test"),
+            plural(cfg.groups.len(), "group")
         )
         .context("cannot write to stdout")?;
         write_listing(&mut stdout, &records, cfg.groups.keys().map(String::as_str))?;

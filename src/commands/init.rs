@@ -71,6 +71,9 @@ pub fn run(path: &Path, options: InitOptions) -> Result<i32> {
     };
     file.write_all(text.as_bytes())
         .with_context(|| format!("cannot write `{}`", path.display()))?;
+    if options.framework == FrameworkChoice::Default {
+        write_starter_scripts(options.force)?;
+    }
 
     let mut next = String::from("offload run");
     if path != Path::new("offload.toml") {
@@ -82,6 +85,40 @@ pub fn run(path: &Path, options: InitOptions) -> Result<i32> {
         path.display()
     ));
     Ok(exit::SUCCESS)
+}
+
+/// The starter scripts the `default` framework's template runs, relative to the directory
+/// `offload` runs in (where the template's commands run).
+const STARTER_SCRIPTS: [(&str, &str); 2] = [
+    (
+        "scripts/list-tests.sh",
+        include_str!("../../scripts/starter/list-tests.sh"),
+    ),
+    (
+        "scripts/run-tests.sh",
+        include_str!("../../scripts/starter/run-tests.sh"),
+    ),
+];
+
+/// Writes [`STARTER_SCRIPTS`], so the generated configuration runs as written. A script
+/// that already exists is kept (it is the user's own) unless `force` is given.
+fn write_starter_scripts(force: bool) -> Result<()> {
+    for (rel, text) in STARTER_SCRIPTS {
+        let path = Path::new(rel);
+        if path.exists() && !force {
+            crate::statusln!("kept the existing `{rel}` (pass `--force` to replace it)");
+            continue;
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create `{}`", dir.display()))?;
+        }
+        std::fs::write(path, text).with_context(|| format!("cannot write `{rel}`"))?;
+        crate::output::print(&format!(
+            "Created {rel} (a starter: replace it with your own)\n"
+        ));
+    }
+    Ok(())
 }
 
 /// The commented configuration file for `provider` and `framework`.
@@ -220,12 +257,12 @@ const FRAMEWORK_DEFAULT: &str = "\
 #   {result_file} the path of the JUnit XML report it must write.
 # - test_id_format rebuilds a test ID from the report's `classname` and `name`.
 # Without result_file, a batch passes or fails as a whole by its exit code.
-# The scripts below are placeholders for your own.
+# The two scripts are starters written beside this file (they run `tests/test_*.sh`
+# scripts, the path being the test ID): replace them with your own.
 [framework]
 type = \"default\"
-discover_command = \"./scripts/list-tests.sh {filters}\"
-run_command = \"./scripts/run-tests.sh --junit-xml {result_file} {tests}\"
-result_file = \"junit-batch.xml\"
+discover_command = \"sh scripts/list-tests.sh {filters}\"
+run_command = \"sh scripts/run-tests.sh --junit-xml {result_file} {tests}\"
 test_id_format = \"{name}\"
 ";
 

@@ -23,6 +23,7 @@ use crate::framework::{self, TestRecord};
 use crate::image::PreparedImage;
 use crate::orchestrator::progress::Progress;
 use crate::orchestrator::{self, EngineSettings};
+use crate::output::plural;
 use crate::process::{self, CapturedOutput, CommandSpec, ExitOutcome};
 use crate::provider::Provider;
 use crate::provider::default::{self as default_provider, DefaultProvider, PrepareLog};
@@ -323,15 +324,6 @@ fn image_plan(
             has_post_patch_cmd: config.offload.post_patch_cmd.is_some(),
             remote: "origin".to_owned(),
         },
-    }
-}
-
-/// `1 test`, `2 tests`.
-fn plural(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
     }
 }
 

@@ -46,6 +46,7 @@ use super::dockerignore::DockerIgnore;
 use super::export::{export_commit, snapshot_worktree};
 use super::git::Git;
 use super::notes::{self, SyncOutcome, short};
+use crate::output::plural;
 
 /// What a provider must do to take part in the pipeline.
 #[async_trait]
@@ -335,6 +336,10 @@ fn report_sync(what: &str, remote: &str, outcome: &SyncOutcome) {
         SyncOutcome::RemoteHasNoNotes => {
             tracing::info!("`{remote}` has no image notes yet ({})", notes::NOTES_REF)
         }
+        // Every run fetches before it pushes: say it once, at the fetch.
+        SyncOutcome::NoRemote if what == "push" => {
+            tracing::debug!("no git remote `{remote}`: the image notes are not pushed")
+        }
         SyncOutcome::NoRemote => tracing::warn!(
             "no git remote `{remote}`: the image cache stays in this clone (add the remote to \
              share it)"
@@ -503,15 +508,6 @@ pub(crate) fn commits_back(distance: usize) -> String {
     match distance {
         0 => "HEAD".to_owned(),
         n => format!("{} back", plural(n, "commit")),
-    }
-}
-
-/// `1 file`, `2 files`.
-pub(crate) fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else {
-        format!("{n} {word}s")
     }
 }
 

@@ -59,7 +59,7 @@ fn pytest_ids_are_kept_whole() {
     let p = pytest_project("[groups.all]\nretry_count = 1\n");
     let r = run(p.offload_with_python().arg("collect"));
     assert_eq!(r.code, 0, "stderr: {}", r.stderr);
-    let mut expected = String::from("Discovered 10 tests across 1 groups:\n\nGroup 'all':\n");
+    let mut expected = String::from("Discovered 10 tests across 1 group:\n\nGroup 'all':\n");
     for id in PYTEST_IDS {
         expected.push_str(&format!("  {id}\n"));
     }
@@ -108,7 +108,7 @@ fn pytest_empty_group_is_a_warning() {
     assert_eq!(r.code, 0, "stderr: {}", r.stderr);
     assert_eq!(
         r.stdout,
-        "Discovered 1 tests across 2 groups:\n\nGroup 'slow':\n  tests/test_a.py::test_slow\n"
+        "Discovered 1 test across 2 groups:\n\nGroup 'slow':\n  tests/test_a.py::test_slow\n"
     );
     assert!(
         r.stderr.contains("group `none` selected no tests"),

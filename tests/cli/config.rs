@@ -1,6 +1,6 @@
 //! `offload validate` and `offload init` against config files in a temporary project.
 
-use crate::support::{Project, run};
+use crate::support::{self, Project, run};
 
 const VALID: &str = r#"
 [offload]
@@ -286,4 +286,46 @@ fn usage_errors_exit_1() {
         assert!(out.stderr.contains("error:"), "{args:?}: {}", out.stderr);
     }
     assert!(!p.path().join("offload.toml").exists());
+}
+
+#[test]
+fn init_for_the_default_framework_runs_as_generated() {
+    let p = Project::new();
+    let init = support::run(p.offload().args(["init", "-f", "default"]));
+    assert_eq!(init.code, 0, "{}\n{}", init.stdout, init.stderr);
+    assert!(
+        init.stdout.contains("scripts/run-tests.sh"),
+        "{}",
+        init.stdout
+    );
+
+    // No tests yet: nothing selected is a warning, not a failure.
+    let run = support::run(p.offload().arg("run"));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+
+    p.file("tests/test_ok.sh", "echo fine\n");
+    p.file("tests/test_bad.sh", "echo 'not <fine>'; exit 3\n");
+    let run = support::run(p.offload().arg("run"));
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Total:   2"), "{}", run.stdout);
+    assert!(run.stdout.contains("Failed:  1"), "{}", run.stdout);
+    let logs = support::run(p.offload().args(["logs", "--failures"]));
+    assert!(
+        logs.stdout.contains("=== tests/test_bad.sh [FAILED] ===")
+            && logs.stdout.contains("not <fine>"),
+        "{}",
+        logs.stdout
+    );
+
+    // A second init keeps the user's scripts.
+    std::fs::write(p.path().join("scripts/run-tests.sh"), "mine").unwrap();
+    let again = support::run(
+        p.offload()
+            .args(["init", "-f", "default", "-c", "other.toml"]),
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("scripts/run-tests.sh")).unwrap(),
+        "mine"
+    );
 }

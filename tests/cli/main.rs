@@ -7,6 +7,7 @@ mod config;
 mod default_provider;
 mod images;
 mod logs;
+mod messages;
 mod modal_provider;
 mod modal_script;
 mod outcomes;
