@@ -359,7 +359,14 @@ fn apply_flags(config: &mut Config, options: &RunOptions) -> Result<()> {
                 );
             }
         }
-        ProviderConfig::Default(p) => p.copy_dirs.extend(options.copy_dirs.iter().cloned()),
+        ProviderConfig::Default(p) => {
+            if !options.copy_dirs.is_empty() && p.prepare_command.is_none() {
+                tracing::warn!(
+                    "--copy-dir has no effect: no image is built without a `prepare_command`"
+                );
+            }
+            p.copy_dirs.extend(options.copy_dirs.iter().cloned())
+        }
         ProviderConfig::Modal(p) => p.copy_dirs.extend(options.copy_dirs.iter().cloned()),
     }
     Ok(())

@@ -86,7 +86,7 @@ pub fn load_str_with_env(
         "default" => parse_with_provider::<DefaultProviderConfig>(&cx, &table, framework),
         _ => parse_with_provider::<ModalProviderConfig>(&cx, &table, framework),
     }?;
-    warnings.extend(legacy_warnings(&config, &table));
+    warnings.extend(no_effect_warnings(&config, &table));
     super::validate::validate(&mut config).map_err(|e| cx.error(format!("{e:#}")))?;
     warnings.sort();
     warnings.dedup();
@@ -657,28 +657,102 @@ fn expand_message(err: &ExpandError, field: &str) -> String {
     }
 }
 
-/// Warnings for legacy fields that are accepted but have no effect.
-fn legacy_warnings(config: &Config, table: &toml::Table) -> Vec<String> {
+/// Warnings for accepted fields that have no effect in this set-up, each naming the field
+/// and why. `table` is the file as written, to tell a field written from its default.
+fn no_effect_warnings(config: &Config, table: &toml::Table) -> Vec<String> {
+    let written = |section: &str, key: &str| table.get(section).and_then(|t| t.get(key)).is_some();
     let mut out = Vec::new();
-    if let FrameworkConfig::Pytest(pytest) = &config.framework {
-        if pytest.markers.is_some() {
-            out.push(
-                "`markers` in `[framework]` is ignored; select tests with the `filters` of a \
-                 group instead, e.g. `filters = \"-m 'not slow'\"`"
-                    .to_owned(),
-            );
-        }
-        if pytest.command.is_some() {
-            let written = |key: &str| table.get("framework").and_then(|f| f.get(key)).is_some();
-            for legacy in ["python", "extra_args"] {
-                if written(legacy) {
-                    out.push(format!(
-                        "`{legacy}` in `[framework]` is ignored because `command` is set; \
-                         put everything in `command`"
-                    ));
-                }
+    let builds_image = match &config.provider {
+        ProviderConfig::Local(_) => false,
+        ProviderConfig::Default(p) => p.prepare_command.is_some(),
+        ProviderConfig::Modal(_) => true,
+    };
+    let no_image_why = match &config.provider {
+        ProviderConfig::Local(_) => "the local provider builds no image",
+        _ => "no image is built without a `prepare_command`",
+    };
+    if !builds_image {
+        for key in ["sandbox_init_cmd", "post_patch_cmd"] {
+            if written("offload", key) {
+                out.push(format!(
+                    "`{key}` in `[offload]` has no effect: {no_image_why}"
+                ));
             }
         }
+        if let ProviderConfig::Default(p) = &config.provider {
+            if !p.copy_dirs.is_empty() {
+                out.push(format!(
+                    "`copy_dirs` in `[provider]` has no effect: {no_image_why}"
+                ));
+            }
+        }
+    }
+    if !matches!(config.provider, ProviderConfig::Local(_)) && written("offload", "working_dir") {
+        out.push(
+            "`working_dir` in `[offload]` has no effect with a remote provider: tests run in \
+             `sandbox_project_root` inside the sandbox"
+                .to_owned(),
+        );
+    }
+    if written("offload", "impatiently_requeue_batches") {
+        out.push(
+            "`impatiently_requeue_batches` in `[offload]` is ignored: Offload never runs \
+             speculative duplicates of a batch (failed tests are retried after `retry_count`)"
+                .to_owned(),
+        );
+    }
+    for key in ["download_globs", "download_globs_failure_only"] {
+        if written("report", key) {
+            out.push(format!(
+                "`{key}` in `[report]` is ignored: Offload fetches only the JUnit result files \
+                 from sandboxes"
+            ));
+        }
+    }
+    if table.contains_key("history") {
+        out.push(
+            "`[history]` is ignored: scheduling durations come from the previous run's \
+             report (`{output_dir}/{junit_file}`)"
+                .to_owned(),
+        );
+    }
+    match &config.framework {
+        FrameworkConfig::Pytest(pytest) => {
+            if pytest.markers.is_some() {
+                out.push(
+                    "`markers` in `[framework]` is ignored; select tests with the `filters` of a \
+                     group instead, e.g. `filters = \"-m 'not slow'\"`"
+                        .to_owned(),
+                );
+            }
+            if pytest.command.is_some() {
+                for legacy in ["python", "extra_args"] {
+                    if written("framework", legacy) {
+                        out.push(format!(
+                            "`{legacy}` in `[framework]` is ignored because `command` is set; \
+                             put everything in `command`"
+                        ));
+                    }
+                }
+            }
+            if pytest.test_id_format.is_some() {
+                out.push(
+                    "`test_id_format` in `[framework]` is ignored for pytest: test IDs are the \
+                     node IDs pytest prints"
+                        .to_owned(),
+                );
+            }
+        }
+        FrameworkConfig::Cargo(cargo) => {
+            if cargo.test_id_format.is_some() {
+                out.push(
+                    "`test_id_format` in `[framework]` is ignored for cargo: test IDs are \
+                     `{binary_id} {test_name}` as nextest lists them"
+                        .to_owned(),
+                );
+            }
+        }
+        FrameworkConfig::Default(_) => {}
     }
     out
 }
@@ -1151,6 +1225,8 @@ pth = "h.jsonl"
         );
         let loaded = load_ok(&text);
         let want = [
+            "`[history]` is ignored: scheduling durations come from the previous run's report \
+             (`{output_dir}/{junit_file}`)",
             "unknown key `bogus` at the top level",
             "unknown key `build_input` in `[checkpoint]` (did you mean `build_inputs`?)",
             "unknown key `extra_arg` in `[framework]` (did you mean `extra_args`?)",
@@ -1200,6 +1276,73 @@ type = "pytest"
         let nested = &modal.experimental_options["nested"];
         assert_eq!(nested["any_key"].as_str(), Some("s3cret"));
         assert_eq!(nested["list"][0].as_str(), Some("s3cret"));
+    }
+
+    #[test]
+    fn fields_without_effect_warn_naming_the_field_and_why() {
+        let warnings = |text: &str| load_ok(text).warnings;
+        let local = "[offload]\nsandbox_init_cmd = \"make\"\npost_patch_cmd = \"make\"\n\
+                     impatiently_requeue_batches = true\n\
+                     [provider]\ntype = \"local\"\n[framework]\ntype = \"pytest\"\n\
+                     test_id_format = \"{name}\"\n[groups.all]\n\
+                     [report]\ndownload_globs = [\"*.log\"]\n[history]\n";
+        let got = warnings(local);
+        for (field, why) in [
+            (
+                "`sandbox_init_cmd` in `[offload]`",
+                "the local provider builds no image",
+            ),
+            (
+                "`post_patch_cmd` in `[offload]`",
+                "the local provider builds no image",
+            ),
+            (
+                "`impatiently_requeue_batches` in `[offload]`",
+                "speculative duplicates",
+            ),
+            (
+                "`download_globs` in `[report]`",
+                "only the JUnit result files",
+            ),
+            ("`[history]` is ignored", "previous run's"),
+            (
+                "`test_id_format` in `[framework]`",
+                "node IDs pytest prints",
+            ),
+        ] {
+            assert!(
+                got.iter().any(|w| w.starts_with(field) && w.contains(why)),
+                "no warning for {field} in {got:?}"
+            );
+        }
+        assert_eq!(got.len(), 6, "{got:?}");
+
+        let remote = "[offload]\nworking_dir = \"x\"\nsandbox_project_root = \"/app\"\n\
+                      sandbox_init_cmd = \"make\"\n\
+                      [provider]\ntype = \"default\"\ncreate_command = \"c\"\n\
+                      exec_command = \"e {command}\"\ndestroy_command = \"d\"\n\
+                      copy_dirs = [\"a:b\"]\n\
+                      [framework]\ntype = \"cargo\"\ntest_id_format = \"{name}\"\n[groups.all]\n";
+        let got = warnings(remote);
+        for (field, why) in [
+            ("`working_dir` in `[offload]`", "remote provider"),
+            (
+                "`sandbox_init_cmd` in `[offload]`",
+                "without a `prepare_command`",
+            ),
+            ("`copy_dirs` in `[provider]`", "without a `prepare_command`"),
+            ("`test_id_format` in `[framework]`", "nextest lists them"),
+        ] {
+            assert!(
+                got.iter().any(|w| w.starts_with(field) && w.contains(why)),
+                "no warning for {field} in {got:?}"
+            );
+        }
+        assert_eq!(got.len(), 4, "{got:?}");
+
+        // With an image built, the image fields take effect.
+        let built = remote.replace("create_command", "prepare_command = \"p\"\ncreate_command");
+        assert_eq!(warnings(&built).len(), 2, "{:?}", warnings(&built));
     }
 
     #[test]

@@ -329,3 +329,49 @@ fn init_for_the_default_framework_runs_as_generated() {
         "mine"
     );
 }
+
+#[test]
+fn validate_and_run_name_every_setting_without_effect() {
+    let p = Project::new();
+    p.file(
+        "offload.toml",
+        "[offload]\nsandbox_init_cmd = \"make\"\nimpatiently_requeue_batches = true\n\
+         sandbox_project_root = \".\"\n[provider]\ntype = \"default\"\n\
+         create_command = \"echo sb\"\nexec_command = \"sh -c {command}\"\n\
+         destroy_command = \"true\"\n\
+         [framework]\ntype = \"default\"\ndiscover_command = \"echo t {filters}\"\n\
+         run_command = \"true {tests}\"\ntest_id_format = \"{name}\"\n\
+         [groups.all]\n[report]\ndownload_globs = [\"*.log\"]\n[history]\n",
+    );
+    let fields = [
+        "`sandbox_init_cmd` in `[offload]` has no effect",
+        "`impatiently_requeue_batches` in `[offload]` is ignored",
+        "`download_globs` in `[report]` is ignored",
+        "`[history]` is ignored",
+    ];
+    let validate = run(p.offload().arg("validate"));
+    assert_eq!(validate.code, 0, "{}", validate.stderr);
+    for field in fields {
+        assert_eq!(
+            validate.stderr.matches(field).count(),
+            1,
+            "{field} once in: {}",
+            validate.stderr
+        );
+    }
+    let run = run(p.offload().args(["run", "--copy-dir", "a:b"]));
+    for field in fields {
+        assert_eq!(
+            run.stderr.matches(field).count(),
+            1,
+            "{field}: {}",
+            run.stderr
+        );
+    }
+    assert!(
+        run.stderr
+            .contains("--copy-dir has no effect: no image is built without a `prepare_command`"),
+        "{}",
+        run.stderr
+    );
+}
