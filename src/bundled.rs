@@ -35,6 +35,10 @@ pub const SCRIPTS: &[Script] = &[
         name: "modal_sandbox.py",
         contents: include_bytes!("../scripts/modal_sandbox.py"),
     },
+    Script {
+        name: "offload_discovery_trace.py",
+        contents: include_bytes!("../scripts/offload_discovery_trace.py"),
+    },
 ];
 
 /// `@name.ext` at the start of a command or after whitespace.
@@ -84,17 +88,22 @@ pub fn expand(command: &str) -> Result<String> {
         return Ok(command.to_owned());
     }
     check_names(command)?;
+    expand_in(command, extracted_dir()?)
+}
+
+/// The directory holding every bundled script, extracting them into [`cache_dir`] on
+/// the first call of the process.
+pub fn extracted_dir() -> Result<&'static Path> {
     static EXTRACTED: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    let dir = EXTRACTED
+    EXTRACTED
         .get_or_init(|| {
             let dir = cache_dir();
             extract_all(&dir)
                 .map(|()| dir)
                 .map_err(|err| format!("{err:#}"))
         })
-        .as_ref()
-        .map_err(|err| anyhow::anyhow!("{err}"))?;
-    expand_in(command, dir)
+        .as_deref()
+        .map_err(|err| anyhow::anyhow!("{err}"))
 }
 
 /// Like [`expand`], with the scripts taken to be extracted in `dir` already.

@@ -2,15 +2,26 @@
 //!
 //! Collecting a pytest suite costs about a millisecond per test: for a suite of short
 //! tests it is most of what running it costs, and `offload run` would pay it twice
-//! (once to discover, once in the batches); `cargo nextest list` first checks the build. [`DiscoveryCache`] keeps the test IDs each
-//! group discovered, under a fingerprint of everything discovery can depend on: every
-//! file of the project (path, size, modification time; `.git`, build and cache
-//! directories aside), the installed packages of any virtualenv inside it, and the
-//! environment variables that steer Python, pytest, cargo and rustc. Any change to any of them
-//! discards every entry, so a new, removed or renamed test is always rediscovered.
-//! Only frameworks whose discovery is a pure function of those inputs opt in (see
-//! `Framework::discovery_is_cacheable`); `offload run --no-cache` bypasses the cache,
-//! and `offload collect` never uses it.
+//! (once to discover, once in the batches); `cargo nextest list` first checks the build.
+//!
+//! The invariant: a run never executes a test list other than what `offload collect`
+//! would print at that moment. [`DiscoveryCache`] keeps the test IDs each group
+//! discovered under a fingerprint of everything discovery can see:
+//!
+//! * every file of the project (path, size, modification time; `.git`, build and cache
+//!   directories aside) and the installed packages of any virtualenv inside it;
+//! * the whole environment, less a few variables that change between shells and steer
+//!   no test tool ([`VOLATILE_ENV`]);
+//! * for a framework that traces its discovery (pytest, through a bundled plugin; see
+//!   `Framework::trace_discovery`), every file and directory outside the project that
+//!   discovery read: the interpreter, its standard library and site-packages, plugins
+//!   installed anywhere, data files a `conftest.py` reads. They are kept per entry and
+//!   checked (size and modification time) before the entry is reused.
+//!
+//! Any change discards the entry. Only frameworks whose discovery is a function of those
+//! inputs opt in (see `Framework::discovery_is_cacheable`); a traced discovery whose
+//! trace did not arrive is not cached. `offload run --no-cache` bypasses the cache, and
+//! `offload collect` never uses it.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -39,15 +50,29 @@ const SKIPPED_DIRS: &[&str] = &[
     ".nox",
 ];
 
-/// Environment variables whose value can change what pytest collects.
-fn relevant_env(name: &str) -> bool {
-    name == "PATH"
-        || name == "VIRTUAL_ENV"
-        || name.starts_with("PYTHON")
-        || name.starts_with("PYTEST")
-}
+/// Environment variables left out of the fingerprint: they differ between two shells of
+/// the same session (or between `-v` and not) and no test tool reads them. Every other
+/// variable counts, since a `conftest.py` may read any of them.
+pub const VOLATILE_ENV: &[&str] = &[
+    "_",
+    "OLDPWD",
+    "SHLVL",
+    "PS1",
+    "PS2",
+    "PROMPT_COMMAND",
+    "TERM_SESSION_ID",
+    "TMUX_PANE",
+    "WINDOWID",
+    "SSH_AUTH_SOCK",
+    "SSH_AGENT_PID",
+    "XDG_SESSION_ID",
+    "RUST_LOG",
+];
 
-const VERSION: u32 = 1;
+/// Traced paths under these prefixes are not inputs: kernel interfaces and devices.
+const UNTRACKED_PREFIXES: &[&str] = &["/proc/", "/sys/", "/dev/"];
+
+const VERSION: u32 = 2;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Stored {
@@ -60,6 +85,56 @@ struct Stored {
 struct CachedGroup {
     ids: Vec<String>,
     warning: Option<String>,
+    /// The traced inputs outside the project, as they were after discovery.
+    inputs: Vec<Input>,
+}
+
+/// One path discovery read, and what it looked like: a file's size and modification
+/// time, a directory's modification time (it changes when an entry is added or
+/// removed), or `None` for a path that did not exist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Input {
+    path: PathBuf,
+    state: Option<(u64, i128)>,
+}
+
+impl Input {
+    fn read(path: PathBuf) -> Self {
+        let state = std::fs::metadata(&path).ok().map(|meta| {
+            let len = if meta.is_dir() { 0 } else { meta.len() };
+            (len, mtime(&meta))
+        });
+        Self { path, state }
+    }
+
+    fn unchanged(&self) -> bool {
+        Self::read(self.path.clone()).state == self.state
+    }
+}
+
+/// The inputs named in the trace file at `trace` (one path a line), less the paths
+/// inside `root` (the project fingerprint covers them), in caches of tools, and in
+/// kernel interfaces. `None` when the trace file cannot be read: the discovery did not
+/// trace (the plugin did not load), so its result must not be cached.
+pub fn traced_inputs(trace: &Path, root: &Path) -> Option<Vec<Input>> {
+    let text = std::fs::read(trace).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_owned());
+    let mut paths: Vec<PathBuf> = text
+        .lines()
+        .filter(|line| line.starts_with('/'))
+        .filter(|line| !UNTRACKED_PREFIXES.iter().any(|p| line.starts_with(p)))
+        .map(PathBuf::from)
+        .filter(|path| !path.starts_with(&root))
+        .filter(|path| {
+            !path
+                .components()
+                .any(|c| SKIPPED_DIRS.iter().any(|s| c.as_os_str() == *s))
+        })
+        .collect();
+    paths.sort();
+    paths.dedup();
+    Some(paths.into_iter().map(Input::read).collect())
 }
 
 /// Discovery results of the previous run, valid for the current fingerprint.
@@ -93,19 +168,30 @@ impl DiscoveryCache {
         })
     }
 
-    /// The cached result for `key` (a group and its discovery command).
+    /// The cached result for `key` (a group and its discovery command), if every input
+    /// it traced is unchanged.
     pub fn get(&self, key: &str) -> Option<Discovered> {
-        self.stored.groups.get(key).map(|g| Discovered {
-            ids: g.ids.clone(),
-            warning: g.warning.clone(),
+        let group = self.stored.groups.get(key)?;
+        if let Some(changed) = group.inputs.iter().find(|input| !input.unchanged()) {
+            tracing::debug!(
+                "the cached discovery is stale: `{}` changed",
+                changed.path.display()
+            );
+            return None;
+        }
+        Some(Discovered {
+            ids: group.ids.clone(),
+            warning: group.warning.clone(),
         })
     }
 
-    /// Stores the result for `key`.
-    pub fn put(&mut self, key: &str, discovered: &Discovered) {
+    /// Stores the result for `key`, with the traced `inputs` it depends on besides the
+    /// project and the environment.
+    pub fn put(&mut self, key: &str, discovered: &Discovered, inputs: Vec<Input>) {
         let group = CachedGroup {
             ids: discovered.ids.clone(),
             warning: discovered.warning.clone(),
+            inputs,
         };
         self.stored.groups.insert(key.to_owned(), group);
         self.dirty = true;
@@ -184,7 +270,7 @@ fn fingerprint(root: &Path, skip: &[PathBuf]) -> Option<String> {
     entries.hash(&mut hasher);
     let mut env: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
-        .filter(|(k, _)| relevant_env(k))
+        .filter(|(k, _)| !VOLATILE_ENV.contains(&k.as_str()))
         .collect();
     env.sort();
     env.hash(&mut hasher);
@@ -217,7 +303,7 @@ mod tests {
         let skip = [PathBuf::from("out")];
         let mut cache = DiscoveryCache::open(path.clone(), dir.path(), &skip).unwrap();
         assert_eq!(cache.get("g"), None);
-        cache.put("g", &discovered(&["test_a.py::test_a"]));
+        cache.put("g", &discovered(&["test_a.py::test_a"]), Vec::new());
         cache.save().unwrap();
         // The cache file itself lives in a skipped directory: reopening still hits.
         let cache = DiscoveryCache::open(path, dir.path(), &skip).unwrap();
@@ -232,7 +318,7 @@ mod tests {
         let skip = [PathBuf::from(".cache.json")];
         std::fs::write(dir.path().join("test_a.py"), "x").unwrap();
         let mut cache = DiscoveryCache::open(path.clone(), dir.path(), &skip).unwrap();
-        cache.put("g", &discovered(&["a"]));
+        cache.put("g", &discovered(&["a"]), Vec::new());
         cache.save().unwrap();
         // Saving did not change the fingerprint; a new file anywhere does.
         assert!(
@@ -259,6 +345,50 @@ mod tests {
         assert_eq!(fingerprint(dir.path(), &[]).unwrap(), before);
         std::fs::write(dir.path().join("conftest.py"), "z").unwrap();
         assert_ne!(fingerprint(dir.path(), &[]).unwrap(), before);
+    }
+
+    #[test]
+    fn traced_inputs_outside_the_project_decide_reuse() {
+        let project = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let data = outside.path().join("data.txt");
+        std::fs::write(&data, "1").unwrap();
+        let pycache = outside.path().join("__pycache__");
+        std::fs::create_dir(&pycache).unwrap();
+        let inside = project.path().join("conftest.py");
+        std::fs::write(&inside, "x").unwrap();
+        let trace = outside.path().join("trace");
+        let lines = [
+            data.display().to_string(),
+            pycache.join("m.pyc").display().to_string(),
+            inside.display().to_string(),
+            "/proc/self/status".to_owned(),
+            "relative/path".to_owned(),
+            outside.path().join("gone").display().to_string(),
+        ];
+        std::fs::write(&trace, lines.join("\n")).unwrap();
+        let inputs = traced_inputs(&trace, project.path()).unwrap();
+        let paths: Vec<&Path> = inputs.iter().map(|i| i.path.as_path()).collect();
+        assert_eq!(
+            paths,
+            [data.as_path(), outside.path().join("gone").as_path()]
+        );
+        assert!(traced_inputs(&outside.path().join("no-trace"), project.path()).is_none());
+
+        let path = project.path().join(".cache.json");
+        let skip = [PathBuf::from(".cache.json")];
+        let mut cache = DiscoveryCache::open(path.clone(), project.path(), &skip).unwrap();
+        cache.put("g", &discovered(&["a"]), inputs);
+        cache.save().unwrap();
+        let reopen = || DiscoveryCache::open(path.clone(), project.path(), &skip).unwrap();
+        assert!(reopen().get("g").is_some());
+        // A path that did not exist and now does is a change too.
+        std::fs::write(outside.path().join("gone"), "").unwrap();
+        assert!(reopen().get("g").is_none());
+        std::fs::remove_file(outside.path().join("gone")).unwrap();
+        assert!(reopen().get("g").is_some());
+        std::fs::write(&data, "22").unwrap();
+        assert!(reopen().get("g").is_none());
     }
 
     #[test]

@@ -97,18 +97,48 @@ async fn discover_group(
 ) -> Result<Discovered> {
     let command = framework.discover_command(&group.filters)?;
     let key = format!("{name}\u{1f}{}", command.display());
-    if let Some(hit) = cache.and_then(|c| lock(c).get(&key)) {
+    let Some(cache) = cache else {
+        return run_discovery(framework, &command).await;
+    };
+    if let Some(hit) = lock(cache).get(&key) {
         tracing::info!("group `{name}`: reusing the previous discovery (nothing changed since)");
         return Ok(hit);
     }
+    let trace_dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let trace = trace_dir.path().join("trace");
+    let mut traced = command.clone();
+    let (discovered, inputs) = match framework.trace_discovery(&mut traced, &trace) {
+        Ok(false) => (run_discovery(framework, &command).await?, Vec::new()),
+        Ok(true) => {
+            let discovered = run_discovery(framework, &traced).await?;
+            let root = std::env::current_dir().context("cannot read the current directory")?;
+            let Some(inputs) = super::cache::traced_inputs(&trace, &root) else {
+                tracing::info!(
+                    "group `{name}`: discovery left no trace of what it read (is `command` \
+                     pytest?), so its result is not cached"
+                );
+                return Ok(discovered);
+            };
+            (discovered, inputs)
+        }
+        Err(err) => {
+            tracing::info!("group `{name}`: discovery is not cached: {err:#}");
+            return run_discovery(framework, &command).await;
+        }
+    };
+    lock(cache).put(&key, &discovered, inputs);
+    Ok(discovered)
+}
+
+/// Runs `command` and parses its output.
+async fn run_discovery(
+    framework: &dyn Framework,
+    command: &process::CommandSpec,
+) -> Result<Discovered> {
     tracing::debug!("discovering with `{}`", command.display());
     // Discovery has no timeout: collecting a large suite may legitimately take long.
-    let output = process::capture(&command, None).await?;
-    let discovered = framework.parse_discovery(&command, &output)?;
-    if let Some(cache) = cache {
-        lock(cache).put(&key, &discovered);
-    }
-    Ok(discovered)
+    let output = process::capture(command, None).await?;
+    framework.parse_discovery(command, &output)
 }
 
 #[cfg(test)]

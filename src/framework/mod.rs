@@ -16,6 +16,7 @@ pub mod discovery;
 pub mod pytest;
 
 use std::borrow::Cow;
+use std::path::Path;
 
 use anyhow::Result;
 
@@ -120,10 +121,20 @@ pub trait Framework: Send + Sync {
         true
     }
 
-    /// Whether discovery depends only on the project's files and environment, so its
-    /// result may be reused while they are unchanged (see [`cache`]).
+    /// Whether discovery's result may be reused while its inputs are unchanged (see
+    /// [`cache`]): the project's files and the environment, plus, for a framework that
+    /// traces its discovery, every file the discovery read.
     fn discovery_is_cacheable(&self) -> bool {
         false
+    }
+
+    /// Makes `command` (a [`Self::discover_command`]) record the paths it reads into the
+    /// file `trace` (one absolute path a line): a cached result is then only reused while
+    /// those paths are unchanged too. `Ok(false)`: the framework does not trace, its
+    /// discovery depends on nothing outside the project's files and the environment. An
+    /// error: it would trace but cannot, so the result is not cached.
+    fn trace_discovery(&self, _command: &mut CommandSpec, _trace: &Path) -> Result<bool> {
+        Ok(false)
     }
 }
 

@@ -9,6 +9,7 @@
 //! id as `name` is recognised too. Nothing here spawns a process.
 
 use std::borrow::Cow;
+use std::path::Path;
 
 use anyhow::Result;
 use regex::Regex;
@@ -202,9 +203,36 @@ impl Framework for Pytest {
         id.split_once("::").map(|(file, _)| file)
     }
 
-    /// Collection reads the project's files and Python environment, nothing else.
+    /// Collection is traced (see [`Self::trace_discovery`]), so a cached result is only
+    /// reused while nothing it read changed.
     fn discovery_is_cacheable(&self) -> bool {
         true
+    }
+
+    /// Loads the bundled plugin `offload_discovery_trace` (`-p`, its directory first on
+    /// `PYTHONPATH`), which writes every file and directory collection read to `trace`.
+    fn trace_discovery(&self, command: &mut CommandSpec, trace: &Path) -> Result<bool> {
+        let dir = crate::bundled::extracted_dir()?;
+        let mut python_path = dir.as_os_str().to_owned();
+        if let Some(existing) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
+            python_path.push(":");
+            python_path.push(existing);
+        }
+        let python_path = python_path
+            .into_string()
+            .map_err(|_| anyhow::anyhow!("PYTHONPATH is not valid UTF-8"))?;
+        command.env.push(("PYTHONPATH".to_owned(), python_path));
+        command.env.push((
+            "OFFLOAD_DISCOVERY_TRACE".to_owned(),
+            trace.to_string_lossy().into_owned(),
+        ));
+        let at = command.args.iter().position(|a| a == "--collect-only");
+        let at = at.unwrap_or(command.args.len());
+        command.args.splice(
+            at..at,
+            ["-p".to_owned(), "offload_discovery_trace".to_owned()],
+        );
+        Ok(true)
     }
 }
 

@@ -5,6 +5,7 @@ mod apply_diff;
 mod collect;
 mod config;
 mod default_provider;
+mod discovery_cache;
 mod images;
 mod logs;
 mod messages;
