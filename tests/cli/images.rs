@@ -59,7 +59,7 @@ fn write_config(p: &Project, checkpoint: Option<&str>) {
         "offload.toml",
         &format!(
             "[offload]\nsandbox_project_root = \"/app\"\n\n\
-             [provider]\ntype = \"default\"\nprepare_command = \"echo im-x\"\n\
+             [provider]\ntype = \"default\"\nprepare_command = \"echo im-x\"\nthin_diff = true\n\
              create_command = \"echo sb\"\nexec_command = \"sh -c {{command}}\"\n\
              destroy_command = \"true\"\n\n\
              [framework]\ntype = \"default\"\ndiscover_command = \"echo t {{filters}}\"\n\
@@ -339,7 +339,7 @@ impl SandboxRun {
             "offload.toml",
             "[offload]\nmax_parallel = 1\nsandbox_project_root = \".\"\n\n\
              [provider]\ntype = \"default\"\n\
-             prepare_command = \"@local_sandbox.sh prepare\"\n\
+             prepare_command = \"@local_sandbox.sh prepare\"\nthin_diff = true\n\
              create_command = \"@local_sandbox.sh create {image_id}\"\n\
              exec_command = \"@local_sandbox.sh exec {sandbox_id} {command}\"\n\
              destroy_command = \"@local_sandbox.sh destroy {sandbox_id}\"\n\n\
