@@ -9,5 +9,6 @@ mod images;
 mod logs;
 mod modal_provider;
 mod modal_script;
+mod prepare;
 mod run;
 mod support;
