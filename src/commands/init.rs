@@ -149,14 +149,20 @@ const PROVIDER_DEFAULT: &str = "\
 # The scripts below are placeholders for your own. With the bundled Modal script the
 # lifecycle reads:
 #   prepare_command = \"uv run @modal_sandbox.py prepare --include-cwd Dockerfile\"
+#   thin_diff = true
 #   create_command = \"uv run @modal_sandbox.py create {image_id}\"
 #   exec_command = \"uv run @modal_sandbox.py exec {sandbox_id} {command}\"
 #   destroy_command = \"uv run @modal_sandbox.py destroy {sandbox_id}\"
 #   download_command = \"uv run @modal_sandbox.py download {sandbox_id} {paths}\"
 [provider]
 type = \"default\"
-# Builds the sandbox image once per run; its last line of stdout is the image ID.
+# Builds the sandbox image once per run, run exactly as written; its last line of
+# stdout is the image ID. It builds from $OFFLOAD_CONTEXT_DIR (the working tree), e.g.
+# prepare_command = \"docker build -q {context_dir}\"
 # prepare_command = \"./scripts/build-image.sh\"
+# true when prepare_command can also build from $OFFLOAD_BASE_IMAGE plus the patch in
+# $OFFLOAD_PATCH_FILE: base images are then cached and only thin diffs are built.
+# thin_diff = false
 # Creates a sandbox and prints its ID.
 create_command = \"./scripts/create-sandbox.sh\"
 # Runs {command} inside the sandbox.

@@ -237,3 +237,95 @@ impl ImageBuilder for DefaultImageBuilder<'_> {
         self.log.line(line);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(prepare: &str, thin_diff: bool) -> DefaultProviderConfig {
+        let mut c: DefaultProviderConfig =
+            toml::from_str("create_command = \"c\"\nexec_command = \"e\"\ndestroy_command = \"d\"")
+                .unwrap();
+        c.prepare_command = Some(prepare.to_owned());
+        c.thin_diff = thin_diff;
+        c
+    }
+
+    #[test]
+    fn opting_in_is_the_flag_or_a_thin_diff_placeholder() {
+        assert!(!opts_into_thin_diffs(&config(
+            "docker build -q {context_dir}",
+            false
+        )));
+        assert!(opts_into_thin_diffs(&config("docker build -q .", true)));
+        assert!(opts_into_thin_diffs(&config("build {base_image}", false)));
+        assert!(opts_into_thin_diffs(&config("build {patch_file}", false)));
+    }
+
+    #[test]
+    fn placeholders_are_one_word_each_and_empty_without_a_value() {
+        let c = config(
+            "b {context_dir} {base_image} {patch_file} {copy_dirs} {x}",
+            false,
+        );
+        let (log, cancel) = (PrepareLog::default(), CancellationToken::new());
+        let builder = DefaultImageBuilder {
+            config: &c,
+            init_cmd: Some("make it"),
+            post_patch_cmd: None,
+            sandbox_repo_root: Some("/app"),
+            cwd: Path::new("."),
+            log: &log,
+            cancel: &cancel,
+        };
+        let mut c2 = c.clone();
+        c2.copy_dirs = vec!["a b:/x".to_owned(), "c:/y".to_owned()];
+        let with_dirs = DefaultImageBuilder {
+            config: &c2,
+            ..builder
+        };
+        let (command, env) = with_dirs
+            .command(&with_dirs.full_inputs(Path::new("/tmp/ctx dir")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            command, "b '/tmp/ctx dir' '' '' 'a b:/x\nc:/y' {x}",
+            "unknown braces stay as written"
+        );
+        let set: Vec<_> = env
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(
+            set,
+            [
+                "OFFLOAD_CONTEXT_DIR",
+                "OFFLOAD_SANDBOX_PROJECT_ROOT",
+                "OFFLOAD_COPY_DIRS",
+                "OFFLOAD_SANDBOX_INIT_CMD",
+                "OFFLOAD_BIN"
+            ]
+        );
+
+        let (command, env) = builder
+            .command(&builder.incremental_inputs("im-1", Some(Path::new("/p.patch"))))
+            .unwrap()
+            .unwrap();
+        assert_eq!(command, "b '' im-1 /p.patch '' {x}");
+        let unset: Vec<_> = env
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(
+            unset,
+            [
+                "OFFLOAD_CONTEXT_DIR",
+                "OFFLOAD_COPY_DIRS",
+                "OFFLOAD_SANDBOX_INIT_CMD",
+                "OFFLOAD_POST_PATCH_CMD"
+            ]
+        );
+    }
+}

@@ -179,6 +179,13 @@ sh "$STATE/make-image.sh" .
         "{}",
         show(&run)
     );
+    let status = support::run(s.project.offload().arg("checkpoint-status"));
+    assert_eq!(status.code, 0, "{}", show(&status));
+    assert!(
+        status.stdout.contains("full build of the working tree"),
+        "{}",
+        show(&status)
+    );
 }
 
 /// A full build's context (`OFFLOAD_CONTEXT_DIR`, `{context_dir}`) is the working tree
