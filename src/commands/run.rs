@@ -93,7 +93,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
             // The image pipeline: cached base image + thin diff (see crate::image).
             (_, Some(plan)) => plan.prepare(&prepare_log, &interrupt).await,
             (Some(p), None) if !options.collect_only => {
-                default_provider::warn_copy_dirs_without_image(p);
+                default_provider::warn_image_settings_without_image(p);
                 Ok(None)
             }
             _ => Ok(None),

@@ -250,13 +250,21 @@ impl PrepareLog {
     }
 }
 
-/// Without a `prepare_command` there is no image for copy dirs to go into: says so
-/// when there are some.
-pub fn warn_copy_dirs_without_image(config: &DefaultProviderConfig) {
-    if config.prepare_command.is_none() && !config.copy_dirs.is_empty() {
+/// Without a `prepare_command` there is no image: names the settings that only apply
+/// to one (copy dirs, `thin_diff`) when they are set.
+pub fn warn_image_settings_without_image(config: &DefaultProviderConfig) {
+    if config.prepare_command.is_some() {
+        return;
+    }
+    if !config.copy_dirs.is_empty() {
         tracing::warn!(
             "copy dirs ({}) cannot apply: they are copied into the image that `prepare_command` builds, and there is none (hint: add a `prepare_command`)",
             config.copy_dirs.join(", ")
+        );
+    }
+    if config.thin_diff {
+        tracing::warn!(
+            "`[provider] thin_diff` has no effect: there is no `prepare_command` to build images"
         );
     }
 }

@@ -182,7 +182,7 @@ impl DefaultImageBuilder<'_> {
 
     /// The command line (bundled scripts expanded, placeholders filled) and the
     /// environment for one build; `None` without a `prepare_command`.
-    pub fn command(&self, values: &InputValues) -> Result<Option<(String, PrepareEnv)>> {
+    fn command(&self, values: &InputValues) -> Result<Option<(String, PrepareEnv)>> {
         let Some(template) = &self.config.prepare_command else {
             return Ok(None);
         };
