@@ -746,6 +746,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn without_thin_diffs_every_run_is_a_full_build_of_the_working_tree() {
+        let r = repo_with_remote();
+        std::fs::write(r.work.join(".gitignore"), "*.log\n").unwrap();
+        std::fs::write(r.work.join("app.py"), "v = 2\n").unwrap();
+        std::fs::write(r.work.join("debug.log"), "ignored\n").unwrap();
+        let b = FakeBuilder::new();
+        let o = PrepareOptions {
+            thin_diff: false,
+            ..opts(&r.work)
+        };
+        let first = prepare(&b, &o).await.unwrap().unwrap();
+        let img = b.dir(&first.image_id);
+        assert_eq!(
+            std::fs::read_to_string(img.join("app.py")).unwrap(),
+            "v = 2\n"
+        );
+        assert!(img.join(".gitignore").exists());
+        assert!(!img.join("debug.log").exists());
+        assert!(!img.join(".git").exists());
+        assert_eq!(first.base, None);
+        assert!(!first.from_cache);
+
+        // Back to the committed state: a new full build, never the image above.
+        git(&r.work, &["checkout", "-q", "--", "app.py"]);
+        let second = prepare(&b, &o).await.unwrap().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(b.dir(&second.image_id).join("app.py")).unwrap(),
+            "v = 1\n"
+        );
+        assert_eq!((b.full(), b.incremental()), (2, 0));
+        assert_eq!(git(&r.work, &["notes", "--ref=offload-images", "list"]), "");
+        assert_eq!(remote_notes(&r.remote), "");
+    }
+
+    #[tokio::test]
     async fn a_fresh_clone_hits_the_cache_pushed_by_another() {
         let r = repo_with_remote();
         let b = FakeBuilder::new();
