@@ -8,25 +8,28 @@
 #   [provider]
 #   type = "default"
 #   prepare_command  = "@local_sandbox.sh prepare"
+#   thin_diff        = true
 #   create_command   = "@local_sandbox.sh create {image_id}"
 #   exec_command     = "@local_sandbox.sh exec {sandbox_id} {command}"
 #   download_command = "@local_sandbox.sh download {sandbox_id} {paths}"
 #   destroy_command  = "@local_sandbox.sh destroy {sandbox_id}"
 #
 # Subcommands (ids are absolute directory paths under the base directory):
-#   prepare [--copy-dir=LOCAL:REMOTE]... [--sandbox-init-cmd=CMD] [--context-dir=DIR]
-#       Exports the tree of DIR (default: the current directory) into a fresh image
-#       directory and prints its id on the last stdout line. In a git work tree the
-#       export holds the tracked files plus untracked files that are not ignored, as they
-#       are on disk now (deleted files are left out); elsewhere the whole directory.
-#       Each copy dir is copied to REMOTE inside the image (REMOTE is relative to the
-#       image; a leading `/` is dropped). CMD runs with `sh -c` inside the image.
-#   prepare --from-base-image=IMAGE [--patch-file=PATCH] [--post-patch-cmd=CMD]
-#           [--sandbox-project-root=DIR]
-#       Copies IMAGE into a fresh image directory, applies PATCH there with
-#       `"${OFFLOAD_BIN:-offload}" apply-diff`, then runs CMD with `sh -c` inside it
-#       (OFFLOAD_PATCH_FILE=PATCH when there is a patch); prints the new image id.
-#       Offload's image pipeline uses this for thin diffs on cached images.
+#   prepare
+#       Builds an image directory and prints its id on the last stdout line. It takes no
+#       arguments: like any `prepare_command`, it reads what Offload has for it from the
+#       environment.
+#       Full build (OFFLOAD_BASE_IMAGE unset): exports the tree of OFFLOAD_CONTEXT_DIR
+#       (default: the current directory) into a fresh image directory. In a git work
+#       tree the export holds the tracked files plus untracked files that are not
+#       ignored, as they are on disk now (deleted files are left out); elsewhere the
+#       whole directory. Each line LOCAL:REMOTE of OFFLOAD_COPY_DIRS copies LOCAL to
+#       REMOTE inside the image (REMOTE is relative to the image; a leading `/` is
+#       dropped). OFFLOAD_SANDBOX_INIT_CMD then runs with `sh -c` inside the image.
+#       Incremental build (OFFLOAD_BASE_IMAGE set, for `thin_diff = true`): copies that
+#       image into a fresh image directory, applies OFFLOAD_PATCH_FILE there (when set)
+#       with `"${OFFLOAD_BIN:-offload}" apply-diff`, then runs OFFLOAD_POST_PATCH_CMD
+#       (when set) with `sh -c` inside it.
 #   create IMAGE        Copies the image into a fresh sandbox directory; prints its id.
 #   exec SANDBOX CMD    Runs `sh -c CMD` inside the sandbox directory; exits with its code.
 #   download SANDBOX REMOTE:LOCAL...
@@ -41,8 +44,8 @@
 # /tmp/offload-sandboxes. Nothing outside it is ever removed.
 #
 # To drive another sandbox system, copy this script and replace the body of each
-# subcommand: the protocol is the arguments above, ids on stdout, progress on stderr,
-# and exit codes.
+# subcommand: the protocol is the arguments and variables above, ids on stdout,
+# progress on stderr, and exit codes.
 
 set -eu
 
@@ -56,8 +59,7 @@ die() {
 
 usage() {
     cat >&2 <<EOF
-usage: $prog prepare [--copy-dir=LOCAL:REMOTE]... [--sandbox-init-cmd=CMD] [--context-dir=DIR]
-       $prog prepare --from-base-image=IMAGE [--patch-file=PATCH] [--post-patch-cmd=CMD]
+usage: $prog prepare      (inputs in OFFLOAD_* variables: see the script's header)
        $prog create IMAGE
        $prog exec SANDBOX COMMAND
        $prog download SANDBOX REMOTE:LOCAL...
@@ -132,31 +134,39 @@ prepare_incremental() {
     printf '%s\n' "$image"
 }
 
+# Copies the copy dir `LOCAL:REMOTE` ($1) into the image directory $2.
+copy_in() {
+    spec=$1
+    case "$spec" in
+    *:*) ;;
+    *) die "invalid copy dir \`$spec\`: expected LOCAL:REMOTE" ;;
+    esac
+    from=${spec%%:*}
+    to=${spec#*:}
+    while case "$to" in /*) true ;; *) false ;; esac; do to=${to#/}; done
+    case "/$to/" in
+    */../*) die "refusing copy dir \`$spec\`: the remote path leaves the image" ;;
+    esac
+    [ -e "$from" ] || die "copy dir \`$spec\`: \`$from\` does not exist"
+    echo "copying $from to $to" >&2
+    mkdir -p "$2/$to"
+    if [ -d "$from" ]; then
+        copy_tree "$from" "$2/$to"
+    else
+        cp -p "$from" "$2/$to/"
+    fi
+}
+
 cmd_prepare() {
-    context=.
-    init_cmd=
-    copies=
-    from_base=
-    patch=
-    post_cmd=
-    for arg; do
-        case "$arg" in
-        --from-base-image=*) from_base=${arg#--from-base-image=} ;;
-        --patch-file=*) patch=${arg#--patch-file=} ;;
-        --post-patch-cmd=*) post_cmd=${arg#--post-patch-cmd=} ;;
-        # The image directory is the project root; nothing to do with it here.
-        --sandbox-project-root=*) ;;
-        --copy-dir=*:*) ;;
-        --copy-dir=*) die "invalid \`$arg\`: expected --copy-dir=LOCAL:REMOTE" ;;
-        --sandbox-init-cmd=*) init_cmd=${arg#--sandbox-init-cmd=} ;;
-        --context-dir=*) context=${arg#--context-dir=} ;;
-        *) echo "$prog: unknown prepare argument \`$arg\`" >&2; usage ;;
-        esac
-    done
-    if [ -n "$from_base" ]; then
-        prepare_incremental "$from_base" "$patch" "$post_cmd"
+    if [ $# -gt 0 ]; then
+        echo "$prog: prepare takes no arguments (it reads OFFLOAD_* variables), got \`$1\`" >&2
+        usage
+    fi
+    if [ -n "${OFFLOAD_BASE_IMAGE:-}" ]; then
+        prepare_incremental "$OFFLOAD_BASE_IMAGE" "${OFFLOAD_PATCH_FILE:-}" "${OFFLOAD_POST_PATCH_CMD:-}"
         return
     fi
+    context=${OFFLOAD_CONTEXT_DIR:-.}
     [ -d "$context" ] || die "the directory to export \`$context\` does not exist"
     home=$(base_dir)
     src=$(cd "$context" && pwd -P)
@@ -173,30 +183,16 @@ cmd_prepare() {
         echo "exporting $src (not a git work tree: every file)" >&2
         copy_tree "$src" "$image"
     fi
-    for arg; do
-        case "$arg" in
-        --copy-dir=*)
-            spec=${arg#--copy-dir=}
-            from=${spec%%:*}
-            to=${spec#*:}
-            while case "$to" in /*) true ;; *) false ;; esac; do to=${to#/}; done
-            case "/$to/" in
-            */../*) die "refusing --copy-dir \`$spec\`: the remote path leaves the image" ;;
-            esac
-            [ -e "$from" ] || die "--copy-dir \`$spec\`: \`$from\` does not exist"
-            echo "copying $from to $to" >&2
-            mkdir -p "$image/$to"
-            if [ -d "$from" ]; then
-                copy_tree "$from" "$image/$to"
-            else
-                cp -p "$from" "$image/$to/"
-            fi
-            ;;
-        esac
-    done
-    if [ -n "$init_cmd" ]; then
+    # One copy dir a line; the here-document keeps the loop in this shell, so `die`
+    # ends the script.
+    while IFS= read -r spec; do
+        [ -z "$spec" ] || copy_in "$spec" "$image"
+    done <<EOF
+${OFFLOAD_COPY_DIRS:-}
+EOF
+    if [ -n "${OFFLOAD_SANDBOX_INIT_CMD:-}" ]; then
         echo "running the init command in the image" >&2
-        (cd "$image" && sh -c "$init_cmd") >&2 || die "the init command failed: $init_cmd"
+        (cd "$image" && sh -c "$OFFLOAD_SANDBOX_INIT_CMD") >&2 || die "the init command failed: $OFFLOAD_SANDBOX_INIT_CMD"
     fi
     trap - EXIT
     printf '%s\n' "$image"

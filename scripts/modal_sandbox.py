@@ -26,6 +26,13 @@ Exit codes
         network, ...); credential problems still exit 3
 
 Commands
+    Offload runs ``prepare`` exactly as configured and passes what it has in environment
+    variables, which the options below default to: OFFLOAD_CONTEXT_DIR (--context-dir),
+    OFFLOAD_COPY_DIRS (one LOCAL:REMOTE a line; --copy-dir), OFFLOAD_SANDBOX_INIT_CMD,
+    OFFLOAD_SANDBOX_PROJECT_ROOT, OFFLOAD_BASE_IMAGE (--from-base-image),
+    OFFLOAD_PATCH_FILE and OFFLOAD_POST_PATCH_CMD. An option given on the command line
+    wins over its variable.
+
     prepare [DOCKERFILE] [--include-cwd] [--copy-dir LOCAL:REMOTE]... [--sandbox-init-cmd CMD]
             [--context-dir DIR] [--sandbox-project-root DIR]
         Full build. The base is DOCKERFILE built with DIR as its context (a relative
@@ -41,8 +48,8 @@ Commands
     prepare [DOCKERFILE] [--include-cwd] --from-base-image IMAGE_ID [--patch-file PATH]
             [--post-patch-cmd CMD] [--sandbox-project-root DIR]
         Incremental build on top of an existing image (DOCKERFILE and ``--include-cwd``
-        are accepted and ignored: Offload appends these options to the configured
-        prepare command, and the base image already holds what they built; the other
+        are accepted and ignored: they stay in the configured prepare command, and the
+        base image already holds what they built; the other
         full-build options are errors here). The patch is added at
         /tmp/offload.patch and applied with ``offload apply-diff /tmp/offload.patch
         --project-root DIR`` (so the base image needs ``offload`` on PATH); then
@@ -217,7 +224,10 @@ def print_result(value: str) -> None:
 
 
 def parse_copy_dirs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[tuple[Path, str]]:
-    """`LOCAL:REMOTE` (split at the first `:`), LOCAL an existing local directory."""
+    """`LOCAL:REMOTE` (split at the first `:`), LOCAL an existing local directory. Without
+    options, the lines of OFFLOAD_COPY_DIRS (one `LOCAL:REMOTE` a line)."""
+    if not values:
+        values = tuple(line for line in os.environ.get("OFFLOAD_COPY_DIRS", "").splitlines() if line.strip())
     parsed: list[tuple[Path, str]] = []
     for text in values:
         local, sep, remote = text.partition(":")
@@ -321,12 +331,18 @@ def cli() -> None:
     multiple=True,
     metavar="LOCAL:REMOTE",
     callback=parse_copy_dirs,
-    help="Add a local directory to the image (repeatable).",
+    help="Add a local directory to the image (repeatable). Default: the lines of OFFLOAD_COPY_DIRS.",
 )
-@click.option("--sandbox-init-cmd", metavar="CMD", help="Shell command run as a build step after the files are added.")
+@click.option(
+    "--sandbox-init-cmd",
+    metavar="CMD",
+    envvar="OFFLOAD_SANDBOX_INIT_CMD",
+    help="Shell command run as a build step after the files are added.",
+)
 @click.option(
     "--context-dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
+    envvar="OFFLOAD_CONTEXT_DIR",
     help="Build context of the Dockerfile; what --include-cwd adds. Default: the cwd.",
 )
 @click.option(
@@ -334,17 +350,25 @@ def cli() -> None:
     default="/app",
     show_default=True,
     metavar="DIR",
+    envvar="OFFLOAD_SANDBOX_PROJECT_ROOT",
     help="Project root inside the sandbox.",
 )
-@click.option("--from-base-image", metavar="IMAGE_ID", help="Incremental build on top of this image.")
+@click.option(
+    "--from-base-image",
+    metavar="IMAGE_ID",
+    envvar="OFFLOAD_BASE_IMAGE",
+    help="Incremental build on top of this image.",
+)
 @click.option(
     "--patch-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="OFFLOAD_PATCH_FILE",
     help="Patch applied with `offload apply-diff` (needs --from-base-image).",
 )
 @click.option(
     "--post-patch-cmd",
     metavar="CMD",
+    envvar="OFFLOAD_POST_PATCH_CMD",
     help="Shell command run as a build step after the patch (needs --from-base-image).",
 )
 @click.option("--cached", is_flag=True, hidden=True, help="Accepted for older configs; does nothing.")
@@ -373,9 +397,9 @@ def prepare(
             lambda: build_full(dockerfile_path, include_cwd, remote_dirs, sandbox_init_cmd, context_dir, root),
         )
     else:
-        # Offload calls the configured prepare command in both forms, so the words that
-        # describe the base (a Dockerfile, --include-cwd) come along here too: the base
-        # image already holds what they built.
+        # Offload runs the configured prepare command as written for both kinds of
+        # build, so the words that describe the base (a Dockerfile, --include-cwd) come
+        # along here too: the base image already holds what they built.
         for described, option in ((dockerfile is not None, "DOCKERFILE"), (include_cwd, "--include-cwd")):
             if described:
                 log(f"ignoring {option}: an incremental build starts from `{from_base_image}`, which already holds it")

@@ -10,6 +10,9 @@
 //! Next run mode:      thin diff (2 files changed since checkpoint)
 //! ```
 //!
+//! A `default` provider whose `prepare_command` does not opt into thin diffs gets a
+//! full build of the working tree on every run, and the command says so.
+//!
 //! The notes are fetched from `--remote` first (best effort: no remote or no network
 //! only adds a note on stderr). The command never writes a note, a ref or git config.
 //! An empty repository answers with `HEAD: (none: empty repository)`; outside a git
@@ -21,6 +24,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::config::ProviderConfig;
 use crate::exit;
 use crate::image::base::{CHECKPOINT_WALK_LIMIT, CheckpointSearch, RepoState, find_checkpoint};
 use crate::image::diff::thin_diff;
@@ -29,6 +33,8 @@ use crate::image::git::Git;
 use crate::image::notes::{self, SyncOutcome, short};
 use crate::image::pipeline::commits_back;
 use crate::output::plural;
+use crate::provider::default_image::opts_into_thin_diffs;
+use crate::provider::modal;
 
 /// Width of the label column (`Next run mode:` plus padding).
 const LABEL_WIDTH: usize = 20;
@@ -50,6 +56,15 @@ pub fn run(config: &Path, remote: &str) -> Result<i32> {
             (
                 "Next run mode:",
                 "full build (no commits yet, no caching)".to_owned(),
+            ),
+        ],
+        RepoState::Commit { head, .. } if !takes_thin_diffs(&loaded.config.provider)? => vec![
+            ("HEAD:", short(&head).to_owned()),
+            (
+                "Next run mode:",
+                "full build of the working tree (`prepare_command` does not opt into thin \
+                 diffs, no caching)"
+                    .to_owned(),
             ),
         ],
         RepoState::Commit { toplevel, head } => {
@@ -84,6 +99,16 @@ pub fn run(config: &Path, remote: &str) -> Result<i32> {
         crate::output::print(&format!("{label:<LABEL_WIDTH$}{value}\n"));
     }
     Ok(exit::SUCCESS)
+}
+
+/// Whether runs with `provider` go through the cache and thin diffs: a `default`
+/// provider only when its `prepare_command` opts in.
+fn takes_thin_diffs(provider: &ProviderConfig) -> Result<bool> {
+    Ok(match provider {
+        ProviderConfig::Default(p) => opts_into_thin_diffs(p),
+        ProviderConfig::Modal(m) => opts_into_thin_diffs(&modal::default_config(m)?),
+        ProviderConfig::Local(_) => true,
+    })
 }
 
 struct StatusContext {

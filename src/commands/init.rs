@@ -71,18 +71,25 @@ pub fn run(path: &Path, options: InitOptions) -> Result<i32> {
     };
     file.write_all(text.as_bytes())
         .with_context(|| format!("cannot write `{}`", path.display()))?;
-    if options.framework == FrameworkChoice::Default {
-        write_starter_scripts(options.force)?;
-    }
+    let scripts = if options.framework == FrameworkChoice::Default {
+        write_starter_scripts(options.force)?
+    } else {
+        Vec::new()
+    };
 
     let mut next = String::from("offload run");
     if path != Path::new("offload.toml") {
         next.push_str(" -c ");
         next.push_str(&shell_words::quote(&path.display().to_string()));
     }
+    let mut created = format!("Created {}\n", path.display());
+    for script in scripts {
+        created.push_str(&format!(
+            "Created {script} (a starter: replace it with your own)\n"
+        ));
+    }
     crate::output::print(&format!(
-        "Created {}\n\nEdit the configuration as needed, then run:\n  {next}\n",
-        path.display()
+        "{created}\nEdit the configuration as needed, then run:\n  {next}\n"
     ));
     Ok(exit::SUCCESS)
 }
@@ -100,9 +107,11 @@ const STARTER_SCRIPTS: [(&str, &str); 2] = [
     ),
 ];
 
-/// Writes [`STARTER_SCRIPTS`], so the generated configuration runs as written. A script
-/// that already exists is kept (it is the user's own) unless `force` is given.
-fn write_starter_scripts(force: bool) -> Result<()> {
+/// Writes [`STARTER_SCRIPTS`], so the generated configuration runs as written, and
+/// returns the ones it wrote. A script that already exists is kept (it is the user's
+/// own) unless `force` is given.
+fn write_starter_scripts(force: bool) -> Result<Vec<&'static str>> {
+    let mut written = Vec::new();
     for (rel, text) in STARTER_SCRIPTS {
         let path = Path::new(rel);
         if path.exists() && !force {
@@ -114,11 +123,9 @@ fn write_starter_scripts(force: bool) -> Result<()> {
                 .with_context(|| format!("cannot create `{}`", dir.display()))?;
         }
         std::fs::write(path, text).with_context(|| format!("cannot write `{rel}`"))?;
-        crate::output::print(&format!(
-            "Created {rel} (a starter: replace it with your own)\n"
-        ));
+        written.push(rel);
     }
-    Ok(())
+    Ok(written)
 }
 
 /// The commented configuration file for `provider` and `framework`.
@@ -186,14 +193,20 @@ const PROVIDER_DEFAULT: &str = "\
 # The scripts below are placeholders for your own. With the bundled Modal script the
 # lifecycle reads:
 #   prepare_command = \"uv run @modal_sandbox.py prepare --include-cwd Dockerfile\"
+#   thin_diff = true
 #   create_command = \"uv run @modal_sandbox.py create {image_id}\"
 #   exec_command = \"uv run @modal_sandbox.py exec {sandbox_id} {command}\"
 #   destroy_command = \"uv run @modal_sandbox.py destroy {sandbox_id}\"
 #   download_command = \"uv run @modal_sandbox.py download {sandbox_id} {paths}\"
 [provider]
 type = \"default\"
-# Builds the sandbox image once per run; its last line of stdout is the image ID.
+# Builds the sandbox image once per run, run exactly as written; its last line of
+# stdout is the image ID. It builds from $OFFLOAD_CONTEXT_DIR (the working tree), e.g.
+# prepare_command = \"docker build -q {context_dir}\"
 # prepare_command = \"./scripts/build-image.sh\"
+# true when prepare_command can also build from $OFFLOAD_BASE_IMAGE plus the patch in
+# $OFFLOAD_PATCH_FILE: base images are then cached and only thin diffs are built.
+# thin_diff = false
 # Creates a sandbox and prints its ID.
 create_command = \"./scripts/create-sandbox.sh\"
 # Runs {command} inside the sandbox.

@@ -27,7 +27,7 @@ use crate::output::plural;
 use crate::process::{self, CapturedOutput, CommandSpec, ExitOutcome};
 use crate::provider::Provider;
 use crate::provider::default::{self as default_provider, DefaultProvider, PrepareLog};
-use crate::provider::default_image::{CacheRefresh, ImagePlan};
+use crate::provider::default_image::{CacheRefresh, ImagePlan, opts_into_thin_diffs};
 use crate::provider::local::{LocalProvider, LocalSandboxSettings};
 use crate::report::{junit, summary};
 use crate::signal::Signals;
@@ -94,16 +94,8 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
             // The image pipeline: cached base image + thin diff (see crate::image).
             (_, Some(plan)) => plan.prepare(&prepare_log, &interrupt).await,
             (Some(p), None) if !options.collect_only => {
-                let init = config.offload.sandbox_init_cmd.as_deref();
-                default_provider::prepare(p, init, &cwd, &prepare_log, &interrupt)
-                    .await
-                    .map(|id| {
-                        id.map(|image_id| PreparedImage {
-                            image_id,
-                            base: None,
-                            from_cache: false,
-                        })
-                    })
+                default_provider::warn_image_settings_without_image(p);
+                Ok(None)
             }
             _ => Ok(None),
         }
@@ -296,7 +288,8 @@ fn command_provider_config(provider: &ProviderConfig) -> Result<Option<DefaultPr
     }
 }
 
-/// The image pipeline of this run for provider config `p`.
+/// The image pipeline of this run for provider config `p`. Warns about settings that
+/// only apply to thin diffs when its `prepare_command` does not opt into them.
 fn image_plan(
     config: &Config,
     p: &DefaultProviderConfig,
@@ -304,16 +297,34 @@ fn image_plan(
     cwd: &Path,
     options: &RunOptions,
 ) -> ImagePlan {
+    let thin_diff = opts_into_thin_diffs(p);
+    if !thin_diff {
+        let unused = [
+            (config.checkpoint.is_some(), "`[checkpoint]`"),
+            (
+                config.offload.post_patch_cmd.is_some(),
+                "`[offload] post_patch_cmd`",
+            ),
+        ];
+        for (_, setting) in unused.iter().filter(|(set, _)| *set) {
+            tracing::warn!(
+                "{setting} has no effect: it applies to thin-diff builds, and `prepare_command` \
+                 does not opt into them, so every run is a full build of the working tree \
+                 (hint: set `thin_diff = true` in `[provider]` once your prepare builds from \
+                 OFFLOAD_BASE_IMAGE and OFFLOAD_PATCH_FILE, or name `{{base_image}}` and \
+                 `{{patch_file}}` in it)"
+            );
+        }
+    }
     ImagePlan {
         config: p.clone(),
         init_cmd: config.offload.sandbox_init_cmd.clone(),
-        post_patch_cmd: config.offload.post_patch_cmd.clone(),
+        post_patch_cmd: config.offload.post_patch_cmd.clone().filter(|_| thin_diff),
         sandbox_repo_root: config
             .offload
             .sandbox_repo_root
             .clone()
-            .or_else(|| config.offload.sandbox_project_root.clone())
-            .unwrap_or_else(|| ".".to_owned()),
+            .or_else(|| config.offload.sandbox_project_root.clone()),
         cwd: cwd.to_path_buf(),
         options: crate::image::PrepareOptions {
             repo_dir: cwd.to_path_buf(),
@@ -321,7 +332,8 @@ fn image_plan(
             build_inputs: config.checkpoint.as_ref().map(|c| c.build_inputs.clone()),
             no_cache: options.no_cache,
             refresh_cache: false,
-            has_post_patch_cmd: config.offload.post_patch_cmd.is_some(),
+            has_post_patch_cmd: thin_diff && config.offload.post_patch_cmd.is_some(),
+            thin_diff,
             remote: "origin".to_owned(),
         },
     }

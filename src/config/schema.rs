@@ -137,6 +137,11 @@ pub struct DefaultProviderConfig {
     /// Runs once before sandboxes are created; its last stdout line is the image id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prepare_command: Option<String>,
+    /// `prepare_command` builds incrementally from `OFFLOAD_BASE_IMAGE` and
+    /// `OFFLOAD_PATCH_FILE` (thin diffs). Naming `{base_image}` or `{patch_file}` in the
+    /// command opts in too.
+    #[serde(default)]
+    pub thin_diff: bool,
     /// Creates a sandbox and prints its id (`{image_id}`).
     pub create_command: String,
     /// Runs a command in a sandbox (`{sandbox_id}`, `{command}`).

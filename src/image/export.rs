@@ -9,10 +9,13 @@
 //! through a private index, so neither the real index nor the work tree is touched and
 //! no `.git` directory is created in the export.
 //!
-//! The snapshot (used when there is no commit to export: an empty repository, no
-//! repository, or the full-build fallback) copies the directory in Rust, skipping
-//! `.git`, [`super::cache_file::FILE_NAME`] and `.dockerignore`d paths, and returns a
-//! fingerprint of what it copied.
+//! The snapshots are the context of every full build of the working tree (a prepare
+//! that takes no thin diffs, an empty repository, no repository, the full-build
+//! fallback). In a repository ([`snapshot_git_worktree`]) it holds what git sees: tracked
+//! files and untracked ones that are not ignored, as they are on disk, so uncommitted
+//! changes are always in. Outside one ([`snapshot_worktree`]) it holds the whole
+//! directory but `.git` and [`super::cache_file::FILE_NAME`]. Both leave out
+//! `.dockerignore`d paths and return a fingerprint of what they copied.
 
 use std::path::Path;
 
@@ -55,12 +58,50 @@ pub fn export_commit(git: &Git, sha: &str, dest: &Path, ignore: &DockerIgnore) -
     Ok(())
 }
 
-/// Copies the working tree at `root` into `dest` (skipping `.git`, the cache file and
+/// Copies the directory at `root` into `dest` (skipping `.git`, the cache file and
 /// `.dockerignore`d paths) and returns a fingerprint of the copied content: paths,
-/// file kinds, executable bits and bytes.
+/// file kinds, executable bits and bytes. For a project outside git.
 pub fn snapshot_worktree(root: &Path, dest: &Path, ignore: &DockerIgnore) -> Result<String> {
     let mut hash = Fnv::new();
     copy_dir(root, dest, "", ignore, &mut hash)?;
+    Ok(format!("{:016x}", hash.0))
+}
+
+/// Copies the working tree of the repository at `git`'s top level into `dest` as it is
+/// on disk: tracked files and untracked files that are not gitignored (deleted ones
+/// are left out), minus `.dockerignore`d paths. Returns the fingerprint of
+/// [`snapshot_worktree`].
+pub fn snapshot_git_worktree(git: &Git, dest: &Path, ignore: &DockerIgnore) -> Result<String> {
+    let listed = git
+        .run([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .context("cannot list the files of the working tree")?;
+    let mut paths: Vec<String> = listed
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    // Sorted and once each (an unmerged file is listed per stage), so the fingerprint
+    // does not depend on git's order.
+    paths.sort();
+    paths.dedup();
+    let mut hash = Fnv::new();
+    for rel in paths {
+        if ignore.is_ignored(&rel) || git.dir().join(&rel).symlink_metadata().is_err() {
+            continue;
+        }
+        if let Some(parent) = Path::new(&rel).parent() {
+            let parent = dest.join(parent);
+            std::fs::create_dir_all(&parent)
+                .with_context(|| format!("cannot create `{}`", parent.display()))?;
+        }
+        copy_entry(git.dir(), dest, &rel, ignore, &mut hash)?;
+    }
     Ok(format!("{:016x}", hash.0))
 }
 
@@ -88,41 +129,55 @@ fn copy_dir(
         if name == ".git" || child == super::cache_file::FILE_NAME || ignore.is_ignored(&child) {
             continue;
         }
-        let src = entry.path();
-        let dest = dest_root.join(&child);
-        let meta = std::fs::symlink_metadata(&src)
-            .with_context(|| format!("cannot read `{}`", src.display()))?;
-        if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&src)
-                .with_context(|| format!("cannot read the link `{}`", src.display()))?;
-            std::os::unix::fs::symlink(&target, &dest)
-                .with_context(|| format!("cannot create the link `{}`", dest.display()))?;
-            hash.write(b"l\0");
-            hash.write(child.as_bytes());
-            hash.write(target.to_string_lossy().as_bytes());
-        } else if meta.is_dir() {
-            std::fs::create_dir_all(&dest)
-                .with_context(|| format!("cannot create `{}`", dest.display()))?;
-            hash.write(b"d\0");
-            hash.write(child.as_bytes());
-            copy_dir(src_root, dest_root, &child, ignore, hash)?;
-        } else if meta.is_file() {
-            let bytes =
-                std::fs::read(&src).with_context(|| format!("cannot read `{}`", src.display()))?;
-            std::fs::write(&dest, &bytes)
-                .with_context(|| format!("cannot write `{}`", dest.display()))?;
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o7777;
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
-                .with_context(|| format!("cannot set the mode of `{}`", dest.display()))?;
-            hash.write(b"f\0");
-            hash.write(child.as_bytes());
-            hash.write(if mode & 0o111 != 0 { b"x" } else { b"-" });
-            hash.write(&(bytes.len() as u64).to_le_bytes());
-            hash.write(&bytes);
-        }
-        // Sockets, fifos and devices cannot go into an image; they are skipped.
+        copy_entry(src_root, dest_root, &child, ignore, hash)?;
     }
+    Ok(())
+}
+
+/// Copies `rel` (a file, a symlink, or a directory with its contents) from `src_root`
+/// to `dest_root`, whose parent directory exists, and adds it to `hash`.
+fn copy_entry(
+    src_root: &Path,
+    dest_root: &Path,
+    rel: &str,
+    ignore: &DockerIgnore,
+    hash: &mut Fnv,
+) -> Result<()> {
+    let src = src_root.join(rel);
+    let dest = dest_root.join(rel);
+    let meta = std::fs::symlink_metadata(&src)
+        .with_context(|| format!("cannot read `{}`", src.display()))?;
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(&src)
+            .with_context(|| format!("cannot read the link `{}`", src.display()))?;
+        std::os::unix::fs::symlink(&target, &dest)
+            .with_context(|| format!("cannot create the link `{}`", dest.display()))?;
+        hash.write(b"l\0");
+        hash.write(rel.as_bytes());
+        hash.write(target.to_string_lossy().as_bytes());
+    } else if meta.is_dir() {
+        // A nested repository (submodule) in a git snapshot, or any directory otherwise.
+        std::fs::create_dir_all(&dest)
+            .with_context(|| format!("cannot create `{}`", dest.display()))?;
+        hash.write(b"d\0");
+        hash.write(rel.as_bytes());
+        copy_dir(src_root, dest_root, rel, ignore, hash)?;
+    } else if meta.is_file() {
+        let bytes =
+            std::fs::read(&src).with_context(|| format!("cannot read `{}`", src.display()))?;
+        std::fs::write(&dest, &bytes)
+            .with_context(|| format!("cannot write `{}`", dest.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o7777;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set the mode of `{}`", dest.display()))?;
+        hash.write(b"f\0");
+        hash.write(rel.as_bytes());
+        hash.write(if mode & 0o111 != 0 { b"x" } else { b"-" });
+        hash.write(&(bytes.len() as u64).to_le_bytes());
+        hash.write(&bytes);
+    }
+    // Sockets, fifos and devices cannot go into an image; they are skipped.
     Ok(())
 }
 

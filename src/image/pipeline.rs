@@ -7,7 +7,9 @@
 //!
 //! 1. Find the repository ([`RepoState`]). Not a repository: the snapshot path with
 //!    the `.offload-image-cache` file as cache ([`super::cache_file`]). Empty
-//!    repository: a full build of a working-tree snapshot, no caching.
+//!    repository, or a builder that takes no thin diffs
+//!    ([`PrepareOptions::thin_diff`]): a full build of a working-tree snapshot, no
+//!    caching. The steps below are for thin-diff builders only.
 //! 2. The base commit: `HEAD` (latest-commit mode) or the nearest checkpoint
 //!    ([`find_checkpoint`]); no checkpoint found → full build with a warning.
 //! 3. Unless `--no-cache`: fetch the notes from the remote and read the note on the
@@ -43,7 +45,7 @@ use super::base::{CHECKPOINT_WALK_LIMIT, CheckpointSearch, RepoState, find_check
 use super::cache_file;
 use super::diff::thin_diff;
 use super::dockerignore::DockerIgnore;
-use super::export::{export_commit, snapshot_worktree};
+use super::export::{export_commit, snapshot_git_worktree, snapshot_worktree};
 use super::git::Git;
 use super::notes::{self, SyncOutcome, short};
 use crate::output::plural;
@@ -84,6 +86,11 @@ pub struct PrepareOptions {
     pub refresh_cache: bool,
     /// Whether `post_patch_cmd` is configured.
     pub has_post_patch_cmd: bool,
+    /// Whether the builder takes thin diffs (`build_incremental`) on a base image.
+    /// Without them, a repository with commits gets a full build of its working tree
+    /// on every run, and nothing is cached: a base image in the git-notes cache holds a
+    /// commit's tree, which only a thin diff brings up to the working tree.
+    pub thin_diff: bool,
     /// The git remote notes are shared through (`origin`).
     pub remote: String,
 }
@@ -128,6 +135,13 @@ pub async fn prepare(
             builder.progress(
                 "[cache] empty repository (no commits yet): full build of the working tree, \
                  no caching",
+            );
+            full_build(builder, opts, &toplevel).await
+        }
+        RepoState::Commit { toplevel, .. } if !opts.thin_diff => {
+            builder.progress(
+                "[cache] `prepare_command` does not opt into thin diffs: full build of the \
+                 working tree, no caching",
             );
             full_build(builder, opts, &toplevel).await
         }
@@ -390,13 +404,14 @@ async fn thin_diff_step(
     Ok(derived)
 }
 
-/// A full build of a snapshot of the working tree at `root`, then `post_patch_cmd`.
+/// A full build of a snapshot of the working tree of the repository whose top level
+/// is `toplevel`, then `post_patch_cmd`.
 async fn full_build(
     builder: &dyn ImageBuilder,
     opts: &PrepareOptions,
-    root: &Path,
+    toplevel: &Path,
 ) -> Result<Option<PreparedImage>> {
-    let (snapshot, _) = snapshot(root).await?;
+    let (snapshot, _) = snapshot(toplevel, true).await?;
     builder.progress("[prepare] full build of the working tree");
     finish_full_build(builder, opts, snapshot.path()).await
 }
@@ -428,7 +443,9 @@ async fn finish_full_build(
     }))
 }
 
-async fn snapshot(root: &Path) -> Result<(tempfile::TempDir, String)> {
+/// A snapshot of the working tree at `root` (a repository's top level when `in_git`)
+/// and its fingerprint ([`super::export`]).
+async fn snapshot(root: &Path, in_git: bool) -> Result<(tempfile::TempDir, String)> {
     let dir = tempfile::Builder::new()
         .prefix("offload-snapshot-")
         .tempdir()
@@ -436,7 +453,11 @@ async fn snapshot(root: &Path) -> Result<(tempfile::TempDir, String)> {
     let (src, dest) = (root.to_owned(), dir.path().to_owned());
     let fingerprint = blocking(move || {
         let ignore = DockerIgnore::load(&src)?;
-        snapshot_worktree(&src, &dest, &ignore)
+        if in_git {
+            snapshot_git_worktree(&Git::new(&src), &dest, &ignore)
+        } else {
+            snapshot_worktree(&src, &dest, &ignore)
+        }
     })
     .await
     .context("cannot snapshot the working tree")?;
@@ -449,7 +470,7 @@ async fn prepare_without_git(
     opts: &PrepareOptions,
 ) -> Result<Option<PreparedImage>> {
     let root = &opts.repo_dir;
-    let (snapshot, fingerprint) = snapshot(root).await?;
+    let (snapshot, fingerprint) = snapshot(root, false).await?;
     let use_file = !opts.no_cache;
     if use_file && !opts.refresh_cache {
         match cache_file::read(root) {
@@ -654,6 +675,7 @@ mod tests {
             no_cache: false,
             refresh_cache: false,
             has_post_patch_cmd: false,
+            thin_diff: true,
             remote: "origin".to_owned(),
         }
     }
@@ -717,6 +739,41 @@ mod tests {
         assert_eq!((b.full(), b.incremental()), (1, 2));
         assert_eq!(third.image_id, base_image);
         assert!(third.from_cache);
+    }
+
+    #[tokio::test]
+    async fn without_thin_diffs_every_run_is_a_full_build_of_the_working_tree() {
+        let r = repo_with_remote();
+        std::fs::write(r.work.join(".gitignore"), "*.log\n").unwrap();
+        std::fs::write(r.work.join("app.py"), "v = 2\n").unwrap();
+        std::fs::write(r.work.join("debug.log"), "ignored\n").unwrap();
+        let b = FakeBuilder::new();
+        let o = PrepareOptions {
+            thin_diff: false,
+            ..opts(&r.work)
+        };
+        let first = prepare(&b, &o).await.unwrap().unwrap();
+        let img = b.dir(&first.image_id);
+        assert_eq!(
+            std::fs::read_to_string(img.join("app.py")).unwrap(),
+            "v = 2\n"
+        );
+        assert!(img.join(".gitignore").exists());
+        assert!(!img.join("debug.log").exists());
+        assert!(!img.join(".git").exists());
+        assert_eq!(first.base, None);
+        assert!(!first.from_cache);
+
+        // Back to the committed state: a new full build, never the image above.
+        git(&r.work, &["checkout", "-q", "--", "app.py"]);
+        let second = prepare(&b, &o).await.unwrap().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(b.dir(&second.image_id).join("app.py")).unwrap(),
+            "v = 1\n"
+        );
+        assert_eq!((b.full(), b.incremental()), (2, 0));
+        assert_eq!(git(&r.work, &["notes", "--ref=offload-images", "list"]), "");
+        assert_eq!(remote_notes(&r.remote), "");
     }
 
     #[tokio::test]

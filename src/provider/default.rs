@@ -4,8 +4,9 @@
 //! provider's `working_dir`, with `@name.ext` references expanded first
 //! ([`crate::bundled`]):
 //!
-//! 1. [`prepare`] runs `prepare_command` once per run (with `--copy-dir=` arguments);
-//!    its last non-empty stdout line is the image id, the rest is progress.
+//! 1. [`run_prepare`] runs `prepare_command` (as written, its inputs in environment
+//!    variables: [`super::default_image`]); its last non-empty stdout line is the image
+//!    id, the rest is progress.
 //! 2. [`DefaultProvider::create_sandbox`] runs `create_command` (`{image_id}`,
 //!    `{cpu_cores}`); its last non-empty stdout line is the sandbox id. Retried.
 //! 3. [`DefaultSandbox::exec`] runs `exec_command` (`{sandbox_id}`, `{command}`), where
@@ -249,61 +250,34 @@ impl PrepareLog {
     }
 }
 
-/// Runs `prepare_command` once, in the provider's working directory (relative to
-/// `cwd`), with a `--copy-dir=<local:remote>` argument per copy dir and
-/// `--sandbox-init-cmd=<cmd>` when `init_cmd` is set. Returns the image id (its last
-/// non-empty stdout line), or `None` without a prepare command. Its other output lines
-/// go to `log`. `cancel` kills it (an interrupt); that is an error too.
-pub async fn prepare(
-    config: &DefaultProviderConfig,
-    init_cmd: Option<&str>,
-    cwd: &Path,
-    log: &PrepareLog,
-    cancel: &CancellationToken,
-) -> Result<Option<String>> {
-    let Some(command) = prepare_command(config, init_cmd)? else {
-        return Ok(None);
-    };
-    run_prepare(config, &command, &[], cwd, log, cancel)
-        .await
-        .map(Some)
+/// Without a `prepare_command` there is no image: names the settings that only apply
+/// to one (copy dirs, `thin_diff`) when they are set.
+pub fn warn_image_settings_without_image(config: &DefaultProviderConfig) {
+    if config.prepare_command.is_some() {
+        return;
+    }
+    if !config.copy_dirs.is_empty() {
+        tracing::warn!(
+            "copy dirs ({}) cannot apply: they are copied into the image that `prepare_command` builds, and there is none (hint: add a `prepare_command`)",
+            config.copy_dirs.join(", ")
+        );
+    }
+    if config.thin_diff {
+        tracing::warn!(
+            "`[provider] thin_diff` has no effect: there is no `prepare_command` to build images"
+        );
+    }
 }
 
-/// The full-build prepare command: `prepare_command` (bundled scripts expanded) with a
-/// `--copy-dir=<local:remote>` argument per copy dir and `--sandbox-init-cmd=<cmd>`
-/// when `init_cmd` is set; `None` (with a warning about copy dirs) without one.
-pub fn prepare_command(
-    config: &DefaultProviderConfig,
-    init_cmd: Option<&str>,
-) -> Result<Option<String>> {
-    let Some(template) = &config.prepare_command else {
-        if !config.copy_dirs.is_empty() {
-            tracing::warn!(
-                "copy dirs ({}) cannot apply: they are copied into the image that `prepare_command` builds, and there is none (hint: add a `prepare_command`)",
-                config.copy_dirs.join(", ")
-            );
-        }
-        return Ok(None);
-    };
-    let mut command = crate::bundled::expand(template).context("in `prepare_command`")?;
-    for dir in &config.copy_dirs {
-        command.push_str(" --copy-dir=");
-        command.push_str(&quote(dir));
-    }
-    if let Some(init) = init_cmd {
-        command.push_str(" --sandbox-init-cmd=");
-        command.push_str(&quote(init));
-    }
-    Ok(Some(command))
-}
-
-/// Runs one prepare `command` (already complete) with extra `env`, in the provider's
-/// working directory, and returns the image id it printed (its last non-empty stdout
-/// line); other output goes to `log`.
+/// Runs one prepare `command` (placeholders already filled) in the provider's working
+/// directory and returns the image id it printed (its last non-empty stdout line);
+/// other output goes to `log`. Each variable of `env` with a value is set, and each
+/// without one is removed from the inherited environment, so the command never sees a
+/// stale value from the caller's shell.
 pub async fn run_prepare(
     config: &DefaultProviderConfig,
     command: &str,
-    env: &[(String, String)],
+    env: &[(&str, Option<String>)],
     cwd: &Path,
     log: &PrepareLog,
     cancel: &CancellationToken,
@@ -313,10 +287,15 @@ pub async fn run_prepare(
         .as_ref()
         .map_or_else(|| cwd.to_path_buf(), |d| cwd.join(d));
     let timeout = Duration::from_secs(config.timeout_secs);
-    let mut spec = CommandSpec::shell(command).cwd(&working_dir);
+    // `env -u NAME... sh -c COMMAND`: the command itself runs exactly as written.
+    let mut spec = CommandSpec::new("env").cwd(&working_dir);
     for (name, value) in env {
-        spec = spec.env(name, value);
+        match value {
+            Some(value) => spec = spec.env(*name, value),
+            None => spec = spec.args(["-u", name]),
+        }
     }
+    let spec = spec.args(["sh", "-c", command]);
 
     // The last non-empty stdout line is the id; any earlier one is progress.
     let mut id_candidate: Option<String> = None;
@@ -737,6 +716,7 @@ mod tests {
     fn config(create: &str, exec: &str, destroy: &str) -> DefaultProviderConfig {
         DefaultProviderConfig {
             prepare_command: None,
+            thin_diff: false,
             create_command: create.to_owned(),
             exec_command: exec.to_owned(),
             destroy_command: destroy.to_owned(),
@@ -1122,39 +1102,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn prepare_returns_the_last_line_and_passes_copy_dirs() {
+    async fn run_prepare_returns_the_last_line_and_sets_or_removes_variables() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config("c", "x {command}", "d");
-        cfg.prepare_command =
-            Some("printf '%s\\n' \"$@\" >&2; echo building; echo im-7; echo".to_owned() + " #");
-        cfg.copy_dirs = vec!["./data:/app/data".to_owned(), "a b:/c".to_owned()];
         cfg.working_dir = Some(dir.path().to_path_buf());
-        let log = PrepareLog::held();
         let cancel = CancellationToken::new();
-        let id = prepare(&cfg, None, dir.path(), &log, &cancel)
-            .await
-            .unwrap();
-        assert_eq!(id.as_deref(), Some("im-7"));
-        // `#` turned the appended arguments into a comment: nothing on stderr.
-        assert_eq!(log.held.lock().unwrap().as_ref().unwrap(), &["building"]);
-
-        cfg.prepare_command = Some("sh -c 'printf \"%s\\n\" \"$@\" >&2; echo im-8' sh".to_owned());
         let log = PrepareLog::held();
-        let id = prepare(&cfg, Some("make it"), dir.path(), &log, &cancel)
+        // `HOME` is set in this process: a variable without a value must not be inherited.
+        let command =
+            "echo \"A=$OFFLOAD_TEST_A HOME=${HOME-removed}\" >&2; echo building; echo im-7; echo";
+        let env = [("OFFLOAD_TEST_A", Some("a b".to_owned())), ("HOME", None)];
+        let id = run_prepare(&cfg, command, &env, dir.path(), &log, &cancel)
             .await
             .unwrap();
-        assert_eq!(id.as_deref(), Some("im-8"));
-        assert_eq!(
-            log.held.lock().unwrap().as_ref().unwrap(),
-            &[
-                "--copy-dir=./data:/app/data",
-                "--copy-dir=a b:/c",
-                "--sandbox-init-cmd=make it"
-            ]
-        );
+        assert_eq!(id, "im-7");
+        // stdout and stderr are read concurrently: their lines may come in either order.
+        let mut lines = log.held.lock().unwrap().clone().unwrap();
+        lines.sort();
+        assert_eq!(lines, ["A=a b HOME=removed", "building"]);
 
-        cfg.prepare_command = Some("echo half; echo broken >&2; exit 2".to_owned());
-        let err = prepare(&cfg, None, dir.path(), &PrepareLog::held(), &cancel)
+        let failing = "echo half; echo broken >&2; exit 2";
+        let err = run_prepare(&cfg, failing, &[], dir.path(), &PrepareLog::held(), &cancel)
             .await
             .unwrap_err();
         let msg = format!("{err:#}");
@@ -1163,18 +1131,10 @@ mod tests {
             "{msg}"
         );
 
-        cfg.prepare_command = Some("echo only-stderr >&2".to_owned());
-        let err = prepare(&cfg, None, dir.path(), &PrepareLog::held(), &cancel)
+        let silent = "echo only-stderr >&2";
+        let err = run_prepare(&cfg, silent, &[], dir.path(), &PrepareLog::held(), &cancel)
             .await
             .unwrap_err();
         assert!(format!("{err:#}").contains("no image id"), "{err:#}");
-
-        cfg.prepare_command = None;
-        assert_eq!(
-            prepare(&cfg, None, dir.path(), &PrepareLog::held(), &cancel)
-                .await
-                .unwrap(),
-            None
-        );
     }
 }

@@ -1,18 +1,24 @@
 //! The default provider's side of the image pipeline ([`crate::image::ImageBuilder`]).
 //!
-//! The contract with a user's `prepare_command` (documented in the README):
+//! The contract with a user's `prepare_command` (documented in the README): the command
+//! runs exactly as written, with nothing appended. What Offload has for one build is in
+//! environment variables, each set only when it has a value (and removed from the
+//! inherited environment otherwise), and in the matching placeholders the command may
+//! name (each one shell word, `''` without a value) — see [`INPUTS`]:
 //!
-//! - full build: `prepare_command [--copy-dir=L:R]... [--sandbox-init-cmd=CMD]
-//!   --context-dir=DIR`, where DIR holds the exported commit tree (or a working-tree
-//!   snapshot) to build from;
-//! - incremental build: `prepare_command --from-base-image=ID [--patch-file=PATCH]
-//!   --sandbox-project-root=ROOT [--post-patch-cmd=CMD]`: start from image ID, apply
-//!   PATCH at ROOT with `"$OFFLOAD_BIN" apply-diff PATCH --project-root ROOT`, then run
-//!   CMD with `OFFLOAD_PATCH_FILE` set when there is a patch.
+//! - full build: `OFFLOAD_CONTEXT_DIR` holds the tree to build from (an exported commit
+//!   tree, or a snapshot of the working tree), with `OFFLOAD_COPY_DIRS` (one
+//!   `LOCAL:REMOTE` a line) and `OFFLOAD_SANDBOX_INIT_CMD`;
+//! - incremental build (only for a prepare that opts into thin diffs:
+//!   [`opts_into_thin_diffs`]): start from `OFFLOAD_BASE_IMAGE`, apply
+//!   `OFFLOAD_PATCH_FILE` (when there is one) at `OFFLOAD_SANDBOX_PROJECT_ROOT` with
+//!   `"$OFFLOAD_BIN" apply-diff PATCH --project-root ROOT`, then run
+//!   `OFFLOAD_POST_PATCH_CMD`.
 //!
-//! Every value is shell-quoted; `OFFLOAD_BIN` is the path of the running `offload`. The
-//! last non-empty stdout line of either command is the image id. This module builds
-//! command lines only; running them is [`super::default::run_prepare`].
+//! `OFFLOAD_SANDBOX_PROJECT_ROOT` is set for both, and `OFFLOAD_BIN` (the path of the
+//! running `offload`) always. The last non-empty stdout line of the command is the image
+//! id. This module fills in the command and its environment; running it is
+//! [`super::default::run_prepare`].
 //!
 //! [`ImagePlan`] owns everything the pipeline needs for one run, so the provider can
 //! run it again later ([`CacheRefresh`]) when a cached image turns out to be gone.
@@ -20,14 +26,43 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use super::default::{ImageRebuild, PrepareLog, prepare_command, run_prepare};
+use super::default::{ImageRebuild, PrepareLog, run_prepare, substitute};
 use crate::config::DefaultProviderConfig;
 use crate::image::{ImageBuilder, PrepareOptions, PreparedImage};
 use crate::process::quote;
+
+/// What Offload hands `prepare_command`: `(placeholder, environment variable)`.
+pub const INPUTS: [(&str, &str); 7] = [
+    ("context_dir", "OFFLOAD_CONTEXT_DIR"),
+    ("base_image", "OFFLOAD_BASE_IMAGE"),
+    ("patch_file", "OFFLOAD_PATCH_FILE"),
+    ("sandbox_project_root", "OFFLOAD_SANDBOX_PROJECT_ROOT"),
+    ("copy_dirs", "OFFLOAD_COPY_DIRS"),
+    ("sandbox_init_cmd", "OFFLOAD_SANDBOX_INIT_CMD"),
+    ("post_patch_cmd", "OFFLOAD_POST_PATCH_CMD"),
+];
+
+/// Whether `config`'s `prepare_command` builds incrementally, so the pipeline may give
+/// it a base image and a thin diff: `thin_diff = true`, or the command names
+/// `{base_image}` or `{patch_file}`. Any other prepare only ever gets full builds.
+pub fn opts_into_thin_diffs(config: &DefaultProviderConfig) -> bool {
+    config.thin_diff
+        || config
+            .prepare_command
+            .as_deref()
+            .is_some_and(|c| c.contains("{base_image}") || c.contains("{patch_file}"))
+}
+
+/// The values of [`INPUTS`] for one build, in the same order.
+type InputValues = [Option<String>; 7];
+
+/// The environment of one prepare run: each variable with its value, or `None` to
+/// remove it ([`run_prepare`]).
+type PrepareEnv = Vec<(&'static str, Option<String>)>;
 
 /// The image pipeline of one run, for a provider driven by `prepare_command`.
 #[derive(Debug, Clone)]
@@ -38,8 +73,8 @@ pub struct ImagePlan {
     pub init_cmd: Option<String>,
     /// `[offload] post_patch_cmd`.
     pub post_patch_cmd: Option<String>,
-    /// The repository root inside the sandbox (where patches apply).
-    pub sandbox_repo_root: String,
+    /// The repository root inside the sandbox (where patches apply), if configured.
+    pub sandbox_repo_root: Option<String>,
     /// Offload's directory.
     pub cwd: PathBuf,
     /// The pipeline options (`refresh_cache` is set by [`CacheRefresh`] only).
@@ -57,7 +92,7 @@ impl ImagePlan {
             config: &self.config,
             init_cmd: self.init_cmd.as_deref(),
             post_patch_cmd: self.post_patch_cmd.as_deref(),
-            sandbox_repo_root: &self.sandbox_repo_root,
+            sandbox_repo_root: self.sandbox_repo_root.as_deref(),
             cwd: &self.cwd,
             log,
             cancel,
@@ -106,8 +141,8 @@ pub struct DefaultImageBuilder<'a> {
     pub init_cmd: Option<&'a str>,
     /// `[offload] post_patch_cmd`.
     pub post_patch_cmd: Option<&'a str>,
-    /// The repository root inside the sandbox (where patches apply).
-    pub sandbox_repo_root: &'a str,
+    /// The repository root inside the sandbox (where patches apply), if configured.
+    pub sandbox_repo_root: Option<&'a str>,
     /// Offload's directory.
     pub cwd: &'a Path,
     /// Where progress goes.
@@ -117,74 +152,180 @@ pub struct DefaultImageBuilder<'a> {
 }
 
 impl DefaultImageBuilder<'_> {
-    fn env(&self) -> Vec<(String, String)> {
-        let bin = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("offload"));
-        vec![("OFFLOAD_BIN".to_owned(), bin.to_string_lossy().into_owned())]
+    /// The inputs of a full build from `context_dir`.
+    fn full_inputs(&self, context_dir: &Path) -> InputValues {
+        let copy_dirs =
+            (!self.config.copy_dirs.is_empty()).then(|| self.config.copy_dirs.join("\n"));
+        [
+            Some(context_dir.to_string_lossy().into_owned()),
+            None,
+            None,
+            self.sandbox_repo_root.map(str::to_owned),
+            copy_dirs,
+            self.init_cmd.map(str::to_owned),
+            None,
+        ]
     }
 
-    /// The incremental command line, or `None` without a `prepare_command`.
-    pub fn incremental_command(&self, base: &str, patch: Option<&Path>) -> Result<Option<String>> {
+    /// The inputs of an incremental build on `base`.
+    fn incremental_inputs(&self, base: &str, patch: Option<&Path>) -> InputValues {
+        [
+            None,
+            Some(base.to_owned()),
+            patch.map(|p| p.to_string_lossy().into_owned()),
+            self.sandbox_repo_root.map(str::to_owned),
+            None,
+            None,
+            self.post_patch_cmd.map(str::to_owned),
+        ]
+    }
+
+    /// The command line (bundled scripts expanded, placeholders filled) and the
+    /// environment for one build; `None` without a `prepare_command`.
+    fn command(&self, values: &InputValues) -> Result<Option<(String, PrepareEnv)>> {
         let Some(template) = &self.config.prepare_command else {
             return Ok(None);
         };
-        let mut command = crate::bundled::expand(template)?;
-        command.push_str(&format!(" --from-base-image={}", quote(base)));
-        if let Some(patch) = patch {
-            command.push_str(&format!(
-                " --patch-file={}",
-                quote(&patch.to_string_lossy())
-            ));
-        }
-        command.push_str(&format!(
-            " --sandbox-project-root={}",
-            quote(self.sandbox_repo_root)
-        ));
-        if let Some(cmd) = self.post_patch_cmd {
-            command.push_str(&format!(" --post-patch-cmd={}", quote(cmd)));
-        }
-        Ok(Some(command))
+        let expanded = crate::bundled::expand(template).context("in `prepare_command`")?;
+        let quoted: Vec<String> = values
+            .iter()
+            .map(|v| quote(v.as_deref().unwrap_or_default()).into_owned())
+            .collect();
+        let pairs: Vec<(&str, &str)> = INPUTS
+            .iter()
+            .zip(&quoted)
+            .map(|((name, _), value)| (*name, value.as_str()))
+            .collect();
+        let command = substitute(&expanded, &pairs);
+        let bin = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("offload"));
+        let mut env: PrepareEnv = INPUTS
+            .iter()
+            .zip(values)
+            .map(|((_, var), value)| (*var, value.clone()))
+            .collect();
+        env.push(("OFFLOAD_BIN", Some(bin.to_string_lossy().into_owned())));
+        Ok(Some((command, env)))
+    }
+
+    /// Runs one build with `values`; `None` without a `prepare_command`.
+    async fn build(&self, values: &InputValues) -> Result<Option<String>> {
+        let Some((command, env)) = self.command(values)? else {
+            return Ok(None);
+        };
+        let id = run_prepare(self.config, &command, &env, self.cwd, self.log, self.cancel).await?;
+        Ok(Some(id))
     }
 }
 
 #[async_trait]
 impl ImageBuilder for DefaultImageBuilder<'_> {
     async fn build_full(&self, context_dir: &Path) -> Result<Option<String>> {
-        let Some(mut command) = prepare_command(self.config, self.init_cmd)? else {
-            return Ok(None);
-        };
-        command.push_str(&format!(
-            " --context-dir={}",
-            quote(&context_dir.to_string_lossy())
-        ));
-        let id = run_prepare(
-            self.config,
-            &command,
-            &self.env(),
-            self.cwd,
-            self.log,
-            self.cancel,
-        )
-        .await?;
-        Ok(Some(id))
+        self.build(&self.full_inputs(context_dir)).await
     }
 
     async fn build_incremental(&self, base: &str, patch: Option<&Path>) -> Result<String> {
-        let Some(command) = self.incremental_command(base, patch)? else {
-            anyhow::bail!("an incremental image build needs a `prepare_command` (internal error)");
-        };
-        run_prepare(
-            self.config,
-            &command,
-            &self.env(),
-            self.cwd,
-            self.log,
-            self.cancel,
-        )
-        .await
+        match self.build(&self.incremental_inputs(base, patch)).await? {
+            Some(id) => Ok(id),
+            None => anyhow::bail!(
+                "an incremental image build needs a `prepare_command` (internal error)"
+            ),
+        }
     }
 
     fn progress(&self, line: &str) {
         let line = line.strip_prefix("[prepare] ").unwrap_or(line);
         self.log.line(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(prepare: &str, thin_diff: bool) -> DefaultProviderConfig {
+        let mut c: DefaultProviderConfig =
+            toml::from_str("create_command = \"c\"\nexec_command = \"e\"\ndestroy_command = \"d\"")
+                .unwrap();
+        c.prepare_command = Some(prepare.to_owned());
+        c.thin_diff = thin_diff;
+        c
+    }
+
+    #[test]
+    fn opting_in_is_the_flag_or_a_thin_diff_placeholder() {
+        assert!(!opts_into_thin_diffs(&config(
+            "docker build -q {context_dir}",
+            false
+        )));
+        assert!(opts_into_thin_diffs(&config("docker build -q .", true)));
+        assert!(opts_into_thin_diffs(&config("build {base_image}", false)));
+        assert!(opts_into_thin_diffs(&config("build {patch_file}", false)));
+    }
+
+    #[test]
+    fn placeholders_are_one_word_each_and_empty_without_a_value() {
+        let c = config(
+            "b {context_dir} {base_image} {patch_file} {copy_dirs} {x}",
+            false,
+        );
+        let (log, cancel) = (PrepareLog::default(), CancellationToken::new());
+        let builder = DefaultImageBuilder {
+            config: &c,
+            init_cmd: Some("make it"),
+            post_patch_cmd: None,
+            sandbox_repo_root: Some("/app"),
+            cwd: Path::new("."),
+            log: &log,
+            cancel: &cancel,
+        };
+        let mut c2 = c.clone();
+        c2.copy_dirs = vec!["a b:/x".to_owned(), "c:/y".to_owned()];
+        let with_dirs = DefaultImageBuilder {
+            config: &c2,
+            ..builder
+        };
+        let (command, env) = with_dirs
+            .command(&with_dirs.full_inputs(Path::new("/tmp/ctx dir")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            command, "b '/tmp/ctx dir' '' '' 'a b:/x\nc:/y' {x}",
+            "unknown braces stay as written"
+        );
+        let set: Vec<_> = env
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(
+            set,
+            [
+                "OFFLOAD_CONTEXT_DIR",
+                "OFFLOAD_SANDBOX_PROJECT_ROOT",
+                "OFFLOAD_COPY_DIRS",
+                "OFFLOAD_SANDBOX_INIT_CMD",
+                "OFFLOAD_BIN"
+            ]
+        );
+
+        let (command, env) = builder
+            .command(&builder.incremental_inputs("im-1", Some(Path::new("/p.patch"))))
+            .unwrap()
+            .unwrap();
+        assert_eq!(command, "b '' im-1 /p.patch '' {x}");
+        let unset: Vec<_> = env
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(
+            unset,
+            [
+                "OFFLOAD_CONTEXT_DIR",
+                "OFFLOAD_COPY_DIRS",
+                "OFFLOAD_SANDBOX_INIT_CMD",
+                "OFFLOAD_POST_PATCH_CMD"
+            ]
+        );
     }
 }

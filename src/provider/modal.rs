@@ -11,9 +11,10 @@
 //!
 //! The commands (`q` is shell quoting, numbers in their shortest form):
 //!
-//! - prepare: `uv run @modal_sandbox.py prepare[ q(dockerfile)][ --include-cwd]`, to
-//!   which the default provider appends `--copy-dir=`, `--sandbox-init-cmd=` and the
-//!   image pipeline's arguments;
+//! - prepare: `uv run @modal_sandbox.py prepare[ q(dockerfile)][ --include-cwd]`, with
+//!   `thin_diff` on: the script reads everything else (context dir, copy dirs, init
+//!   command, base image, patch file, ...) from the `OFFLOAD_*` environment variables
+//!   of the prepare contract ([`super::default_image`]);
 //! - create: `uv run @modal_sandbox.py create {image_id} --cpu {cpu_cores}[ --memory-gb
 //!   GB][ --experimental-options q(json)]`;
 //! - exec, download, destroy: `uv run @modal_sandbox.py exec {sandbox_id} {command}`,
@@ -58,6 +59,9 @@ pub fn default_config(modal: &ModalProviderConfig) -> Result<DefaultProviderConf
 
     Ok(DefaultProviderConfig {
         prepare_command: Some(prepare),
+        // The script reads the image pipeline's environment variables, base image and
+        // patch file included.
+        thin_diff: true,
         create_command: create,
         exec_command: format!("{SCRIPT} exec {{sandbox_id}} {{command}}"),
         destroy_command: format!("{SCRIPT} destroy {{sandbox_id}}"),
@@ -103,6 +107,7 @@ mod tests {
             "uv run @modal_sandbox.py destroy {sandbox_id}"
         );
         assert_eq!(c.timeout_secs, 3600);
+        assert!(c.thin_diff, "the script takes thin diffs");
         assert_eq!(c.cpu_cores, 0.125);
         assert!(c.working_dir.is_none() && c.copy_dirs.is_empty() && c.env.is_empty());
     }

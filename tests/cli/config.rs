@@ -214,11 +214,18 @@ fn init_writes_configs_that_validate_accepts() {
                 .offload()
                 .args(["init", "-p", provider, "-f", framework, "-c", &name]));
             assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+            // The starter scripts of the default framework are written once.
+            let scripts = if framework == "default" && provider == "local" {
+                "Created scripts/list-tests.sh (a starter: replace it with your own)\n\
+                 Created scripts/run-tests.sh (a starter: replace it with your own)\n"
+            } else {
+                ""
+            };
             assert_eq!(
                 out.stdout,
                 format!(
-                    "Created {name}\n\nEdit the configuration as needed, then run:\n  offload \
-                     run -c {name}\n"
+                    "Created {name}\n{scripts}\nEdit the configuration as needed, then run:\n  \
+                     offload run -c {name}\n"
                 )
             );
             let out = run(p.offload().args(["validate", "-c", &name]));

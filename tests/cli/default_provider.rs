@@ -222,17 +222,9 @@ fn scripted_tests_run_in_private_sandboxes_that_are_all_destroyed() {
             ("working_dir", "\"work\""),
         ],
     );
+    // The lifecycle commands run in `work/`; the image is built from the context
+    // Offload hands the prepare (`OFFLOAD_CONTEXT_DIR`), not from there.
     std::fs::create_dir(s.project.path().join("work")).unwrap();
-    // The lifecycle commands run in `work/`; export the project itself.
-    s.project.file(
-        "offload.toml",
-        &std::fs::read_to_string(s.project.path().join("offload.toml"))
-            .unwrap()
-            .replace(
-                "\"@local_sandbox.sh prepare\"",
-                "\"@local_sandbox.sh prepare --context-dir=..\"",
-            ),
-    );
     let run = support::run(
         s.offload()
             .args(["run", "--env", "FROM_CLI=cli 'value'"])

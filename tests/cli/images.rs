@@ -5,35 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::Project;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("LC_ALL", "C")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn init_repo(dir: &Path) {
-    git(dir, &["init", "-q", "-b", "main"]);
-    git(dir, &["config", "user.email", "test@example.com"]);
-    git(dir, &["config", "user.name", "Test"]);
-    git(dir, &["config", "commit.gpgsign", "false"]);
-}
-
-fn commit_all(dir: &Path, message: &str) -> String {
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "-q", "--allow-empty", "-m", message]);
-    git(dir, &["rev-parse", "HEAD"])
-}
+use crate::support::{Project, commit_all, git, init_repo};
 
 fn add_note(dir: &Path, sha: &str, json: &str) {
     git(
@@ -59,7 +31,7 @@ fn write_config(p: &Project, checkpoint: Option<&str>) {
         "offload.toml",
         &format!(
             "[offload]\nsandbox_project_root = \"/app\"\n\n\
-             [provider]\ntype = \"default\"\nprepare_command = \"echo im-x\"\n\
+             [provider]\ntype = \"default\"\nprepare_command = \"echo im-x\"\nthin_diff = true\n\
              create_command = \"echo sb\"\nexec_command = \"sh -c {{command}}\"\n\
              destroy_command = \"true\"\n\n\
              [framework]\ntype = \"default\"\ndiscover_command = \"echo t {{filters}}\"\n\
@@ -339,7 +311,7 @@ impl SandboxRun {
             "offload.toml",
             "[offload]\nmax_parallel = 1\nsandbox_project_root = \".\"\n\n\
              [provider]\ntype = \"default\"\n\
-             prepare_command = \"@local_sandbox.sh prepare\"\n\
+             prepare_command = \"@local_sandbox.sh prepare\"\nthin_diff = true\n\
              create_command = \"@local_sandbox.sh create {image_id}\"\n\
              exec_command = \"@local_sandbox.sh exec {sandbox_id} {command}\"\n\
              destroy_command = \"@local_sandbox.sh destroy {sandbox_id}\"\n\n\

@@ -12,5 +12,6 @@ mod messages;
 mod modal_provider;
 mod modal_script;
 mod outcomes;
+mod prepare;
 mod run;
 mod support;

@@ -1,21 +1,7 @@
 //! What Offload says is true and said once: counts with the right noun, one warning per
 //! cause.
 
-use std::path::Path;
-use std::process::Command;
-
 use crate::support::{self, Project};
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.email=t@example.com", "-c", "user.name=T"])
-        .args(["-c", "commit.gpgsign=false"])
-        .args(args)
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?} failed");
-}
 
 #[test]
 fn collect_counts_one_group_in_the_singular() {
@@ -41,16 +27,15 @@ fn a_missing_git_remote_is_reported_once() {
     p.file(
         "offload.toml",
         "[offload]\nsandbox_project_root = \".\"\n\n\
-         [provider]\ntype = \"default\"\nprepare_command = \"echo im-x\"\n\
+         [provider]\ntype = \"default\"\nprepare_command = \"echo im-x\"\nthin_diff = true\n\
          create_command = \"echo sb\"\nexec_command = \"sh -c {command}\"\n\
          destroy_command = \"true\"\n\n\
          [framework]\ntype = \"default\"\ndiscover_command = \"echo t {filters}\"\n\
          run_command = \"true {tests}\"\ntest_id_format = \"{name}\"\n\n\
          [groups.all]\n",
     );
-    git(p.path(), &["init", "-q", "-b", "main"]);
-    git(p.path(), &["add", "-A"]);
-    git(p.path(), &["commit", "-q", "-m", "init"]);
+    support::init_repo(p.path());
+    support::commit_all(p.path(), "init");
     let run = support::run(p.offload().arg("run"));
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(

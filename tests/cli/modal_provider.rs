@@ -1,10 +1,11 @@
 //! `offload run` with `type = "modal"` and with a `default` provider written with
 //! `@modal_sandbox.py` commands, both against a recording stand-in `uv` first on `PATH`.
 //!
-//! No Modal account is reachable here. The stand-in records each call's arguments (one
-//! JSON array per line, plus the id a `create` printed) and then does what the call
-//! asks with the bundled local-directory backend `scripts/local_sandbox.sh`, so the
-//! runs really execute their tests. Also here: the self-healing of a gone cached image
+//! No Modal account is reachable here. The stand-in records each call's arguments and
+//! the `OFFLOAD_*` variables of the prepare contract it got (one JSON object per line,
+//! plus the id a `create` printed) and then does what the call asks with the bundled
+//! local-directory backend `scripts/local_sandbox.sh`, so the runs really execute their
+//! tests. Also here: the self-healing of a gone cached image
 //! (issue 5), driven through `@local_sandbox.sh`.
 
 use std::path::{Path, PathBuf};
@@ -27,14 +28,15 @@ if len(argv) < 3 or argv[0] != "run":
 sub, rest = argv[2], argv[3:]
 
 def record(entry):
+    entry["env"] = sorted("%s=%s" % (k, v) for k, v in os.environ.items()
+                          if k.startswith("OFFLOAD_") and k not in ("OFFLOAD_SANDBOX_HOME", "OFFLOAD_BIN"))
     with open(LOG, "a") as f:
         f.write(json.dumps(entry) + "\n")
 
 if sub == "prepare":
-    # Modal-only words (the Dockerfile, --include-cwd) have no local meaning.
-    keep = ("--copy-dir=", "--sandbox-init-cmd=", "--context-dir=", "--from-base-image=",
-            "--patch-file=", "--sandbox-project-root=", "--post-patch-cmd=")
-    local = ["prepare"] + [a for a in rest if a.startswith(keep)]
+    # Modal-only words (the Dockerfile, --include-cwd) have no local meaning; the rest
+    # comes in the environment, which both scripts read.
+    local = ["prepare"]
 elif sub == "create":
     done = subprocess.run(["sh", LOCAL, "create", rest[0]], stdout=subprocess.PIPE, text=True)
     record({"argv": argv, "id": done.stdout.strip()})
@@ -78,6 +80,7 @@ enable_docker = true
 /// The same, written as a `default` provider (as in `offload-pytest-default.toml`).
 const DEFAULT_PROVIDER: &str = r#"type = "default"
 prepare_command = "uv run @modal_sandbox.py prepare 'docker/Test Dockerfile' --include-cwd"
+thin_diff = true
 create_command = "uv run @modal_sandbox.py create {image_id} --cpu {cpu_cores} --memory-gb 8 --experimental-options '{\"enable_docker\":true}'"
 exec_command = "uv run @modal_sandbox.py exec {sandbox_id} {command}"
 download_command = "uv run @modal_sandbox.py download {sandbox_id} {paths}"
@@ -231,7 +234,9 @@ retry_count = 0
     }
 
     /// Checks the calls: each names the extracted script, each created sandbox is
-    /// destroyed exactly once, and no sandbox directory is left. Returns the calls.
+    /// destroyed exactly once, and no sandbox directory is left. Returns the calls,
+    /// each its arguments after the script followed by its sorted `OFFLOAD_*=value`
+    /// variables.
     fn assert_clean(&self, run: &Run) -> Vec<Vec<String>> {
         let calls = self.take_calls();
         let mut created = Vec::new();
@@ -251,7 +256,9 @@ retry_count = 0
                 "destroy" => destroyed.push(argv[3].clone()),
                 _ => {}
             }
-            argvs.push(argv[2..].to_vec());
+            let env = call["env"].as_array().unwrap().iter();
+            let env = env.map(|v| v.as_str().unwrap().to_owned());
+            argvs.push(argv[2..].iter().cloned().chain(env).collect());
         }
         assert!(!created.is_empty(), "no sandbox created\n{}", show(run));
         created.sort();
@@ -313,11 +320,11 @@ fn normalise(argv: &[String], s: &Setup) -> Vec<String> {
     let image = regex::Regex::new(r"/image-[A-Za-z0-9]+").unwrap();
     argv.iter()
         .map(|a| {
-            if a.starts_with("--context-dir=") {
-                return "--context-dir=<DIR>".to_owned();
+            if a.starts_with("OFFLOAD_CONTEXT_DIR=") {
+                return "OFFLOAD_CONTEXT_DIR=<DIR>".to_owned();
             }
-            if a.starts_with("--patch-file=") {
-                return "--patch-file=<PATCH>".to_owned();
+            if a.starts_with("OFFLOAD_PATCH_FILE=") {
+                return "OFFLOAD_PATCH_FILE=<PATCH>".to_owned();
             }
             let a = a.replace(&home.to_string_lossy().into_owned(), "<HOME>");
             let a = sandbox.replace_all(&a, "/sandbox-X");
@@ -373,31 +380,33 @@ fn modal_generates_the_script_commands_and_matches_the_default_provider() {
     let modal = &runs[0];
     let prepares: Vec<&Vec<String>> = modal.iter().filter(|a| a[0] == "prepare").collect();
     assert_eq!(prepares.len(), 2, "a base build and a thin diff: {modal:?}");
-    // The full build: Dockerfile, --include-cwd, config then CLI copy dirs, init command.
-    assert_eq!(
-        prepares[0][..6],
-        [
-            "prepare",
-            "docker/Test Dockerfile",
-            "--include-cwd",
-            "--copy-dir=extra:copied",
-            &format!("--copy-dir={cli_copy}"),
-            "--sandbox-init-cmd=echo init",
-        ]
-    );
-    assert!(prepares[0][6].starts_with("--context-dir="), "{prepares:?}");
-    assert_eq!(prepares[0].len(), 7);
-    // The thin diff on the new base image.
-    assert_eq!(
-        prepares[1][..3],
-        ["prepare", "docker/Test Dockerfile", "--include-cwd"]
-    );
+    // The full build: the command as generated, and in the environment the exported
+    // tree, config then CLI copy dirs (one a line), the init command and the root.
+    let words = ["prepare", "docker/Test Dockerfile", "--include-cwd"];
+    assert_eq!(prepares[0][..3], words);
     assert!(
-        prepares[1][3].starts_with("--from-base-image="),
+        prepares[0][3].starts_with("OFFLOAD_CONTEXT_DIR=/"),
         "{prepares:?}"
     );
-    assert!(prepares[1][4].starts_with("--patch-file="), "{prepares:?}");
-    assert_eq!(prepares[1][5..], ["--sandbox-project-root=."]);
+    assert_eq!(
+        prepares[0][4..],
+        [
+            format!("OFFLOAD_COPY_DIRS=extra:copied\n{cli_copy}"),
+            "OFFLOAD_SANDBOX_INIT_CMD=echo init".to_owned(),
+            "OFFLOAD_SANDBOX_PROJECT_ROOT=.".to_owned(),
+        ]
+    );
+    // The thin diff on the new base image: the same words, base image and patch.
+    assert_eq!(prepares[1][..3], words);
+    assert!(
+        prepares[1][3].starts_with("OFFLOAD_BASE_IMAGE=/") && prepares[1][3].contains("/image-"),
+        "{prepares:?}"
+    );
+    assert!(
+        prepares[1][4].starts_with("OFFLOAD_PATCH_FILE=/"),
+        "{prepares:?}"
+    );
+    assert_eq!(prepares[1][5..], ["OFFLOAD_SANDBOX_PROJECT_ROOT=."]);
 
     for create in modal.iter().filter(|a| a[0] == "create") {
         assert!(create[1].contains("/image-"), "{create:?}");
@@ -443,7 +452,7 @@ fn modal_generates_the_script_commands_and_matches_the_default_provider() {
     let prepares: Vec<_> = calls.iter().filter(|a| a[0] == "prepare").collect();
     assert_eq!(prepares.len(), 1, "{prepares:?}");
     assert!(
-        prepares[0][3].starts_with("--from-base-image="),
+        prepares[0][3].starts_with("OFFLOAD_BASE_IMAGE="),
         "{prepares:?}"
     );
 
@@ -581,6 +590,7 @@ fn a_gone_cached_image_with_a_clean_tree_is_rebuilt_once_and_the_note_replaced()
             "[offload]\nmax_parallel = 2\nsandbox_project_root = \".\"\n\n\
              [provider]\ntype = \"default\"\n\
              prepare_command = \"echo x >> {log}; @local_sandbox.sh prepare\"\n\
+             thin_diff = true\n\
              create_command = \"@local_sandbox.sh create {{image_id}}\"\n\
              exec_command = \"@local_sandbox.sh exec {{sandbox_id}} {{command}}\"\n\
              destroy_command = \"@local_sandbox.sh destroy {{sandbox_id}}\"\n\n\

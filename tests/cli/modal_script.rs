@@ -632,6 +632,55 @@ fn full_prepare_adds_the_context_dir_copy_dirs_and_init_cmd_and_prints_only_the_
     assert_eq!(builds[0][2], expected);
 }
 
+/// What Offload runs: the configured words only, everything else in `OFFLOAD_*`
+/// variables (the prepare contract), for both kinds of build.
+#[test]
+fn prepare_reads_the_offload_variables() {
+    let p = fake_project();
+    p.file("export/docker/Dockerfile", "FROM python:3.12-slim\n");
+    p.file("export/app.py", "");
+    p.file("data/x.txt", "");
+    p.file("more data/y.txt", "");
+    let ctx = p.path().join("export");
+    let out = run_with_timeout(
+        fake_cmd(&p, &["prepare", "docker/Dockerfile", "--include-cwd"])
+            .env("OFFLOAD_CONTEXT_DIR", &ctx)
+            .env("OFFLOAD_COPY_DIRS", "data:fixtures\nmore data:/opt/more\n")
+            .env("OFFLOAD_SANDBOX_INIT_CMD", "make setup")
+            .env("OFFLOAD_SANDBOX_PROJECT_ROOT", "/srv/proj"),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let ctx = ctx.display().to_string();
+    let expected = serde_json::json!([
+        ["from_dockerfile", format!("{ctx}/docker/Dockerfile"), ctx],
+        ["add_local_dir", ctx, "/srv/proj", true, "[]"],
+        ["add_local_dir", "data", "/srv/proj/fixtures", true, "[]"],
+        ["add_local_dir", "more data", "/opt/more", true, "[]"],
+        ["run_commands", ["make setup"], null],
+    ]);
+    assert_eq!(calls_named(&p, "Image.build")[0][2], expected);
+
+    let patch = p.file("change.patch", "diff\n");
+    let out = run_with_timeout(
+        fake_cmd(&p, &["prepare", "docker/Dockerfile", "--include-cwd"])
+            .env("OFFLOAD_BASE_IMAGE", "im-base")
+            .env("OFFLOAD_PATCH_FILE", &patch)
+            .env("OFFLOAD_POST_PATCH_CMD", "make gen")
+            .env("OFFLOAD_SANDBOX_PROJECT_ROOT", "/srv/proj"),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let expected = serde_json::json!([
+        ["from_id", "im-base"],
+        ["add_local_file", patch.display().to_string(), "/tmp/offload.patch", true],
+        ["run_commands", ["offload apply-diff /tmp/offload.patch --project-root /srv/proj"], null],
+        ["run_commands", ["make gen"], {"OFFLOAD_PATCH_FILE": "/tmp/offload.patch"}],
+        ["run_commands", ["rm -f /tmp/offload.patch"], null],
+    ]);
+    assert_eq!(calls_named(&p, "Image.build")[1][2], expected);
+}
+
 #[test]
 fn full_prepare_without_a_dockerfile_uses_the_default_image_and_nothing_else() {
     let p = fake_project();
