@@ -40,6 +40,8 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
+use crate::report::junit::MAX_DURATION_SECS;
+
 /// Upper bound on the bytes of test IDs in one batch. A batch command often travels as a
 /// single argument (`sh -c`, a remote exec), and Linux caps one argument at 128 KiB.
 pub const MAX_BATCH_ID_BYTES: usize = 64 * 1024;
@@ -111,7 +113,9 @@ pub fn estimate(items: &[Item<'_>], known: &FxHashMap<String, f64>) -> Estimates
             known
                 .get(item.id)
                 .copied()
-                .filter(|s| s.is_finite() && *s >= 0.0)
+                // The known durations come from a file anyone can edit: a time out of
+                // range (which `Duration` cannot even hold) counts as unknown.
+                .filter(|s| (0.0..=MAX_DURATION_SECS).contains(s))
                 .map(|s| s + PER_TEST_OVERHEAD.as_secs_f64())
         })
         .collect();
@@ -127,9 +131,11 @@ pub fn estimate(items: &[Item<'_>], known: &FxHashMap<String, f64>) -> Estimates
         .iter()
         .zip(found)
         .map(|(item, secs)| match secs {
-            Some(secs) => Duration::from_secs_f64(secs),
+            Some(secs) => Duration::try_from_secs_f64(secs).unwrap_or(UNKNOWN_DURATION),
             None => match sums.get(item.group) {
-                Some(&(sum, n)) if n > 0 => Duration::from_secs_f64(sum / f64::from(n)),
+                Some(&(sum, n)) if n > 0 => {
+                    Duration::try_from_secs_f64(sum / f64::from(n)).unwrap_or(UNKNOWN_DURATION)
+                }
                 _ => UNKNOWN_DURATION,
             },
         })
@@ -571,6 +577,38 @@ mod tests {
         assert!(est.any_known);
         assert_eq!(est.durations[2], Duration::from_secs(3) + PER_TEST_OVERHEAD);
         assert_eq!(est.durations[3], UNKNOWN_DURATION);
+    }
+
+    #[test]
+    fn out_of_range_durations_count_as_unknown() {
+        // Issue 18: `1e20` seconds panicked in `Duration::from_secs_f64`.
+        let ids = ["huge", "max", "neg", "nan", "inf", "ok"];
+        let items: Vec<Item<'_>> = ids
+            .iter()
+            .map(|id| Item {
+                id,
+                group: "g",
+                individual: false,
+                locality: None,
+            })
+            .collect();
+        let known = known(&[
+            ("huge", 1e20),
+            ("max", 1.8e19),
+            ("neg", -1.0),
+            ("nan", f64::NAN),
+            ("inf", f64::INFINITY),
+            ("ok", 2.0),
+        ]);
+        let est = estimate(&items, &known);
+        let ok = Duration::from_secs(2) + PER_TEST_OVERHEAD;
+        // The bad ones get the group mean of the good ones.
+        assert_eq!(est.durations, vec![ok; ids.len()]);
+        let batches = plan(&items, &est, 2, false);
+        assert_eq!(
+            batches.iter().map(|b| b.items.len()).sum::<usize>(),
+            ids.len()
+        );
     }
 
     #[test]

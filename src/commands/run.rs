@@ -226,15 +226,13 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     )
     .await;
 
-    if report.junit {
-        let path = report.junit_path();
-        if let Err(err) = junit::write_merged(&path, &outcome.results, outcome.elapsed) {
-            tracing::error!(
-                "cannot write the JUnit report `{}`: {err:#}",
-                path.display()
-            );
-        }
-    }
+    // A report that was asked for and is missing fails the run, whatever the tests did:
+    // a CI job must not go green without the file its dashboard reads.
+    let report_error = if report.junit {
+        junit::write_merged(&report.junit_path(), &outcome.results, outcome.elapsed).err()
+    } else {
+        None
+    };
 
     let counts = summary::Counts::from_results(&outcome.results);
     let cost = match (&sandbox_config, options.show_estimated_cost) {
@@ -256,8 +254,18 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     // longer (10 ms for 20 000 tests) than the kernel takes to reclaim them at once.
     std::mem::forget(outcome);
     if let Some(signal) = signals.received() {
+        if let Some(err) = report_error {
+            tracing::error!("{err:#}");
+        }
         crate::statusln!("offload: stopped by {}", signal.name());
         return Ok(signal.exit_code());
+    }
+    if let Some(err) = report_error {
+        bail!(
+            "{err:#}; the run fails without the report it was asked for (hint: make \
+             `report.output_dir` writable and `junit_file` a name no directory has, or set \
+             `junit = false` in `[report]`)"
+        );
     }
     Ok(exit_code)
 }

@@ -161,6 +161,13 @@ fn friendly_message(msg: &str) -> String {
     if let Some(start) = msg.find("expected struct ") {
         msg.replace_range(start.., "expected a table");
     }
+    // `invalid type: string "<the value>", expected …` quotes the value whole.
+    if let (Some(open), Some(close)) = (msg.find(" \""), msg.rfind("\", expected")) {
+        if open + 2 <= close {
+            let cut = crate::output::ellipsize(&msg[open + 2..close], 120).into_owned();
+            msg.replace_range(open + 2..close, &cut);
+        }
+    }
     msg
 }
 
@@ -190,8 +197,8 @@ fn require_tables(table: &toml::Table) -> Result<(), String> {
             Some(toml::Value::Table(_)) => {}
             Some(other) => {
                 return Err(format!(
-                    "`{name}` must be a table, written `[{name}]`, not a {}",
-                    other.type_str()
+                    "`{name}` must be a table, written `[{name}]`, not {}",
+                    with_article(other.type_str())
                 ));
             }
         }
@@ -200,15 +207,25 @@ fn require_tables(table: &toml::Table) -> Result<(), String> {
         for (name, group) in groups {
             if !group.is_table() {
                 return Err(format!(
-                    "`groups.{}` is a {}, not a group table; each group is a table of its \
+                    "`groups.{}` is {}, not a group table; each group is a table of its \
                      own, e.g. `[groups.all]` with `retry_count = 0` and `filters = \"\"`",
-                    toml_key(name),
-                    group.type_str()
+                    crate::output::ellipsize(&toml_key(name), 120),
+                    with_article(group.type_str())
                 ));
             }
         }
     }
     Ok(())
+}
+
+/// `an integer`, `a string`: a TOML type name with its article.
+fn with_article(kind: &str) -> String {
+    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {kind}")
 }
 
 /// The message for a config without any group table.
@@ -993,11 +1010,11 @@ output_dir = "test-results"
             ),
             (
                 format!("offload = 3\n{}", without("[offload]")),
-                "`offload` must be a table, written `[offload]`, not a integer",
+                "`offload` must be a table, written `[offload]`, not an integer",
             ),
             (
                 MINIMAL.replace("[groups.all]", "[groups]\nretry_count = 1"),
-                "`groups.retry_count` is a integer, not a group table",
+                "`groups.retry_count` is an integer, not a group table",
             ),
             (
                 MINIMAL.replace("type = \"local\"", ""),

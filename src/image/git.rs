@@ -8,11 +8,14 @@
 
 use std::ffi::OsStr;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+
+use crate::process::ProcessGroup;
 
 /// How long a network git command (fetch, push) may take before it is killed.
 pub const NETWORK_TIMEOUT: Duration = Duration::from_secs(120);
@@ -87,7 +90,10 @@ impl Git {
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_PAGER", "cat")
             .env("GIT_OPTIONAL_LOCKS", "0")
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            // Its own group, registered while it runs (see `spawn`), so that Offload
+            // stopped by a signal kills git and its filters and hooks on the way out.
+            .process_group(0);
         if let Some(index) = &self.index_file {
             cmd.env("GIT_INDEX_FILE", index);
         }
@@ -103,9 +109,14 @@ impl Git {
         I: IntoIterator<Item = S> + Clone,
         S: AsRef<OsStr>,
     {
-        let output = self
-            .command(args.clone())
-            .output()
+        let (child, _group) = spawn(
+            self.command(args.clone())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .with_context(|| cannot_start(args.clone()))?;
+        let output = child
+            .wait_with_output()
             .with_context(|| cannot_start(args))?;
         Ok(to_git_output(output))
     }
@@ -140,13 +151,13 @@ impl Git {
         I: IntoIterator<Item = S> + Clone,
         S: AsRef<OsStr>,
     {
-        let mut child = self
-            .command(args.clone())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| cannot_start(args.clone()))?;
+        let (mut child, _group) = spawn(
+            self.command(args.clone())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .with_context(|| cannot_start(args.clone()))?;
         let mut stdin = child
             .stdin
             .take()
@@ -174,17 +185,18 @@ impl Git {
         I: IntoIterator<Item = S> + Clone,
         S: AsRef<OsStr>,
     {
-        let child = self
-            .command(args.clone())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| cannot_start(args.clone()))?;
+        let (child, group) = spawn(
+            self.command(args.clone())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .with_context(|| cannot_start(args.clone()))?;
         let pid = child.id();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             // The receiver may be gone after a timeout; nothing is left to report then.
             let _ = tx.send(child.wait_with_output());
+            drop(group);
         });
         match rx.recv_timeout(NETWORK_TIMEOUT) {
             Ok(output) => Ok(to_git_output(output.with_context(|| cannot_start(args))?)),
@@ -207,6 +219,14 @@ impl Git {
             }
         }
     }
+}
+
+/// Starts a git command; its process group stays registered (see [`Git::command`])
+/// while the returned guard lives: keep it until the child is reaped.
+fn spawn(cmd: &mut Command) -> std::io::Result<(Child, ProcessGroup)> {
+    let child = cmd.spawn()?;
+    let group = ProcessGroup::register(child.id());
+    Ok((child, group))
 }
 
 fn to_git_output(output: Output) -> GitOutput {
