@@ -1385,4 +1385,111 @@ output_dir = "${OUT:-results}"
             ]
         );
     }
+
+    /// A TOML value of any kind, biased towards what breaks loaders: integers at and
+    /// past every bound, odd floats, control characters, placeholders and references
+    /// to a 100 kB environment variable.
+    fn any_value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<i64>().prop_map(|i| i.to_string()),
+            prop::sample::select(vec![
+                "0",
+                "1",
+                "-1",
+                "31536000",
+                "31536001",
+                "9223372036854775807",
+                "18446744073709551616",
+                "1e20",
+                "nan",
+                "-inf",
+                "0.0",
+                "true",
+                "false",
+                "[]",
+                "{}",
+                "[1, \"a\"]",
+                "[\"./d:/app/d\"]",
+                "[\"nocolon\"]",
+                "\"\"",
+                "\" \"",
+                "\"\\u0000\"",
+                "\"a/b\"",
+                "\"..\"",
+                "\"${HUGE}\"",
+                "\"${MISSING}\"",
+                "\"${HUGE:-x}\"",
+                "\"$$\"",
+                "\"{filters}\"",
+                "\"{tests} {result_file}\"",
+                "\"{name}\"",
+                "\"always\"",
+                "\"flag\"",
+                "\"'unclosed\"",
+                "1979-05-27",
+            ])
+            .prop_map(str::to_owned),
+            "[a-z {}$:/._'-]{0,30}".prop_map(|s| format!("\"{s}\"")),
+        ]
+    }
+
+    /// `key = value` lines for a table, keys drawn from `keys` (and one unknown).
+    fn table_body(
+        keys: &'static [&'static str],
+    ) -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop::collection::vec((prop::sample::select(keys), any_value()), 0..5)
+            .prop_map(|pairs| pairs.iter().map(|(k, v)| format!("{k} = {v}\n")).collect())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(500))]
+        /// Whatever the file says: no panic; a config that loads keeps the promises
+        /// the rest of Offload relies on; an error is a bounded message.
+        #[test]
+        fn any_config_loads_within_bounds_or_says_why(
+            offload in table_body(&["max_parallel", "test_timeout_secs", "sandbox_project_root", "working_dir", "max_parallel_collection", "bogus"]),
+            provider_type in proptest::sample::select(vec!["local", "default", "modal", "lcoal"]),
+            provider in table_body(&["timeout_secs", "create_command", "exec_command", "destroy_command", "prepare_command", "cpu_cores", "shell", "copy_dirs", "memory_gb"]),
+            framework_type in proptest::sample::select(vec!["pytest", "cargo", "nextest", "default"]),
+            framework in table_body(&["discover_command", "run_command", "test_id_format", "result_file", "command", "run_args", "python"]),
+            group in table_body(&["retry_count", "filters"]),
+            report in table_body(&["junit", "junit_file", "output_dir"]),
+            history in table_body(&["record_history", "default_duration_secs", "reservoir_size"]),
+        ) {
+            let text = format!(
+                "[offload]\n{offload}\n[provider]\ntype = \"{provider_type}\"\n{provider}\n\
+                 [framework]\ntype = \"{framework_type}\"\n{framework}\n[groups.all]\n{group}\n\
+                 [report]\n{report}\n[history]\n{history}"
+            );
+            let huge = "h".repeat(100_000);
+            let env = |name: &str| (name == "HUGE").then(|| huge.clone());
+            match load_str_with_env(&text, Path::new("offload.toml"), &env) {
+                Ok(loaded) => {
+                    let c = loaded.config;
+                    proptest::prop_assert!(c.offload.max_parallel >= 1);
+                    proptest::prop_assert!(
+                        (1..=super::super::validate::MAX_TIMEOUT_SECS).contains(&c.offload.test_timeout_secs)
+                    );
+                    if let ProviderConfig::Default(p) = &c.provider {
+                        proptest::prop_assert!(
+                            (1..=super::super::validate::MAX_TIMEOUT_SECS).contains(&p.timeout_secs)
+                        );
+                    }
+                    let file = &c.report.junit_file;
+                    proptest::prop_assert!(
+                        !file.trim().is_empty() && file.len() <= 255 && !file.contains(['/', '\0'])
+                    );
+                    proptest::prop_assert!(!c.report.output_dir.as_os_str().is_empty());
+                    proptest::prop_assert!(!c.groups.is_empty());
+                }
+                Err(err) => {
+                    let msg = format!("{err:#}");
+                    proptest::prop_assert!(msg.contains("offload.toml"), "{}", msg);
+                    proptest::prop_assert!(msg.len() < 2_000, "{} bytes: {}…", msg.len(), &msg[..300]);
+                }
+            }
+        }
+    }
 }
