@@ -2,7 +2,7 @@
 //! is not an error — the exit code must still tell how the run went. The same holds for
 //! the progress and status lines on stderr ([`status!`](crate::status),
 //! [`statusln!`](crate::statusln)): `eprint!` would panic on a closed pipe and end the
-//! run without cleaning up.
+//! run without cleaning up. [`ellipsize`] keeps values quoted in messages short.
 
 use std::io::Write;
 

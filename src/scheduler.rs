@@ -159,7 +159,9 @@ pub fn plan(
 ) -> Vec<PlannedBatch> {
     let durations = &estimates.durations;
     debug_assert_eq!(items.len(), durations.len());
-    let parallel = parallel.max(1);
+    // More sandboxes than tests is no use, and a huge `max_parallel` (any `usize` is a
+    // valid setting) must not overflow the arithmetic below.
+    let parallel = parallel.clamp(1, items.len().max(1));
     let mut batches: Vec<PlannedBatch> = Vec::new();
     let mut normal: Vec<usize> = Vec::new();
     for (i, item) in items.iter().enumerate() {
@@ -609,6 +611,19 @@ mod tests {
             batches.iter().map(|b| b.items.len()).sum::<usize>(),
             ids.len()
         );
+    }
+
+    #[test]
+    fn any_parallelism_plans_every_test_once() {
+        // Issue 18's fuzz run: `max_parallel = 9223372036854775807` overflowed.
+        let items = items(&["a", "b", "c"]);
+        let est = estimate(&items, &FxHashMap::default());
+        for parallel in [0, 1, 3, usize::MAX / 2, usize::MAX] {
+            let batches = plan(&items, &est, parallel, true);
+            let mut planned: Vec<usize> = batches.iter().flat_map(|b| b.items.clone()).collect();
+            planned.sort_unstable();
+            assert_eq!(planned, [0, 1, 2], "parallel = {parallel}");
+        }
     }
 
     #[test]

@@ -143,22 +143,12 @@ fn check_report(report: &ReportConfig) -> Result<()> {
             shown(file)
         );
     }
-    if report
-        .output_dir
-        .as_os_str()
-        .as_encoded_bytes()
-        .contains(&0)
-    {
+    let dir = report.output_dir.to_string_lossy();
+    if dir.contains('\0') {
         bail!(
             "`report.output_dir` contains a NUL character (`{}`); no path can hold one, e.g. \
              `output_dir = \"test-results\"`",
-            shown(
-                &report
-                    .output_dir
-                    .to_string_lossy()
-                    .escape_debug()
-                    .to_string()
-            )
+            shown(&dir.escape_debug().to_string())
         );
     }
     Ok(())
@@ -476,6 +466,35 @@ test_id_format = "{name}""#;
             (
                 edit(&[("[offload]", "[offload]\ntest_timeout_secs = 0")]),
                 "`offload.test_timeout_secs` is 0; it must be at least 1",
+            ),
+            (
+                edit(&[("[offload]", "[offload]\ntest_timeout_secs = 31536001")]),
+                "`offload.test_timeout_secs` is 31536001; it must be at most 31536000 (a year;",
+            ),
+            (
+                edit(&[(
+                    "[groups.all]",
+                    "[report]\njunit_file = \"a\\u0000\"\n[groups.all]",
+                )]),
+                "`report.junit_file` is `a\\0`, but it must be a plain file name",
+            ),
+            (
+                edit(&[(
+                    "[groups.all]",
+                    format!(
+                        "[report]\njunit_file = \"{}\"\n[groups.all]",
+                        "j".repeat(256)
+                    )
+                    .as_str(),
+                )]),
+                "`report.junit_file` is 256 bytes long",
+            ),
+            (
+                edit(&[(
+                    "[groups.all]",
+                    "[report]\noutput_dir = \"a\\u0000\"\n[groups.all]",
+                )]),
+                "`report.output_dir` contains a NUL character (`a\\0`)",
             ),
             (
                 edit(&[("[groups.all]", "[groups.all]\n[report]\noutput_dir = \"\"")]),
