@@ -4,7 +4,9 @@
 //! hardened against the user's setup: messages in English (so a few stderr texts can
 //! be recognised), no terminal prompts, no pager, and optionally a private index file
 //! (`GIT_INDEX_FILE`) so the real index is never touched. Network commands (fetch,
-//! push) get a time limit. This module knows nothing about notes, images or diffs.
+//! push) get a time limit; local commands run in a process group of their own that is
+//! killed if Offload exits first (see [`crate::process::kill_all_process_groups`]).
+//! This module knows nothing about notes, images or diffs.
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -90,10 +92,7 @@ impl Git {
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_PAGER", "cat")
             .env("GIT_OPTIONAL_LOCKS", "0")
-            .stdin(Stdio::null())
-            // Its own group, registered while it runs (see `spawn`), so that Offload
-            // stopped by a signal kills git and its filters and hooks on the way out.
-            .process_group(0);
+            .stdin(Stdio::null());
         if let Some(index) = &self.index_file {
             cmd.env("GIT_INDEX_FILE", index);
         }
@@ -185,18 +184,17 @@ impl Git {
         I: IntoIterator<Item = S> + Clone,
         S: AsRef<OsStr>,
     {
-        let (child, group) = spawn(
-            self.command(args.clone())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-        )
-        .with_context(|| cannot_start(args.clone()))?;
+        let child = self
+            .command(args.clone())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| cannot_start(args.clone()))?;
         let pid = child.id();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             // The receiver may be gone after a timeout; nothing is left to report then.
             let _ = tx.send(child.wait_with_output());
-            drop(group);
         });
         match rx.recv_timeout(NETWORK_TIMEOUT) {
             Ok(output) => Ok(to_git_output(output.with_context(|| cannot_start(args))?)),
@@ -221,10 +219,13 @@ impl Git {
     }
 }
 
-/// Starts a git command; its process group stays registered (see [`Git::command`])
-/// while the returned guard lives: keep it until the child is reaped.
+/// Starts a local git command in a process group of its own, registered while the
+/// returned guard lives (keep it until the child is reaped), so that Offload stopped by
+/// a signal kills git with its filters and hooks on the way out. Network commands are
+/// not started this way: ssh may need the terminal for a passphrase, which a process
+/// outside the foreground group cannot read.
 fn spawn(cmd: &mut Command) -> std::io::Result<(Child, ProcessGroup)> {
-    let child = cmd.spawn()?;
+    let child = cmd.process_group(0).spawn()?;
     let group = ProcessGroup::register(child.id());
     Ok((child, group))
 }

@@ -278,8 +278,8 @@ pub fn read_durations(path: &Path) -> FxHashMap<String, f64> {
     });
     if let (n, Some((name, raw))) = rejected {
         tracing::warn!(
-            "previous report `{}`: {n} testcase time{} out of range (e.g. `time=\"{}\"` of `{}`); \
-             taken as unknown for scheduling (a time must be seconds from 0 to {MAX_DURATION_SECS})",
+            "previous report `{}`: {n} testcase time{} not seconds from 0 to {MAX_DURATION_SECS} \
+             (e.g. `time=\"{}\"` of `{}`); those tests count as of unknown duration for scheduling",
             path.display(),
             if n == 1 { " is" } else { "s are" },
             crate::output::ellipsize(&raw, 40),

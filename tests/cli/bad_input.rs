@@ -54,7 +54,8 @@ fn issue18_out_of_range_times_in_the_previous_report_do_not_stop_the_run() {
     assert_no_panic(&second);
     assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
     assert!(
-        second.stderr.contains("test-results/junit.xml") && second.stderr.contains("out of range"),
+        second.stderr.contains("test-results/junit.xml")
+            && second.stderr.contains("unknown duration"),
         "the warning names the file:\n{}",
         second.stderr
     );
