@@ -43,6 +43,7 @@ enum Segment {
 /// One element of a segment glob. Every token but [`Token::Star`] matches one byte.
 #[derive(Debug, Clone, PartialEq)]
 enum Token {
+    /// A literal byte.
     Byte(u8),
     /// `?`
     AnyByte,
