@@ -36,6 +36,7 @@ use super::schema::{
     FrameworkConfig, GroupConfig, HistoryConfig, LocalProviderConfig, ModalProviderConfig,
     OffloadConfig, ProviderConfig, PytestConfig, ReportConfig,
 };
+use super::validate::shown;
 
 /// A configuration that passed every check, with where it came from.
 #[derive(Debug, Clone)]
@@ -164,7 +165,7 @@ fn friendly_message(msg: &str) -> String {
     // `invalid type: string "<the value>", expected …` quotes the value whole.
     if let (Some(open), Some(close)) = (msg.find(" \""), msg.rfind("\", expected")) {
         if open + 2 <= close {
-            let cut = crate::output::ellipsize(&msg[open + 2..close], 120).into_owned();
+            let cut = shown(&msg[open + 2..close]).into_owned();
             msg.replace_range(open + 2..close, &cut);
         }
     }
@@ -209,7 +210,7 @@ fn require_tables(table: &toml::Table) -> Result<(), String> {
                 return Err(format!(
                     "`groups.{}` is {}, not a group table; each group is a table of its \
                      own, e.g. `[groups.all]` with `retry_count = 0` and `filters = \"\"`",
-                    crate::output::ellipsize(&toml_key(name), 120),
+                    shown(&toml_key(name)),
                     with_article(group.type_str())
                 ));
             }
@@ -1355,6 +1356,19 @@ output_dir = "${OUT:-results}"
             "{err}"
         );
         assert!(err.contains("`offload init`"), "{err}");
+    }
+
+    #[test]
+    fn type_errors_cut_long_values() {
+        let long = "v".repeat(10_000);
+        let text = MINIMAL.replace(
+            "[offload]",
+            &format!("[offload]\nmax_parallel = \"{long}\""),
+        );
+        let err = load_err(&text);
+        assert!(err.contains("invalid type: string \"vvv"), "{err}");
+        assert!(err.contains("… (10000 bytes in all)\", expected"), "{err}");
+        assert!(err.len() < 1_000 + 10_000, "{} bytes", err.len());
     }
 
     #[test]

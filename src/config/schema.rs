@@ -395,7 +395,7 @@ impl<'de> Deserialize<'de> for RecordHistory {
                     "always" => Ok(RecordHistory::Always),
                     "flag" => Ok(RecordHistory::Flag),
                     other => Err(E::unknown_variant(
-                        &crate::output::ellipsize(other, 120),
+                        &super::validate::shown(other),
                         RecordHistory::NAMES,
                     )),
                 }

@@ -27,7 +27,7 @@ pub const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
 const QUOTED_CHARS: usize = 120;
 
 /// `value` as an error message quotes it: cut with an ellipsis when long.
-fn shown(value: &str) -> Cow<'_, str> {
+pub(super) fn shown(value: &str) -> Cow<'_, str> {
     crate::output::ellipsize(value, QUOTED_CHARS)
 }
 
