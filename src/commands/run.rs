@@ -188,10 +188,16 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     let report = &config.report;
     // Collect-only runs returned above, so the task exists here.
     let durations = match durations {
-        Some(task) => task.await.unwrap_or_else(|err| {
-            tracing::debug!("reading the previous durations failed: {err}");
-            Default::default()
-        }),
+        // A huge previous report may still be being read: a signal must not wait for it.
+        Some(task) => tokio::select! {
+            read = task => read.unwrap_or_else(|err| {
+                tracing::debug!("reading the previous durations failed: {err}");
+                Default::default()
+            }),
+            () = interrupt.cancelled() => {
+                return Ok(signals.received().map_or(exit::INTERRUPTED, |s| s.exit_code()));
+            }
+        },
         None => Default::default(),
     };
     prepare_output_dir(&report.output_dir)?;

@@ -381,6 +381,54 @@ fn issue18_sigterm_stops_a_run_during_discovery() {
     sigterm_stops_promptly(&p, &pid_file);
 }
 
+/// Issue 18, item 4: and while a large previous report is still being read for its
+/// durations (a minute for 300 MB in a debug build), which the run used to wait for.
+#[test]
+fn issue18_sigterm_does_not_wait_for_the_previous_report() {
+    let p = Project::new();
+    p.config(
+        "type = \"default\"\n\
+         discover_command = \"touch discovered; printf 'a\\\\nb\\\\n' {filters}\"\n\
+         run_command = \"sleep 60; true {tests}\"\ntest_id_format = \"{name}\"",
+        "[groups.all]\n",
+    );
+    let mut xml = String::with_capacity(64 << 20);
+    xml.push_str("<testsuites><testsuite>\n");
+    for i in 0..1_200_000 {
+        xml.push_str(&format!(
+            "<testcase name=\"t{i}\" classname=\"c\" time=\"0.5\"/>\n"
+        ));
+    }
+    xml.push_str("</testsuite></testsuites>\n");
+    p.file("test-results/junit.xml", &xml);
+    drop(xml);
+
+    let child = p
+        .offload()
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !p.path().join("discovered").exists() {
+        assert!(Instant::now() < deadline, "discovery never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = Instant::now();
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = wait_bounded(child, Duration::from_secs(60), "offload run after SIGTERM");
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?} to stop\n{}",
+        out.stderr
+    );
+    assert_eq!(out.code, 143, "{}\n{}", out.stdout, out.stderr);
+}
+
 /// Issue 18, item 6: an error quoted the offending value whole (100 kB of it), said
 /// "a integer", and `record_history = true` did not list the valid values.
 #[test]
