@@ -197,13 +197,20 @@ pub fn main() -> i32 {
             return exit::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(err) => {
             crate::statusln!("error: {err:#}");
             exit::FAILURE
         }
-    }
+    };
+    // Dropping the runtime would wait for every blocking task, and one may still be
+    // deep in work nobody needs any more (a tree snapshot abandoned on SIGTERM, say).
+    // The command is done and the process exits next: leave them to the exit, and
+    // kill the child processes such a task may still wait for.
+    runtime.shutdown_background();
+    crate::process::kill_all_process_groups();
+    code
 }
 
 /// Diagnostics go to stderr; `-v` shows info, `-vv` debug. `RUST_LOG` wins when set.

@@ -2,7 +2,7 @@
 //! is not an error — the exit code must still tell how the run went. The same holds for
 //! the progress and status lines on stderr ([`status!`](crate::status),
 //! [`statusln!`](crate::statusln)): `eprint!` would panic on a closed pipe and end the
-//! run without cleaning up.
+//! run without cleaning up. [`ellipsize`] keeps values quoted in messages short.
 
 use std::io::Write;
 
@@ -51,4 +51,30 @@ macro_rules! statusln {
     ($($arg:tt)*) => {
         $crate::output::stderr(format_args!("{}\n", format_args!($($arg)*)))
     };
+}
+
+/// `text` as a message may quote it: whole when it has at most `max` characters,
+/// otherwise its first `max` characters and `…` with how much was cut, so that a 100 kB
+/// value cannot bury the message around it.
+pub fn ellipsize(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((cut, _)) => {
+            std::borrow::Cow::Owned(format!("{}… ({} bytes in all)", &text[..cut], text.len()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ellipsize;
+
+    #[test]
+    fn long_values_are_cut_with_an_ellipsis() {
+        assert_eq!(ellipsize("short", 5), "short");
+        assert_eq!(ellipsize("abcdef", 3), "abc… (6 bytes in all)");
+        // Never inside a character.
+        assert_eq!(ellipsize("ééé", 2), "éé… (6 bytes in all)");
+        assert_eq!(ellipsize("", 0), "");
+    }
 }

@@ -334,8 +334,13 @@ async fn supervise(
     ]);
 
     // Deadlines far in the future stand for "not armed"; each branch is also gated.
-    let never = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
-    let timeout_at = timeout.map(|t| Instant::now() + t);
+    // Checked: a timeout too large for the clock (validation bounds the configured ones)
+    // is no timeout rather than a panic.
+    let now = Instant::now();
+    let never = now
+        .checked_add(Duration::from_secs(100 * 365 * 24 * 3600))
+        .unwrap_or(now);
+    let timeout_at = timeout.and_then(|t| now.checked_add(t));
     let mut timeout_sleep = pin!(tokio::time::sleep_until(timeout_at.unwrap_or(never)));
     let mut kill_sleep = pin!(tokio::time::sleep_until(never));
     let mut leak_sleep = pin!(tokio::time::sleep_until(never));
@@ -493,7 +498,8 @@ fn live_groups() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
 }
 
 /// Sends SIGKILL to the process group of every child still running (best effort), as
-/// the last thing before the process exits on a second interrupt.
+/// the last thing before the process exits (on a second interrupt, or with work left
+/// behind by a first one).
 pub fn kill_all_process_groups() {
     for &pgid in live_groups().iter() {
         // SAFETY: killpg has no memory-safety preconditions.
@@ -508,16 +514,21 @@ pub fn live_process_group_count() -> usize {
 
 /// A child's process group: registered while the run lasts, killed when dropped.
 ///
+/// Children spawned outside this module (git) register theirs too, when started with
+/// `process_group(0)`, so that [`kill_all_process_groups`] reaches them; their guard
+/// drops right after the child is reaped.
+///
 /// Dropping it sends SIGKILL to the group, whether the child was reaped or not: that is
 /// what kills leftovers and what makes an aborted run leave no orphan. After the leader
 /// is reaped its pid stays reserved while any group member lives, and the drop comes at
 /// most [`LEAK_TIMEOUT`] later, so the signal cannot reach an unrelated process.
-struct ProcessGroup {
+pub struct ProcessGroup {
     pgid: i32,
 }
 
 impl ProcessGroup {
-    fn register(pid: u32) -> Self {
+    /// Registers the group that the child `pid` leads.
+    pub fn register(pid: u32) -> Self {
         // Pids fit in i32 on every Unix (pid_t).
         let pgid = pid as i32;
         live_groups().insert(pgid);
@@ -607,6 +618,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out.outcome, ExitOutcome::Signaled(libc::SIGKILL));
+    }
+
+    #[tokio::test]
+    async fn a_timeout_beyond_the_clock_is_no_timeout() {
+        // Before: `Instant + Duration::MAX` panicked in the worker.
+        let out = capture(&CommandSpec::shell("echo ok"), Some(Duration::MAX))
+            .await
+            .unwrap();
+        assert_eq!(out.outcome, ExitOutcome::Exited(0));
+        assert_eq!(out.stdout, "ok\n");
     }
 
     #[tokio::test]

@@ -40,6 +40,8 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
+use crate::report::junit::MAX_DURATION_SECS;
+
 /// Upper bound on the bytes of test IDs in one batch. A batch command often travels as a
 /// single argument (`sh -c`, a remote exec), and Linux caps one argument at 128 KiB.
 pub const MAX_BATCH_ID_BYTES: usize = 64 * 1024;
@@ -111,7 +113,9 @@ pub fn estimate(items: &[Item<'_>], known: &FxHashMap<String, f64>) -> Estimates
             known
                 .get(item.id)
                 .copied()
-                .filter(|s| s.is_finite() && *s >= 0.0)
+                // The known durations come from a file anyone can edit: a time out of
+                // range (which `Duration` cannot even hold) counts as unknown.
+                .filter(|s| (0.0..=MAX_DURATION_SECS).contains(s))
                 .map(|s| s + PER_TEST_OVERHEAD.as_secs_f64())
         })
         .collect();
@@ -127,9 +131,11 @@ pub fn estimate(items: &[Item<'_>], known: &FxHashMap<String, f64>) -> Estimates
         .iter()
         .zip(found)
         .map(|(item, secs)| match secs {
-            Some(secs) => Duration::from_secs_f64(secs),
+            Some(secs) => Duration::try_from_secs_f64(secs).unwrap_or(UNKNOWN_DURATION),
             None => match sums.get(item.group) {
-                Some(&(sum, n)) if n > 0 => Duration::from_secs_f64(sum / f64::from(n)),
+                Some(&(sum, n)) if n > 0 => {
+                    Duration::try_from_secs_f64(sum / f64::from(n)).unwrap_or(UNKNOWN_DURATION)
+                }
                 _ => UNKNOWN_DURATION,
             },
         })
@@ -153,7 +159,9 @@ pub fn plan(
 ) -> Vec<PlannedBatch> {
     let durations = &estimates.durations;
     debug_assert_eq!(items.len(), durations.len());
-    let parallel = parallel.max(1);
+    // More sandboxes than tests is no use, and a huge `max_parallel` (any `usize` is a
+    // valid setting) must not overflow the arithmetic below.
+    let parallel = parallel.clamp(1, items.len().max(1));
     let mut batches: Vec<PlannedBatch> = Vec::new();
     let mut normal: Vec<usize> = Vec::new();
     for (i, item) in items.iter().enumerate() {
@@ -571,6 +579,51 @@ mod tests {
         assert!(est.any_known);
         assert_eq!(est.durations[2], Duration::from_secs(3) + PER_TEST_OVERHEAD);
         assert_eq!(est.durations[3], UNKNOWN_DURATION);
+    }
+
+    #[test]
+    fn out_of_range_durations_count_as_unknown() {
+        // Before: `1e20` seconds panicked in `Duration::from_secs_f64`.
+        let ids = ["huge", "max", "neg", "nan", "inf", "ok"];
+        let items: Vec<Item<'_>> = ids
+            .iter()
+            .map(|id| Item {
+                id,
+                group: "g",
+                individual: false,
+                locality: None,
+            })
+            .collect();
+        let known = known(&[
+            ("huge", 1e20),
+            ("max", 1.8e19),
+            ("neg", -1.0),
+            ("nan", f64::NAN),
+            ("inf", f64::INFINITY),
+            ("ok", 2.0),
+        ]);
+        let est = estimate(&items, &known);
+        let ok = Duration::from_secs(2) + PER_TEST_OVERHEAD;
+        // The bad ones get the group mean of the good ones.
+        assert_eq!(est.durations, vec![ok; ids.len()]);
+        let batches = plan(&items, &est, 2, false);
+        assert_eq!(
+            batches.iter().map(|b| b.items.len()).sum::<usize>(),
+            ids.len()
+        );
+    }
+
+    #[test]
+    fn any_parallelism_plans_every_test_once() {
+        // Found by fuzzing: `max_parallel = 9223372036854775807` overflowed.
+        let items = items(&["a", "b", "c"]);
+        let est = estimate(&items, &FxHashMap::default());
+        for parallel in [0, 1, 3, usize::MAX / 2, usize::MAX] {
+            let batches = plan(&items, &est, parallel, true);
+            let mut planned: Vec<usize> = batches.iter().flat_map(|b| b.items.clone()).collect();
+            planned.sort_unstable();
+            assert_eq!(planned, [0, 1, 2], "parallel = {parallel}");
+        }
     }
 
     #[test]

@@ -181,10 +181,16 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     let report = &config.report;
     // Collect-only runs returned above, so the task exists here.
     let durations = match durations {
-        Some(task) => task.await.unwrap_or_else(|err| {
-            tracing::debug!("reading the previous durations failed: {err}");
-            Default::default()
-        }),
+        // A huge previous report may still be being read: a signal must not wait for it.
+        Some(task) => tokio::select! {
+            read = task => read.unwrap_or_else(|err| {
+                tracing::debug!("reading the previous durations failed: {err}");
+                Default::default()
+            }),
+            () = interrupt.cancelled() => {
+                return Ok(signals.received().map_or(exit::INTERRUPTED, |s| s.exit_code()));
+            }
+        },
         None => Default::default(),
     };
     prepare_output_dir(&report.output_dir)?;
@@ -219,15 +225,13 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     )
     .await;
 
-    if report.junit {
-        let path = report.junit_path();
-        if let Err(err) = junit::write_merged(&path, &outcome.results, outcome.elapsed) {
-            tracing::error!(
-                "cannot write the JUnit report `{}`: {err:#}",
-                path.display()
-            );
-        }
-    }
+    // A report that was asked for and is missing fails the run, whatever the tests did:
+    // a CI job must not go green without the file its dashboard reads.
+    let report_error = if report.junit {
+        junit::write_merged(&report.junit_path(), &outcome.results, outcome.elapsed).err()
+    } else {
+        None
+    };
 
     let counts = summary::Counts::from_results(&outcome.results);
     let cost = match (&sandbox_config, options.show_estimated_cost) {
@@ -249,8 +253,18 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     // longer (10 ms for 20 000 tests) than the kernel takes to reclaim them at once.
     std::mem::forget(outcome);
     if let Some(signal) = signals.received() {
+        if let Some(err) = report_error {
+            tracing::error!("{err:#}");
+        }
         crate::statusln!("offload: stopped by {}", signal.name());
         return Ok(signal.exit_code());
+    }
+    if let Some(err) = report_error {
+        bail!(
+            "{err:#}; the run fails without the report it was asked for (hint: make \
+             `report.output_dir` writable and `junit_file` a name no directory has, or set \
+             `junit = false` in `[report]`)"
+        );
     }
     Ok(exit_code)
 }

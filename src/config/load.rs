@@ -36,6 +36,7 @@ use super::schema::{
     FrameworkConfig, GroupConfig, HistoryConfig, LocalProviderConfig, ModalProviderConfig,
     OffloadConfig, ProviderConfig, PytestConfig, ReportConfig,
 };
+use super::validate::shown;
 
 /// A configuration that passed every check, with where it came from.
 #[derive(Debug, Clone)]
@@ -161,6 +162,13 @@ fn friendly_message(msg: &str) -> String {
     if let Some(start) = msg.find("expected struct ") {
         msg.replace_range(start.., "expected a table");
     }
+    // `invalid type: string "<the value>", expected …` quotes the value whole.
+    if let (Some(open), Some(close)) = (msg.find(" \""), msg.rfind("\", expected")) {
+        if open + 2 <= close {
+            let cut = shown(&msg[open + 2..close]).into_owned();
+            msg.replace_range(open + 2..close, &cut);
+        }
+    }
     msg
 }
 
@@ -190,8 +198,8 @@ fn require_tables(table: &toml::Table) -> Result<(), String> {
             Some(toml::Value::Table(_)) => {}
             Some(other) => {
                 return Err(format!(
-                    "`{name}` must be a table, written `[{name}]`, not a {}",
-                    other.type_str()
+                    "`{name}` must be a table, written `[{name}]`, not {}",
+                    with_article(other.type_str())
                 ));
             }
         }
@@ -200,15 +208,25 @@ fn require_tables(table: &toml::Table) -> Result<(), String> {
         for (name, group) in groups {
             if !group.is_table() {
                 return Err(format!(
-                    "`groups.{}` is a {}, not a group table; each group is a table of its \
+                    "`groups.{}` is {}, not a group table; each group is a table of its \
                      own, e.g. `[groups.all]` with `retry_count = 0` and `filters = \"\"`",
-                    toml_key(name),
-                    group.type_str()
+                    shown(&toml_key(name)),
+                    with_article(group.type_str())
                 ));
             }
         }
     }
     Ok(())
+}
+
+/// `an integer`, `a string`: a TOML type name with its article.
+fn with_article(kind: &str) -> String {
+    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {kind}")
 }
 
 /// The message for a config without any group table.
@@ -1067,11 +1085,11 @@ output_dir = "test-results"
             ),
             (
                 format!("offload = 3\n{}", without("[offload]")),
-                "`offload` must be a table, written `[offload]`, not a integer",
+                "`offload` must be a table, written `[offload]`, not an integer",
             ),
             (
                 MINIMAL.replace("[groups.all]", "[groups]\nretry_count = 1"),
-                "`groups.retry_count` is a integer, not a group table",
+                "`groups.retry_count` is an integer, not a group table",
             ),
             (
                 MINIMAL.replace("type = \"local\"", ""),
@@ -1484,6 +1502,19 @@ output_dir = "${OUT:-results}"
     }
 
     #[test]
+    fn type_errors_cut_long_values() {
+        let long = "v".repeat(10_000);
+        let text = MINIMAL.replace(
+            "[offload]",
+            &format!("[offload]\nmax_parallel = \"{long}\""),
+        );
+        let err = load_err(&text);
+        assert!(err.contains("invalid type: string \"vvv"), "{err}");
+        assert!(err.contains("… (10000 bytes in all)\", expected"), "{err}");
+        assert!(err.len() < 1_000 + 10_000, "{} bytes", err.len());
+    }
+
+    #[test]
     fn load_reads_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("offload.toml");
@@ -1510,5 +1541,112 @@ output_dir = "${OUT:-results}"
                 "history"
             ]
         );
+    }
+
+    /// A TOML value of any kind, biased towards what breaks loaders: integers at and
+    /// past every bound, odd floats, control characters, placeholders and references
+    /// to a 100 kB environment variable.
+    fn any_value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<i64>().prop_map(|i| i.to_string()),
+            prop::sample::select(vec![
+                "0",
+                "1",
+                "-1",
+                "31536000",
+                "31536001",
+                "9223372036854775807",
+                "18446744073709551616",
+                "1e20",
+                "nan",
+                "-inf",
+                "0.0",
+                "true",
+                "false",
+                "[]",
+                "{}",
+                "[1, \"a\"]",
+                "[\"./d:/app/d\"]",
+                "[\"nocolon\"]",
+                "\"\"",
+                "\" \"",
+                "\"\\u0000\"",
+                "\"a/b\"",
+                "\"..\"",
+                "\"${HUGE}\"",
+                "\"${MISSING}\"",
+                "\"${HUGE:-x}\"",
+                "\"$$\"",
+                "\"{filters}\"",
+                "\"{tests} {result_file}\"",
+                "\"{name}\"",
+                "\"always\"",
+                "\"flag\"",
+                "\"'unclosed\"",
+                "1979-05-27",
+            ])
+            .prop_map(str::to_owned),
+            "[a-z {}$:/._'-]{0,30}".prop_map(|s| format!("\"{s}\"")),
+        ]
+    }
+
+    /// `key = value` lines for a table, keys drawn from `keys` (and one unknown).
+    fn table_body(
+        keys: &'static [&'static str],
+    ) -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop::collection::vec((prop::sample::select(keys), any_value()), 0..5)
+            .prop_map(|pairs| pairs.iter().map(|(k, v)| format!("{k} = {v}\n")).collect())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(500))]
+        /// Whatever the file says: no panic; a config that loads keeps the promises
+        /// the rest of Offload relies on; an error is a bounded message.
+        #[test]
+        fn any_config_loads_within_bounds_or_says_why(
+            offload in table_body(&["max_parallel", "test_timeout_secs", "sandbox_project_root", "working_dir", "max_parallel_collection", "bogus"]),
+            provider_type in proptest::sample::select(vec!["local", "default", "modal", "lcoal"]),
+            provider in table_body(&["timeout_secs", "create_command", "exec_command", "destroy_command", "prepare_command", "cpu_cores", "shell", "copy_dirs", "memory_gb"]),
+            framework_type in proptest::sample::select(vec!["pytest", "cargo", "nextest", "default"]),
+            framework in table_body(&["discover_command", "run_command", "test_id_format", "result_file", "command", "run_args", "python"]),
+            group in table_body(&["retry_count", "filters"]),
+            report in table_body(&["junit", "junit_file", "output_dir"]),
+            history in table_body(&["record_history", "default_duration_secs", "reservoir_size"]),
+        ) {
+            let text = format!(
+                "[offload]\n{offload}\n[provider]\ntype = \"{provider_type}\"\n{provider}\n\
+                 [framework]\ntype = \"{framework_type}\"\n{framework}\n[groups.all]\n{group}\n\
+                 [report]\n{report}\n[history]\n{history}"
+            );
+            let huge = "h".repeat(100_000);
+            let env = |name: &str| (name == "HUGE").then(|| huge.clone());
+            match load_str_with_env(&text, Path::new("offload.toml"), &env) {
+                Ok(loaded) => {
+                    let c = loaded.config;
+                    proptest::prop_assert!(c.offload.max_parallel >= 1);
+                    proptest::prop_assert!(
+                        (1..=super::super::validate::MAX_TIMEOUT_SECS).contains(&c.offload.test_timeout_secs)
+                    );
+                    if let ProviderConfig::Default(p) = &c.provider {
+                        proptest::prop_assert!(
+                            (1..=super::super::validate::MAX_TIMEOUT_SECS).contains(&p.timeout_secs)
+                        );
+                    }
+                    let file = &c.report.junit_file;
+                    proptest::prop_assert!(
+                        !file.trim().is_empty() && file.len() <= 255 && !file.contains(['/', '\0'])
+                    );
+                    proptest::prop_assert!(!c.report.output_dir.as_os_str().is_empty());
+                    proptest::prop_assert!(!c.groups.is_empty());
+                }
+                Err(err) => {
+                    let msg = format!("{err:#}");
+                    proptest::prop_assert!(msg.contains("offload.toml"), "{}", msg);
+                    proptest::prop_assert!(msg.len() < 2_000, "{} bytes: {}…", msg.len(), &msg[..300]);
+                }
+            }
+        }
     }
 }

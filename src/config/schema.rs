@@ -371,13 +371,43 @@ pub struct CheckpointConfig {
 }
 
 /// When history is recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RecordHistory {
     /// After every run.
     Always,
     /// Only with `--record-history`.
     Flag,
+}
+
+impl RecordHistory {
+    /// The spellings in a config file.
+    const NAMES: &'static [&'static str] = &["always", "flag"];
+}
+
+/// By hand so that any wrong value (`record_history = true` too, where the derived
+/// impl said only "wanted string or table") is answered with the valid values.
+impl<'de> Deserialize<'de> for RecordHistory {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl serde::de::Visitor<'_> for Names {
+            type Value = RecordHistory;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("one of `\"always\"`, `\"flag\"`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RecordHistory, E> {
+                match v {
+                    "always" => Ok(RecordHistory::Always),
+                    "flag" => Ok(RecordHistory::Flag),
+                    other => Err(E::unknown_variant(
+                        &super::validate::shown(other),
+                        RecordHistory::NAMES,
+                    )),
+                }
+            }
+        }
+        deserializer.deserialize_str(Names)
+    }
 }
 
 /// `[history]`.

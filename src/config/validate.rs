@@ -7,6 +7,8 @@
 //! the field and says how to fix it; the loader adds the file name. The first broken rule
 //! wins, in a fixed order, so the message is deterministic.
 
+use std::borrow::Cow;
+
 use anyhow::{Result, bail};
 
 use super::schema::{
@@ -16,6 +18,18 @@ use super::schema::{
 
 /// The example group shown when a config has none.
 const GROUP_EXAMPLE: &str = "[groups.all]\nretry_count = 0\nfilters = \"\"";
+
+/// The longest `test_timeout_secs` and `provider.timeout_secs` accepted: a year. Longer
+/// values mean "never" to their authors, and would overflow the clock.
+pub const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+
+/// How many characters of a value an error message quotes.
+const QUOTED_CHARS: usize = 120;
+
+/// `value` as an error message quotes it: cut with an ellipsis when long.
+pub(super) fn shown(value: &str) -> Cow<'_, str> {
+    crate::output::ellipsize(value, QUOTED_CHARS)
+}
 
 /// Checks `config` and fills the values derived from others.
 pub fn validate(config: &mut Config) -> Result<()> {
@@ -50,7 +64,8 @@ fn check_groups(config: &Config) -> Result<()> {
     for (name, group) in &config.groups {
         if name.trim().is_empty() {
             bail!(
-                "a group has an empty name (`[groups.\"{name}\"]`); name it, e.g. `[groups.all]`"
+                "a group has an empty name (`[groups.\"{}\"]`); name it, e.g. `[groups.all]`",
+                shown(name)
             );
         }
         // pytest and cargo split the filters into arguments; the default framework
@@ -58,9 +73,10 @@ fn check_groups(config: &Config) -> Result<()> {
         if splits_filters {
             if let Err(err) = shell_words::split(&group.filters) {
                 bail!(
-                    "`groups.{name}.filters` cannot be split into arguments ({err}): `{}`; \
+                    "`groups.{}.filters` cannot be split into arguments ({err}): `{}`; \
                      close every quote",
-                    group.filters
+                    shown(name),
+                    shown(&group.filters)
                 );
             }
         }
@@ -75,10 +91,24 @@ fn check_offload(offload: &OffloadConfig) -> Result<()> {
              running at once), e.g. `max_parallel = 10`"
         );
     }
-    if offload.test_timeout_secs == 0 {
+    check_timeout(
+        "offload.test_timeout_secs",
+        offload.test_timeout_secs,
+        "the time one batch may take",
+        900,
+    )
+}
+
+/// A timeout in seconds: from 1 to [`MAX_TIMEOUT_SECS`].
+fn check_timeout(field: &str, secs: u64, meaning: &str, example: u64) -> Result<()> {
+    let key = field.rsplit('.').next().unwrap_or(field);
+    if secs == 0 {
+        bail!("`{field}` is 0; it must be at least 1 ({meaning}), e.g. `{key} = {example}`");
+    }
+    if secs > MAX_TIMEOUT_SECS {
         bail!(
-            "`offload.test_timeout_secs` is 0; it must be at least 1 (the time one batch may \
-             take), e.g. `test_timeout_secs = 900`"
+            "`{field}` is {secs}; it must be at most {MAX_TIMEOUT_SECS} (a year; {meaning}), \
+             e.g. `{key} = {example}`"
         );
     }
     Ok(())
@@ -97,10 +127,28 @@ fn check_report(report: &ReportConfig) -> Result<()> {
             "`report.junit_file` is empty; set it to a file name, e.g. `junit_file = \"junit.xml\"`"
         );
     }
-    if file.contains('/') || file.contains('\\') || file == "." || file == ".." {
+    if file.contains(['/', '\\', '\0']) || file == "." || file == ".." {
         bail!(
-            "`report.junit_file` is `{file}`, but it must be a plain file name (it is written \
-             inside `output_dir`), e.g. `junit_file = \"junit.xml\"`"
+            "`report.junit_file` is `{}`, but it must be a plain file name (it is written \
+             inside `output_dir`; no `/`, `\\` or NUL), e.g. `junit_file = \"junit.xml\"`",
+            shown(&file.escape_debug().to_string())
+        );
+    }
+    // Longer names are refused by the file system (`NAME_MAX`), after the run.
+    if file.len() > 255 {
+        bail!(
+            "`report.junit_file` is {} bytes long (`{}`); a file name has at most 255, e.g. \
+             `junit_file = \"junit.xml\"`",
+            file.len(),
+            shown(file)
+        );
+    }
+    let dir = report.output_dir.to_string_lossy();
+    if dir.contains('\0') {
+        bail!(
+            "`report.output_dir` contains a NUL character (`{}`); no path can hold one, e.g. \
+             `output_dir = \"test-results\"`",
+            shown(&dir.escape_debug().to_string())
         );
     }
     Ok(())
@@ -165,7 +213,7 @@ fn check_default_provider(p: &DefaultProviderConfig) -> Result<()> {
         bail!(
             "`provider.exec_command` must contain `{{command}}`, where the test command goes; \
              got `{}`; e.g. `exec_command = \"./exec-sandbox.sh {{sandbox_id}} {{command}}\"`",
-            p.exec_command
+            shown(&p.exec_command)
         );
     }
     for (field, command) in [
@@ -176,13 +224,12 @@ fn check_default_provider(p: &DefaultProviderConfig) -> Result<()> {
             bail!("`provider.{field}` is empty; remove it or give a command");
         }
     }
-    if p.timeout_secs == 0 {
-        bail!(
-            "`provider.timeout_secs` is 0; it must be at least 1 (the time a lifecycle command \
-             may take), e.g. `timeout_secs = 3600`"
-        );
-    }
-    Ok(())
+    check_timeout(
+        "provider.timeout_secs",
+        p.timeout_secs,
+        "the time a lifecycle command may take",
+        3600,
+    )
 }
 
 fn check_copy_dirs(copy_dirs: &[String]) -> Result<()> {
@@ -192,8 +239,9 @@ fn check_copy_dirs(copy_dirs: &[String]) -> Result<()> {
             .is_some_and(|(local, remote)| !local.is_empty() && !remote.is_empty());
         if !ok {
             bail!(
-                "`provider.copy_dirs` entry `{entry}` is not of the form `LOCAL:REMOTE`, e.g. \
-                 `\"./data:/app/data\"`"
+                "`provider.copy_dirs` entry `{}` is not of the form `LOCAL:REMOTE`, e.g. \
+                 `\"./data:/app/data\"`",
+                shown(entry)
             );
         }
     }
@@ -243,16 +291,18 @@ fn check_pytest(pytest: &PytestConfig) -> Result<()> {
             ),
             Ok(_) => {}
             Err(err) => bail!(
-                "`framework.command` cannot be split into arguments ({err}): `{command}`; close \
-                 every quote"
+                "`framework.command` cannot be split into arguments ({err}): `{}`; close \
+                 every quote",
+                shown(command)
             ),
         }
     }
     if let Some(args) = &pytest.run_args {
         if let Err(err) = shell_words::split(args) {
             bail!(
-                "`framework.run_args` cannot be split into arguments ({err}): `{args}`; close \
-                 every quote"
+                "`framework.run_args` cannot be split into arguments ({err}): `{}`; close \
+                 every quote",
+                shown(args)
             );
         }
     }
@@ -267,21 +317,21 @@ fn check_default_framework(f: &DefaultFrameworkConfig) -> Result<()> {
         bail!(
             "`framework.discover_command` must contain `{{filters}}`, where each group's \
              `filters` go; got `{}`; add it, e.g. `discover_command = \"./list-tests.sh {{filters}}\"`",
-            f.discover_command
+            shown(&f.discover_command)
         );
     }
     if !f.run_command.contains("{tests}") {
         bail!(
             "`framework.run_command` must contain `{{tests}}`, where the batch's test IDs go; \
              got `{}`; e.g. `run_command = \"./run-tests.sh {{tests}}\"`",
-            f.run_command
+            shown(&f.run_command)
         );
     }
     if !f.test_id_format.contains("{name}") && !f.test_id_format.contains("{classname}") {
         bail!(
             "`framework.test_id_format` must contain `{{name}}` or `{{classname}}` (the JUnit \
              attributes a test ID is built from); got `{}`; e.g. `test_id_format = \"{{name}}\"`",
-            f.test_id_format
+            shown(&f.test_id_format)
         );
     }
     if f.result_file
@@ -314,8 +364,10 @@ fn check_checkpoint(checkpoint: &CheckpointConfig, provider: &ProviderConfig) ->
         let normalized = normalize_build_input(input)?;
         if let Some((_, first)) = seen.iter().find(|(n, _)| *n == normalized) {
             bail!(
-                "`checkpoint.build_inputs` lists `{normalized}` twice (as `{first}` and \
-                 `{input}`); remove one"
+                "`checkpoint.build_inputs` lists `{}` twice (as `{}` and `{}`); remove one",
+                shown(&normalized),
+                shown(first),
+                shown(input)
             );
         }
         seen.push((normalized, input));
@@ -327,8 +379,9 @@ fn check_checkpoint(checkpoint: &CheckpointConfig, provider: &ProviderConfig) ->
 fn normalize_build_input(input: &str) -> Result<String> {
     if input.starts_with('/') || input.starts_with('\\') {
         bail!(
-            "`checkpoint.build_inputs` entry `{input}` is absolute; write it relative to the \
-             repository root, e.g. `\"Dockerfile\"`"
+            "`checkpoint.build_inputs` entry `{}` is absolute; write it relative to the \
+             repository root, e.g. `\"Dockerfile\"`",
+            shown(input)
         );
     }
     let mut parts = Vec::new();
@@ -336,14 +389,18 @@ fn normalize_build_input(input: &str) -> Result<String> {
         match part {
             "" | "." => {}
             ".." => bail!(
-                "`checkpoint.build_inputs` entry `{input}` leaves the repository (`..`); write \
-                 it relative to the repository root, without `..`"
+                "`checkpoint.build_inputs` entry `{}` leaves the repository (`..`); write \
+                 it relative to the repository root, without `..`",
+                shown(input)
             ),
             other => parts.push(other),
         }
     }
     if parts.is_empty() {
-        bail!("`checkpoint.build_inputs` entry `{input}` names no file; remove it or name a file");
+        bail!(
+            "`checkpoint.build_inputs` entry `{}` names no file; remove it or name a file",
+            shown(input)
+        );
     }
     Ok(parts.join("/"))
 }
@@ -409,6 +466,35 @@ test_id_format = "{name}""#;
             (
                 edit(&[("[offload]", "[offload]\ntest_timeout_secs = 0")]),
                 "`offload.test_timeout_secs` is 0; it must be at least 1",
+            ),
+            (
+                edit(&[("[offload]", "[offload]\ntest_timeout_secs = 31536001")]),
+                "`offload.test_timeout_secs` is 31536001; it must be at most 31536000 (a year;",
+            ),
+            (
+                edit(&[(
+                    "[groups.all]",
+                    "[report]\njunit_file = \"a\\u0000\"\n[groups.all]",
+                )]),
+                "`report.junit_file` is `a\\0`, but it must be a plain file name",
+            ),
+            (
+                edit(&[(
+                    "[groups.all]",
+                    format!(
+                        "[report]\njunit_file = \"{}\"\n[groups.all]",
+                        "j".repeat(256)
+                    )
+                    .as_str(),
+                )]),
+                "`report.junit_file` is 256 bytes long",
+            ),
+            (
+                edit(&[(
+                    "[groups.all]",
+                    "[report]\noutput_dir = \"a\\u0000\"\n[groups.all]",
+                )]),
+                "`report.output_dir` contains a NUL character (`a\\0`)",
             ),
             (
                 edit(&[("[groups.all]", "[groups.all]\n[report]\noutput_dir = \"\"")]),

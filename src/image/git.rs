@@ -4,15 +4,20 @@
 //! hardened against the user's setup: messages in English (so a few stderr texts can
 //! be recognised), no terminal prompts, no pager, and optionally a private index file
 //! (`GIT_INDEX_FILE`) so the real index is never touched. Network commands (fetch,
-//! push) get a time limit. This module knows nothing about notes, images or diffs.
+//! push) get a time limit; local commands run in a process group of their own that is
+//! killed if Offload exits first (see [`crate::process::kill_all_process_groups`]).
+//! This module knows nothing about notes, images or diffs.
 
 use std::ffi::OsStr;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+
+use crate::process::ProcessGroup;
 
 /// How long a network git command (fetch, push) may take before it is killed.
 pub const NETWORK_TIMEOUT: Duration = Duration::from_secs(120);
@@ -103,9 +108,14 @@ impl Git {
         I: IntoIterator<Item = S> + Clone,
         S: AsRef<OsStr>,
     {
-        let output = self
-            .command(args.clone())
-            .output()
+        let (child, _group) = spawn(
+            self.command(args.clone())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .with_context(|| cannot_start(args.clone()))?;
+        let output = child
+            .wait_with_output()
             .with_context(|| cannot_start(args))?;
         Ok(to_git_output(output))
     }
@@ -140,13 +150,13 @@ impl Git {
         I: IntoIterator<Item = S> + Clone,
         S: AsRef<OsStr>,
     {
-        let mut child = self
-            .command(args.clone())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| cannot_start(args.clone()))?;
+        let (mut child, _group) = spawn(
+            self.command(args.clone())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .with_context(|| cannot_start(args.clone()))?;
         let mut stdin = child
             .stdin
             .take()
@@ -207,6 +217,17 @@ impl Git {
             }
         }
     }
+}
+
+/// Starts a local git command in a process group of its own, registered while the
+/// returned guard lives (keep it until the child is reaped), so that Offload stopped by
+/// a signal kills git with its filters and hooks on the way out. Network commands are
+/// not started this way: ssh may need the terminal for a passphrase, which a process
+/// outside the foreground group cannot read.
+fn spawn(cmd: &mut Command) -> std::io::Result<(Child, ProcessGroup)> {
+    let child = cmd.process_group(0).spawn()?;
+    let group = ProcessGroup::register(child.id());
+    Ok((child, group))
 }
 
 fn to_git_output(output: Output) -> GitOutput {

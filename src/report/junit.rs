@@ -231,10 +231,16 @@ fn tag_name_before(xml: &str, end: u64) -> &str {
         .unwrap_or("")
 }
 
+/// The longest test time, in seconds, taken as a real duration (a week). A report is
+/// user input: a larger, negative or non-numeric `time` means nothing for scheduling.
+pub const MAX_DURATION_SECS: f64 = 7.0 * 24.0 * 3600.0;
+
 /// For every testcase `name` in the JUnit file at `path`, the largest `time` seen.
 ///
 /// Durations are only a scheduling hint, so a missing file gives an empty map, and so does
-/// an unreadable one (with a debug log).
+/// an unreadable one (with a debug log). A `time` that is not a number from 0 to
+/// [`MAX_DURATION_SECS`] (`1e20`, `-1`, `NaN`, `inf`) leaves its test's duration unknown,
+/// with one warning naming the file.
 pub fn read_durations(path: &Path) -> FxHashMap<String, f64> {
     let mut durations = FxHashMap::default();
     let bytes = match std::fs::read(path) {
@@ -247,8 +253,22 @@ pub fn read_durations(path: &Path) -> FxHashMap<String, f64> {
         }
     };
     let text = String::from_utf8_lossy(&bytes);
+    // How many times were out of range, and the first of them.
+    let mut rejected: (usize, Option<(String, String)>) = (0, None);
     let complete = scan_testcases(&text, |name, time| {
-        let time = time.map_or(0.0, parse_time);
+        let time = match time {
+            None => 0.0,
+            Some(raw) => match parse_time(raw).filter(|t| *t <= MAX_DURATION_SECS) {
+                Some(t) => t,
+                None => {
+                    rejected.0 += 1;
+                    if rejected.1.is_none() {
+                        rejected.1 = Some((name.into_owned(), raw.to_owned()));
+                    }
+                    return;
+                }
+            },
+        };
         match durations.get_mut(name.as_ref()) {
             Some(slot) => *slot = f64::max(*slot, time),
             None => {
@@ -256,6 +276,16 @@ pub fn read_durations(path: &Path) -> FxHashMap<String, f64> {
             }
         }
     });
+    if let (n, Some((name, raw))) = rejected {
+        tracing::warn!(
+            "previous report `{}`: {n} testcase time{} not seconds from 0 to {MAX_DURATION_SECS} \
+             (e.g. `time=\"{}\"` of `{}`); those tests count as of unknown duration for scheduling",
+            path.display(),
+            if n == 1 { " is" } else { "s are" },
+            crate::output::ellipsize(&raw, 40),
+            crate::output::ellipsize(&name, 200),
+        );
+    }
     if !complete {
         tracing::debug!(
             "test durations from `{}` end at a malformed `<testcase>`",
@@ -486,7 +516,7 @@ impl Parser {
                 let case = TestCase {
                     name: name.map(Cow::into_owned).unwrap_or_default(),
                     classname: classname.map(Cow::into_owned),
-                    time: time.as_deref().map_or(0.0, parse_time),
+                    time: time.as_deref().and_then(parse_time).unwrap_or(0.0),
                     ..TestCase::default()
                 };
                 self.case = Some((suite, case));
@@ -615,12 +645,12 @@ fn attrs<'e, const N: usize>(
     Ok(values)
 }
 
-fn parse_time(s: &str) -> f64 {
+/// A `time` attribute in seconds: `None` unless it is a finite number of 0 or more.
+fn parse_time(s: &str) -> Option<f64> {
     s.trim()
         .parse::<f64>()
         .ok()
         .filter(|t| t.is_finite() && *t >= 0.0)
-        .unwrap_or(0.0)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1211,6 +1241,67 @@ text]]></system-err></testcase></testsuite>"#,
         assert_eq!(d["b"], 0.25);
         std::fs::write(&path, "<testsuite><testcase").unwrap();
         assert!(read_durations(&path).is_empty());
+    }
+
+    #[test]
+    fn read_durations_leaves_out_of_range_times_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junit.xml");
+        let cases: String = ["1e20", "1.8e19", "-1", "NaN", "inf", "-inf", "x", "604801"]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!(r#"<testcase name="bad{i}" time="{t}"/>"#))
+            .collect();
+        std::fs::write(
+            &path,
+            format!(r#"<testsuite>{cases}<testcase name="ok" time="604800"/><testcase name="none"/></testsuite>"#),
+        )
+        .unwrap();
+        let d = read_durations(&path);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert_eq!(d["ok"], MAX_DURATION_SECS);
+        assert_eq!(d["none"], 0.0);
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, the reader and the duration scan neither panic nor give
+        /// a duration the scheduler cannot use.
+        #[test]
+        fn any_input_parses_or_errs_and_durations_stay_in_range(
+            text in "(<testsuites?>|<testcase |name=\"[a-z&;<]{0,3}\" |time=\"-?[0-9.e+]{0,6}\"|/>|>|</testcase>|</testsuites?>|<failure>|<!\\[CDATA\\[|\\]\\]>|&amp;|[ -~\\n]){0,40}",
+        ) {
+            let _ = parse(&text);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("junit.xml");
+            std::fs::write(&path, &text).unwrap();
+            for secs in read_durations(&path).values() {
+                proptest::prop_assert!((0.0..=MAX_DURATION_SECS).contains(secs), "{}", secs);
+            }
+        }
+
+        /// A parsed report keeps every testcase it holds, with a usable time.
+        #[test]
+        fn generated_reports_parse_whole(
+            cases in proptest::collection::vec(("[a-zA-Z0-9_ <>&\"'\\[\\]]{1,12}", proptest::num::f64::ANY, 0u8..4), 0..8),
+        ) {
+            let mut xml = String::from("<testsuite name=\"s\">");
+            for (name, time, outcome) in &cases {
+                xml.push_str("<testcase name=\"");
+                escape_attr(name, &mut xml);
+                xml.push_str(&format!("\" time=\"{time}\">"));
+                xml.push_str(["", "<failure message=\"m\">b</failure>", "<skipped/>", "<error/>"][usize::from(*outcome)]);
+                xml.push_str("</testcase>");
+            }
+            xml.push_str("</testsuite>");
+            let suites = parse(&xml).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e:#}")))?;
+            let parsed: Vec<&TestCase> = suites.iter().flat_map(|s| &s.cases).collect();
+            proptest::prop_assert_eq!(parsed.len(), cases.len());
+            for (case, (name, time, _)) in parsed.iter().zip(&cases) {
+                proptest::prop_assert_eq!(&case.name, name);
+                let want = if time.is_finite() && *time >= 0.0 { *time } else { 0.0 };
+                proptest::prop_assert_eq!(case.time, want);
+            }
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! a temporary directory.
 
 mod apply_diff;
+mod bad_input;
 mod collect;
 mod config;
 mod default_provider;
