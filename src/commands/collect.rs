@@ -32,12 +32,14 @@ pub async fn run(config: &Path, json: bool) -> Result<i32> {
     let loaded = config::load(config)?;
     let cfg = &loaded.config;
     let framework = framework::from_config(&cfg.framework)?;
-    let records = discovery::discover(
+    let mut records = discovery::discover(
         framework.as_ref(),
         &cfg.groups,
         cfg.offload.max_parallel_collection,
     )
     .await?;
+    // The listing is what a run runs: `#[ignore]`d tests are only reported as skipped.
+    records.retain(|r| !r.ignored);
     // Buffered: stdout alone would flush (one write) per line.
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
@@ -107,6 +109,7 @@ mod tests {
             group: group.to_owned(),
             retry_count: 0,
             schedule_individual: false,
+            ignored: false,
         }
     }
 

@@ -647,6 +647,7 @@ mod tests {
             group: group.to_owned(),
             retry_count,
             schedule_individual: false,
+            ignored: false,
         };
         let out = dedupe(vec![
             rec("a", "g1", 0),

@@ -84,6 +84,8 @@ struct Stored {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CachedGroup {
     ids: Vec<String>,
+    #[serde(default)]
+    ignored: Vec<String>,
     warning: Option<String>,
     /// The traced inputs outside the project, as they were after discovery.
     inputs: Vec<Input>,
@@ -181,6 +183,7 @@ impl DiscoveryCache {
         }
         Some(Discovered {
             ids: group.ids.clone(),
+            ignored: group.ignored.clone(),
             warning: group.warning.clone(),
         })
     }
@@ -190,6 +193,7 @@ impl DiscoveryCache {
     pub fn put(&mut self, key: &str, discovered: &Discovered, inputs: Vec<Input>) {
         let group = CachedGroup {
             ids: discovered.ids.clone(),
+            ignored: discovered.ignored.clone(),
             warning: discovered.warning.clone(),
             inputs,
         };
@@ -291,6 +295,7 @@ mod tests {
     fn discovered(ids: &[&str]) -> Discovered {
         Discovered {
             ids: ids.iter().map(|s| s.to_string()).collect(),
+            ignored: Vec::new(),
             warning: None,
         }
     }

@@ -133,7 +133,10 @@ impl Framework for Cargo {
         let mut args: Vec<String> = ["nextest", "list", "--message-format", "json"]
             .map(str::to_owned)
             .into();
-        args.extend(self.selection_args());
+        // Every test, ignored ones too: those are reported as skipped (as nextest itself
+        // does) unless `include_ignored` runs them.
+        args.extend(self.build_args());
+        args.extend(["--run-ignored".to_owned(), "all".to_owned()]);
         args.extend(shell_split("filters", filters)?);
         Ok(CommandSpec {
             program: "cargo".to_owned(),
@@ -155,17 +158,30 @@ impl Framework for Cargo {
                 &failure_output(output),
             ));
         }
-        let ids = parse_test_list(&output.stdout).with_context(|| {
+        let list = parse_test_list(&output.stdout).with_context(|| {
             format!(
                 "`{}` printed output that is not nextest's JSON test list; it starts with:\n{}",
                 command.display(),
                 snippet(&output.stdout, 300)
             )
         })?;
-        let warning = ids
-            .is_empty()
+        let (ids, ignored): (Vec<String>, Vec<String>) = if self.config.include_ignored {
+            (list.into_iter().map(|(id, _)| id).collect(), Vec::new())
+        } else {
+            let (ignored, ids): (Vec<_>, Vec<_>) =
+                list.into_iter().partition(|(_, ignored)| *ignored);
+            (
+                ids.into_iter().map(|(id, _)| id).collect(),
+                ignored.into_iter().map(|(id, _)| id).collect(),
+            )
+        };
+        let warning = (ids.is_empty() && ignored.is_empty())
             .then(|| "cargo nextest list matched no tests".to_owned());
-        Ok(Discovered { ids, warning })
+        Ok(Discovered {
+            ids,
+            ignored,
+            warning,
+        })
     }
 
     fn batch_command(
@@ -241,16 +257,16 @@ impl Framework for Cargo {
     }
 }
 
-/// The IDs of a `cargo nextest list --message-format json` document: suites ordered
-/// by binary id, tests by name; a test counts when its `filter-match.status` is
-/// `matches` or absent.
-fn parse_test_list(stdout: &str) -> Result<Vec<String>> {
+/// The IDs of a `cargo nextest list --message-format json` document, each with whether
+/// the test is `#[ignore]`d: suites ordered by binary id, tests by name; a test counts
+/// when its `filter-match.status` is `matches` or absent.
+fn parse_test_list(stdout: &str) -> Result<Vec<(String, bool)>> {
     let doc: serde_json::Value = serde_json::from_str(stdout).context("invalid JSON")?;
     let suites = doc
         .get("rust-suites")
         .and_then(|s| s.as_object())
         .context("no `rust-suites` object")?;
-    let mut by_binary: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut by_binary: BTreeMap<&str, Vec<(&str, bool)>> = BTreeMap::new();
     for (key, suite) in suites {
         let binary_id = suite
             .get("binary-id")
@@ -267,7 +283,8 @@ fn parse_test_list(stdout: &str) -> Result<Vec<String>> {
                 .and_then(|m| m.get("status"))
                 .and_then(|s| s.as_str());
             if matches!(status, None | Some("matches")) {
-                names.push(name);
+                let ignored = case.get("ignored").and_then(|i| i.as_bool()) == Some(true);
+                names.push((name, ignored));
             }
         }
     }
@@ -277,7 +294,7 @@ fn parse_test_list(stdout: &str) -> Result<Vec<String>> {
             names.sort_unstable();
             names
                 .into_iter()
-                .map(move |name| format!("{binary} {name}"))
+                .map(move |(name, ignored)| (format!("{binary} {name}"), ignored))
         })
         .collect())
 }
@@ -411,7 +428,7 @@ mod tests {
         };
         let msg = fw.parse_discovery(&spec, &failed).unwrap_err().to_string();
         assert!(
-            msg.starts_with("`cargo nextest list --message-format json` exited with code 101:\n")
+            msg.starts_with("`cargo nextest list --message-format json --run-ignored all` exited with code 101:\n")
                 && msg.contains("could not compile"),
             "{msg}"
         );

@@ -92,7 +92,11 @@ impl Framework for DefaultFramework {
         let warning = ids
             .is_empty()
             .then(|| "`discover_command` printed no test IDs".to_owned());
-        Ok(Discovered { ids, warning })
+        Ok(Discovered {
+            ids,
+            warning,
+            ..Discovered::default()
+        })
     }
 
     fn result_source(&self) -> ResultSource {

@@ -58,15 +58,19 @@ pub async fn discover_with_cache(
             } else if discovered.ids.is_empty() {
                 tracing::warn!("group `{name}` selected no tests");
             }
+            let ignored = discovered.ignored.into_iter().map(|id| (id, true));
             Ok::<_, anyhow::Error>(
                 discovered
                     .ids
                     .into_iter()
-                    .map(|id| TestRecord {
+                    .map(|id| (id, false))
+                    .chain(ignored)
+                    .map(|(id, ignored)| TestRecord {
                         id,
                         group: name.clone(),
                         retry_count: group.retry_count,
                         schedule_individual: group.schedule_individual,
+                        ignored,
                     })
                     .collect(),
             )

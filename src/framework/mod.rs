@@ -34,6 +34,9 @@ pub struct TestRecord {
     pub retry_count: u32,
     /// The group's `schedule_individual`.
     pub schedule_individual: bool,
+    /// Listed by the runner but not run unless asked (see [`Discovered::ignored`]): the
+    /// test is reported as skipped without running.
+    pub ignored: bool,
 }
 
 impl TestRecord {
@@ -55,6 +58,9 @@ pub fn test_name(id: &str) -> &str {
 pub struct Discovered {
     /// Test IDs in discovery order.
     pub ids: Vec<String>,
+    /// Tests the runner lists but does not run unless asked (cargo's `#[ignore]`d
+    /// tests): reported as skipped, never scheduled.
+    pub ignored: Vec<String>,
     /// Why the list is empty or partial, when it is (shown as a warning).
     pub warning: Option<String>,
 }

@@ -132,11 +132,15 @@ impl Framework for Pytest {
             ExitOutcome::Exited(0) => {
                 let ids = parse_node_ids(stdout);
                 if !ids.is_empty() {
-                    return Ok(Discovered { ids, warning: None });
+                    return Ok(Discovered {
+                        ids,
+                        ..Discovered::default()
+                    });
                 }
                 match summary_line(stdout) {
                     Some(summary) => Ok(Discovered {
                         ids,
+                        ignored: Vec::new(),
                         warning: Some(format!("pytest: {summary}")),
                     }),
                     None => anyhow::bail!(
@@ -151,6 +155,7 @@ impl Framework for Pytest {
             }
             ExitOutcome::Exited(EXIT_NO_TESTS_COLLECTED) => Ok(Discovered {
                 ids: Vec::new(),
+                ignored: Vec::new(),
                 warning: Some(format!(
                     "pytest: {}",
                     summary_line(stdout).unwrap_or_else(|| "no tests collected".to_owned())

@@ -600,6 +600,7 @@ mod tests {
             group: "g".to_owned(),
             retry_count,
             schedule_individual: false,
+            ignored: false,
         }
     }
 

@@ -171,3 +171,66 @@ fn progress_lines_count_tests_not_run_apart_from_failures() {
         run.stderr
     );
 }
+
+/// A crate with a passing, a `should_panic` and an `#[ignore]`d test, built into its
+/// own target directory (a shared `CARGO_TARGET_DIR` could hand it another crate's
+/// binary of the same name).
+fn crate_with_ignored_test(include_ignored: bool) -> Project {
+    let p = Project::new();
+    p.file(
+        "Cargo.toml",
+        "[package]\nname = \"kinds\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    );
+    p.file(
+        "src/lib.rs",
+        r#"
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passes() {}
+    #[test]
+    #[should_panic(expected = "boom")]
+    fn panics_as_expected() { panic!("boom") }
+    #[test]
+    #[ignore = "slow"]
+    fn ignored() {}
+}
+"#,
+    );
+    p.config(
+        &format!("type = \"cargo\"\ninclude_ignored = {include_ignored}"),
+        "[groups.all]\n",
+    );
+    p
+}
+
+fn cargo_run(p: &Project, args: &[&str]) -> support::Run {
+    let target = p.path().join("target");
+    support::run(p.offload().env("CARGO_TARGET_DIR", &target).args(args))
+}
+
+#[test]
+fn ignored_cargo_tests_are_reported_skipped_as_nextest_does() {
+    let p = crate_with_ignored_test(false);
+    let run = cargo_run(&p, &["run"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Total:   3\n"), "{}", run.stdout);
+    assert!(run.stdout.contains("Skipped: 1\n"), "{}", run.stdout);
+    let junit = report(&p);
+    let ignored = junit.case("kinds tests::ignored");
+    assert_eq!(ignored.outcome, "skipped", "{ignored:?}");
+    assert_eq!(ignored.kind, "offload.Ignored", "{ignored:?}");
+    assert_eq!(junit.case("kinds tests::panics_as_expected").outcome, "");
+    // What a run runs is what collect lists.
+    let collect = cargo_run(&p, &["collect"]);
+    assert_eq!(collect.code, 0, "{}", collect.stderr);
+    assert!(collect.stdout.contains("kinds tests::passes"), "{}", collect.stdout);
+    assert!(!collect.stdout.contains("tests::ignored"), "{}", collect.stdout);
+
+    let p = crate_with_ignored_test(true);
+    let run = cargo_run(&p, &["run"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Total:   3\n"), "{}", run.stdout);
+    assert!(!run.stdout.contains("Skipped"), "{}", run.stdout);
+    assert_eq!(report(&p).case("kinds tests::ignored").outcome, "");
+}
