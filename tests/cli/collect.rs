@@ -244,7 +244,7 @@ fn cargo_build_failure_shows_cargo_output() {
     p.config("type = \"cargo\"", "[groups.all]\n");
     let r = run(clean_cargo_env(&mut p.offload()).arg("collect"));
     assert_eq!(r.code, 1, "stdout: {}", r.stdout);
-    assert!(r.stderr.contains("discovery failed for group `all`: `cargo nextest list --message-format json` exited with code"), "{}", r.stderr);
+    assert!(r.stderr.contains("discovery failed for group `all`: `cargo nextest list --message-format json --run-ignored all` exited with code"), "{}", r.stderr);
     assert!(r.stderr.contains("error"), "{}", r.stderr);
 }
 
