@@ -45,6 +45,12 @@ impl Project {
         // When this suite itself runs under nextest (or under Offload's cargo framework),
         // nextest exports its profile; a nested `cargo nextest` must not inherit it.
         cmd.env_remove("NEXTEST_PROFILE");
+        // Likewise an outer Offload's variables (`OFFLOAD_ROOT`, ...) stay outside.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("OFFLOAD_") {
+                cmd.env_remove(name);
+            }
+        }
         cmd.env("NO_COLOR", "1");
         cmd
     }
