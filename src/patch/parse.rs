@@ -53,13 +53,39 @@ impl FileMode {
     }
 }
 
-/// One text hunk, kept as its raw bytes for `diffy`.
+/// One text hunk: where it says it applies, and its lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hunk {
     /// The `@@ -a,b +c,d @@` part of the header line, for messages.
     pub header: String,
-    /// The header line and body lines, exactly as in the patch.
-    pub raw: Vec<u8>,
+    /// The `a` of `-a,b`: the first line of the old file the hunk covers (1-based; `0`
+    /// for a hunk that adds to an empty file).
+    pub old_start: usize,
+    /// The `c` of `+c,d`: where the hunk's result starts in the new file (1-based).
+    pub new_start: usize,
+    /// The body lines, in order. At least one adds or removes a line.
+    pub lines: Vec<HunkLine>,
+}
+
+/// What a hunk line does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineKind {
+    /// ` `: in both the old and the new file.
+    Context,
+    /// `-`: only in the old file.
+    Delete,
+    /// `+`: only in the new file.
+    Insert,
+}
+
+/// One body line of a hunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HunkLine {
+    /// What the line does.
+    pub kind: LineKind,
+    /// The line without its marker, with its `\n` unless a `\ No newline at end of file`
+    /// line follows it in the patch.
+    pub text: Vec<u8>,
 }
 
 /// The content change of a file section.
@@ -120,6 +146,14 @@ pub fn parse_patch(input: &[u8]) -> Result<Vec<FilePatch>> {
         if line.starts_with(b"diff --git ") {
             let (file, next) = parse_section(&lines, i)
                 .with_context(|| format!("bad file section at line {}", i + 1))?;
+            // A section that reads the last line needs it whole: without its newline the
+            // patch was cut off, and the rest of that line is lost. Only the `\ No newline`
+            // marker may end a patch unterminated (as in `git apply`).
+            let last = lines.len();
+            ensure!(
+                next < last || input.ends_with(b"\n") || lines[last - 1].starts_with(b"\\"),
+                "the patch ends in the middle of line {last} (is it truncated?)"
+            );
             files.push(file);
             i = next;
         } else if files.is_empty() && line.starts_with(b"@@ ") {
@@ -269,6 +303,16 @@ fn parse_section(lines: &[&[u8]], start: usize) -> Result<(FilePatch, usize)> {
 
 /// Decides the operation and paths from the header lines.
 fn build_file_patch(h: Header, content: Content, line: usize) -> Result<FilePatch> {
+    // As in `git apply`: a section must change something, its content or its metadata.
+    let changes_metadata = h.is_new
+        || h.is_deleted
+        || h.rename_from.is_some()
+        || h.copy_from.is_some()
+        || matches!((h.old_mode, h.new_mode), (Some(a), Some(b)) if a != b);
+    ensure!(
+        content != Content::None || changes_metadata,
+        "the section changes nothing: no hunk, no binary data, no new, deleted, renamed or copied file, no mode change (is the patch truncated?)"
+    );
     let strip_minus = h.minus.clone().flatten();
     let strip_plus = h.plus.clone().flatten();
     let (operation, old, new) = if h.is_new {
@@ -418,57 +462,92 @@ fn parse_hunks(lines: &[&[u8]], mut i: usize) -> Result<(Vec<Hunk>, usize)> {
             break;
         }
         let header_line = i + 1;
-        let (mut old_left, mut new_left, header) =
+        let (range, header) =
             hunk_header(line).with_context(|| format!("line {header_line}: bad hunk header"))?;
-        let mut raw = Vec::new();
-        raw.extend_from_slice(line);
-        raw.push(b'\n');
+        let (mut old_left, mut new_left) = (range.old_len, range.new_len);
+        let mut body: Vec<HunkLine> = Vec::new();
+        // Whether the line before is a body line, which a `\ No newline` marker ends.
+        let mut after_body = false;
         i += 1;
-        while old_left > 0 || new_left > 0 || lines.get(i).is_some_and(|l| l.starts_with(b"\\")) {
-            let body = lines.get(i).with_context(|| {
+        // The counts size the hunk; one `\` marker may follow its last line.
+        while old_left > 0 || new_left > 0 || (after_body && is_marker(lines.get(i))) {
+            let line = lines.get(i).with_context(|| {
                 format!("the hunk at line {header_line} ends early (is the patch truncated?)")
             })?;
-            match body.first() {
+            let (kind, text) = match line.first() {
                 // A bare empty line is a context line whose space was stripped by a mailer.
-                Some(b' ') | None if old_left > 0 && new_left > 0 => {
-                    old_left -= 1;
-                    new_left -= 1;
+                None if old_left > 0 && new_left > 0 => (LineKind::Context, &b""[..]),
+                Some(b' ') if old_left > 0 && new_left > 0 => (LineKind::Context, &line[1..]),
+                Some(b'-') if old_left > 0 => (LineKind::Delete, &line[1..]),
+                Some(b'+') if new_left > 0 => (LineKind::Insert, &line[1..]),
+                Some(b'\\') => {
+                    // Git writes the marker in the user's language; it starts with `\ `.
+                    ensure!(
+                        line.len() >= 12 && line.starts_with(b"\\ "),
+                        "line {}: not a `\\ No newline at end of file` line",
+                        i + 1
+                    );
+                    if let Some(last) = body.last_mut().filter(|_| after_body) {
+                        last.text.pop();
+                    }
+                    after_body = false;
+                    i += 1;
+                    continue;
                 }
-                Some(b'-') if old_left > 0 => old_left -= 1,
-                Some(b'+') if new_left > 0 => new_left -= 1,
-                Some(b'\\') => {}
                 _ => bail!(
                     "line {}: the hunk at line {header_line} does not match its line counts",
                     i + 1
                 ),
+            };
+            match kind {
+                LineKind::Context => (old_left, new_left) = (old_left - 1, new_left - 1),
+                LineKind::Delete => old_left -= 1,
+                LineKind::Insert => new_left -= 1,
             }
-            if body.is_empty() {
-                raw.extend_from_slice(b" ");
-            }
-            raw.extend_from_slice(body);
-            raw.push(b'\n');
+            let mut text = text.to_vec();
+            text.push(b'\n');
+            body.push(HunkLine { kind, text });
+            after_body = true;
             i += 1;
         }
-        hunks.push(Hunk { header, raw });
-    }
-    // A hunk-like line right after the last hunk means the counts were wrong; a mail
-    // signature (`-- `) is the one such line that is expected there.
-    if let Some(line) = lines.get(i) {
-        let hunk_like = matches!(line.first(), Some(b'+' | b'-' | b' ' | b'\\'));
+        // A hunk-like line right after the hunk means the counts were wrong; a mail
+        // signature (`-- `) is the one such line that is expected there.
+        if let Some(next) = lines.get(i) {
+            let hunk_like = matches!(next.first(), Some(b'+' | b'-' | b' ' | b'\\'));
+            ensure!(
+                !hunk_like || *next == b"-- ",
+                "line {}: the hunk at line {header_line} does not match its line counts",
+                i + 1
+            );
+        }
         ensure!(
-            !hunk_like || *line == b"-- ",
-            "line {}: the hunk before it does not match its line counts",
-            i + 1
+            body.iter().any(|l| l.kind != LineKind::Context),
+            "line {header_line}: the hunk neither adds nor removes a line"
         );
+        hunks.push(Hunk {
+            header,
+            old_start: range.old_start,
+            new_start: range.new_start,
+            lines: body,
+        });
     }
-    // Let diffy check what it will later apply, so a bad hunk is a parse error.
-    let all: Vec<u8> = hunks.iter().flat_map(|h| h.raw.iter().copied()).collect();
-    diffy::Patch::from_bytes(&all).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((hunks, i))
 }
 
-/// Parses `@@ -a[,b] +c[,d] @@…` into the two counts and the `@@ … @@` label.
-fn hunk_header(line: &[u8]) -> Result<(usize, usize, String)> {
+fn is_marker(line: Option<&&[u8]>) -> bool {
+    line.is_some_and(|l| l.starts_with(b"\\"))
+}
+
+/// The numbers of a hunk header `@@ -old_start,old_len +new_start,new_len @@`.
+struct HunkRange {
+    old_start: usize,
+    old_len: usize,
+    new_start: usize,
+    new_len: usize,
+}
+
+/// Parses `@@ -a[,b] +c[,d] @@…` into its numbers and the `@@ … @@` label.
+fn hunk_header(line: &[u8]) -> Result<(HunkRange, String)> {
     let rest = &line[3..];
     let end = rest
         .windows(3)
@@ -476,27 +555,23 @@ fn hunk_header(line: &[u8]) -> Result<(usize, usize, String)> {
         .context("no closing `@@`")?;
     let ranges = std::str::from_utf8(&rest[..end]).context("not text")?;
     let (old, new) = ranges.split_once(' ').context("expected two ranges")?;
-    let count = |range: &str, sign: char| -> Result<usize> {
+    let range = |range: &str, sign: char| -> Result<(usize, usize)> {
         let range = range
             .strip_prefix(sign)
             .with_context(|| format!("expected `{sign}`"))?;
-        let len = match range.split_once(',') {
-            Some((start, len)) => {
-                start.parse::<usize>()?;
-                len.parse()?
-            }
-            None => {
-                range.parse::<usize>()?;
-                1
-            }
-        };
-        Ok(len)
+        Ok(match range.split_once(',') {
+            Some((start, len)) => (start.parse()?, len.parse()?),
+            None => (range.parse()?, 1),
+        })
     };
-    Ok((
-        count(old, '-')?,
-        count(new, '+')?,
-        format!("@@ {ranges} @@"),
-    ))
+    let ((old_start, old_len), (new_start, new_len)) = (range(old, '-')?, range(new, '+')?);
+    let numbers = HunkRange {
+        old_start,
+        old_len,
+        new_start,
+        new_len,
+    };
+    Ok((numbers, format!("@@ {ranges} @@")))
 }
 
 /// Parses the blocks after `GIT binary patch`: the forward one (kept) and the optional
