@@ -112,7 +112,8 @@ pub struct FilePatch {
     pub new_path: Option<RepoPath>,
     /// The mode before, when the patch says (`old mode`, `deleted file mode`, `index`).
     pub old_mode: Option<FileMode>,
-    /// The mode after, when the patch says (`new mode`, `new file mode`, `index`).
+    /// The mode after, when the patch says (`new mode`, `new file mode`); `None` keeps the
+    /// mode the file has.
     pub new_mode: Option<FileMode>,
     /// The content change.
     pub content: Content,
@@ -143,9 +144,19 @@ pub fn parse_patch(input: &[u8]) -> Result<Vec<FilePatch>> {
     let mut i = 0;
     while i < lines.len() {
         let line = lines[i];
-        if line.starts_with(b"diff --git ") {
-            let (file, next) = parse_section(&lines, i)
-                .with_context(|| format!("bad file section at line {}", i + 1))?;
+        let is_header = |l: &&[u8]| l.starts_with(b"diff --git ");
+        if is_header(&line) && lines.get(i + 1).is_none_or(is_header) {
+            // Nothing follows the line (the patch ends, or the next section starts): like
+            // `git apply`, take it as a stray line, not as a section that changes nothing.
+            i += 1;
+        } else if is_header(&line) {
+            let (file, next) = parse_section(&lines, i).with_context(|| {
+                let hint = match input.ends_with(b"\n") {
+                    true => "",
+                    false => " (the patch does not end with a newline: is it truncated?)",
+                };
+                format!("bad file section at line {}{hint}", i + 1)
+            })?;
             // A section that reads the last line needs it whole: without its newline the
             // patch was cut off, and the rest of that line is lost. Only the `\ No newline`
             // marker may end a patch unterminated (as in `git apply`).
@@ -196,7 +207,6 @@ struct Header {
     plus: Option<Option<Vec<u8>>>,
     old_mode: Option<FileMode>,
     new_mode: Option<FileMode>,
-    index_mode: Option<FileMode>,
     index_ids: Option<(String, String)>,
     is_new: bool,
     is_deleted: bool,
@@ -248,13 +258,14 @@ fn parse_section(lines: &[&[u8]], start: usize) -> Result<(FilePatch, usize)> {
         {
             // Informational only.
         } else if let Some(v) = line.strip_prefix(b"index ") {
-            // `index <old>..<new>[ <mode>]`: the mode, when present, is unchanged.
+            // `index <old>..<new>[ <mode>]`: the mode, when present, is the old mode (and,
+            // as in `git apply`, overrides an `old mode` line above it).
             let (ids, mode) = match v.iter().position(|&b| b == b' ') {
                 Some(pos) => (&v[..pos], Some(&v[pos + 1..])),
                 None => (v, None),
             };
             if let Some(mode) = mode {
-                h.index_mode = Some(FileMode::parse(mode).with_context(|| format!("line {n}"))?);
+                h.old_mode = Some(FileMode::parse(mode).with_context(|| format!("line {n}"))?);
             }
             h.index_ids = std::str::from_utf8(ids)
                 .ok()
@@ -263,18 +274,10 @@ fn parse_section(lines: &[&[u8]], start: usize) -> Result<(FilePatch, usize)> {
                 .map(|(a, b)| (a.to_string(), b.to_string()));
         } else if let Some(v) = line.strip_prefix(b"--- ") {
             h.minus = Some(dev_null_or_name(v).with_context(|| format!("line {n}"))?);
-            let plus = lines
-                .get(i + 1)
-                .and_then(|l| l.strip_prefix(b"+++ "))
-                .with_context(|| format!("line {}: expected a `+++` line after `---`", n + 1))?;
-            h.plus = Some(dev_null_or_name(plus).with_context(|| format!("line {}", n + 1))?);
-            i += 2;
+        } else if let Some(v) = line.strip_prefix(b"+++ ") {
+            h.plus = Some(dev_null_or_name(v).with_context(|| format!("line {n}"))?);
+        } else if line.starts_with(b"@@ ") {
             let (hunks, next) = parse_hunks(lines, i)?;
-            ensure!(
-                !hunks.is_empty(),
-                "line {}: expected a hunk after `+++`",
-                i + 1
-            );
             content = Content::Text(hunks);
             i = next;
             break;
@@ -287,8 +290,6 @@ fn parse_section(lines: &[&[u8]], start: usize) -> Result<(FilePatch, usize)> {
             content = Content::Binary(patch);
             i = next;
             break;
-        } else if line.starts_with(b"@@ ") {
-            bail!("line {n}: a hunk without `---`/`+++` lines");
         } else {
             bail!(
                 "line {n}: unexpected line in a file header: `{}`",
@@ -346,6 +347,12 @@ fn build_file_patch(h: Header, content: Content, line: usize) -> Result<FilePatc
             !matches!(h.minus, Some(None)) && !matches!(h.plus, Some(None)),
             "`/dev/null` in a section without `new file mode` or `deleted file mode`"
         );
+        // Like `git apply`: the `---`/`+++` pair may be absent (the `diff --git` line
+        // names the file), but not half there.
+        ensure!(
+            h.minus.is_some() == h.plus.is_some(),
+            "only one of the `---` and `+++` lines names the file"
+        );
         let old = strip_minus.or(h.git_old).context(
             "cannot tell the file name from the `diff --git` line (hint: regenerate the patch without hand edits)",
         )?;
@@ -360,14 +367,12 @@ fn build_file_patch(h: Header, content: Content, line: usize) -> Result<FilePatc
     };
     let old_path = old.as_deref().map(RepoPath::new).transpose()?;
     let new_path = new.as_deref().map(RepoPath::new).transpose()?;
-    let old_mode = h.old_mode.or(h.index_mode);
-    let new_mode = h.new_mode.or(h.index_mode);
     Ok(FilePatch {
         operation,
         old_path,
         new_path,
-        old_mode: if h.is_new { None } else { old_mode },
-        new_mode: if h.is_deleted { None } else { new_mode },
+        old_mode: if h.is_new { None } else { h.old_mode },
+        new_mode: if h.is_deleted { None } else { h.new_mode },
         content,
         index_ids: h.index_ids,
         line,
@@ -642,10 +647,7 @@ mod tests {
             (path(&p, true), path(&p, false)),
             ("src/x.rs".into(), "src/x.rs".into())
         );
-        assert_eq!(
-            (p.old_mode, p.new_mode),
-            (Some(FileMode::Executable), Some(FileMode::Executable))
-        );
+        assert_eq!((p.old_mode, p.new_mode), (Some(FileMode::Executable), None));
         let Content::Text(hunks) = &p.content else {
             panic!("{:?}", p.content)
         };
@@ -772,9 +774,14 @@ diff --git a/src b/\"dst\\tq\"\nsimilarity index 90%\ncopy from src\ncopy to \"d
                 "no closing blank",
             ),
             (
-                "diff --git a/f b/f\nnew file mode 100644\n@@ -0,0 +1 @@\n+a\n",
-                "without `---`",
+                "diff --git a/f b/f\n+++ b/f\n@@ -1 +1 @@\n-a\n+b\n",
+                "only one of the `---` and `+++` lines",
             ),
+            (
+                "diff --git a/f b/f\n--- a/f\n+++ b/f\n@@ -1,2 +1,2 @@\n a\n b\n",
+                "neither adds nor removes",
+            ),
+            ("diff --git a/f b/f\nindex 1..2 100644\n", "changes nothing"),
             (
                 "diff --git f f\nold mode 100644\nnew mode 100755\n",
                 "cannot tell",

@@ -13,7 +13,7 @@ use tempfile::TempDir;
 
 use crate::support::{Run, run};
 
-fn tempdir() -> TempDir {
+pub(crate) fn tempdir() -> TempDir {
     tempfile::Builder::new()
         .prefix("offload-apply-")
         .tempdir()
@@ -21,7 +21,7 @@ fn tempdir() -> TempDir {
 }
 
 /// A git command isolated from the user's and system's configuration.
-fn git(dir: &Path) -> Command {
+pub(crate) fn git(dir: &Path) -> Command {
     let mut cmd = Command::new("git");
     cmd.current_dir(dir)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -32,7 +32,7 @@ fn git(dir: &Path) -> Command {
     cmd
 }
 
-fn git_ok(dir: &Path, args: &[&str]) -> Vec<u8> {
+pub(crate) fn git_ok(dir: &Path, args: &[&str]) -> Vec<u8> {
     let out = git(dir).args(args).output().expect("spawn git");
     assert!(
         out.status.success(),
@@ -42,17 +42,17 @@ fn git_ok(dir: &Path, args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-fn write(root: &Path, rel: &str, data: impl AsRef<[u8]>) {
+pub(crate) fn write(root: &Path, rel: &str, data: impl AsRef<[u8]>) {
     let path = root.join(rel);
     fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     fs::write(path, data).expect("write");
 }
 
-fn chmod(root: &Path, rel: &str, mode: u32) {
+pub(crate) fn chmod(root: &Path, rel: &str, mode: u32) {
     fs::set_permissions(root.join(rel), fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-fn symlink(root: &Path, rel: &str, target: &str) {
+pub(crate) fn symlink(root: &Path, rel: &str, target: &str) {
     std::os::unix::fs::symlink(target, root.join(rel)).expect("symlink");
 }
 
@@ -71,14 +71,14 @@ fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
 
 /// One entry of a tree snapshot.
 #[derive(Debug, PartialEq, Eq)]
-enum Entry {
+pub(crate) enum Entry {
     Dir,
     File { data: Vec<u8>, mode: u32 },
     Link(PathBuf),
 }
 
 /// Every path under `root` (except `.git`) with its content, mode or link target.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
+pub(crate) fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
         for entry in fs::read_dir(dir).expect("read_dir") {
             let entry = entry.expect("entry");
@@ -106,7 +106,11 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
 }
 
 /// Compares two snapshots, naming the paths that differ (not dumping binary content).
-fn assert_same_tree(a: &BTreeMap<PathBuf, Entry>, b: &BTreeMap<PathBuf, Entry>, what: &str) {
+pub(crate) fn assert_same_tree(
+    a: &BTreeMap<PathBuf, Entry>,
+    b: &BTreeMap<PathBuf, Entry>,
+    what: &str,
+) {
     let keys: std::collections::BTreeSet<&PathBuf> = a.keys().chain(b.keys()).collect();
     let show = |e: Option<&Entry>| match e {
         None => "missing".to_string(),
@@ -155,7 +159,7 @@ fn as_git_sees_it(tree: BTreeMap<PathBuf, Entry>) -> BTreeMap<PathBuf, Entry> {
 }
 
 /// Copies a tree (without `.git`), keeping modes and symlinks.
-fn copy_tree(src: &Path, dst: &Path) {
+pub(crate) fn copy_tree(src: &Path, dst: &Path) {
     for (rel, entry) in snapshot(src) {
         let to = dst.join(&rel);
         match entry {
@@ -169,7 +173,7 @@ fn copy_tree(src: &Path, dst: &Path) {
     }
 }
 
-fn apply_diff(patch: &Path, root: &Path) -> Run {
+pub(crate) fn apply_diff(patch: &Path, root: &Path) -> Run {
     run(Command::new(env!("CARGO_BIN_EXE_offload"))
         .arg("apply-diff")
         .arg(patch)

@@ -2,6 +2,7 @@
 //! a temporary directory.
 
 mod apply_diff;
+mod apply_diff_differential;
 mod collect;
 mod config;
 mod default_provider;
