@@ -1,12 +1,15 @@
 //! Parsing git's patch format (`git diff --binary`) into [`FilePatch`]es.
 //!
 //! A patch is a series of file sections, each opening with `diff --git a/X b/Y`, then
-//! extended header lines (modes, renames, copies, `index`), then either `---`/`+++` and
-//! text hunks, a `GIT binary patch` block, a `Binary files … differ` marker, or nothing
-//! (pure mode change, pure rename, empty file). Text before the first section and between
-//! sections (mail headers, a `-- ` signature) is skipped, as `git apply` does; hunks end
-//! by their line counts. Paths are taken `-p1` style (the `a/`, `b/` prefix dropped) and
-//! checked with [`RepoPath::new`]. This module reads only; it never touches the tree.
+//! extended header lines (modes, renames, copies, `index`, `---`/`+++`), then either text
+//! hunks, a `GIT binary patch` block, a `Binary files … differ` marker, or nothing (pure
+//! mode change, pure rename, empty file). Text before the first section and between
+//! sections (mail headers, a `-- ` signature, a `diff --git` line with no header line
+//! after it) is skipped, as `git apply` does; hunks end by their line counts. Where git
+//! would skip damage inside a section and apply the rest, this parser refuses the patch:
+//! hunk lines beyond a hunk's counts, a section that changes nothing, a patch cut off
+//! inside a line. Paths are taken `-p1` style (the `a/`, `b/` prefix dropped) and checked
+//! with [`RepoPath::new`]. This module reads only; it never touches the tree.
 
 use anyhow::{Context, Result, bail, ensure};
 
@@ -141,15 +144,18 @@ pub fn parse_patch(input: &[u8]) -> Result<Vec<FilePatch>> {
     }
     let lines = split_lines(input);
     let mut files = Vec::new();
+    let mut first_stray = None;
     let mut i = 0;
     while i < lines.len() {
         let line = lines[i];
-        let is_header = |l: &&[u8]| l.starts_with(b"diff --git ");
-        if is_header(&line) && lines.get(i + 1).is_none_or(is_header) {
-            // Nothing follows the line (the patch ends, or the next section starts): like
-            // `git apply`, take it as a stray line, not as a section that changes nothing.
+        let is_section = line.starts_with(b"diff --git ");
+        if is_section && !lines.get(i + 1).is_some_and(|l| is_extended_header(l)) {
+            // No header line follows (the patch ends, the next section starts, a hunk or
+            // a binary block without its header): like `git apply`, take the line as
+            // stray text, not as a section of its own.
+            first_stray.get_or_insert(i + 1);
             i += 1;
-        } else if is_header(&line) {
+        } else if is_section {
             let (file, next) = parse_section(&lines, i).with_context(|| {
                 let hint = match input.ends_with(b"\n") {
                     true => "",
@@ -181,12 +187,39 @@ pub fn parse_patch(input: &[u8]) -> Result<Vec<FilePatch>> {
             i += 1;
         }
     }
+    if let (true, Some(n)) = (files.is_empty(), first_stray) {
+        bail!(
+            "not a git patch: the `diff --git` line at line {n} is followed by no header line such as `index` or `new file mode` (hint: generate the patch with `git diff --binary`)"
+        );
+    }
     if files.is_empty() {
         bail!(
             "not a git patch: no `diff --git` line found (hint: generate it with `git diff --binary`)"
         );
     }
     Ok(files)
+}
+
+/// Whether `line` is one of the lines that may follow `diff --git` in a section header.
+fn is_extended_header(line: &[u8]) -> bool {
+    const PREFIXES: [&[u8]; 15] = [
+        b"old mode ",
+        b"new mode ",
+        b"deleted file mode ",
+        b"new file mode ",
+        b"rename from ",
+        b"rename to ",
+        b"rename old ",
+        b"rename new ",
+        b"copy from ",
+        b"copy to ",
+        b"similarity index ",
+        b"dissimilarity index ",
+        b"index ",
+        b"--- ",
+        b"+++ ",
+    ];
+    PREFIXES.iter().any(|p| line.starts_with(p))
 }
 
 /// Lines without their `\n` (a `\r` before it is kept: it is content).
@@ -314,6 +347,23 @@ fn build_file_patch(h: Header, content: Content, line: usize) -> Result<FilePatc
         content != Content::None || changes_metadata,
         "the section changes nothing: no hunk, no binary data, no new, deleted, renamed or copied file, no mode change (is the patch truncated?)"
     );
+    // As in `git apply`: a `---`/`+++` name must be the one the header already gave that
+    // side (by `rename`/`copy` lines, else by the `diff --git` line).
+    let header_old = h.rename_from.as_ref().or(h.copy_from.as_ref());
+    let header_new = h.rename_to.as_ref().or(h.copy_to.as_ref());
+    for (line, name, header) in [
+        ("---", &h.minus, header_old.or(h.git_old.as_ref())),
+        ("+++", &h.plus, header_new.or(h.git_new.as_ref())),
+    ] {
+        if let (Some(Some(name)), Some(header)) = (name, header) {
+            ensure!(
+                name == header,
+                "the `{line}` line names `{}`, but the section header names `{}` (hint: regenerate the patch without hand edits)",
+                String::from_utf8_lossy(name),
+                String::from_utf8_lossy(header)
+            );
+        }
+    }
     let strip_minus = h.minus.clone().flatten();
     let strip_plus = h.plus.clone().flatten();
     let (operation, old, new) = if h.is_new {
@@ -539,6 +589,7 @@ fn parse_hunks(lines: &[&[u8]], mut i: usize) -> Result<(Vec<Hunk>, usize)> {
     Ok((hunks, i))
 }
 
+/// Whether `line` is a `\ No newline at end of file` marker (checked when read).
 fn is_marker(line: Option<&&[u8]>) -> bool {
     line.is_some_and(|l| l.starts_with(b"\\"))
 }
@@ -758,7 +809,18 @@ diff --git a/src b/\"dst\\tq\"\nsimilarity index 90%\ncopy from src\ncopy to \"d
                 "diff --git a/f b/f\n--- a/f\n+++ b/f\n@@ -1 +1 @@\n a\n+b\n",
                 "line counts",
             ),
-            ("diff --git a/f b/f\nwhatever\n", "unexpected line"),
+            (
+                "diff --git a/f b/f\nwhatever\n",
+                "followed by no header line",
+            ),
+            (
+                "diff --git a/f b/f\nnew file mode 100644\n--- /dev/null\n+++ b/g\n@@ -0,0 +1 @@\n+a\n",
+                "the `+++` line names `g`, but the section header names `f`",
+            ),
+            (
+                "diff --git a/f b/f\nindex 1..2 100644\nwhatever\n",
+                "unexpected line",
+            ),
             ("diff --git a/../x b/../x\nnew file mode 100644\n", "`..`"),
             (
                 "diff --git a//etc/x b//etc/x\nnew file mode 100644\n",
@@ -770,7 +832,7 @@ diff --git a/src b/\"dst\\tq\"\nsimilarity index 90%\ncopy from src\ncopy to \"d
                 "without a `rename`",
             ),
             (
-                "diff --git a/b b/b\nGIT binary patch\nliteral 4\nLcmZQz%*X@)0YCuL\n",
+                "diff --git a/b b/b\nindex 1..2 100644\nGIT binary patch\nliteral 4\nLcmZQz%*X@)0YCuL\n",
                 "no closing blank",
             ),
             (

@@ -86,3 +86,79 @@ fn find_position(image: &[ImageLine], hunk: &Hunk, preimage: &[&[u8]]) -> Option
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::patch::HunkLine;
+
+    /// A hunk from its header numbers and body lines (` a`, `-b`, `+c`).
+    fn hunk(old_start: usize, new_start: usize, body: &[&str]) -> Hunk {
+        let lines = body
+            .iter()
+            .map(|line| {
+                let kind = match &line[..1] {
+                    " " => LineKind::Context,
+                    "-" => LineKind::Delete,
+                    _ => LineKind::Insert,
+                };
+                HunkLine {
+                    kind,
+                    text: format!("{}\n", &line[1..]).into_bytes(),
+                }
+            })
+            .collect();
+        Hunk {
+            header: format!("@@ -{old_start} +{new_start} @@"),
+            old_start,
+            new_start,
+            lines,
+        }
+    }
+
+    fn apply(old: &str, hunks: &[Hunk]) -> Result<String> {
+        Ok(String::from_utf8(apply_hunks(old.as_bytes(), hunks)?).unwrap())
+    }
+
+    #[test]
+    fn the_nearest_match_wins_looking_down_before_up() {
+        // ` a +N  b` matches at lines 1 and 3; the header hints at line 2.
+        let h = hunk(2, 2, &[" a", "+N", " b"]);
+        assert_eq!(
+            apply("a\nb\na\nb\na\n", &[h]).unwrap(),
+            "a\nb\na\nN\nb\na\n"
+        );
+        let h = hunk(2, 1, &[" a", "+N", " b"]);
+        assert_eq!(
+            apply("a\nb\na\nb\na\n", &[h]).unwrap(),
+            "a\nN\nb\na\nb\na\n"
+        );
+    }
+
+    #[test]
+    fn hunks_at_line_one_or_without_trailing_context_are_anchored() {
+        // Starts at line 1: only at the start of the file.
+        let h = hunk(1, 1, &[" a", "+N", " b"]);
+        assert!(apply("z\na\nb\n", std::slice::from_ref(&h)).is_err());
+        assert_eq!(apply("a\nb\nz\n", &[h]).unwrap(), "a\nN\nb\nz\n");
+        // No trailing context: only at the end.
+        let h = hunk(3, 3, &[" a", " b", "+N"]);
+        assert!(apply("a\nb\nz\n", std::slice::from_ref(&h)).is_err());
+        assert_eq!(apply("z\na\nb\n", &[h]).unwrap(), "z\na\nb\nN\n");
+        // Both: the preimage is the whole file.
+        let h = hunk(1, 1, &["-a", "+b"]);
+        assert!(apply("a\na\n", std::slice::from_ref(&h)).is_err());
+        assert_eq!(apply("a\n", &[h]).unwrap(), "b\n");
+    }
+
+    #[test]
+    fn lines_an_earlier_hunk_wrote_do_not_match_again() {
+        let first = hunk(2, 2, &[" a", "+N", " q"]);
+        let second = hunk(3, 4, &[" q", "+M", " r"]);
+        let err = apply("p\na\nq\nr\ns\n", &[first, second]).unwrap_err();
+        assert!(
+            format!("{err}").starts_with("hunk 2 (@@ -3 +4 @@)"),
+            "{err}"
+        );
+    }
+}
