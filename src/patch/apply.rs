@@ -2,9 +2,9 @@
 //!
 //! [`apply_patch`] works in two phases. The *check* phase reads every file the patch
 //! touches into an in-memory [`Tree`], applies the sections in order there (text hunks
-//! with [`super::text`], binary blocks with [`super::binary`]), and checks that sources exist,
-//! targets are free, hunks match, and that no path passes through a symbolic link or a
-//! file. Nothing is written unless all of that succeeds. The *write* phase then removes
+//! with [`super::text`], binary blocks with [`super::binary`]), and checks that sources
+//! exist, targets are free, hunks match, no mode line changes a file's type, and that no
+//! path passes through a symbolic link or a file. Nothing is written unless all of that succeeds. The *write* phase then removes
 //! deleted paths (and directories they leave empty) and writes each new file or symlink
 //! to a temporary name in its own directory, renaming it into place. Only an I/O failure
 //! during that phase (disk full, permissions) can leave the tree part-way.

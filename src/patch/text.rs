@@ -72,16 +72,14 @@ fn find_position(image: &[ImageLine], hunk: &Hunk, preimage: &[&[u8]]) -> Option
             // Where the header says the hunk starts, counted in the file as patched so
             // far; then alternately one line further down and one line up.
             let hint = hunk.new_start.saturating_sub(1).min(max_start);
-            let down = (hint + 1..=max_start).map(Some);
-            let up = (0..hint).rev().map(Some);
-            let interleaved = down
-                .chain(std::iter::repeat(None))
-                .zip(up.chain(std::iter::repeat(None)))
-                .take(max_start)
-                .flat_map(|(d, u)| [d, u])
-                .flatten();
+            let around = (1..=max_start).flat_map(|d| {
+                [
+                    Some(hint + d).filter(|&at| at <= max_start),
+                    hint.checked_sub(d),
+                ]
+            });
             std::iter::once(hint)
-                .chain(interleaved)
+                .chain(around.flatten())
                 .find(|&at| matches_at(at))
         }
     }

@@ -21,7 +21,7 @@ pub(crate) fn tempdir() -> TempDir {
 }
 
 /// A git command isolated from the user's and system's configuration.
-pub(crate) fn git(dir: &Path) -> Command {
+fn git(dir: &Path) -> Command {
     let mut cmd = Command::new("git");
     cmd.current_dir(dir)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -159,7 +159,7 @@ fn as_git_sees_it(tree: BTreeMap<PathBuf, Entry>) -> BTreeMap<PathBuf, Entry> {
 }
 
 /// Copies a tree (without `.git`), keeping modes and symlinks.
-pub(crate) fn copy_tree(src: &Path, dst: &Path) {
+fn copy_tree(src: &Path, dst: &Path) {
     for (rel, entry) in snapshot(src) {
         let to = dst.join(&rel);
         match entry {

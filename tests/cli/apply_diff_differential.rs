@@ -7,7 +7,8 @@
 //! applies it with `git apply` to one copy of the tree and with Offload to another. Both
 //! must give the same verdict and the same tree (content, file type, executable bit); a
 //! refusal must leave the tree untouched, exit 1 (never a panic), and nothing may be
-//! written outside the root.
+//! written outside the root. The few kinds of damage on which Offload is stricter than
+//! git on purpose are listed, with the reason, in [`STRICTER`].
 //!
 //! `OFFLOAD_PROPTEST_CASES` sets the number of cases (default 256).
 
