@@ -2,9 +2,9 @@
 //!
 //! [`apply_patch`] works in two phases. The *check* phase reads every file the patch
 //! touches into an in-memory [`Tree`], applies the sections in order there (text hunks
-//! with `diffy`, binary blocks with [`super::binary`]), and checks that sources exist,
-//! targets are free, hunks match, and that no path passes through a symbolic link or a
-//! file. Nothing is written unless all of that succeeds. The *write* phase then removes
+//! with [`super::text`], binary blocks with [`super::binary`]), and checks that sources
+//! exist, targets are free, hunks match, no mode line changes a file's type, and that no
+//! path passes through a symbolic link or a file. Nothing is written unless all of that succeeds. The *write* phase then removes
 //! deleted paths (and directories they leave empty) and writes each new file or symlink
 //! to a temporary name in its own directory, renaming it into place. Only an I/O failure
 //! during that phase (disk full, permissions) can leave the tree part-way.
@@ -21,6 +21,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use super::parse::{Content, FileMode, FilePatch, Operation};
 use super::path::RepoPath;
 use super::sha1::blob_id;
+use super::text::apply_hunks;
 
 /// What [`apply_patch`] changed, for a one-line summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -200,6 +201,7 @@ fn apply_section(tree: &mut Tree, file: &FilePatch, summary: &mut ApplySummary) 
             let to = required(&file.new_path)?;
             let source = tree.get(from)?;
             let old = existing_content(&source, file.old_mode)?;
+            check_type_kept(&source, file.new_mode)?;
             if file.operation != Operation::Modify {
                 let target = tree.get(to)?;
                 if target.is_present_leaf() {
@@ -244,6 +246,22 @@ fn existing_content(node: &Node, expected: Option<FileMode>) -> Result<Vec<u8>> 
         Node::File { data, .. } => Ok(data.clone()),
         Node::Symlink(target) => Ok(target.clone()),
     }
+}
+
+/// Refuses a mode change between a symbolic link and a regular file: like `git apply`,
+/// only a deletion and a creation may change a path's type.
+fn check_type_kept(source: &Node, new_mode: Option<FileMode>) -> Result<()> {
+    let Some(new_mode) = new_mode else {
+        return Ok(());
+    };
+    let (was, becomes) = match (source, new_mode == FileMode::Symlink) {
+        (Node::File { .. }, true) => ("a regular file", "a symbolic link"),
+        (Node::Symlink(_), false) => ("a symbolic link", "a regular file"),
+        _ => return Ok(()),
+    };
+    bail!(
+        "the patch changes its type from {was} to {becomes} with a mode change (hint: a patch changes a path's type by deleting it and creating it anew, as `git diff` writes it)"
+    )
 }
 
 /// The new node for `data`: the mode the patch says, else the source's kind and mode.
@@ -292,24 +310,7 @@ fn apply_content(file: &FilePatch, old: &[u8]) -> Result<Vec<u8>> {
             }
             Ok(new)
         }
-        Content::Text(hunks) => {
-            let all: Vec<u8> = hunks.iter().flat_map(|h| h.raw.iter().copied()).collect();
-            let patch = diffy::Patch::from_bytes(&all).map_err(|e| anyhow!("{e}"))?;
-            if let Ok(new) = diffy::apply_bytes(old, &patch) {
-                return Ok(new);
-            }
-            // diffy does not say which hunk failed in a typed way: apply growing prefixes
-            // of the hunk list, the first failing one is the culprit.
-            let mut prefix = Vec::new();
-            for (i, hunk) in hunks.iter().enumerate() {
-                prefix.extend_from_slice(&hunk.raw);
-                let partial = diffy::Patch::from_bytes(&prefix).map_err(|e| anyhow!("{e}"))?;
-                if diffy::apply_bytes(old, &partial).is_err() {
-                    bail!("hunk {} ({}): context does not match", i + 1, hunk.header);
-                }
-            }
-            bail!("the hunks do not apply together")
-        }
+        Content::Text(hunks) => apply_hunks(old, hunks),
     }
 }
 
@@ -470,7 +471,7 @@ mod tests {
         apply_patch(&parse_patch(patch.as_bytes())?, root)
     }
 
-    const TWO_HUNKS: &str = "diff --git a/f b/f\nindex 1..2 100644\n--- a/f\n+++ b/f\n@@ -1,3 +1,3 @@\n 1\n-2\n+two\n 3\n@@ -7,3 +7,3 @@\n 7\n-8\n+eight\n 9\n";
+    const TWO_HUNKS: &str = "diff --git a/f b/f\nindex 1..2 100644\n--- a/f\n+++ b/f\n@@ -2,3 +2,3 @@\n 1\n-2\n+two\n 3\n@@ -7,3 +7,3 @@\n 7\n-8\n+eight\n 9\n";
 
     #[test]
     fn hunks_apply_and_shifted_hunks_still_match() {
@@ -481,12 +482,19 @@ mod tests {
             read(dir.path(), "f"),
             "0\n1\ntwo\n3\n4\n5\n6\n7\neight\n9\n"
         );
+        // A hunk that starts at line 1 is anchored there and does not shift.
+        write(dir.path(), "f", "0\n1\n2\n3\n4\n5\n6\n7\n8\n9\n");
+        let err = apply(dir.path(), &TWO_HUNKS.replace("-2,3 +2,3", "-1,3 +1,3")).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("hunk 1 (@@ -1,3 +1,3 @@)"),
+            "{err:#}"
+        );
     }
 
     #[test]
     fn failing_hunk_is_named_and_nothing_is_written() {
         let dir = tree();
-        write(dir.path(), "f", "1\n2\n3\n4\n5\n6\n7\nX\n9\n");
+        write(dir.path(), "f", "0\n1\n2\n3\n4\n5\n6\n7\nX\n9\n");
         write(dir.path(), "g", "keep\n");
         let patch = format!(
             "diff --git a/g b/g\nindex 1..2 100644\n--- a/g\n+++ b/g\n@@ -1 +1 @@\n-keep\n+changed\n{TWO_HUNKS}"
@@ -498,7 +506,7 @@ mod tests {
             "{err}"
         );
         assert_eq!(read(dir.path(), "g"), "keep\n");
-        assert_eq!(read(dir.path(), "f"), "1\n2\n3\n4\n5\n6\n7\nX\n9\n");
+        assert_eq!(read(dir.path(), "f"), "0\n1\n2\n3\n4\n5\n6\n7\nX\n9\n");
     }
 
     #[test]

@@ -11,8 +11,9 @@ mod binary;
 mod parse;
 mod path;
 mod sha1;
+mod text;
 
 pub use apply::{ApplySummary, apply_patch};
 pub use binary::{BinaryKind, BinaryPatch, apply_delta};
-pub use parse::{Content, FileMode, FilePatch, Hunk, Operation, parse_patch};
+pub use parse::{Content, FileMode, FilePatch, Hunk, HunkLine, LineKind, Operation, parse_patch};
 pub use path::RepoPath;

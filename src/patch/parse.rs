@@ -1,12 +1,15 @@
 //! Parsing git's patch format (`git diff --binary`) into [`FilePatch`]es.
 //!
 //! A patch is a series of file sections, each opening with `diff --git a/X b/Y`, then
-//! extended header lines (modes, renames, copies, `index`), then either `---`/`+++` and
-//! text hunks, a `GIT binary patch` block, a `Binary files … differ` marker, or nothing
-//! (pure mode change, pure rename, empty file). Text before the first section and between
-//! sections (mail headers, a `-- ` signature) is skipped, as `git apply` does; hunks end
-//! by their line counts. Paths are taken `-p1` style (the `a/`, `b/` prefix dropped) and
-//! checked with [`RepoPath::new`]. This module reads only; it never touches the tree.
+//! extended header lines (modes, renames, copies, `index`, `---`/`+++`), then either text
+//! hunks, a `GIT binary patch` block, a `Binary files … differ` marker, or nothing (pure
+//! mode change, pure rename, empty file). Text before the first section and between
+//! sections (mail headers, a `-- ` signature, a `diff --git` line with no header line
+//! after it) is skipped, as `git apply` does; hunks end by their line counts. Where git
+//! would skip damage inside a section and apply the rest, this parser refuses the patch:
+//! hunk lines beyond a hunk's counts, a section that changes nothing, a patch cut off
+//! inside a line. Paths are taken `-p1` style (the `a/`, `b/` prefix dropped) and checked
+//! with [`RepoPath::new`]. This module reads only; it never touches the tree.
 
 use anyhow::{Context, Result, bail, ensure};
 
@@ -53,13 +56,39 @@ impl FileMode {
     }
 }
 
-/// One text hunk, kept as its raw bytes for `diffy`.
+/// One text hunk: where it says it applies, and its lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hunk {
     /// The `@@ -a,b +c,d @@` part of the header line, for messages.
     pub header: String,
-    /// The header line and body lines, exactly as in the patch.
-    pub raw: Vec<u8>,
+    /// The `a` of `-a,b`: the first line of the old file the hunk covers (1-based; `0`
+    /// for a hunk that adds to an empty file).
+    pub old_start: usize,
+    /// The `c` of `+c,d`: where the hunk's result starts in the new file (1-based).
+    pub new_start: usize,
+    /// The body lines, in order. At least one adds or removes a line.
+    pub lines: Vec<HunkLine>,
+}
+
+/// What a hunk line does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineKind {
+    /// ` `: in both the old and the new file.
+    Context,
+    /// `-`: only in the old file.
+    Delete,
+    /// `+`: only in the new file.
+    Insert,
+}
+
+/// One body line of a hunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HunkLine {
+    /// What the line does.
+    pub kind: LineKind,
+    /// The line without its marker, with its `\n` unless a `\ No newline at end of file`
+    /// line follows it in the patch.
+    pub text: Vec<u8>,
 }
 
 /// The content change of a file section.
@@ -86,7 +115,8 @@ pub struct FilePatch {
     pub new_path: Option<RepoPath>,
     /// The mode before, when the patch says (`old mode`, `deleted file mode`, `index`).
     pub old_mode: Option<FileMode>,
-    /// The mode after, when the patch says (`new mode`, `new file mode`, `index`).
+    /// The mode after, when the patch says (`new mode`, `new file mode`); `None` keeps the
+    /// mode the file has.
     pub new_mode: Option<FileMode>,
     /// The content change.
     pub content: Content,
@@ -114,12 +144,33 @@ pub fn parse_patch(input: &[u8]) -> Result<Vec<FilePatch>> {
     }
     let lines = split_lines(input);
     let mut files = Vec::new();
+    let mut first_stray = None;
     let mut i = 0;
     while i < lines.len() {
         let line = lines[i];
-        if line.starts_with(b"diff --git ") {
-            let (file, next) = parse_section(&lines, i)
-                .with_context(|| format!("bad file section at line {}", i + 1))?;
+        let is_section = line.starts_with(b"diff --git ");
+        if is_section && !lines.get(i + 1).is_some_and(|l| is_extended_header(l)) {
+            // No header line follows (the patch ends, the next section starts, a hunk or
+            // a binary block without its header): like `git apply`, take the line as
+            // stray text, not as a section of its own.
+            first_stray.get_or_insert(i + 1);
+            i += 1;
+        } else if is_section {
+            let (file, next) = parse_section(&lines, i).with_context(|| {
+                let hint = match input.ends_with(b"\n") {
+                    true => "",
+                    false => " (the patch does not end with a newline: is it truncated?)",
+                };
+                format!("bad file section at line {}{hint}", i + 1)
+            })?;
+            // A section that reads the last line needs it whole: without its newline the
+            // patch was cut off, and the rest of that line is lost. Only the `\ No newline`
+            // marker may end a patch unterminated (as in `git apply`).
+            let last = lines.len();
+            ensure!(
+                next < last || input.ends_with(b"\n") || lines[last - 1].starts_with(b"\\"),
+                "the patch ends in the middle of line {last} (is it truncated?)"
+            );
             files.push(file);
             i = next;
         } else if files.is_empty() && line.starts_with(b"@@ ") {
@@ -136,12 +187,39 @@ pub fn parse_patch(input: &[u8]) -> Result<Vec<FilePatch>> {
             i += 1;
         }
     }
+    if let (true, Some(n)) = (files.is_empty(), first_stray) {
+        bail!(
+            "not a git patch: the `diff --git` line at line {n} is followed by no header line such as `index` or `new file mode` (hint: generate the patch with `git diff --binary`)"
+        );
+    }
     if files.is_empty() {
         bail!(
             "not a git patch: no `diff --git` line found (hint: generate it with `git diff --binary`)"
         );
     }
     Ok(files)
+}
+
+/// Whether `line` is one of the lines that may follow `diff --git` in a section header.
+fn is_extended_header(line: &[u8]) -> bool {
+    const PREFIXES: [&[u8]; 15] = [
+        b"old mode ",
+        b"new mode ",
+        b"deleted file mode ",
+        b"new file mode ",
+        b"rename from ",
+        b"rename to ",
+        b"rename old ",
+        b"rename new ",
+        b"copy from ",
+        b"copy to ",
+        b"similarity index ",
+        b"dissimilarity index ",
+        b"index ",
+        b"--- ",
+        b"+++ ",
+    ];
+    PREFIXES.iter().any(|p| line.starts_with(p))
 }
 
 /// Lines without their `\n` (a `\r` before it is kept: it is content).
@@ -162,7 +240,6 @@ struct Header {
     plus: Option<Option<Vec<u8>>>,
     old_mode: Option<FileMode>,
     new_mode: Option<FileMode>,
-    index_mode: Option<FileMode>,
     index_ids: Option<(String, String)>,
     is_new: bool,
     is_deleted: bool,
@@ -214,13 +291,14 @@ fn parse_section(lines: &[&[u8]], start: usize) -> Result<(FilePatch, usize)> {
         {
             // Informational only.
         } else if let Some(v) = line.strip_prefix(b"index ") {
-            // `index <old>..<new>[ <mode>]`: the mode, when present, is unchanged.
+            // `index <old>..<new>[ <mode>]`: the mode, when present, is the old mode (and,
+            // as in `git apply`, overrides an `old mode` line above it).
             let (ids, mode) = match v.iter().position(|&b| b == b' ') {
                 Some(pos) => (&v[..pos], Some(&v[pos + 1..])),
                 None => (v, None),
             };
             if let Some(mode) = mode {
-                h.index_mode = Some(FileMode::parse(mode).with_context(|| format!("line {n}"))?);
+                h.old_mode = Some(FileMode::parse(mode).with_context(|| format!("line {n}"))?);
             }
             h.index_ids = std::str::from_utf8(ids)
                 .ok()
@@ -229,18 +307,10 @@ fn parse_section(lines: &[&[u8]], start: usize) -> Result<(FilePatch, usize)> {
                 .map(|(a, b)| (a.to_string(), b.to_string()));
         } else if let Some(v) = line.strip_prefix(b"--- ") {
             h.minus = Some(dev_null_or_name(v).with_context(|| format!("line {n}"))?);
-            let plus = lines
-                .get(i + 1)
-                .and_then(|l| l.strip_prefix(b"+++ "))
-                .with_context(|| format!("line {}: expected a `+++` line after `---`", n + 1))?;
-            h.plus = Some(dev_null_or_name(plus).with_context(|| format!("line {}", n + 1))?);
-            i += 2;
+        } else if let Some(v) = line.strip_prefix(b"+++ ") {
+            h.plus = Some(dev_null_or_name(v).with_context(|| format!("line {n}"))?);
+        } else if line.starts_with(b"@@ ") {
             let (hunks, next) = parse_hunks(lines, i)?;
-            ensure!(
-                !hunks.is_empty(),
-                "line {}: expected a hunk after `+++`",
-                i + 1
-            );
             content = Content::Text(hunks);
             i = next;
             break;
@@ -253,8 +323,6 @@ fn parse_section(lines: &[&[u8]], start: usize) -> Result<(FilePatch, usize)> {
             content = Content::Binary(patch);
             i = next;
             break;
-        } else if line.starts_with(b"@@ ") {
-            bail!("line {n}: a hunk without `---`/`+++` lines");
         } else {
             bail!(
                 "line {n}: unexpected line in a file header: `{}`",
@@ -269,6 +337,33 @@ fn parse_section(lines: &[&[u8]], start: usize) -> Result<(FilePatch, usize)> {
 
 /// Decides the operation and paths from the header lines.
 fn build_file_patch(h: Header, content: Content, line: usize) -> Result<FilePatch> {
+    // As in `git apply`: a section must change something, its content or its metadata.
+    let changes_metadata = h.is_new
+        || h.is_deleted
+        || h.rename_from.is_some()
+        || h.copy_from.is_some()
+        || matches!((h.old_mode, h.new_mode), (Some(a), Some(b)) if a != b);
+    ensure!(
+        content != Content::None || changes_metadata,
+        "the section changes nothing: no hunk, no binary data, no new, deleted, renamed or copied file, no mode change (is the patch truncated?)"
+    );
+    // As in `git apply`: a `---`/`+++` name must be the one the header already gave that
+    // side (by `rename`/`copy` lines, else by the `diff --git` line).
+    let header_old = h.rename_from.as_ref().or(h.copy_from.as_ref());
+    let header_new = h.rename_to.as_ref().or(h.copy_to.as_ref());
+    for (line, name, header) in [
+        ("---", &h.minus, header_old.or(h.git_old.as_ref())),
+        ("+++", &h.plus, header_new.or(h.git_new.as_ref())),
+    ] {
+        if let (Some(Some(name)), Some(header)) = (name, header) {
+            ensure!(
+                name == header,
+                "the `{line}` line names `{}`, but the section header names `{}` (hint: regenerate the patch without hand edits)",
+                String::from_utf8_lossy(name),
+                String::from_utf8_lossy(header)
+            );
+        }
+    }
     let strip_minus = h.minus.clone().flatten();
     let strip_plus = h.plus.clone().flatten();
     let (operation, old, new) = if h.is_new {
@@ -302,6 +397,12 @@ fn build_file_patch(h: Header, content: Content, line: usize) -> Result<FilePatc
             !matches!(h.minus, Some(None)) && !matches!(h.plus, Some(None)),
             "`/dev/null` in a section without `new file mode` or `deleted file mode`"
         );
+        // Like `git apply`: the `---`/`+++` pair may be absent (the `diff --git` line
+        // names the file), but not half there.
+        ensure!(
+            h.minus.is_some() == h.plus.is_some(),
+            "only one of the `---` and `+++` lines names the file"
+        );
         let old = strip_minus.or(h.git_old).context(
             "cannot tell the file name from the `diff --git` line (hint: regenerate the patch without hand edits)",
         )?;
@@ -316,14 +417,12 @@ fn build_file_patch(h: Header, content: Content, line: usize) -> Result<FilePatc
     };
     let old_path = old.as_deref().map(RepoPath::new).transpose()?;
     let new_path = new.as_deref().map(RepoPath::new).transpose()?;
-    let old_mode = h.old_mode.or(h.index_mode);
-    let new_mode = h.new_mode.or(h.index_mode);
     Ok(FilePatch {
         operation,
         old_path,
         new_path,
-        old_mode: if h.is_new { None } else { old_mode },
-        new_mode: if h.is_deleted { None } else { new_mode },
+        old_mode: if h.is_new { None } else { h.old_mode },
+        new_mode: if h.is_deleted { None } else { h.new_mode },
         content,
         index_ids: h.index_ids,
         line,
@@ -418,57 +517,93 @@ fn parse_hunks(lines: &[&[u8]], mut i: usize) -> Result<(Vec<Hunk>, usize)> {
             break;
         }
         let header_line = i + 1;
-        let (mut old_left, mut new_left, header) =
+        let (range, header) =
             hunk_header(line).with_context(|| format!("line {header_line}: bad hunk header"))?;
-        let mut raw = Vec::new();
-        raw.extend_from_slice(line);
-        raw.push(b'\n');
+        let (mut old_left, mut new_left) = (range.old_len, range.new_len);
+        let mut body: Vec<HunkLine> = Vec::new();
+        // Whether the line before is a body line, which a `\ No newline` marker ends.
+        let mut after_body = false;
         i += 1;
-        while old_left > 0 || new_left > 0 || lines.get(i).is_some_and(|l| l.starts_with(b"\\")) {
-            let body = lines.get(i).with_context(|| {
+        // The counts size the hunk; one `\` marker may follow its last line.
+        while old_left > 0 || new_left > 0 || (after_body && is_marker(lines.get(i))) {
+            let line = lines.get(i).with_context(|| {
                 format!("the hunk at line {header_line} ends early (is the patch truncated?)")
             })?;
-            match body.first() {
+            let (kind, text) = match line.first() {
                 // A bare empty line is a context line whose space was stripped by a mailer.
-                Some(b' ') | None if old_left > 0 && new_left > 0 => {
-                    old_left -= 1;
-                    new_left -= 1;
+                None if old_left > 0 && new_left > 0 => (LineKind::Context, &b""[..]),
+                Some(b' ') if old_left > 0 && new_left > 0 => (LineKind::Context, &line[1..]),
+                Some(b'-') if old_left > 0 => (LineKind::Delete, &line[1..]),
+                Some(b'+') if new_left > 0 => (LineKind::Insert, &line[1..]),
+                Some(b'\\') => {
+                    // Git writes the marker in the user's language; it starts with `\ `.
+                    ensure!(
+                        line.len() >= 12 && line.starts_with(b"\\ "),
+                        "line {}: not a `\\ No newline at end of file` line",
+                        i + 1
+                    );
+                    if let Some(last) = body.last_mut().filter(|_| after_body) {
+                        last.text.pop();
+                    }
+                    after_body = false;
+                    i += 1;
+                    continue;
                 }
-                Some(b'-') if old_left > 0 => old_left -= 1,
-                Some(b'+') if new_left > 0 => new_left -= 1,
-                Some(b'\\') => {}
                 _ => bail!(
                     "line {}: the hunk at line {header_line} does not match its line counts",
                     i + 1
                 ),
+            };
+            match kind {
+                LineKind::Context => (old_left, new_left) = (old_left - 1, new_left - 1),
+                LineKind::Delete => old_left -= 1,
+                LineKind::Insert => new_left -= 1,
             }
-            if body.is_empty() {
-                raw.extend_from_slice(b" ");
-            }
-            raw.extend_from_slice(body);
-            raw.push(b'\n');
+            let mut text = text.to_vec();
+            text.push(b'\n');
+            body.push(HunkLine { kind, text });
+            after_body = true;
             i += 1;
         }
-        hunks.push(Hunk { header, raw });
-    }
-    // A hunk-like line right after the last hunk means the counts were wrong; a mail
-    // signature (`-- `) is the one such line that is expected there.
-    if let Some(line) = lines.get(i) {
-        let hunk_like = matches!(line.first(), Some(b'+' | b'-' | b' ' | b'\\'));
+        // A hunk-like line right after the hunk means the counts were wrong; a mail
+        // signature (`-- `) is the one such line that is expected there.
+        if let Some(next) = lines.get(i) {
+            let hunk_like = matches!(next.first(), Some(b'+' | b'-' | b' ' | b'\\'));
+            ensure!(
+                !hunk_like || *next == b"-- ",
+                "line {}: the hunk at line {header_line} does not match its line counts",
+                i + 1
+            );
+        }
         ensure!(
-            !hunk_like || *line == b"-- ",
-            "line {}: the hunk before it does not match its line counts",
-            i + 1
+            body.iter().any(|l| l.kind != LineKind::Context),
+            "line {header_line}: the hunk neither adds nor removes a line"
         );
+        hunks.push(Hunk {
+            header,
+            old_start: range.old_start,
+            new_start: range.new_start,
+            lines: body,
+        });
     }
-    // Let diffy check what it will later apply, so a bad hunk is a parse error.
-    let all: Vec<u8> = hunks.iter().flat_map(|h| h.raw.iter().copied()).collect();
-    diffy::Patch::from_bytes(&all).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((hunks, i))
 }
 
-/// Parses `@@ -a[,b] +c[,d] @@…` into the two counts and the `@@ … @@` label.
-fn hunk_header(line: &[u8]) -> Result<(usize, usize, String)> {
+/// Whether `line` is a `\ No newline at end of file` marker (checked when read).
+fn is_marker(line: Option<&&[u8]>) -> bool {
+    line.is_some_and(|l| l.starts_with(b"\\"))
+}
+
+/// The numbers of a hunk header `@@ -old_start,old_len +new_start,new_len @@`.
+struct HunkRange {
+    old_start: usize,
+    old_len: usize,
+    new_start: usize,
+    new_len: usize,
+}
+
+/// Parses `@@ -a[,b] +c[,d] @@…` into its numbers and the `@@ … @@` label.
+fn hunk_header(line: &[u8]) -> Result<(HunkRange, String)> {
     let rest = &line[3..];
     let end = rest
         .windows(3)
@@ -476,27 +611,23 @@ fn hunk_header(line: &[u8]) -> Result<(usize, usize, String)> {
         .context("no closing `@@`")?;
     let ranges = std::str::from_utf8(&rest[..end]).context("not text")?;
     let (old, new) = ranges.split_once(' ').context("expected two ranges")?;
-    let count = |range: &str, sign: char| -> Result<usize> {
+    let range = |range: &str, sign: char| -> Result<(usize, usize)> {
         let range = range
             .strip_prefix(sign)
             .with_context(|| format!("expected `{sign}`"))?;
-        let len = match range.split_once(',') {
-            Some((start, len)) => {
-                start.parse::<usize>()?;
-                len.parse()?
-            }
-            None => {
-                range.parse::<usize>()?;
-                1
-            }
-        };
-        Ok(len)
+        Ok(match range.split_once(',') {
+            Some((start, len)) => (start.parse()?, len.parse()?),
+            None => (range.parse()?, 1),
+        })
     };
-    Ok((
-        count(old, '-')?,
-        count(new, '+')?,
-        format!("@@ {ranges} @@"),
-    ))
+    let ((old_start, old_len), (new_start, new_len)) = (range(old, '-')?, range(new, '+')?);
+    let numbers = HunkRange {
+        old_start,
+        old_len,
+        new_start,
+        new_len,
+    };
+    Ok((numbers, format!("@@ {ranges} @@")))
 }
 
 /// Parses the blocks after `GIT binary patch`: the forward one (kept) and the optional
@@ -567,10 +698,7 @@ mod tests {
             (path(&p, true), path(&p, false)),
             ("src/x.rs".into(), "src/x.rs".into())
         );
-        assert_eq!(
-            (p.old_mode, p.new_mode),
-            (Some(FileMode::Executable), Some(FileMode::Executable))
-        );
+        assert_eq!((p.old_mode, p.new_mode), (Some(FileMode::Executable), None));
         let Content::Text(hunks) = &p.content else {
             panic!("{:?}", p.content)
         };
@@ -681,7 +809,18 @@ diff --git a/src b/\"dst\\tq\"\nsimilarity index 90%\ncopy from src\ncopy to \"d
                 "diff --git a/f b/f\n--- a/f\n+++ b/f\n@@ -1 +1 @@\n a\n+b\n",
                 "line counts",
             ),
-            ("diff --git a/f b/f\nwhatever\n", "unexpected line"),
+            (
+                "diff --git a/f b/f\nwhatever\n",
+                "followed by no header line",
+            ),
+            (
+                "diff --git a/f b/f\nnew file mode 100644\n--- /dev/null\n+++ b/g\n@@ -0,0 +1 @@\n+a\n",
+                "the `+++` line names `g`, but the section header names `f`",
+            ),
+            (
+                "diff --git a/f b/f\nindex 1..2 100644\nwhatever\n",
+                "unexpected line",
+            ),
             ("diff --git a/../x b/../x\nnew file mode 100644\n", "`..`"),
             (
                 "diff --git a//etc/x b//etc/x\nnew file mode 100644\n",
@@ -693,13 +832,18 @@ diff --git a/src b/\"dst\\tq\"\nsimilarity index 90%\ncopy from src\ncopy to \"d
                 "without a `rename`",
             ),
             (
-                "diff --git a/b b/b\nGIT binary patch\nliteral 4\nLcmZQz%*X@)0YCuL\n",
+                "diff --git a/b b/b\nindex 1..2 100644\nGIT binary patch\nliteral 4\nLcmZQz%*X@)0YCuL\n",
                 "no closing blank",
             ),
             (
-                "diff --git a/f b/f\nnew file mode 100644\n@@ -0,0 +1 @@\n+a\n",
-                "without `---`",
+                "diff --git a/f b/f\n+++ b/f\n@@ -1 +1 @@\n-a\n+b\n",
+                "only one of the `---` and `+++` lines",
             ),
+            (
+                "diff --git a/f b/f\n--- a/f\n+++ b/f\n@@ -1,2 +1,2 @@\n a\n b\n",
+                "neither adds nor removes",
+            ),
+            ("diff --git a/f b/f\nindex 1..2 100644\n", "changes nothing"),
             (
                 "diff --git f f\nold mode 100644\nnew mode 100755\n",
                 "cannot tell",

@@ -13,7 +13,7 @@ use tempfile::TempDir;
 
 use crate::support::{Run, run};
 
-fn tempdir() -> TempDir {
+pub(crate) fn tempdir() -> TempDir {
     tempfile::Builder::new()
         .prefix("offload-apply-")
         .tempdir()
@@ -32,7 +32,7 @@ fn git(dir: &Path) -> Command {
     cmd
 }
 
-fn git_ok(dir: &Path, args: &[&str]) -> Vec<u8> {
+pub(crate) fn git_ok(dir: &Path, args: &[&str]) -> Vec<u8> {
     let out = git(dir).args(args).output().expect("spawn git");
     assert!(
         out.status.success(),
@@ -42,17 +42,17 @@ fn git_ok(dir: &Path, args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-fn write(root: &Path, rel: &str, data: impl AsRef<[u8]>) {
+pub(crate) fn write(root: &Path, rel: &str, data: impl AsRef<[u8]>) {
     let path = root.join(rel);
     fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     fs::write(path, data).expect("write");
 }
 
-fn chmod(root: &Path, rel: &str, mode: u32) {
+pub(crate) fn chmod(root: &Path, rel: &str, mode: u32) {
     fs::set_permissions(root.join(rel), fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-fn symlink(root: &Path, rel: &str, target: &str) {
+pub(crate) fn symlink(root: &Path, rel: &str, target: &str) {
     std::os::unix::fs::symlink(target, root.join(rel)).expect("symlink");
 }
 
@@ -71,14 +71,14 @@ fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
 
 /// One entry of a tree snapshot.
 #[derive(Debug, PartialEq, Eq)]
-enum Entry {
+pub(crate) enum Entry {
     Dir,
     File { data: Vec<u8>, mode: u32 },
     Link(PathBuf),
 }
 
 /// Every path under `root` (except `.git`) with its content, mode or link target.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
+pub(crate) fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
         for entry in fs::read_dir(dir).expect("read_dir") {
             let entry = entry.expect("entry");
@@ -106,7 +106,11 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
 }
 
 /// Compares two snapshots, naming the paths that differ (not dumping binary content).
-fn assert_same_tree(a: &BTreeMap<PathBuf, Entry>, b: &BTreeMap<PathBuf, Entry>, what: &str) {
+pub(crate) fn assert_same_tree(
+    a: &BTreeMap<PathBuf, Entry>,
+    b: &BTreeMap<PathBuf, Entry>,
+    what: &str,
+) {
     let keys: std::collections::BTreeSet<&PathBuf> = a.keys().chain(b.keys()).collect();
     let show = |e: Option<&Entry>| match e {
         None => "missing".to_string(),
@@ -169,13 +173,29 @@ fn copy_tree(src: &Path, dst: &Path) {
     }
 }
 
-fn apply_diff(patch: &Path, root: &Path) -> Run {
+pub(crate) fn apply_diff(patch: &Path, root: &Path) -> Run {
     run(Command::new(env!("CARGO_BIN_EXE_offload"))
         .arg("apply-diff")
         .arg(patch)
         .arg("--project-root")
         .arg(root)
         .env("NO_COLOR", "1"))
+}
+
+/// `git apply --binary PATCH` in `root` (not a repository), isolated from the user's
+/// configuration.
+pub(crate) fn git_apply(patch: &Path, root: &Path) -> std::process::Output {
+    // umask 022 so git's modes (0666/0777 minus umask) are the 0644/0755 the patch says.
+    let script = format!("umask 022 && git apply --binary '{}'", patch.display());
+    Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(root)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CEILING_DIRECTORIES", root.parent().expect("parent"))
+        .output()
+        .expect("spawn git apply")
 }
 
 /// How the patch is taken from the repository.
@@ -240,20 +260,7 @@ impl Case {
         let ours = apply_diff(patch, self.ours.path());
         assert_eq!(ours.code, 0, "offload apply-diff failed:\n{}", ours.stderr);
         assert_eq!(ours.stdout, "", "apply-diff prints nothing on success");
-        // umask 022 so git's modes (0666/0777 minus umask) are the 0644/0755 the patch says.
-        let script = format!("umask 022 && git apply --binary '{}'", patch.display());
-        let theirs = Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .current_dir(self.theirs.path())
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env(
-                "GIT_CEILING_DIRECTORIES",
-                self.theirs.path().parent().expect("parent"),
-            )
-            .output()
-            .expect("spawn git apply");
+        let theirs = git_apply(patch, self.theirs.path());
         assert!(
             theirs.status.success(),
             "git apply failed: {}",
@@ -629,4 +636,87 @@ fn missing_garbage_and_empty_patch_files() {
     let out = apply_diff(&empty, root.path());
     assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{}", out.stderr);
     assert!(snapshot(root.path()) == before);
+}
+
+/// Builds a tree with `setup` in two copies, applies `patch` with `git apply` to one and
+/// with Offload to the other, and requires both to refuse, Offload with exit 1, a message
+/// containing `want`, and both trees untouched.
+fn refused_like_git(setup: impl Fn(&Path), patch: &str, want: &str) {
+    let (ours, theirs, scratch) = (tempdir(), tempdir(), tempdir());
+    setup(ours.path());
+    setup(theirs.path());
+    let before = snapshot(ours.path());
+    let file = scratch.path().join("p.patch");
+    fs::write(&file, patch).unwrap();
+    let git = git_apply(&file, theirs.path());
+    assert!(
+        !git.status.success(),
+        "git apply accepts the patch, so Offload must too:\n{patch}"
+    );
+    assert!(
+        snapshot(theirs.path()) == before,
+        "git apply changed the tree"
+    );
+    let out = apply_diff(&file, ours.path());
+    assert_eq!(out.code, 1, "{patch}\n{}", out.stderr);
+    assert!(out.stderr.contains(want), "want `{want}`: {}", out.stderr);
+    assert_same_tree(&snapshot(ours.path()), &before, "offload on refusal");
+}
+
+const F_HEADER: &str = "diff --git a/f b/f\nindex 1..2 100644\n--- a/f\n+++ b/f\n";
+
+/// A patch cut off in its last line (`+wor`, no newline and no
+/// `\ No newline at end of file` marker) is corrupt, not a complete patch.
+#[test]
+fn a_patch_cut_off_mid_line_is_corrupt() {
+    refused_like_git(
+        |r| write(r, "f", "hello\n"),
+        &format!("{F_HEADER}@@ -1 +1,2 @@\n hello\n+wor"),
+        "truncated",
+    );
+    // Cut inside an extended header line too.
+    refused_like_git(
+        |r| write(r, "f", "hello\n"),
+        "diff --git a/f b/f\nold mode 100644\nnew mode 100755",
+        "truncated",
+    );
+}
+
+/// A hunk without trailing context matches only at the end of the file, one
+/// starting at line 1 only at its start, and a section duplicated in a patch does not
+/// apply a second time on top of itself.
+#[test]
+fn hunks_are_anchored_at_the_start_and_end_of_the_file() {
+    let appends_d = "@@ -1,3 +1,4 @@\n a\n b\n c\n+d\n";
+    refused_like_git(
+        |r| write(r, "f", "a\nb\nc\nX\n"),
+        &format!("{F_HEADER}{appends_d}"),
+        "hunk 1 (@@ -1,3 +1,4 @@)",
+    );
+    refused_like_git(
+        |r| write(r, "f", "z\na\nb\nc\nd\n"),
+        &format!("{F_HEADER}@@ -1,4 +1,5 @@\n a\n+new\n b\n c\n d\n"),
+        "hunk 1 (@@ -1,4 +1,5 @@)",
+    );
+    refused_like_git(
+        |r| write(r, "f", "a\nb\nc\n"),
+        &format!("{F_HEADER}{appends_d}{F_HEADER}{appends_d}"),
+        "hunk 1 (@@ -1,3 +1,4 @@)",
+    );
+}
+
+/// A mode-only section may not change a file's type (git wants a deletion and
+/// a creation for that): neither a file into a symlink nor a symlink into a file.
+#[test]
+fn a_mode_change_cannot_change_the_file_type() {
+    refused_like_git(
+        |r| write(r, "f", "target\n"),
+        "diff --git a/f b/f\nold mode 100644\nnew mode 120000\n",
+        "type",
+    );
+    refused_like_git(
+        |r| symlink(r, "f", "target"),
+        "diff --git a/f b/f\nold mode 120000\nnew mode 100644\n",
+        "type",
+    );
 }

@@ -2,6 +2,7 @@
 //! a temporary directory.
 
 mod apply_diff;
+mod apply_diff_differential;
 mod bad_input;
 mod collect;
 mod config;

@@ -224,8 +224,16 @@ fn ignored_cargo_tests_are_reported_skipped_as_nextest_does() {
     // What a run runs is what collect lists.
     let collect = cargo_run(&p, &["collect"]);
     assert_eq!(collect.code, 0, "{}", collect.stderr);
-    assert!(collect.stdout.contains("kinds tests::passes"), "{}", collect.stdout);
-    assert!(!collect.stdout.contains("tests::ignored"), "{}", collect.stdout);
+    assert!(
+        collect.stdout.contains("kinds tests::passes"),
+        "{}",
+        collect.stdout
+    );
+    assert!(
+        !collect.stdout.contains("tests::ignored"),
+        "{}",
+        collect.stdout
+    );
 
     let p = crate_with_ignored_test(true);
     let run = cargo_run(&p, &["run"]);
