@@ -248,7 +248,7 @@ pub async fn run(
                 if !retry.is_empty() && !stop.is_cancelled() {
                     // Retries go ahead of new work, spread over the sandboxes that are free.
                     let parts = (idle.len() + creating).max(1);
-                    for b in scheduler::split_retries(&retry, &items, &durations, parts)
+                    for b in scheduler::split_retries(&retry, &durations, parts)
                         .into_iter()
                         .rev()
                     {

@@ -6,6 +6,7 @@ mod collect;
 mod config;
 mod default_provider;
 mod images;
+mod large;
 mod logs;
 mod modal_provider;
 mod modal_script;

@@ -202,3 +202,23 @@ impl From<Output> for Run {
 pub fn run(cmd: &mut Command) -> Run {
     cmd.output().expect("spawn offload").into()
 }
+
+impl Run {
+    /// The exit code and both streams, for assertion messages.
+    pub fn show(&self) -> String {
+        format!(
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    /// Asserts a summary line such as `Passed: 4` (the summary pads labels).
+    pub fn assert_summary(&self, line: &str) {
+        let words: Vec<&str> = self.stdout.split_whitespace().collect();
+        assert!(
+            words.join(" ").contains(line),
+            "no `{line}` in\n{}",
+            self.show()
+        );
+    }
+}
