@@ -3,7 +3,8 @@
 Offload starts each pytest batch as `pytest -p offload_pytest_plugin ... FILES`, with
 this file's directory on PYTHONPATH and OFFLOAD_TESTS_FILE naming a file that lists the
 batch's node IDs, one per line. pytest collects only FILES (the files of those IDs);
-this plugin then keeps exactly the listed items, by a set lookup, so selecting a batch
+this plugin then keeps exactly the listed items, by a set lookup (the unlisted items of
+a parametrized function are dropped as soon as they are made), so selecting a batch
 costs time linear in the number of collected items, whatever the batch's size (node-ID
 arguments would be matched against every item of their module, and a long argument
 list may exceed the kernel's limits).
@@ -30,6 +31,20 @@ def _wanted_ids(path: str) -> set[str]:
 def pytest_configure(config):  # type: ignore[no-untyped-def]
     path = os.environ.get(TESTS_FILE_VARIABLE)
     config._offload_wanted = _wanted_ids(path) if path else None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_pycollect_makeitem(collector, name, obj):  # type: ignore[no-untyped-def]
+    """Drops unlisted items of a parametrized function as soon as they are made, so
+    the rest of collection never walks them (a batch may want a few of a module's
+    tens of thousands)."""
+    outcome = yield
+    wanted = getattr(collector.config, "_offload_wanted", None)
+    made = outcome.get_result()
+    if wanted is not None and isinstance(made, list):
+        outcome.force_result(
+            [node for node in made if not isinstance(node, pytest.Item) or node.nodeid in wanted]
+        )
 
 
 # After other plugins' selection hooks (-k, -m, ...), so the batch has the last word.

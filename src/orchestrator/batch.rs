@@ -147,6 +147,13 @@ pub async fn execute(
 
     let timed_out = matches!(exec, Ok(ExitOutcome::TimedOut));
     let report = match exec {
+        // Writing the input files was cut short by the cancel.
+        Err(_) if cancel.is_cancelled() => BatchReport {
+            kind: BatchKind::Cancelled,
+            attempts: Vec::new(),
+            sandbox_failed: false,
+            timed_out: false,
+        },
         Err(err) => {
             // A command that could not start (or whose input files could not be
             // written) is this batch's problem; the sandbox runs the next one. Any other

@@ -10,7 +10,9 @@
 //!    `{cpu_cores}`); its last non-empty stdout line is the sandbox id. Retried.
 //! 3. [`DefaultSandbox::exec`] runs `exec_command` (`{sandbox_id}`, `{command}`), where
 //!    `{command}` is one shell word holding `cd <root> && K=v... exec <program> <args>`.
-//!    Its exit code is the test command's.
+//!    Its exit code is the test command's. A batch's input files
+//!    ([`DefaultSandbox::write_files`]) travel the same way first, as `printf` commands
+//!    in bounded pieces, so no command line grows with the batch.
 //! 4. [`DefaultSandbox::download`] runs `download_command` (`{sandbox_id}`, `{paths}`).
 //!    Retried.
 //! 5. [`DefaultSandbox::destroy`] runs `destroy_command` (`{sandbox_id}`).

@@ -4,8 +4,8 @@
 //! `<shell> -c 'exec <program> <args>...'` in its own process group (so a timeout,
 //! a cancel or [`Sandbox::destroy`] kills the whole tree), in the command's directory or
 //! else the configured working directory, with the inherited environment plus the
-//! provider's plus the command's (later wins). Result files go to a private temporary
-//! directory the provider owns and removes when dropped. Sandboxes here share the
+//! provider's plus the command's (later wins). Result files and a batch's input files
+//! go to a private temporary directory the provider owns and removes when dropped. Sandboxes here share the
 //! machine: nothing is copied or isolated, and `--copy-dir` does not apply.
 
 use std::path::{Path, PathBuf};

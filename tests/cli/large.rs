@@ -44,6 +44,26 @@ def test_case(case):
     p
 }
 
+/// The batch logs of the last run (`batch-N.<kind>`).
+fn batch_logs(p: &Project) -> Vec<String> {
+    std::fs::read_dir(p.path().join("test-results/logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Asserts that the run cut at most `max` batches: with [`MANY`] long IDs, each then
+/// holds far more IDs than one command-line argument could.
+fn assert_few_batches(p: &Project, max: usize, run: &Run) {
+    let logs = batch_logs(p);
+    assert!(
+        !logs.is_empty() && logs.len() <= max,
+        "{} batches ({logs:?}), expected at most {max}\n{}",
+        logs.len(),
+        run.show()
+    );
+}
+
 /// Runs `offload run --no-cache` with the test virtualenv on `PATH`.
 fn run_with_python(p: &Project, cmd: &mut std::process::Command) -> Run {
     cmd.env("PATH", support::path_with(&support::python_bin_dir()))
@@ -82,7 +102,8 @@ paths = ["tests"]
 [groups.all]
 "#,
     );
-    run_with_python(&p, &mut p.offload());
+    let run = run_with_python(&p, &mut p.offload());
+    assert_few_batches(&p, 1, &run);
     let logs = std::fs::read_to_string(p.path().join("test-results/logs/batch-0.error"))
         .expect("one batch, an error for the vanished test");
     assert!(
@@ -122,7 +143,9 @@ command = "python -m pytest"
     let mut cmd = p.offload();
     cmd.env("OFFLOAD_SANDBOX_HOME", home.path())
         .env("XDG_CACHE_HOME", cache.path());
-    run_with_python(&p, &mut cmd);
+    let run = run_with_python(&p, &mut cmd);
+    // Remote sandboxes get two batches each on a first run.
+    assert_few_batches(&p, 2, &run);
 }
 
 /// A runner for the default framework: `python3 runner.py RESULT ID...` or
@@ -175,6 +198,7 @@ fn a_default_framework_batch_with_a_huge_tests_placeholder_runs() {
     let run = support::run(p.offload().args(["run", "--no-cache"]));
     assert_eq!(run.code, 0, "{}", run.show());
     run.assert_summary(&format!("Passed: {MANY}"));
+    assert_few_batches(&p, 1, &run);
 }
 
 #[test]
