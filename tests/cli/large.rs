@@ -250,3 +250,34 @@ schedule_individual = true
     let xml = std::fs::read_to_string(p.path().join("test-results/junit.xml")).unwrap();
     assert_eq!(xml.matches("failed to start").count(), 4, "{xml}");
 }
+
+#[test]
+fn a_nextest_batch_of_long_names_runs_in_one_batch() {
+    // 1500 tests whose filterset terms add up to well over 128 KiB.
+    const TESTS: usize = 1500;
+    let p = Project::new();
+    p.file(
+        "Cargo.toml",
+        "[package]\nname = \"bigbatch\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    );
+    let tests: String = (0..TESTS)
+        .map(|i| {
+            format!(
+                "    #[test] fn test_{i:04}_with_a_long_name_that_fills_the_filterset_up() {{}}\n"
+            )
+        })
+        .collect();
+    p.file(
+        "src/lib.rs",
+        &format!("#[cfg(test)]\nmod tests {{\n{tests}}}\n"),
+    );
+    p.file(
+        "offload.toml",
+        "[offload]\nmax_parallel = 1\ntest_timeout_secs = 600\n[provider]\ntype = \"local\"\n\
+         [framework]\ntype = \"cargo\"\n[groups.all]\n",
+    );
+    let run = support::run(p.offload().args(["run", "--no-cache"]));
+    assert_eq!(run.code, 0, "{}", run.show());
+    run.assert_summary(&format!("Passed: {TESTS}"));
+    assert_few_batches(&p, 1, &run);
+}
