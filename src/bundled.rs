@@ -39,7 +39,14 @@ pub const SCRIPTS: &[Script] = &[
         name: "offload_discovery_trace.py",
         contents: include_bytes!("../scripts/offload_discovery_trace.py"),
     },
+    PYTEST_PLUGIN,
 ];
+
+/// The pytest plugin that selects a batch's tests (see `crate::framework::pytest`).
+pub const PYTEST_PLUGIN: Script = Script {
+    name: "offload_pytest_plugin.py",
+    contents: include_bytes!("../scripts/offload_pytest_plugin.py"),
+};
 
 /// `@name.ext` at the start of a command or after whitespace.
 fn reference_pattern() -> &'static Regex {

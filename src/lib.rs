@@ -21,3 +21,26 @@ pub mod provider;
 pub mod report;
 pub mod scheduler;
 pub mod signal;
+
+/// The configuration of the property tests beside the code: `cases` cases from a fixed
+/// seed, so every run (CI's included) tries the same inputs; `PROPTEST_RNG_SEED` and
+/// `PROPTEST_CASES` explore others.
+#[cfg(test)]
+pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, RngSeed};
+    let defaults = Config::default();
+    let cases = if std::env::var_os("PROPTEST_CASES").is_some() {
+        defaults.cases
+    } else {
+        cases
+    };
+    let rng_seed = match defaults.rng_seed {
+        RngSeed::Random => RngSeed::Fixed(0x00ff_10ad),
+        set => set,
+    };
+    Config {
+        cases,
+        rng_seed,
+        ..defaults
+    }
+}

@@ -416,23 +416,39 @@ fn exit_outcome(status: ExitStatus) -> ExitOutcome {
     }
 }
 
+/// A child that could not be started at all (missing program or working directory,
+/// an argument list over the kernel's limits, ...). Callers tell it apart from a child
+/// that ran and failed: for a batch it is that batch's error, not the sandbox's.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SpawnError(String);
+
+/// Whether `err` (or anything it wraps) is a [`SpawnError`].
+pub fn is_spawn_error(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.is::<SpawnError>())
+}
+
 /// The error for a child that could not be started.
 fn spawn_error(spec: &CommandSpec, err: io::Error) -> anyhow::Error {
     if let Some(cwd) = &spec.cwd {
         if !cwd.is_dir() {
-            return anyhow!(
+            return SpawnError(format!(
                 "failed to start `{}`: working directory `{}` does not exist or is not a directory",
                 spec.program,
                 cwd.display()
-            );
+            ))
+            .into();
         }
     }
     let hint = match err.kind() {
         io::ErrorKind::NotFound => " (hint: is it installed and on PATH?)",
         io::ErrorKind::PermissionDenied => " (hint: is it executable?)",
+        io::ErrorKind::ArgumentListTooLong => {
+            " (hint: the command line is over the kernel's limits; this is a bug in Offload, please report it)"
+        }
         _ => "",
     };
-    anyhow!("failed to start `{}`: {err}{hint}", spec.program)
+    SpawnError(format!("failed to start `{}`: {err}{hint}", spec.program)).into()
 }
 
 /// Reads one pipe to EOF, sending what it reads; ends early if the receiver is gone.
@@ -870,6 +886,7 @@ mod tests {
         let msg = format!("{err:#}");
         assert!(msg.contains("`offload-no-such-program-xyz`"), "{msg}");
         assert!(msg.contains("is it installed and on PATH?"), "{msg}");
+        assert!(is_spawn_error(&err));
     }
 
     #[tokio::test]

@@ -1,9 +1,10 @@
 //! Batching: cuts the tests of a run into batches, longest first when durations are known.
 //!
 //! The scheduler is pure: it takes tests with their expected durations and returns
-//! batches of indices. It never holds the same test twice in one batch, never builds a
-//! batch whose IDs would overflow a command line, and never builds more batches than
-//! there are tests. Retries are not scheduled here: the orchestrator re-queues failed
+//! batches of indices. It never holds the same test twice in one batch and never builds
+//! more batches than there are tests. A batch may hold any number of tests: its
+//! selection travels in a file, not on a command line (see
+//! [`BatchCommand`](crate::framework::BatchCommand)). Retries are not scheduled here: the orchestrator re-queues failed
 //! tests as they fail (see [`split_retries`]).
 //!
 //! Two regimes, because a batch costs a start-up (a process, a pytest collection, a
@@ -42,10 +43,6 @@ use rustc_hash::FxHashMap;
 
 use crate::report::junit::MAX_DURATION_SECS;
 
-/// Upper bound on the bytes of test IDs in one batch. A batch command often travels as a
-/// single argument (`sh -c`, a remote exec), and Linux caps one argument at 128 KiB.
-pub const MAX_BATCH_ID_BYTES: usize = 64 * 1024;
-
 /// Duration assumed for a test of a group with no known duration at all.
 pub const UNKNOWN_DURATION: Duration = Duration::from_secs(1);
 
@@ -74,7 +71,7 @@ const SMALL_TEST_SHARE: f64 = 0.1;
 /// One test to schedule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item<'a> {
-    /// Its ID (its length counts against [`MAX_BATCH_ID_BYTES`]).
+    /// Its ID.
     pub id: &'a str,
     /// Its group (unknown durations take the group's mean).
     pub group: &'a str,
@@ -175,7 +172,7 @@ pub fn plan(
         }
     }
     if estimates.any_known {
-        batches.extend(lpt_then_fill(items, durations, &normal, parallel));
+        batches.extend(lpt_then_fill(durations, &normal, parallel));
     } else {
         let per_sandbox = normal.len() / parallel;
         let split = per_sandbox >= UNKNOWN_BATCHES_PER_SANDBOX * MIN_TESTS_PER_SPLIT_BATCH
@@ -186,22 +183,16 @@ pub fn plan(
             parallel
         };
         let units = stretches(items, &normal, slots);
-        batches.extend(lpt(items, durations, units, slots));
+        batches.extend(lpt(durations, units, slots));
     }
     batches.sort_by_key(|b| std::cmp::Reverse(b.load));
     batches
 }
 
 /// Splits `tests` (indices of tests to retry) into at most `parts` batches of similar
-/// expected duration, respecting [`MAX_BATCH_ID_BYTES`].
-pub fn split_retries(
-    tests: &[usize],
-    items: &[Item<'_>],
-    durations: &[Duration],
-    parts: usize,
-) -> Vec<PlannedBatch> {
+/// expected duration.
+pub fn split_retries(tests: &[usize], durations: &[Duration], parts: usize) -> Vec<PlannedBatch> {
     lpt(
-        items,
         durations,
         tests.iter().map(|&i| vec![i]).collect(),
         parts.max(1),
@@ -244,12 +235,7 @@ fn stretches(items: &[Item<'_>], chosen: &[usize], slots: usize) -> Vec<Vec<usiz
 
 /// LPT for the long tests, then the short ones in discovery order, each batch filled
 /// to the fair share before the next least-loaded one takes over.
-fn lpt_then_fill(
-    items: &[Item<'_>],
-    durations: &[Duration],
-    chosen: &[usize],
-    slots: usize,
-) -> Vec<PlannedBatch> {
+fn lpt_then_fill(durations: &[Duration], chosen: &[usize], slots: usize) -> Vec<PlannedBatch> {
     let slots = slots.min(chosen.len());
     if slots == 0 {
         return Vec::new();
@@ -259,95 +245,63 @@ fn lpt_then_fill(
     let threshold = fair.mul_f64(SMALL_TEST_SHARE);
     let (long, short): (Vec<usize>, Vec<usize>) =
         chosen.iter().partition(|&&i| durations[i] > threshold);
-    let mut batches: Vec<(PlannedBatch, usize)> = (0..slots).map(|_| open_batch()).collect();
+    let mut batches: Vec<PlannedBatch> = (0..slots).map(|_| open_batch()).collect();
     place(
-        items,
         durations,
         &mut batches,
         long.into_iter().map(|i| vec![i]).collect(),
     );
     let mut current: Option<usize> = None;
     for i in short {
-        let (d, len) = (durations[i], items[i].id.len() + 1);
-        let keep = current.filter(|&c| {
-            let (b, used) = &batches[c];
-            b.load + d / 2 <= fair && used + len <= MAX_BATCH_ID_BYTES
-        });
-        let target = keep.unwrap_or_else(|| least_loaded(&mut batches, len));
+        let d = durations[i];
+        let keep = current.filter(|&c| batches[c].load + d / 2 <= fair);
+        let target = keep.unwrap_or_else(|| least_loaded(&batches));
         current = Some(target);
-        let (batch, used) = &mut batches[target];
+        let batch = &mut batches[target];
         batch.items.push(i);
         batch.load += d;
-        *used += len;
     }
+    batches.retain(|b| !b.items.is_empty());
     batches
-        .into_iter()
-        .map(|(b, _)| b)
-        .filter(|b| !b.items.is_empty())
-        .collect()
 }
 
-/// A batch being filled: no tests yet, and the bytes of IDs it holds.
-fn open_batch() -> (PlannedBatch, usize) {
-    (
-        PlannedBatch {
-            items: Vec::new(),
-            load: Duration::ZERO,
-        },
-        0,
-    )
+/// A batch being filled: no tests yet.
+fn open_batch() -> PlannedBatch {
+    PlannedBatch {
+        items: Vec::new(),
+        load: Duration::ZERO,
+    }
 }
 
-/// The least-loaded batch with room for `len` more bytes of IDs (a new one if none).
-fn least_loaded(batches: &mut Vec<(PlannedBatch, usize)>, len: usize) -> usize {
-    let found = batches
+/// The index of the least-loaded batch (the first of equals).
+fn least_loaded(batches: &[PlannedBatch]) -> usize {
+    batches
         .iter()
         .enumerate()
-        .filter(|(_, (b, used))| b.items.is_empty() || used + len <= MAX_BATCH_ID_BYTES)
-        .min_by_key(|(idx, (b, _))| (b.load, *idx))
-        .map(|(idx, _)| idx);
-    found.unwrap_or_else(|| {
-        batches.push(open_batch());
-        batches.len() - 1
-    })
+        .min_by_key(|(idx, b)| (b.load, *idx))
+        .map_or(0, |(idx, _)| idx)
 }
 
 /// Places each unit, longest first, in the least-loaded batch.
-fn place(
-    items: &[Item<'_>],
-    durations: &[Duration],
-    batches: &mut Vec<(PlannedBatch, usize)>,
-    mut units: Vec<Vec<usize>>,
-) {
+fn place(durations: &[Duration], batches: &mut [PlannedBatch], mut units: Vec<Vec<usize>>) {
     let load_of = |unit: &[usize]| -> Duration { unit.iter().map(|&i| durations[i]).sum() };
     // Stable: equal loads keep discovery order, which makes equal loads round-robin.
     units.sort_by_key(|u| std::cmp::Reverse(load_of(u)));
     for unit in units {
-        let bytes: usize = unit.iter().map(|&i| items[i].id.len() + 1).sum();
-        let target = least_loaded(batches, bytes);
-        let (batch, used) = &mut batches[target];
+        let batch = &mut batches[least_loaded(batches)];
         batch.load += load_of(&unit);
         batch.items.extend(unit);
-        *used += bytes;
     }
 }
 
-/// Longest-processing-time-first of `units` into `slots` batches (more if the byte
-/// limit forces it). Equal loads in discovery order make this round-robin.
-fn lpt(
-    items: &[Item<'_>],
-    durations: &[Duration],
-    units: Vec<Vec<usize>>,
-    slots: usize,
-) -> Vec<PlannedBatch> {
+/// Longest-processing-time-first of `units` into `slots` batches. Equal loads in
+/// discovery order make this round-robin.
+fn lpt(durations: &[Duration], units: Vec<Vec<usize>>, slots: usize) -> Vec<PlannedBatch> {
     let slots = slots.min(units.len());
-    let mut batches: Vec<(PlannedBatch, usize)> = (0..slots).map(|_| open_batch()).collect();
-    place(items, durations, &mut batches, units);
+    let mut batches: Vec<PlannedBatch> = (0..slots).map(|_| open_batch()).collect();
+    place(durations, &mut batches, units);
+    batches.retain(|b| !b.items.is_empty());
     batches
-        .into_iter()
-        .map(|(b, _)| b)
-        .filter(|b| !b.items.is_empty())
-        .collect()
 }
 
 #[cfg(test)]
@@ -642,24 +596,19 @@ mod tests {
     }
 
     #[test]
-    fn batches_stay_under_the_argument_limit() {
+    fn a_batch_holds_any_number_of_bytes_of_ids() {
         let long: Vec<String> = (0..200).map(|i| format!("{i:0>1000}")).collect();
         let items: Vec<Item<'_>> = long.iter().map(|n| item(n)).collect();
-        let batches = plan(&items, &estimate(&items, &FxHashMap::default()), 1, true);
-        assert!(batches.len() >= 4, "{} batches", batches.len());
-        for b in &batches {
-            let bytes: usize = b.items.iter().map(|&i| items[i].id.len() + 1).sum();
-            assert!(bytes <= MAX_BATCH_ID_BYTES);
-        }
-        let total: usize = batches.iter().map(|b| b.items.len()).sum();
-        assert_eq!(total, 200);
+        let batches = plan(&items, &estimate(&items, &FxHashMap::default()), 1, false);
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].items.len(), 200);
     }
 
     #[test]
     fn retries_are_split_over_free_sandboxes() {
         let items = items(&["a", "b", "c", "d"]);
         let est = estimate(&items, &FxHashMap::default());
-        let batches = split_retries(&[1, 3], &items, &est.durations, 4);
+        let batches = split_retries(&[1, 3], &est.durations, 4);
         assert_eq!(ids(&items, &batches), vec![vec!["b"], vec!["d"]]);
     }
 }

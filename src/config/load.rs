@@ -1601,7 +1601,7 @@ output_dir = "${OUT:-results}"
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::test_runner::Config::with_cases(500))]
+        #![proptest_config(crate::proptest_config(500))]
         /// Whatever the file says: no panic; a config that loads keeps the promises
         /// the rest of Offload relies on; an error is a bounded message.
         #[test]

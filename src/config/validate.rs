@@ -320,10 +320,10 @@ fn check_default_framework(f: &DefaultFrameworkConfig) -> Result<()> {
             shown(&f.discover_command)
         );
     }
-    if !f.run_command.contains("{tests}") {
+    if !f.run_command.contains("{tests}") && !f.run_command.contains("{tests_file}") {
         bail!(
-            "`framework.run_command` must contain `{{tests}}`, where the batch's test IDs go; \
-             got `{}`; e.g. `run_command = \"./run-tests.sh {{tests}}\"`",
+            "`framework.run_command` must contain `{{tests}}` or `{{tests_file}}`, where the \
+             batch's test IDs go; got `{}`; e.g. `run_command = \"./run-tests.sh {{tests}}\"`",
             shown(&f.run_command)
         );
     }
@@ -634,7 +634,7 @@ test_id_format = "{name}""#;
             ),
             (
                 edit(&[("type = \"pytest\"", DEFAULT_FRAMEWORK), ("t {tests}", "t")]),
-                "`framework.run_command` must contain `{tests}`",
+                "`framework.run_command` must contain `{tests}` or `{tests_file}`",
             ),
             (
                 edit(&[

@@ -15,7 +15,10 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 
-use super::{Discovered, Framework, command_failed, failure_output, shell_split};
+use super::{
+    ARGS_BUDGET, BatchCommand, BatchPaths, Discovered, Framework, command_failed, failure_output,
+    shell_batch, shell_split,
+};
 use crate::config::CargoConfig;
 use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
 
@@ -187,9 +190,10 @@ impl Framework for Cargo {
     fn batch_command(
         &self,
         tests: &[String],
-        result_path: &str,
+        paths: &BatchPaths,
         fail_fast: bool,
-    ) -> Result<CommandSpec> {
+    ) -> Result<BatchCommand> {
+        let result_path = paths.result.as_str();
         let q = |s: &str| shell_words::quote(s).into_owned();
         // nextest wants an absolute tool config path and resolves a relative JUnit path
         // against its store directory, so a relative result path is anchored at `$PWD`.
@@ -230,7 +234,11 @@ impl Framework for Cargo {
             }
             None => run.extend(self.selection_args()),
         }
-        run.extend(["-E".to_owned(), filterset(tests)]);
+        // nextest runs the tests that match any of several `-E`; each stays well under
+        // the kernel's limit for one argument.
+        for filter in filtersets(tests, ARGS_BUDGET) {
+            run.extend(["-E".to_owned(), filter]);
+        }
         let run = run.iter().map(|a| q(a)).collect::<Vec<_>>().join(" ");
         let config = q(&config_file);
         let script = format!(
@@ -238,12 +246,7 @@ impl Framework for Cargo {
              exec cargo nextest run --tool-config-file offload:{anchor}{config} {run}",
             header = q(&format!("[profile.{PROFILE}.junit]")),
         );
-        Ok(CommandSpec {
-            program: "sh".to_owned(),
-            args: vec!["-c".to_owned(), script],
-            cwd: None,
-            env: Vec::new(),
-        })
+        Ok(shell_batch(script, &paths.script_file, None, Vec::new()))
     }
 
     fn junit_key<'a>(&self, name: &'a str, classname: Option<&'a str>) -> Cow<'a, str> {
@@ -299,21 +302,33 @@ fn parse_test_list(stdout: &str) -> Result<Vec<(String, bool)>> {
         .collect())
 }
 
-/// A nextest filterset selecting exactly `tests`:
-/// `(binary_id(=B) & test(=T)) | ...`; an ID without a space matches by test name.
-fn filterset(tests: &[String]) -> String {
-    tests
-        .iter()
-        .map(|id| match id.split_once(' ') {
+/// nextest filtersets that together select exactly `tests`:
+/// `(binary_id(=B) & test(=T)) | ...`, cut so that none is longer than `max_len` (unless
+/// one test alone is); an ID without a space matches by test name.
+fn filtersets(tests: &[String], max_len: usize) -> Vec<String> {
+    let mut sets = Vec::new();
+    let mut current = String::new();
+    for id in tests {
+        let term = match id.split_once(' ') {
             Some((binary, test)) => format!(
                 "(binary_id(={}) & test(={}))",
                 filterset_escape(binary),
                 filterset_escape(test)
             ),
             None => format!("test(={})", filterset_escape(id)),
-        })
-        .collect::<Vec<_>>()
-        .join(" | ")
+        };
+        if !current.is_empty() && current.len() + 3 + term.len() > max_len {
+            sets.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push_str(" | ");
+        }
+        current.push_str(&term);
+    }
+    if !current.is_empty() {
+        sets.push(current);
+    }
+    sets
 }
 
 /// Escapes the characters that end or split a filterset string argument.
@@ -474,9 +489,24 @@ mod tests {
             "lone".to_owned(),
         ];
         assert_eq!(
-            filterset(&ids),
-            "(binary_id(=nx) & test(=tests::a)) | (binary_id(=nx::integ) & test(=it\\,works\\))) \
+            filtersets(&ids, 1000),
+            [
+                "(binary_id(=nx) & test(=tests::a)) | (binary_id(=nx::integ) & test(=it\\,works\\))) \
              | test(=lone)"
+            ]
+        );
+        // Cut where one more term would pass the bound; every test is in exactly one.
+        assert_eq!(
+            filtersets(&ids, 55),
+            [
+                "(binary_id(=nx) & test(=tests::a))",
+                "(binary_id(=nx::integ) & test(=it\\,works\\)))",
+                "test(=lone)"
+            ]
+        );
+        assert_eq!(
+            filtersets(&ids[1..], 61),
+            ["(binary_id(=nx::integ) & test(=it\\,works\\))) | test(=lone)"]
         );
     }
 
@@ -487,8 +517,13 @@ mod tests {
             ..CargoConfig::default()
         });
         let spec = fw
-            .batch_command(&["nx tests::a".to_owned()], "/tmp/sb 1-0.xml", false)
-            .unwrap();
+            .batch_command(
+                &["nx tests::a".to_owned()],
+                &crate::framework::test_paths("/tmp/sb 1-0.xml"),
+                false,
+            )
+            .unwrap()
+            .command;
         assert_eq!(spec.program, "sh");
         assert_eq!(spec.args[0], "-c");
         assert_eq!(
@@ -499,8 +534,13 @@ mod tests {
              '--no-tests=warn' -p nx -E '(binary_id(=nx) & test(=tests::a))'"
         );
         let spec = fw
-            .batch_command(&["nx t".to_owned()], "/r.xml", true)
-            .unwrap();
+            .batch_command(
+                &["nx t".to_owned()],
+                &crate::framework::test_paths("/r.xml"),
+                true,
+            )
+            .unwrap()
+            .command;
         assert!(spec.args[1].contains(" --fail-fast "), "{}", spec.args[1]);
         assert!(!spec.args[1].contains("--config-file"), "{}", spec.args[1]);
     }
@@ -538,8 +578,13 @@ mod tests {
             cargo_metadata: "/o/meta.json".into(),
         });
         let script = fw
-            .batch_command(&["core t".to_owned()], "/r.xml", false)
+            .batch_command(
+                &["core t".to_owned()],
+                &crate::framework::test_paths("/r.xml"),
+                false,
+            )
             .unwrap()
+            .command
             .args[1]
             .clone();
         assert!(
@@ -558,8 +603,13 @@ mod tests {
     fn relative_result_paths_are_anchored_at_pwd() {
         let fw = cargo(CargoConfig::default());
         let spec = fw
-            .batch_command(&["nx t".to_owned()], "out/r.xml", false)
-            .unwrap();
+            .batch_command(
+                &["nx t".to_owned()],
+                &crate::framework::test_paths("out/r.xml"),
+                false,
+            )
+            .unwrap()
+            .command;
         let script = &spec.args[1];
         assert!(
             script.contains("\"path = \\\"$PWD/\"'out/r.xml\"'"),

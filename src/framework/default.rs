@@ -11,7 +11,10 @@ use std::borrow::Cow;
 
 use anyhow::Result;
 
-use super::{Discovered, Framework, ResultSource, command_failed, failure_output, substitute};
+use super::{
+    BatchCommand, BatchPaths, Discovered, Framework, InputFile, ResultSource, command_failed,
+    failure_output, shell_batch, substitute, tests_file_contents,
+};
 use crate::config::DefaultFrameworkConfig;
 use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
 
@@ -109,19 +112,42 @@ impl Framework for DefaultFramework {
         }
     }
 
+    /// `run_command` with `{tests}` (the IDs, shell-quoted), `{tests_file}` (a file
+    /// listing them, one per line) and `{result_file}` filled in, run by `sh`; a long
+    /// script is passed as a file (see [`super::shell_batch`]).
     fn batch_command(
         &self,
         tests: &[String],
-        result_path: &str,
+        paths: &BatchPaths,
         _fail_fast: bool,
-    ) -> Result<CommandSpec> {
-        let tests = shell_words::join(tests);
-        let result_file = shell_words::quote(result_path);
+    ) -> Result<BatchCommand> {
+        let run = &self.config.run_command;
+        let quoted_tests = if run.contains("{tests}") {
+            shell_words::join(tests)
+        } else {
+            String::new()
+        };
+        let mut inputs = Vec::new();
+        if run.contains("{tests_file}") {
+            inputs.push(InputFile {
+                path: paths.tests_file.clone(),
+                contents: tests_file_contents(tests),
+            });
+        }
         let script = substitute(
-            &self.config.run_command,
-            &[("tests", &tests), ("result_file", &result_file)],
+            run,
+            &[
+                ("tests", &quoted_tests),
+                ("tests_file", &shell_words::quote(&paths.tests_file)),
+                ("result_file", &shell_words::quote(&paths.result)),
+            ],
         );
-        Ok(self.shell(script))
+        Ok(shell_batch(
+            script,
+            &paths.script_file,
+            self.config.working_dir.clone(),
+            inputs,
+        ))
     }
 
     fn junit_key<'a>(&self, name: &'a str, classname: Option<&'a str>) -> Cow<'a, str> {
@@ -233,7 +259,10 @@ mod tests {
             "it's".to_owned(),
             "{result_file}".to_owned(),
         ];
-        let spec = fw.batch_command(&ids, "/tmp/r 1.xml", true).unwrap();
+        let spec = fw
+            .batch_command(&ids, &crate::framework::test_paths("/tmp/r 1.xml"), true)
+            .unwrap()
+            .command;
         assert_eq!(
             spec.args[1],
             "runner plain 'with space' 'it'\\''s' {result_file} --junit '/tmp/r 1.xml'"

@@ -76,6 +76,89 @@ pub enum ResultSource {
     ExitCode,
 }
 
+/// Where a batch's files live inside the sandbox it runs in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchPaths {
+    /// Where the runner writes its JUnit XML, when the result source is
+    /// [`ResultSource::JunitPerBatch`]. Should be absolute (a relative one is taken
+    /// relative to the command's working directory).
+    pub result: String,
+    /// A path for the batch's list of test IDs, one per line.
+    pub tests_file: String,
+    /// A path for a shell script the batch runs.
+    pub script_file: String,
+    /// A directory for files every batch of the sandbox shares (the pytest plugin).
+    pub support_dir: String,
+}
+
+/// A text file a batch reads, written into the sandbox before its command starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputFile {
+    /// Its path inside the sandbox (parent directories are created).
+    pub path: String,
+    /// Its content.
+    pub contents: String,
+}
+
+/// What runs one batch: a short command line and the files it reads.
+///
+/// The selection of a batch can be any size, and a command line cannot (one argument
+/// of at most 128 KiB on Linux, all of them together at most `ARG_MAX`): frameworks put
+/// the test IDs and any long script into [`Self::inputs`], which the sandbox writes
+/// before it runs [`Self::command`], and keep the command line itself short.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchCommand {
+    /// The command, whose arguments stay short whatever the batch's size.
+    pub command: CommandSpec,
+    /// Files to write into the sandbox first.
+    pub inputs: Vec<InputFile>,
+}
+
+impl From<CommandSpec> for BatchCommand {
+    fn from(command: CommandSpec) -> Self {
+        Self {
+            command,
+            inputs: Vec::new(),
+        }
+    }
+}
+
+/// The longest command line (in bytes) a framework builds from a batch's tests before
+/// it falls back to a file: well under the kernel's 128 KiB for one argument, since a
+/// provider may quote the line again inside its own shell command.
+pub(crate) const ARGS_BUDGET: usize = 32 * 1024;
+
+/// The content of a tests file: the IDs, one per line.
+pub(crate) fn tests_file_contents(tests: &[String]) -> String {
+    let mut out = String::with_capacity(tests.iter().map(|t| t.len() + 1).sum());
+    for test in tests {
+        out.push_str(test);
+        out.push('\n');
+    }
+    out
+}
+
+/// `sh -c <script>` in `cwd`, or, when the script is longer than [`ARGS_BUDGET`],
+/// `sh <script_file>` with the script written there first (with `inputs`).
+pub(crate) fn shell_batch(
+    script: String,
+    script_file: &str,
+    cwd: Option<std::path::PathBuf>,
+    mut inputs: Vec<InputFile>,
+) -> BatchCommand {
+    let mut command = if script.len() <= ARGS_BUDGET {
+        CommandSpec::shell(&script)
+    } else {
+        inputs.push(InputFile {
+            path: script_file.to_owned(),
+            contents: script,
+        });
+        CommandSpec::new("sh").arg(script_file)
+    };
+    command.cwd = cwd;
+    BatchCommand { command, inputs }
+}
+
 /// A test framework.
 pub trait Framework: Send + Sync {
     /// The framework's name as in `[framework] type`.
@@ -95,15 +178,15 @@ pub trait Framework: Send + Sync {
         ResultSource::JunitPerBatch
     }
 
-    /// The command that runs exactly `tests`, writing JUnit XML to `result_path` when
-    /// the result source is [`ResultSource::JunitPerBatch`]. `result_path` should be
-    /// absolute (a relative one is taken relative to the command's working directory).
+    /// The command that runs exactly `tests`, writing JUnit XML to `paths.result` when
+    /// the result source is [`ResultSource::JunitPerBatch`], with the files it reads.
+    /// Its command line stays short whatever the number of tests (see [`BatchCommand`]).
     fn batch_command(
         &self,
         tests: &[String],
-        result_path: &str,
+        paths: &BatchPaths,
         fail_fast: bool,
-    ) -> Result<CommandSpec>;
+    ) -> Result<BatchCommand>;
 
     /// The key a JUnit `<testcase>` is filed under.
     fn junit_key<'a>(&self, name: &'a str, classname: Option<&'a str>) -> Cow<'a, str>;
@@ -238,6 +321,17 @@ pub(crate) fn failure_output(output: &CapturedOutput) -> String {
         return tail_lines(stderr, 60);
     }
     tail_lines(&output.stdout, 60)
+}
+
+/// Batch paths for unit tests: `result` and fixed paths under `/sb`.
+#[cfg(test)]
+pub(crate) fn test_paths(result: &str) -> BatchPaths {
+    BatchPaths {
+        result: result.to_owned(),
+        tests_file: "/sb/batch-1.tests".to_owned(),
+        script_file: "/sb/batch-1.sh".to_owned(),
+        support_dir: "/sb/support".to_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -14,13 +14,24 @@ use std::path::Path;
 use anyhow::Result;
 use regex::Regex;
 
-use super::{Discovered, Framework, command_failed, shell_split, tail_lines};
+use super::{
+    ARGS_BUDGET, BatchCommand, BatchPaths, Discovered, Framework, InputFile, command_failed,
+    shell_split, tail_lines, tests_file_contents,
+};
 use crate::config::PytestConfig;
 use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
 
 /// Separates classname from name in JUnit keys. A control character, so it can never
 /// occur in a node id printed by pytest nor in a JUnit attribute.
 const KEY_SEPARATOR: char = '\u{1f}';
+
+/// The module name of the bundled plugin that selects a batch's tests (`-p` loads it).
+/// Its file is [`crate::bundled::PYTEST_PLUGIN`], written into each sandbox's support
+/// directory.
+const PLUGIN_MODULE: &str = "offload_pytest_plugin";
+
+/// The variable that names the batch's tests file for the plugin.
+const TESTS_FILE_VARIABLE: &str = "OFFLOAD_TESTS_FILE";
 
 /// pytest's exit code when nothing was collected (filters selected nothing).
 const EXIT_NO_TESTS_COLLECTED: i32 = 5;
@@ -165,26 +176,72 @@ impl Framework for Pytest {
         }
     }
 
+    /// `sh -c 'PYTHONPATH=<support dir>... exec "$@"' <pytest> -p offload_pytest_plugin
+    /// ... <files>`, with the batch's node IDs in `paths.tests_file` (read by the
+    /// bundled plugin, see `scripts/offload_pytest_plugin.py`) and only the files of
+    /// those IDs as arguments, so pytest collects just them. When even the file list is
+    /// long, the discovery `paths` are passed instead (the plugin still selects exactly
+    /// the batch).
     fn batch_command(
         &self,
         tests: &[String],
-        result_path: &str,
+        paths: &BatchPaths,
         fail_fast: bool,
-    ) -> Result<CommandSpec> {
+    ) -> Result<BatchCommand> {
         // Quiet: per-test progress lines cost pytest CPU in every batch and nobody reads
         // them (outcomes come from the JUnit file); failures and the summary still show
         // in the batch log. `run_args = "-v"` brings the lines back.
         let mut args = vec![
+            "-p".to_owned(),
+            PLUGIN_MODULE.to_owned(),
             "-q".to_owned(),
             "--tb=short".to_owned(),
-            format!("--junitxml={result_path}"),
+            format!("--junitxml={}", paths.result),
         ];
         if fail_fast {
             args.push("-x".to_owned());
         }
         args.extend(self.run_args.iter().cloned());
-        args.extend(tests.iter().cloned());
-        Ok(self.command(args))
+        let mut files: Vec<&str> = Vec::new();
+        let mut seen = rustc_hash::FxHashSet::default();
+        let mut length = 0;
+        for test in tests {
+            let file = self.locality(test).unwrap_or(test);
+            if seen.insert(file) {
+                length += file.len() + 3;
+                files.push(file);
+            }
+        }
+        if length <= ARGS_BUDGET {
+            args.extend(files.into_iter().map(str::to_owned));
+        } else {
+            args.extend(self.paths.iter().cloned());
+        }
+        // The plugin's directory goes in front of the sandbox's own PYTHONPATH, which
+        // only a shell there can read.
+        let command = CommandSpec::new("sh")
+            .args([
+                "-c",
+                "PYTHONPATH=\"$0${PYTHONPATH:+:$PYTHONPATH}\" exec \"$@\"",
+                &paths.support_dir,
+            ])
+            .args(self.prefix.iter().cloned())
+            .args(args)
+            .env(TESTS_FILE_VARIABLE, &paths.tests_file);
+        Ok(BatchCommand {
+            command,
+            inputs: vec![
+                InputFile {
+                    path: format!("{}/{PLUGIN_MODULE}.py", paths.support_dir),
+                    contents: String::from_utf8_lossy(crate::bundled::PYTEST_PLUGIN.contents)
+                        .into_owned(),
+                },
+                InputFile {
+                    path: paths.tests_file.clone(),
+                    contents: tests_file_contents(tests),
+                },
+            ],
+        })
     }
 
     fn junit_key<'a>(&self, name: &'a str, classname: Option<&'a str>) -> Cow<'a, str> {
@@ -452,14 +509,26 @@ mod tests {
         let mut c = config(Some("uv run pytest"));
         c.run_args = Some("-p no:cacheprovider --maxfail '3'".to_owned());
         let fw = Pytest::new(&c).unwrap();
-        let ids = vec!["t/a.py::test_p[a b]".to_owned(), "t/a.py::K::m".to_owned()];
-        let spec = fw.batch_command(&ids, "/tmp/r.xml", false).unwrap();
+        let ids = vec![
+            "t/a.py::test_p[a b]".to_owned(),
+            "t/b.py::K::m".to_owned(),
+            "t/a.py::K::m".to_owned(),
+            "t/data.yaml".to_owned(),
+        ];
+        let paths = crate::framework::test_paths("/tmp/r.xml");
+        let batch = fw.batch_command(&ids, &paths, false).unwrap();
         assert_eq!(
-            argv(&spec),
+            argv(&batch.command),
             [
+                "sh",
+                "-c",
+                "PYTHONPATH=\"$0${PYTHONPATH:+:$PYTHONPATH}\" exec \"$@\"",
+                "/sb/support",
                 "uv",
                 "run",
                 "pytest",
+                "-p",
+                "offload_pytest_plugin",
                 "-q",
                 "--tb=short",
                 "--junitxml=/tmp/r.xml",
@@ -467,12 +536,51 @@ mod tests {
                 "no:cacheprovider",
                 "--maxfail",
                 "3",
-                "t/a.py::test_p[a b]",
-                "t/a.py::K::m"
+                // Each file once, in order; an ID without `::` is its own path.
+                "t/a.py",
+                "t/b.py",
+                "t/data.yaml",
             ]
         );
-        let spec = fw.batch_command(&ids[..1], "/tmp/r.xml", true).unwrap();
-        assert_eq!(spec.args[5], "-x");
+        assert_eq!(
+            batch.command.env,
+            [(
+                "OFFLOAD_TESTS_FILE".to_owned(),
+                "/sb/batch-1.tests".to_owned()
+            )]
+        );
+        assert_eq!(
+            batch.inputs,
+            [
+                InputFile {
+                    path: "/sb/support/offload_pytest_plugin.py".to_owned(),
+                    contents: String::from_utf8(crate::bundled::PYTEST_PLUGIN.contents.to_vec())
+                        .unwrap(),
+                },
+                InputFile {
+                    path: "/sb/batch-1.tests".to_owned(),
+                    contents: "t/a.py::test_p[a b]\nt/b.py::K::m\nt/a.py::K::m\nt/data.yaml\n"
+                        .to_owned(),
+                },
+            ]
+        );
+        let spec = fw.batch_command(&ids[..1], &paths, true).unwrap().command;
+        assert_eq!(spec.args[11], "-x");
+    }
+
+    #[test]
+    fn many_files_fall_back_to_the_discovery_paths() {
+        let fw = Pytest::new(&config(None)).unwrap();
+        let ids: Vec<String> = (0..5000)
+            .map(|i| format!("tests/test_module_number_{i}.py::test_x"))
+            .collect();
+        let batch = fw
+            .batch_command(&ids, &crate::framework::test_paths("/r.xml"), false)
+            .unwrap();
+        let args = &batch.command.args;
+        assert_eq!(args[args.len() - 2..], ["tests", "more tests"]);
+        assert!(args.iter().map(String::len).sum::<usize>() < ARGS_BUDGET);
+        assert_eq!(batch.inputs[1].contents.lines().count(), 5000);
     }
 
     #[test]
@@ -481,8 +589,13 @@ mod tests {
         c.run_args = Some("--maxfail 3".to_owned());
         let fw = Pytest::new(&c).unwrap();
         let spec = fw
-            .batch_command(&["a.py::t".to_owned()], "/r.xml", false)
-            .unwrap();
+            .batch_command(
+                &["a.py::t".to_owned()],
+                &crate::framework::test_paths("/r.xml"),
+                false,
+            )
+            .unwrap()
+            .command;
         assert!(!spec.args.iter().any(|a| a == "--maxfail"));
     }
 

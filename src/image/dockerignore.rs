@@ -374,6 +374,7 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(crate::proptest_config(256))]
         #[test]
         fn the_linear_matcher_agrees_with_backtracking(
             pattern in "(\\*\\*|[ab*?/!\\\\\\[\\]^-]){0,12}",

@@ -14,8 +14,8 @@ use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::framework::{Framework, ResultSource};
-use crate::process::{ExitOutcome, Stream};
+use crate::framework::{BatchPaths, Framework, ResultSource};
+use crate::process::{CommandSpec, ExitOutcome, Stream};
 use crate::provider::{OutputLine, Sandbox};
 use crate::report::junit::{self, CaseOutcome, Detail, TestCase};
 use crate::report::verdict::Attempt;
@@ -118,10 +118,13 @@ pub async fn execute(
         ResultSource::JunitFixed(path) => Some(path.clone()),
         ResultSource::ExitCode => None,
     };
-    let command =
-        cx.framework
-            .batch_command(&ids, remote_result.as_deref().unwrap_or(""), cx.fail_fast);
-    let (exec, log_error) = match command {
+    let paths = BatchPaths {
+        result: remote_result.clone().unwrap_or_default(),
+        tests_file: sandbox.result_path(job.number, "tests"),
+        script_file: sandbox.result_path(job.number, "sh"),
+        support_dir: sandbox.support_dir(),
+    };
+    let (exec, log_error) = match prepare(sandbox, cx, &ids, &paths, cancel).await {
         Ok(command) => {
             tracing::debug!(
                 batch = job.number,
@@ -131,7 +134,7 @@ pub async fn execute(
             );
             run_logged(sandbox, &command, cx.timeout, cancel, &running_log).await
         }
-        Err(err) => (Err(err.context("cannot build the batch command")), None),
+        Err(err) => (Err(err), None),
     };
     if let Some(err) = log_error {
         tracing::warn!(
@@ -144,16 +147,42 @@ pub async fn execute(
 
     let timed_out = matches!(exec, Ok(ExitOutcome::TimedOut));
     let report = match exec {
+        // Writing the input files was cut short by the cancel.
+        Err(_) if cancel.is_cancelled() => BatchReport {
+            kind: BatchKind::Cancelled,
+            attempts: Vec::new(),
+            sandbox_failed: false,
+            timed_out: false,
+        },
         Err(err) => {
-            let reason = format!(
-                "sandbox `{}` could not run the batch: {err:#}",
-                sandbox.id()
-            );
+            // A command that could not start (or whose input files could not be
+            // written) is this batch's problem; the sandbox runs the next one. Any other
+            // exec failure means the sandbox itself is in trouble.
+            let sandbox_failed =
+                !(err.is::<PrepareError>() || crate::process::is_spawn_error(&err));
+            let reason = if sandbox_failed {
+                format!(
+                    "sandbox `{}` could not run the batch: {err:#}",
+                    sandbox.id()
+                )
+            } else {
+                format!(
+                    "the batch could not start in sandbox `{}`: {err:#}",
+                    sandbox.id()
+                )
+            };
             tracing::error!("batch {}: {reason}", job.number);
+            // The reason belongs in the batch's log too; without a log it is still in the
+            // report, so a write error is ignored.
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&running_log)
+                .and_then(|mut log| writeln!(log, "[offload] {reason}"));
             BatchReport {
                 kind: BatchKind::Error,
                 attempts: not_run_all(job, &ids, &reason),
-                sandbox_failed: true,
+                sandbox_failed,
                 timed_out: false,
             }
         }
@@ -186,11 +215,38 @@ pub async fn execute(
     report
 }
 
+/// A batch that could not be set up: its command could not be built or its input files
+/// could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct PrepareError(anyhow::Error);
+
+/// Builds the batch's command and writes its input files into the sandbox.
+async fn prepare(
+    sandbox: &dyn Sandbox,
+    cx: &BatchContext,
+    ids: &[String],
+    paths: &BatchPaths,
+    cancel: &CancellationToken,
+) -> anyhow::Result<CommandSpec> {
+    let batch = cx
+        .framework
+        .batch_command(ids, paths, cx.fail_fast)
+        .map_err(|err| PrepareError(err.context("cannot build the batch command")))?;
+    if !batch.inputs.is_empty() {
+        sandbox
+            .write_files(&batch.inputs, cancel)
+            .await
+            .map_err(|err| PrepareError(err.context("cannot write the batch's input files")))?;
+    }
+    Ok(batch.command)
+}
+
 /// Runs the command, writing stdout lines as they are and stderr lines prefixed
 /// `[stderr] ` to `log`. Returns the outcome and any error writing the log.
 async fn run_logged(
     sandbox: &dyn Sandbox,
-    command: &crate::process::CommandSpec,
+    command: &CommandSpec,
     timeout: Duration,
     cancel: &CancellationToken,
     log: &Path,

@@ -248,7 +248,7 @@ pub async fn run(
                 if !retry.is_empty() && !stop.is_cancelled() {
                     // Retries go ahead of new work, spread over the sandboxes that are free.
                     let parts = (idle.len() + creating).max(1);
-                    for b in scheduler::split_retries(&retry, &items, &durations, parts)
+                    for b in scheduler::split_retries(&retry, &durations, parts)
                         .into_iter()
                         .rev()
                     {
@@ -471,7 +471,7 @@ mod tests {
     use tokio::sync::mpsc::UnboundedSender;
 
     use super::*;
-    use crate::framework::{Discovered, Framework};
+    use crate::framework::{BatchCommand, BatchPaths, Discovered, Framework, InputFile};
     use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
     use crate::provider::OutputLine;
 
@@ -496,8 +496,16 @@ mod tests {
         fn parse_discovery(&self, _: &CommandSpec, _: &CapturedOutput) -> Result<Discovered> {
             bail!("not used")
         }
-        fn batch_command(&self, tests: &[String], result: &str, _: bool) -> Result<CommandSpec> {
-            Ok(CommandSpec::new("fake").args(tests).env("RESULT", result))
+        fn batch_command(
+            &self,
+            tests: &[String],
+            paths: &BatchPaths,
+            _: bool,
+        ) -> Result<BatchCommand> {
+            Ok(CommandSpec::new("fake")
+                .args(tests)
+                .env("RESULT", &paths.result)
+                .into())
         }
         fn junit_key<'a>(&self, name: &'a str, _: Option<&'a str>) -> std::borrow::Cow<'a, str> {
             std::borrow::Cow::Borrowed(name)
@@ -539,6 +547,12 @@ mod tests {
         }
         fn result_path(&self, batch: usize, ext: &str) -> String {
             format!("{}/batch-{batch}.{ext}", self.1)
+        }
+        fn support_dir(&self) -> String {
+            format!("{}/support", self.1)
+        }
+        async fn write_files(&self, _: &[InputFile], _: &CancellationToken) -> Result<()> {
+            bail!("not used")
         }
         async fn exec(
             &self,

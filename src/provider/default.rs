@@ -11,7 +11,9 @@
 //!    `{cpu_cores}`); its last non-empty stdout line is the sandbox id. Retried.
 //! 3. [`DefaultSandbox::exec`] runs `exec_command` (`{sandbox_id}`, `{command}`), where
 //!    `{command}` is one shell word holding `cd <root> && K=v... exec <program> <args>`.
-//!    Its exit code is the test command's.
+//!    Its exit code is the test command's. A batch's input files
+//!    ([`DefaultSandbox::write_files`]) travel the same way first, as `printf` commands
+//!    in bounded pieces, so no command line grows with the batch.
 //! 4. [`DefaultSandbox::download`] runs `download_command` (`{sandbox_id}`, `{paths}`).
 //!    Retried.
 //! 5. [`DefaultSandbox::destroy`] runs `destroy_command` (`{sandbox_id}`).
@@ -30,12 +32,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
+use rustc_hash::FxHashSet;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::running::SandboxCommands;
 use super::{OutputLine, Provider, Sandbox};
 use crate::config::DefaultProviderConfig;
+use crate::framework::InputFile;
 use crate::process::{self, CommandSpec, ExitOutcome, Stream, quote};
 
 /// Pauses between attempts of a create or a download (so three attempts in all).
@@ -179,6 +183,83 @@ pub fn substitute(template: &str, values: &[(&str, &str)]) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// How much file content one exec of [`DefaultSandbox::write_files`] carries, counting
+/// each `'` as 64 bytes: the `{command}` word is quoted again by the exec command line
+/// and maybe by the sandbox's own shell, and each quoting turns a `'` into `'\''`.
+/// This keeps every argument well under the kernel's 128 KiB.
+const WRITE_CHUNK: usize = 24 * 1024;
+
+/// The longest prefix of `text` (in bytes, at a char boundary) whose cost fits `room`.
+fn fitting_prefix(text: &str, room: usize) -> usize {
+    let mut cost = 0;
+    for (at, c) in text.char_indices() {
+        cost += if c == '\'' { 64 } else { c.len_utf8() };
+        if cost > room {
+            return at;
+        }
+    }
+    text.len()
+}
+
+/// Shell scripts that write `files` (creating parent directories), each carrying at
+/// most `chunk` of content (see [`WRITE_CHUNK`]); a large file is written in pieces by
+/// successive scripts, which must run in order.
+fn write_scripts(files: &[&InputFile], chunk: usize) -> Vec<String> {
+    let mut scripts = Vec::new();
+    let mut script = String::new();
+    let mut room = chunk;
+    let add = |script: &mut String, command: &str| {
+        if !script.is_empty() {
+            script.push_str(" && ");
+        }
+        script.push_str(command);
+    };
+    for file in files {
+        let path = quote(&file.path).into_owned();
+        if let Some(parent) = Path::new(&file.path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            add(
+                &mut script,
+                &format!("mkdir -p {}", quote(&parent.to_string_lossy())),
+            );
+        }
+        let mut rest = file.contents.as_str();
+        let mut redirect = ">";
+        loop {
+            let end = fitting_prefix(rest, room);
+            if end == 0 && !rest.is_empty() && room < chunk {
+                scripts.push(std::mem::take(&mut script));
+                room = chunk;
+                continue;
+            }
+            // At least one char per piece, so a tiny `chunk` still ends.
+            let end = end.max(rest.chars().next().map_or(0, char::len_utf8));
+            let (piece, after) = rest.split_at(end);
+            add(
+                &mut script,
+                &format!("printf %s {} {redirect} {path}", quote(piece)),
+            );
+            room = room.saturating_sub(fitting_cost(piece) + path.len() + 20);
+            redirect = ">>";
+            rest = after;
+            if rest.is_empty() {
+                break;
+            }
+        }
+    }
+    if !script.is_empty() {
+        scripts.push(script);
+    }
+    scripts
+}
+
+/// The cost of `text` as [`WRITE_CHUNK`] counts it.
+fn fitting_cost(text: &str) -> usize {
+    text.len() + 63 * text.bytes().filter(|&b| b == b'\'').count()
 }
 
 /// `{cpu_cores}` as written: the shortest form (`1`, `2.5`, `0.125`).
@@ -508,6 +589,7 @@ impl DefaultProvider {
             settings: Arc::clone(&self.settings),
             commands: SandboxCommands::default(),
             destroy_started: AtomicBool::new(false),
+            written: Mutex::default(),
         }))
     }
 
@@ -578,6 +660,9 @@ pub struct DefaultSandbox {
     /// Runs its execs; destroying stops them and refuses new ones.
     commands: SandboxCommands,
     destroy_started: AtomicBool,
+    /// Files [`Sandbox::write_files`] already wrote, by path and content hash, so the
+    /// same support file is sent once per sandbox.
+    written: Mutex<FxHashSet<(String, u64)>>,
 }
 
 impl DefaultSandbox {
@@ -684,6 +769,57 @@ impl Sandbox for DefaultSandbox {
         .await
     }
 
+    fn support_dir(&self) -> String {
+        self.settings
+            .project_root
+            .join(".offload-support")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Writes the files through `exec_command`, as `printf` commands run in the
+    /// project root, cut so that no command line holds more than [`WRITE_CHUNK`] of
+    /// them (several execs for large files).
+    async fn write_files(&self, files: &[InputFile], cancel: &CancellationToken) -> Result<()> {
+        let fingerprint = |file: &InputFile| {
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&file.contents, &mut hasher);
+            (file.path.clone(), std::hash::Hasher::finish(&hasher))
+        };
+        let new: Vec<&InputFile> = {
+            let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            files
+                .iter()
+                .filter(|f| !written.contains(&fingerprint(f)))
+                .collect()
+        };
+        for script in write_scripts(&new, WRITE_CHUNK) {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let command = CommandSpec::shell(&script);
+            let outcome = self
+                .exec(&command, self.settings.timeout, cancel, &tx)
+                .await?;
+            drop(tx);
+            if outcome != ExitOutcome::Exited(0) {
+                let mut stderr = String::new();
+                while let Ok(line) = rx.try_recv() {
+                    if line.stream == Stream::Stderr {
+                        stderr.push_str(&line.text);
+                        stderr.push('\n');
+                    }
+                }
+                bail!(
+                    "cannot write the batch's input files into sandbox `{}` through `exec_command` ({outcome}){}",
+                    self.id,
+                    stderr_suffix(&stderr)
+                );
+            }
+        }
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        written.extend(new.into_iter().map(fingerprint));
+        Ok(())
+    }
+
     /// Killing the local end of `exec_command` does not stop the command inside the
     /// sandbox, so a sandbox whose batch timed out is replaced.
     fn is_clean_after_timeout(&self) -> bool {
@@ -729,6 +865,44 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn write_scripts_rebuild_files_of_any_size_in_bounded_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: String = (0..3000)
+            .map(|i| format!("t.py::test_p[it's {i} é ☃]\n"))
+            .collect();
+        let files = [
+            InputFile {
+                path: "nested/dir/big.tests".to_owned(),
+                contents: big.clone(),
+            },
+            InputFile {
+                path: "empty".to_owned(),
+                contents: String::new(),
+            },
+            InputFile {
+                path: dir.path().join("abs 'x'").to_string_lossy().into_owned(),
+                contents: "'\\$HOME %s\n".to_owned(),
+            },
+        ];
+        let refs: Vec<&InputFile> = files.iter().collect();
+        let scripts = write_scripts(&refs, WRITE_CHUNK);
+        assert!(scripts.len() > 3, "{} scripts", scripts.len());
+        for script in &scripts {
+            // Quoted twice more, as `{command}` in an exec line, it stays far below 128 KiB.
+            let twice = quote(&quote(script)).into_owned();
+            assert!(twice.len() < 100 * 1024, "{}", twice.len());
+            let out = process::capture(&CommandSpec::shell(script).cwd(dir.path()), None)
+                .await
+                .unwrap();
+            assert_eq!(out.outcome, ExitOutcome::Exited(0), "{}", out.stderr);
+        }
+        for file in &files {
+            let written = std::fs::read_to_string(dir.path().join(&file.path)).unwrap();
+            assert_eq!(written, file.contents, "{}", file.path);
+        }
+    }
+
     #[test]
     fn substitution_is_one_pass_and_leaves_other_braces() {
         let values = [("sandbox_id", "{command}"), ("command", "'a b'")];
@@ -758,6 +932,7 @@ mod tests {
             settings: Arc::clone(&provider.settings),
             commands: SandboxCommands::default(),
             destroy_started: AtomicBool::new(false),
+            written: Mutex::default(),
         }
     }
 

@@ -4,8 +4,8 @@
 //! `<shell> -c 'exec <program> <args>...'` in its own process group (so a timeout,
 //! a cancel or [`Sandbox::destroy`] kills the whole tree), in the command's directory or
 //! else the configured working directory, with the inherited environment plus the
-//! provider's plus the command's (later wins). Result files go to a private temporary
-//! directory the provider owns and removes when dropped. Sandboxes here share the
+//! provider's plus the command's (later wins). Result files and a batch's input files
+//! go to a private temporary directory the provider owns and removes when dropped. Sandboxes here share the
 //! machine: nothing is copied or isolated, and `--copy-dir` does not apply.
 
 use std::path::{Path, PathBuf};
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::running::SandboxCommands;
 use super::{OutputLine, Provider, Sandbox};
+use crate::framework::InputFile;
 use crate::process::{CommandSpec, ExitOutcome};
 
 /// What every local sandbox of a run shares.
@@ -152,6 +153,29 @@ impl Sandbox for LocalSandbox {
         self.commands
             .run(&self.id, command, &spec, timeout, cancel, output)
             .await
+    }
+
+    fn support_dir(&self) -> String {
+        self.results_dir
+            .join("support")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Writes the files directly: this machine is the sandbox.
+    async fn write_files(&self, files: &[InputFile], _cancel: &CancellationToken) -> Result<()> {
+        for file in files {
+            let path = self.settings.working_dir.join(&file.path);
+            if let Some(parent) = path.parent() {
+                tokio::fs::create_dir_all(parent).await.with_context(|| {
+                    format!("failed to create the directory `{}`", parent.display())
+                })?;
+            }
+            tokio::fs::write(&path, &file.contents)
+                .await
+                .with_context(|| format!("failed to write `{}`", path.display()))?;
+        }
+        Ok(())
     }
 
     async fn download(&self, remote: &str, local: &Path) -> Result<()> {

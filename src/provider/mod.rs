@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use crate::framework::InputFile;
 use crate::process::{CommandSpec, ExitOutcome, Stream};
 
 /// A line of output from a command running in a sandbox.
@@ -61,6 +62,15 @@ pub trait Sandbox: Send + Sync {
         cancel: &CancellationToken,
         output: &UnboundedSender<OutputLine>,
     ) -> Result<ExitOutcome>;
+
+    /// A directory inside the sandbox for Offload's files that every batch of the
+    /// sandbox shares (the bundled pytest plugin).
+    fn support_dir(&self) -> String;
+
+    /// Writes `files` into the sandbox (creating their parent directories), before a
+    /// command that reads them runs. However large they are, no command line holds more
+    /// than a bounded part of them. A failure is the batch's, not the sandbox's.
+    async fn write_files(&self, files: &[InputFile], cancel: &CancellationToken) -> Result<()>;
 
     /// Copies the file at `remote` (a path inside the sandbox) to `local`.
     async fn download(&self, remote: &str, local: &Path) -> Result<()>;

@@ -1264,6 +1264,7 @@ text]]></system-err></testcase></testsuite>"#,
     }
 
     proptest::proptest! {
+        #![proptest_config(crate::proptest_config(256))]
         /// Whatever the bytes, the reader and the duration scan neither panic nor give
         /// a duration the scheduler cannot use.
         #[test]

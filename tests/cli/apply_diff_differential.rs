@@ -16,7 +16,7 @@ use std::fs;
 use std::path::Path;
 
 use proptest::prelude::*;
-use proptest::test_runner::Config;
+use proptest::test_runner::{Config, RngSeed};
 
 use crate::apply_diff::{
     apply_diff, assert_same_tree, chmod, git_apply, git_ok, snapshot, symlink, tempdir, write,
@@ -375,7 +375,8 @@ fn shift_header(line: &[u8], by_old: i8, by_new: i8) -> Vec<u8> {
 }
 
 /// 256 cases, or `OFFLOAD_PROPTEST_CASES`; shrinking bounded (each step runs git), unless
-/// `PROPTEST_MAX_SHRINK_ITERS` says otherwise.
+/// `PROPTEST_MAX_SHRINK_ITERS` says otherwise; a fixed seed unless `PROPTEST_RNG_SEED`
+/// gives one.
 fn config() -> Config {
     let defaults = Config::default();
     let cases = std::env::var("OFFLOAD_PROPTEST_CASES")
@@ -386,9 +387,15 @@ fn config() -> Config {
         u32::MAX => 300,
         set => set,
     };
+    // A fixed seed unless `PROPTEST_RNG_SEED` sets one: CI runs the same cases every time.
+    let rng_seed = match defaults.rng_seed {
+        RngSeed::Random => RngSeed::Fixed(0x00ff_10ad),
+        set => set,
+    };
     Config {
         cases,
         max_shrink_iters,
+        rng_seed,
         ..defaults
     }
 }
@@ -465,7 +472,13 @@ proptest! {
         let stray_header = lines_of(&patch)
             .windows(2)
             .any(|w| w.iter().all(|l| l.starts_with(b"diff --git ")));
-        prop_assume!(!(out.code == 0 && !git.status.success() && stray_header));
+        // Likewise a binary section whose `index` line was dropped (`GIT binary patch`
+        // right after `diff --git`): git then refuses the next section's `---` name as
+        // "inconsistent". A git quirk, not copied.
+        let bare_binary = lines_of(&patch).windows(2).any(|w| {
+            w[0].starts_with(b"diff --git ") && w[1].starts_with(b"GIT binary patch")
+        });
+        prop_assume!(!(out.code == 0 && !git.status.success() && (stray_header || bare_binary)));
         prop_assert_eq!(
             out.code == 0,
             git.status.success(),

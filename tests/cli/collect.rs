@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use offload::config::{CargoConfig, FrameworkConfig, PytestConfig};
-use offload::framework::{self, Framework};
+use offload::framework::{self, BatchPaths, Framework};
 use offload::process::{CapturedOutput, CommandSpec, ExitOutcome};
 
 use crate::support::{Project, path_with, python_bin_dir, run};
@@ -335,9 +335,30 @@ fn missing_config_is_an_error() {
 // --- batches run for real: every JUnit testcase maps back to its discovered ID ----
 
 /// Runs `spec` synchronously (the tests need no async runtime for this).
+/// The batch command for `tests` writing results to `result`, with its input files
+/// written under `dir/batch-inputs` as a sandbox would.
+fn batch_in(fw: &dyn Framework, tests: &[String], result: &Path, dir: &Path) -> CommandSpec {
+    let inputs = dir.join("batch-inputs");
+    let at = |name: &str| inputs.join(name).to_str().unwrap().to_owned();
+    let paths = BatchPaths {
+        result: result.to_str().unwrap().to_owned(),
+        tests_file: at("batch-0.tests"),
+        script_file: at("batch-0.sh"),
+        support_dir: at("support"),
+    };
+    let batch = fw.batch_command(tests, &paths, false).unwrap();
+    for file in &batch.inputs {
+        let path = Path::new(&file.path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, &file.contents).unwrap();
+    }
+    batch.command
+}
+
 fn capture(spec: &CommandSpec, cwd: &Path, path_dir: Option<&Path>) -> CapturedOutput {
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(spec.cwd.as_deref().unwrap_or(cwd));
     if let Some(dir) = path_dir {
         cmd.env("PATH", path_with(dir));
@@ -436,9 +457,7 @@ fn pytest_batch_round_trip(with_hook: bool) {
     assert_eq!(discovered.ids.len(), 11, "{:?}", discovered.ids);
     let result = p.path().join("results dir/junit 1.xml");
     std::fs::create_dir_all(result.parent().unwrap()).unwrap();
-    let spec = fw
-        .batch_command(&discovered.ids, result.to_str().unwrap(), false)
-        .unwrap();
+    let spec = batch_in(fw.as_ref(), &discovered.ids, &result, p.path());
     let out = capture(&spec, p.path(), Some(&bin));
     assert_eq!(
         out.outcome,
@@ -485,9 +504,7 @@ fn nextest_batch_results_map_back() {
         .collect();
     let result = p.path().join("out dir/batch-0.xml");
     std::fs::create_dir_all(result.parent().unwrap()).unwrap();
-    let spec = fw
-        .batch_command(&batch, result.to_str().unwrap(), false)
-        .unwrap();
+    let spec = batch_in(fw.as_ref(), &batch, &result, p.path());
     let out = capture(&spec, p.path(), None);
     assert_ne!(
         out.outcome,

@@ -188,23 +188,6 @@ fn assert_dead_soon(pid: i32) {
     }
 }
 
-/// Asserts a summary line such as `Passed: 4` (the summary pads labels).
-fn assert_summary(run: &Run, line: &str) {
-    let words: Vec<&str> = run.stdout.split_whitespace().collect();
-    assert!(
-        words.join(" ").contains(line),
-        "no `{line}` in\n{}",
-        show(run)
-    );
-}
-
-fn show(run: &Run) -> String {
-    format!(
-        "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-        run.code, run.stdout, run.stderr
-    )
-}
-
 #[test]
 fn scripted_tests_run_in_private_sandboxes_that_are_all_destroyed() {
     let extra = tempfile::tempdir().unwrap();
@@ -231,9 +214,9 @@ fn scripted_tests_run_in_private_sandboxes_that_are_all_destroyed() {
             .arg("--copy-dir")
             .arg(format!("{}:copied", extra.path().display())),
     );
-    assert_eq!(run.code, 1, "{}", show(&run));
-    assert_summary(&run, "Passed: 4");
-    assert_summary(&run, "Failed: 1");
+    assert_eq!(run.code, 1, "{}", run.show());
+    run.assert_summary("Passed: 4");
+    run.assert_summary("Failed: 1");
     let xml = s.junit();
     assert!(xml.contains("pass 5") && xml.contains("boom"), "{xml}");
 
@@ -259,7 +242,7 @@ fn scripted_tests_run_in_private_sandboxes_that_are_all_destroyed() {
         assert_eq!(cores, "2", "{line}");
     }
     // Prepare progress is shown on stderr.
-    assert!(run.stderr.contains("[prepare] "), "{}", show(&run));
+    assert!(run.stderr.contains("[prepare] "), "{}", run.show());
 
     s.assert_all_destroyed(1);
     // Results were written inside the sandboxes, never in the project.
@@ -299,10 +282,10 @@ fn a_create_that_fails_for_some_sandboxes_runs_on_the_others() {
         &[("create_command", &create)],
     );
     let run = support::run(s.offload().arg("run"));
-    assert_eq!(run.code, 0, "{}", show(&run));
-    assert_summary(&run, "Passed: 6");
-    assert!(run.stderr.contains("quota exceeded"), "{}", show(&run));
-    assert!(run.stderr.contains("retrying"), "{}", show(&run));
+    assert_eq!(run.code, 0, "{}", run.show());
+    run.assert_summary("Passed: 6");
+    assert!(run.stderr.contains("quota exceeded"), "{}", run.show());
+    assert!(run.stderr.contains("retrying"), "{}", run.show());
     s.assert_all_destroyed(1);
 }
 
@@ -315,9 +298,9 @@ fn a_create_that_always_fails_ends_the_run_with_tests_not_run() {
     );
     let started = Instant::now();
     let run = support::run(s.offload().arg("run"));
-    assert_eq!(run.code, 1, "{}", show(&run));
-    assert_summary(&run, "Not Run: 2");
-    assert!(run.stderr.contains("no capacity"), "{}", show(&run));
+    assert_eq!(run.code, 1, "{}", run.show());
+    run.assert_summary("Not Run: 2");
+    assert!(run.stderr.contains("no capacity"), "{}", run.show());
     assert!(started.elapsed() < Duration::from_secs(30));
     s.assert_all_destroyed(1);
     assert!(s.junit().contains("no capacity"), "{}", s.junit());
@@ -327,7 +310,7 @@ fn a_create_that_always_fails_ends_the_run_with_tests_not_run() {
 fn a_timeout_kills_the_exec_and_every_sandbox_is_destroyed() {
     let s = Setup::scripted(&["hang-a", "pass-b"], "test_timeout_secs = 2\n", &[]);
     let run = support::run(s.offload().arg("run"));
-    assert_eq!(run.code, 1, "{}", show(&run));
+    assert_eq!(run.code, 1, "{}", run.show());
     let pids = s.pids();
     assert_eq!(pids.len(), 1);
     assert_dead_soon(pids[0]);
@@ -339,7 +322,7 @@ fn a_timeout_kills_the_exec_and_every_sandbox_is_destroyed() {
 fn fail_fast_destroys_every_sandbox() {
     let s = Setup::scripted(&["fail-a", "hang-b"], "max_parallel_collection = 1\n", &[]);
     let run = support::run(s.offload().args(["run", "--fail-fast"]));
-    assert_eq!(run.code, 1, "{}", show(&run));
+    assert_eq!(run.code, 1, "{}", run.show());
     for pid in s.pids() {
         assert_dead_soon(pid);
     }
@@ -365,8 +348,8 @@ fn sigint_kills_the_batches_and_destroys_every_sandbox() {
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let run: Run = child.wait_with_output().unwrap().into();
-    assert_eq!(run.code, 130, "{}", show(&run));
-    assert_summary(&run, "Not Run: 2");
+    assert_eq!(run.code, 130, "{}", run.show());
+    run.assert_summary("Not Run: 2");
     for pid in s.pids() {
         assert_dead_soon(pid);
     }
@@ -428,9 +411,9 @@ retry_count = 0
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .arg("run");
     let run = support::run(&mut cmd);
-    assert_eq!(run.code, 1, "{}", show(&run));
-    assert_summary(&run, "Passed: 4");
-    assert_summary(&run, "Failed: 1");
+    assert_eq!(run.code, 1, "{}", run.show());
+    run.assert_summary("Passed: 4");
+    run.assert_summary("Failed: 1");
     let xml = s.junit();
     assert!(
         xml.contains("tests/test_things.py::test_param[a b]"),
@@ -448,10 +431,10 @@ fn an_unknown_bundled_script_is_a_clear_error() {
         &[("create_command", "\"@nope_sandbox.sh create {image_id}\"")],
     );
     let run = support::run(s.offload().arg("run"));
-    assert_eq!(run.code, 1, "{}", show(&run));
-    assert!(run.stderr.contains("`@nope_sandbox.sh`"), "{}", show(&run));
-    assert!(run.stderr.contains("`@local_sandbox.sh`"), "{}", show(&run));
-    assert!(run.stderr.contains("create_command"), "{}", show(&run));
+    assert_eq!(run.code, 1, "{}", run.show());
+    assert!(run.stderr.contains("`@nope_sandbox.sh`"), "{}", run.show());
+    assert!(run.stderr.contains("`@local_sandbox.sh`"), "{}", run.show());
+    assert!(run.stderr.contains("create_command"), "{}", run.show());
 }
 
 #[test]
@@ -465,10 +448,10 @@ fn image_id_without_a_prepare_command_is_an_error() {
         .collect();
     s.project.file("offload.toml", &config);
     let run = support::run(s.offload().args(["run", "--copy-dir", "a:b"]));
-    assert_eq!(run.code, 1, "{}", show(&run));
-    assert!(run.stderr.contains("{image_id}"), "{}", show(&run));
-    assert!(run.stderr.contains("prepare_command"), "{}", show(&run));
-    assert!(run.stderr.contains("cannot apply"), "{}", show(&run));
+    assert_eq!(run.code, 1, "{}", run.show());
+    assert!(run.stderr.contains("{image_id}"), "{}", run.show());
+    assert!(run.stderr.contains("prepare_command"), "{}", run.show());
+    assert!(run.stderr.contains("cannot apply"), "{}", run.show());
     assert_eq!(s.count("sandbox"), 0);
 }
 

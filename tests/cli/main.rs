@@ -9,6 +9,7 @@ mod config;
 mod default_provider;
 mod discovery_cache;
 mod images;
+mod large;
 mod logs;
 mod messages;
 mod modal_provider;

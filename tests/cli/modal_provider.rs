@@ -260,11 +260,16 @@ retry_count = 0
             let env = env.map(|v| v.as_str().unwrap().to_owned());
             argvs.push(argv[2..].iter().cloned().chain(env).collect());
         }
-        assert!(!created.is_empty(), "no sandbox created\n{}", show(run));
+        assert!(!created.is_empty(), "no sandbox created\n{}", run.show());
         created.sort();
         destroyed.sort();
-        assert_eq!(created, destroyed, "create/destroy mismatch\n{}", show(run));
-        assert_eq!(self.sandboxes_left(), 0, "sandboxes left\n{}", show(run));
+        assert_eq!(
+            created,
+            destroyed,
+            "create/destroy mismatch\n{}",
+            run.show()
+        );
+        assert_eq!(self.sandboxes_left(), 0, "sandboxes left\n{}", run.show());
         argvs
     }
 }
@@ -272,22 +277,6 @@ retry_count = 0
 /// `s` as a Python string literal.
 fn py_str(path: &Path) -> String {
     serde_json::to_string(&path.to_string_lossy()).unwrap()
-}
-
-fn show(run: &Run) -> String {
-    format!(
-        "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-        run.code, run.stdout, run.stderr
-    )
-}
-
-fn assert_summary(run: &Run, line: &str) {
-    let words: Vec<&str> = run.stdout.split_whitespace().collect();
-    assert!(
-        words.join(" ").contains(line),
-        "no `{line}` in\n{}",
-        show(run)
-    );
 }
 
 fn assert_dead_soon(pid: i32) {
@@ -357,9 +346,9 @@ fn modal_generates_the_script_commands_and_matches_the_default_provider() {
                 .args(["-c", config, "run", "--env", "FROM_CLI=cli value"])
                 .args(["--copy-dir", &cli_copy]),
         );
-        assert_eq!(run.code, 1, "{config}: {}", show(&run));
-        assert_summary(&run, "Passed: 3");
-        assert_summary(&run, "Failed: 1");
+        assert_eq!(run.code, 1, "{config}: {}", run.show());
+        run.assert_summary("Passed: 3");
+        run.assert_summary("Failed: 1");
         let logs: String = std::fs::read_dir(s.project.path().join("test-results/logs"))
             .unwrap()
             .flatten()
@@ -447,7 +436,7 @@ fn modal_generates_the_script_commands_and_matches_the_default_provider() {
 
     // A second run of the modal config hits the cache: only the thin diff is built.
     let run = support::run(s.offload().args(["run", "--show-estimated-cost"]));
-    assert_eq!(run.code, 1, "{}", show(&run));
+    assert_eq!(run.code, 1, "{}", run.show());
     let calls = s.assert_clean(&run);
     let prepares: Vec<_> = calls.iter().filter(|a| a[0] == "prepare").collect();
     assert_eq!(prepares.len(), 1, "{prepares:?}");
@@ -461,7 +450,7 @@ fn modal_generates_the_script_commands_and_matches_the_default_provider() {
         .stdout
         .lines()
         .find(|l| l.contains("Estimated cost:"))
-        .unwrap_or_else(|| panic!("no cost line\n{}", show(&run)));
+        .unwrap_or_else(|| panic!("no cost line\n{}", run.show()));
     let (usd, cpu) = line
         .trim()
         .strip_prefix("Estimated cost: $")
@@ -481,7 +470,7 @@ fn a_timeout_and_fail_fast_still_destroy_every_modal_sandbox() {
         MODAL_PROVIDER,
     );
     let run = support::run(s.offload().arg("run"));
-    assert_eq!(run.code, 1, "{}", show(&run));
+    assert_eq!(run.code, 1, "{}", run.show());
     for pid in s.pids() {
         assert_dead_soon(pid);
     }
@@ -495,7 +484,7 @@ fn a_timeout_and_fail_fast_still_destroy_every_modal_sandbox() {
         MODAL_PROVIDER,
     );
     let run = support::run(s.offload().args(["run", "--fail-fast"]));
-    assert_eq!(run.code, 1, "{}", show(&run));
+    assert_eq!(run.code, 1, "{}", run.show());
     for pid in s.pids() {
         assert_dead_soon(pid);
     }
@@ -520,7 +509,7 @@ fn sigint_destroys_every_modal_sandbox() {
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let run: Run = child.wait_with_output().unwrap().into();
-    assert_eq!(run.code, 130, "{}", show(&run));
+    assert_eq!(run.code, 130, "{}", run.show());
     for pid in s.pids() {
         assert_dead_soon(pid);
     }
@@ -538,9 +527,9 @@ fn modal_credential_failures_name_the_login_command_and_are_not_retried() {
     )
     .unwrap();
     let run = support::run(s.offload().arg("run"));
-    assert_eq!(run.code, 1, "{}", show(&run));
-    assert!(run.stderr.contains("`modal token new`"), "{}", show(&run));
-    assert!(!run.stderr.contains("retrying"), "{}", show(&run));
+    assert_eq!(run.code, 1, "{}", run.show());
+    assert!(run.stderr.contains("`modal token new`"), "{}", run.show());
+    assert!(!run.stderr.contains("retrying"), "{}", run.show());
 }
 
 #[test]
@@ -569,9 +558,9 @@ fn local_provider_prints_no_cost_but_says_why() {
         "[groups.all]\n",
     );
     let run = support::run(p.offload().args(["run", "--show-estimated-cost"]));
-    assert_eq!(run.code, 0, "{}", show(&run));
-    assert!(!run.stdout.contains("Estimated cost"), "{}", show(&run));
-    assert!(run.stderr.contains("no cost to estimate"), "{}", show(&run));
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert!(!run.stdout.contains("Estimated cost"), "{}", run.show());
+    assert!(run.stderr.contains("no cost to estimate"), "{}", run.show());
 }
 
 /// Issue 5: "A cached image that turns out to be gone (create fails for it) is rebuilt
@@ -623,7 +612,7 @@ fn a_gone_cached_image_with_a_clean_tree_is_rebuilt_once_and_the_note_replaced()
     let note = || git(p.path(), &["notes", "--ref=offload-images", "show", "HEAD"]);
 
     let first = run();
-    assert_eq!(first.code, 0, "{}", show(&first));
+    assert_eq!(first.code, 0, "{}", first.show());
     assert_eq!(prepare_count(), 1);
     let old_note = note();
     let image = old_note
@@ -634,15 +623,15 @@ fn a_gone_cached_image_with_a_clean_tree_is_rebuilt_once_and_the_note_replaced()
 
     std::fs::remove_dir_all(&image).unwrap();
     let second = run();
-    assert_eq!(second.code, 0, "{}", show(&second));
-    assert_eq!(prepare_count(), 2, "one rebuild\n{}", show(&second));
-    assert!(second.stderr.contains("rebuilt once"), "{}", show(&second));
+    assert_eq!(second.code, 0, "{}", second.show());
+    assert_eq!(prepare_count(), 2, "one rebuild\n{}", second.show());
+    assert!(second.stderr.contains("rebuilt once"), "{}", second.show());
     let new_note = note();
     assert_ne!(new_note, old_note);
     assert!(!new_note.contains(&image), "{new_note}");
 
     // The new note is used as it is.
     let third = run();
-    assert_eq!(third.code, 0, "{}", show(&third));
-    assert_eq!(prepare_count(), 2, "{}", show(&third));
+    assert_eq!(third.code, 0, "{}", third.show());
+    assert_eq!(prepare_count(), 2, "{}", third.show());
 }

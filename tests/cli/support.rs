@@ -333,3 +333,23 @@ pub fn commit_all(dir: &Path, message: &str) -> String {
     git(dir, &["commit", "-q", "--allow-empty", "-m", message]);
     git(dir, &["rev-parse", "HEAD"])
 }
+
+impl Run {
+    /// The exit code and both streams, for assertion messages.
+    pub fn show(&self) -> String {
+        format!(
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    /// Asserts a summary line such as `Passed: 4` (the summary pads labels).
+    pub fn assert_summary(&self, line: &str) {
+        let words: Vec<&str> = self.stdout.split_whitespace().collect();
+        assert!(
+            words.join(" ").contains(line),
+            "no `{line}` in\n{}",
+            self.show()
+        );
+    }
+}
