@@ -1,4 +1,4 @@
-"""Offload's pytest plugin: runs exactly the tests of one batch.
+"""Offload's pytest plugin: runs exactly the tests of one batch, and traces discovery.
 
 Offload starts each pytest batch as `pytest -p offload_pytest_plugin ... FILES`, with
 this file's directory on PYTHONPATH and OFFLOAD_TESTS_FILE naming a file that lists the
@@ -10,7 +10,16 @@ arguments would be matched against every item of their module, and a long argume
 list may exceed the kernel's limits).
 
 Listed IDs that pytest did not collect are named on stderr; they get no result, and
-Offload reports them as not run. Without OFFLOAD_TESTS_FILE the plugin does nothing.
+Offload reports them as not run. Without OFFLOAD_TESTS_FILE the plugin selects nothing.
+
+When `offload run` collects tests with OFFLOAD_DISCOVERY_TRACE set, the plugin also
+records what collection reads, so that Offload can tell later whether a cached test list
+is still what `pytest --collect-only` would print: every file opened for reading and
+every directory listed while pytest runs (the Python audit events `open`, `os.listdir`
+and `os.scandir`), every directory on `sys.path` (a package installed there changes its
+modification time; its listing may be cached from before this plugin loaded), and the
+interpreter itself are written one absolute path a line to the file that variable names
+when pytest ends. Without the variable nothing is traced.
 """
 
 from __future__ import annotations
@@ -74,3 +83,54 @@ def pytest_collection_modifyitems(session, config, items):  # type: ignore[no-un
             f"offload: {len(missing)} test ID(s) of the batch were not collected by pytest "
             f"and will be reported as not run:\n{shown}{more}\n"
         )
+
+
+# --- discovery trace ------------------------------------------------------------------
+
+_TRACE_FILE = os.environ.get("OFFLOAD_DISCOVERY_TRACE")
+_traced = set()
+_WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+
+def _record(path):
+    if isinstance(path, int):
+        return
+    try:
+        _traced.add(os.path.abspath(os.fsdecode(path)))
+    except (TypeError, ValueError):
+        pass
+
+
+def _audit(event, args):
+    if event == "open":
+        path, mode, flags = (tuple(args) + (None, None, None))[:3]
+        if isinstance(mode, str) and any(c in mode for c in "wax+"):
+            return
+        if isinstance(flags, int) and flags & _WRITING:
+            return
+        _record(path)
+    elif event in ("os.listdir", "os.scandir"):
+        _record("." if not args or args[0] is None else args[0])
+
+
+def _record_sys_path():
+    for entry in sys.path:
+        _record(entry or ".")
+
+
+if _TRACE_FILE:
+    _record(sys.executable)
+    _record_sys_path()
+    sys.addaudithook(_audit)
+
+
+def pytest_unconfigure(config):  # type: ignore[no-untyped-def]
+    if not _TRACE_FILE:
+        return
+    _record_sys_path()
+    tmp = _TRACE_FILE + ".tmp"
+    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as out:
+        for path in sorted(_traced):
+            if "\n" not in path:
+                out.write(path + "\n")
+    os.replace(tmp, _TRACE_FILE)

@@ -35,10 +35,6 @@ pub const SCRIPTS: &[Script] = &[
         name: "modal_sandbox.py",
         contents: include_bytes!("../scripts/modal_sandbox.py"),
     },
-    Script {
-        name: "offload_discovery_trace.py",
-        contents: include_bytes!("../scripts/offload_discovery_trace.py"),
-    },
     PYTEST_PLUGIN,
 ];
 

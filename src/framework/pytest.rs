@@ -271,7 +271,7 @@ impl Framework for Pytest {
         true
     }
 
-    /// Loads the bundled plugin `offload_discovery_trace` (`-p`, its directory first on
+    /// Loads the bundled plugin (`-p offload_pytest_plugin`, its directory first on
     /// `PYTHONPATH`), which writes every file and directory collection read to `trace`.
     fn trace_discovery(&self, command: &mut CommandSpec, trace: &Path) -> Result<bool> {
         let dir = crate::bundled::extracted_dir()?;
@@ -290,10 +290,9 @@ impl Framework for Pytest {
         ));
         let at = command.args.iter().position(|a| a == "--collect-only");
         let at = at.unwrap_or(command.args.len());
-        command.args.splice(
-            at..at,
-            ["-p".to_owned(), "offload_discovery_trace".to_owned()],
-        );
+        command
+            .args
+            .splice(at..at, ["-p".to_owned(), PLUGIN_MODULE.to_owned()]);
         Ok(true)
     }
 }
