@@ -33,8 +33,8 @@ use serde::{Deserialize, Deserializer};
 use super::expand::{ExpandError, expand};
 use super::schema::{
     CargoConfig, CheckpointConfig, Config, DefaultFrameworkConfig, DefaultProviderConfig,
-    FrameworkConfig, GroupConfig, HistoryConfig, LocalProviderConfig, ModalProviderConfig,
-    OffloadConfig, ProviderConfig, PytestConfig, ReportConfig,
+    FrameworkConfig, FrameworkKind, GroupConfig, HistoryConfig, LocalProviderConfig,
+    ModalProviderConfig, OffloadConfig, ProviderConfig, ProviderKind, PytestConfig, ReportConfig,
 };
 use super::validate::shown;
 
@@ -83,9 +83,11 @@ pub fn load_str_with_env(
     require_tables(&table).map_err(|msg| cx.error(msg))?;
     let (provider, framework) = probe_kinds(&cx)?;
     let (mut config, mut warnings) = match provider {
-        "local" => parse_with_provider::<LocalProviderConfig>(&cx, &table, framework),
-        "default" => parse_with_provider::<DefaultProviderConfig>(&cx, &table, framework),
-        _ => parse_with_provider::<ModalProviderConfig>(&cx, &table, framework),
+        ProviderKind::Local => parse_with_provider::<LocalProviderConfig>(&cx, &table, framework),
+        ProviderKind::Default => {
+            parse_with_provider::<DefaultProviderConfig>(&cx, &table, framework)
+        }
+        ProviderKind::Modal => parse_with_provider::<ModalProviderConfig>(&cx, &table, framework),
     }?;
     warnings.extend(no_effect_warnings(&config, &table));
     super::validate::validate(&mut config).map_err(|e| cx.error(format!("{e:#}")))?;
@@ -235,28 +237,60 @@ pub(crate) const MISSING_GROUPS: &str = "missing `[groups.NAME]` table: define a
      retry_count = 0\n\
      filters = \"\"";
 
-/// The `type` values of `[provider]`, and how the error lists them.
-const PROVIDER_KINDS: KindSet = KindSet {
-    names: &["local", "default", "modal"],
-    aliases: &[],
-    listing: "`local`, `default`, `modal`",
-};
+/// A `type` of `[provider]` or `[framework]`: the kinds, their spellings, and how an
+/// error lists them all come from the kind enums of the schema.
+trait Kind: Copy + 'static {
+    fn all() -> &'static [Self];
+    fn name(self) -> &'static str;
+    fn aliases(self) -> &'static [&'static str];
 
-/// The `type` values of `[framework]`; `nextest` is another spelling of `cargo`.
-const FRAMEWORK_KINDS: KindSet = KindSet {
-    names: &["pytest", "cargo", "default"],
-    aliases: &[("nextest", "cargo")],
-    listing: "`pytest`, `cargo` (also spelled `nextest`), `default`",
-};
-
-struct KindSet {
-    names: &'static [&'static str],
-    aliases: &'static [(&'static str, &'static str)],
-    listing: &'static str,
+    /// `` `pytest`, `cargo` (also spelled `nextest`), `default` ``.
+    fn listing() -> String {
+        let shown: Vec<String> = Self::all()
+            .iter()
+            .map(|k| match k.aliases() {
+                [] => format!("`{}`", k.name()),
+                aliases => format!(
+                    "`{}` (also spelled {})",
+                    k.name(),
+                    aliases
+                        .iter()
+                        .map(|a| format!("`{a}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+            .collect();
+        shown.join(", ")
+    }
 }
 
-/// Reads `type` of `[provider]` and `[framework]` and returns their canonical names.
-fn probe_kinds(cx: &LoadContext<'_>) -> Result<(&'static str, &'static str)> {
+impl Kind for ProviderKind {
+    fn all() -> &'static [Self] {
+        &Self::ALL
+    }
+    fn name(self) -> &'static str {
+        ProviderKind::name(self)
+    }
+    fn aliases(self) -> &'static [&'static str] {
+        ProviderKind::aliases(self)
+    }
+}
+
+impl Kind for FrameworkKind {
+    fn all() -> &'static [Self] {
+        &Self::ALL
+    }
+    fn name(self) -> &'static str {
+        FrameworkKind::name(self)
+    }
+    fn aliases(self) -> &'static [&'static str] {
+        FrameworkKind::aliases(self)
+    }
+}
+
+/// Reads `type` of `[provider]` and `[framework]` and returns their kinds.
+fn probe_kinds(cx: &LoadContext<'_>) -> Result<(ProviderKind, FrameworkKind)> {
     #[derive(Deserialize)]
     struct Section {
         #[serde(rename = "type")]
@@ -270,22 +304,21 @@ fn probe_kinds(cx: &LoadContext<'_>) -> Result<(&'static str, &'static str)> {
     // A parse with spans, so a bad `type` can be shown where it is written.
     let probe: Probe = toml::from_str(cx.text).map_err(|e| cx.toml_error(&e))?;
     Ok((
-        resolve_kind(cx, "provider", probe.provider.kind, PROVIDER_KINDS)?,
-        resolve_kind(cx, "framework", probe.framework.kind, FRAMEWORK_KINDS)?,
+        resolve_kind(cx, "provider", probe.provider.kind)?,
+        resolve_kind(cx, "framework", probe.framework.kind)?,
     ))
 }
 
-/// The canonical name of the `type` written in `[section]`.
-fn resolve_kind(
+/// The kind named by the `type` written in `[section]`.
+fn resolve_kind<K: Kind>(
     cx: &LoadContext<'_>,
     section: &str,
     spanned: Option<toml::Spanned<toml::Value>>,
-    kinds: KindSet,
-) -> Result<&'static str> {
+) -> Result<K> {
     let Some(spanned) = spanned else {
         return Err(cx.error(format!(
             "`[{section}]` has no `type`; set it to one of {}",
-            kinds.listing
+            K::listing()
         )));
     };
     let offset = spanned.span().start;
@@ -294,21 +327,19 @@ fn resolve_kind(
             offset,
             format!(
                 "`type` in `[{section}]` must be a string, one of {}",
-                kinds.listing
+                K::listing()
             ),
         ));
     };
-    if let Some(name) = kinds.names.iter().find(|n| **n == written) {
-        return Ok(name);
-    }
-    if let Some((_, name)) = kinds.aliases.iter().find(|(alias, _)| *alias == written) {
-        return Ok(name);
-    }
-    let all: Vec<&str> = kinds
-        .names
+    if let Some(kind) = K::all()
         .iter()
-        .copied()
-        .chain(kinds.aliases.iter().map(|(alias, _)| *alias))
+        .find(|k| k.name() == written || k.aliases().contains(&written))
+    {
+        return Ok(*kind);
+    }
+    let all: Vec<&str> = K::all()
+        .iter()
+        .flat_map(|k| std::iter::once(k.name()).chain(k.aliases().iter().copied()))
         .collect();
     let suggestion = closest(written, &all)
         .map(|s| format!(" (did you mean `{s}`?)"))
@@ -317,7 +348,7 @@ fn resolve_kind(
         offset,
         format!(
             "unknown {section} type `{written}`; expected one of {}{suggestion}",
-            kinds.listing
+            K::listing()
         ),
     ))
 }
@@ -354,15 +385,15 @@ impl<P: Into<ProviderConfig>, F: Into<FrameworkConfig>> RawConfig<P, F> {
 fn parse_with_provider<P>(
     cx: &LoadContext<'_>,
     table: &toml::Table,
-    framework: &str,
+    framework: FrameworkKind,
 ) -> Result<(Config, Vec<String>)>
 where
     P: DeserializeOwned + Into<ProviderConfig>,
 {
     match framework {
-        "pytest" => parse_typed::<P, PytestConfig>(cx, table),
-        "cargo" => parse_typed::<P, CargoConfig>(cx, table),
-        _ => parse_typed::<P, DefaultFrameworkConfig>(cx, table),
+        FrameworkKind::Pytest => parse_typed::<P, PytestConfig>(cx, table),
+        FrameworkKind::Cargo => parse_typed::<P, CargoConfig>(cx, table),
+        FrameworkKind::Default => parse_typed::<P, DefaultFrameworkConfig>(cx, table),
     }
 }
 

@@ -84,14 +84,52 @@ pub enum ProviderConfig {
     Modal(ModalProviderConfig),
 }
 
+/// The kinds of provider: the one list of valid `[provider] type` values. Adding a
+/// provider adds a variant here; the compiler then names every match that must decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// `local`.
+    Local,
+    /// `default`.
+    Default,
+    /// `modal`.
+    Modal,
+}
+
+impl ProviderKind {
+    /// Every kind, in the order messages list them.
+    pub const ALL: [Self; 3] = [Self::Local, Self::Default, Self::Modal];
+
+    /// The `type` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Default => "default",
+            Self::Modal => "modal",
+        }
+    }
+
+    /// Other spellings of the `type` value.
+    pub fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Self::Local | Self::Default | Self::Modal => &[],
+        }
+    }
+}
+
 impl ProviderConfig {
+    /// Its kind.
+    pub fn kind(&self) -> ProviderKind {
+        match self {
+            Self::Local(_) => ProviderKind::Local,
+            Self::Default(_) => ProviderKind::Default,
+            Self::Modal(_) => ProviderKind::Modal,
+        }
+    }
+
     /// The `type` string as written in the file.
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Self::Local(_) => "local",
-            Self::Default(_) => "default",
-            Self::Modal(_) => "modal",
-        }
+        self.kind().name()
     }
 
     /// Environment variables for test processes.
@@ -218,14 +256,53 @@ pub enum FrameworkConfig {
     Default(DefaultFrameworkConfig),
 }
 
+/// The kinds of framework: the one list of valid `[framework] type` values (see
+/// [`ProviderKind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameworkKind {
+    /// `pytest`.
+    Pytest,
+    /// `cargo`, also spelled `nextest`.
+    Cargo,
+    /// `default`.
+    Default,
+}
+
+impl FrameworkKind {
+    /// Every kind, in the order messages list them.
+    pub const ALL: [Self; 3] = [Self::Pytest, Self::Cargo, Self::Default];
+
+    /// The `type` value (canonical spelling).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pytest => "pytest",
+            Self::Cargo => "cargo",
+            Self::Default => "default",
+        }
+    }
+
+    /// Other spellings of the `type` value.
+    pub fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Self::Cargo => &["nextest"],
+            Self::Pytest | Self::Default => &[],
+        }
+    }
+}
+
 impl FrameworkConfig {
+    /// Its kind.
+    pub fn kind(&self) -> FrameworkKind {
+        match self {
+            Self::Pytest(_) => FrameworkKind::Pytest,
+            Self::Cargo(_) => FrameworkKind::Cargo,
+            Self::Default(_) => FrameworkKind::Default,
+        }
+    }
+
     /// The `type` string (canonical spelling).
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Self::Pytest(_) => "pytest",
-            Self::Cargo(_) => "cargo",
-            Self::Default(_) => "default",
-        }
+        self.kind().name()
     }
 }
 
