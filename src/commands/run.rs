@@ -7,28 +7,24 @@
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::{
-    Config, DefaultProviderConfig, FrameworkConfig, LocalProviderConfig, ProviderConfig,
-};
+use crate::config::{Config, DefaultProviderConfig, FrameworkConfig, ProviderConfig};
 use crate::exit;
 use crate::framework::cache::DiscoveryCache;
 use crate::framework::cargo::{Cargo, ReusedBuild};
 use crate::framework::{self, TestRecord};
-use crate::image::PreparedImage;
 use crate::orchestrator::progress::Progress;
 use crate::orchestrator::{self, EngineSettings};
 use crate::output::plural;
 use crate::process::{self, CapturedOutput, CommandSpec, ExitOutcome};
-use crate::provider::Provider;
-use crate::provider::default::{self as default_provider, DefaultProvider, PrepareLog};
-use crate::provider::default_image::{CacheRefresh, ImagePlan, opts_into_thin_diffs};
-use crate::provider::local::{LocalProvider, LocalSandboxSettings};
+use crate::provider;
+use crate::provider::default::{self as default_provider, PrepareLog};
+use crate::provider::default_image::{ImagePlan, opts_into_thin_diffs};
 use crate::report::{junit, summary};
 use crate::signal::Signals;
 
@@ -63,8 +59,8 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     let loaded = crate::config::load(config_path)?;
     let mut config = loaded.config;
     apply_flags(&mut config, &options)?;
-    // `default` and `modal` share one code path: modal is a set of generated commands.
-    let sandbox_config = command_provider_config(&config.provider)?;
+    let setup = provider::Setup::of(&config.provider)?;
+    let sandbox_config = setup.commands();
 
     let signals = Signals::install().context("cannot install the SIGINT/SIGTERM handlers")?;
     let framework: Arc<dyn framework::Framework> =
@@ -83,14 +79,14 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     // The image is prepared while discovery runs; its progress waits for discovery's line.
     let prepare_log = PrepareLog::held();
     let discovery_done = std::sync::atomic::AtomicBool::new(false);
-    let plan: Option<Arc<ImagePlan>> = match &sandbox_config {
+    let plan: Option<Arc<ImagePlan>> = match sandbox_config {
         Some(p) if !options.collect_only && p.prepare_command.is_some() => Some(Arc::new(
             image_plan(&config, p, config_path, &cwd, &options),
         )),
         _ => None,
     };
     let prepare = async {
-        match (&sandbox_config, &plan) {
+        match (sandbox_config, &plan) {
             // The image pipeline: cached base image + thin diff (see crate::image).
             (_, Some(plan)) => plan.prepare(&prepare_log, &interrupt).await,
             (Some(p), None) if !options.collect_only => {
@@ -195,14 +191,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     };
     prepare_output_dir(&report.output_dir)?;
 
-    let provider = build_provider(
-        &config,
-        sandbox_config.as_ref(),
-        prepared,
-        plan,
-        &cwd,
-        &interrupt,
-    )?;
+    let provider = provider::from_config(&setup, &config, prepared, plan, &cwd, &interrupt)?;
     let settings = EngineSettings {
         parallel: config.offload.max_parallel,
         timeout: Duration::from_secs(config.offload.test_timeout_secs),
@@ -234,7 +223,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     };
 
     let counts = summary::Counts::from_results(&outcome.results);
-    let cost = match (&sandbox_config, options.show_estimated_cost) {
+    let cost = match (sandbox_config, options.show_estimated_cost) {
         (Some(p), true) => Some(estimated_cost(outcome.sandbox_seconds, p.cpu_cores)),
         (None, true) => {
             tracing::warn!(
@@ -290,16 +279,6 @@ fn open_discovery_cache(
 fn estimated_cost(sandbox_seconds: f64, cpu_cores: f64) -> (f64, f64) {
     let cpu_seconds = sandbox_seconds * cpu_cores;
     (cpu_seconds * MODAL_USD_PER_CPU_SECOND, cpu_seconds)
-}
-
-/// The command-driven provider config: `default` as written, `modal` translated into
-/// its generated commands; `None` for `local`.
-fn command_provider_config(provider: &ProviderConfig) -> Result<Option<DefaultProviderConfig>> {
-    match provider {
-        ProviderConfig::Local(_) => Ok(None),
-        ProviderConfig::Default(p) => Ok(Some(p.clone())),
-        ProviderConfig::Modal(m) => crate::provider::modal::default_config(m).map(Some),
-    }
 }
 
 /// The image pipeline of this run for provider config `p`. Warns about settings that
@@ -482,39 +461,6 @@ fn is_ours(sub: &str, name: &str) -> bool {
     }
 }
 
-/// The provider the config selects. `sandbox_config` is the command-driven form of a
-/// `default` or `modal` provider, `prepared` what `prepare` produced through `plan`: a
-/// cached image gets the self-healing rebuild (interrupted by `cancel`).
-/// Where and with which environment local sandboxes run their commands.
-fn local_settings(
-    config: &Config,
-    local: &LocalProviderConfig,
-    cwd: &Path,
-) -> LocalSandboxSettings {
-    let working_dir: PathBuf = config
-        .offload
-        .working_dir
-        .clone()
-        .or_else(|| local.working_dir.clone())
-        .map_or_else(|| cwd.to_path_buf(), |d| cwd.join(d));
-    let root = config
-        .offload
-        .sandbox_project_root
-        .clone()
-        .unwrap_or_else(|| working_dir.to_string_lossy().into_owned());
-    let mut env: Vec<(String, String)> = local
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    env.push(("OFFLOAD_ROOT".to_owned(), root));
-    LocalSandboxSettings {
-        working_dir,
-        shell: local.shell.clone(),
-        env,
-    }
-}
-
 /// For cargo batches in local sandboxes: the build checked and listed once for the
 /// whole run, where and as the sandboxes run commands, so that batches skip cargo (see
 /// [`Cargo::reuse_build`]). `None` for other frameworks and providers, and when
@@ -526,7 +472,7 @@ async fn local_reused_build(config: &Config, cwd: &Path) -> Option<Cargo> {
         return None;
     };
     let cargo = Cargo::new(cargo_config);
-    let settings = local_settings(config, local, cwd);
+    let settings = provider::local_settings(config, local, cwd);
     let dir = cwd.join(&config.report.output_dir).join("cache");
     if let Err(err) = std::fs::create_dir_all(&dir) {
         tracing::debug!("no reused build: cannot create `{}`: {err}", dir.display());
@@ -572,47 +518,6 @@ fn save_stdout(spec: &CommandSpec, output: Result<CapturedOutput>, path: &Path) 
         Err(err) => {
             tracing::debug!("no reused build: cannot write `{}`: {err}", path.display());
             None
-        }
-    }
-}
-
-fn build_provider(
-    config: &Config,
-    sandbox_config: Option<&DefaultProviderConfig>,
-    prepared: Option<PreparedImage>,
-    plan: Option<Arc<ImagePlan>>,
-    cwd: &Path,
-    cancel: &tokio_util::sync::CancellationToken,
-) -> Result<Arc<dyn Provider>> {
-    match &config.provider {
-        ProviderConfig::Local(local) => {
-            let provider = LocalProvider::new(local_settings(config, local, cwd))?;
-            Ok(Arc::new(provider))
-        }
-        ProviderConfig::Default(_) | ProviderConfig::Modal(_) => {
-            let Some(p) = sandbox_config else {
-                bail!(
-                    "no command configuration for the `{}` provider (internal error)",
-                    config.provider.type_name()
-                );
-            };
-            // Test commands run in the sandbox's own directory unless a root is given.
-            let root = config
-                .offload
-                .sandbox_project_root
-                .as_deref()
-                .or(config.offload.sandbox_repo_root.as_deref())
-                .unwrap_or(".");
-            let from_cache = prepared.as_ref().is_some_and(|p| p.from_cache);
-            let image_id = prepared.map(|p| p.image_id);
-            let mut provider = DefaultProvider::new(p, image_id, root, cwd)?;
-            if let (true, Some(plan)) = (from_cache, plan) {
-                provider = provider.with_rebuild(Arc::new(CacheRefresh {
-                    plan,
-                    cancel: cancel.clone(),
-                }));
-            }
-            Ok(Arc::new(provider))
         }
     }
 }
