@@ -21,6 +21,7 @@ pub mod provider;
 pub mod report;
 pub mod scheduler;
 pub mod signal;
+pub mod template;
 
 /// The configuration of the property tests beside the code: `cases` cases from a fixed
 /// seed, so every run (CI's included) tries the same inputs; `PROPTEST_RNG_SEED` and

@@ -6,6 +6,12 @@
 
 use std::io::Write;
 
+/// Whether to colour output for a stream that `is_terminal`: only on a terminal, and
+/// never when `NO_COLOR` is set to anything but the empty string.
+pub fn use_color(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// `1 test`, `2 tests`: a count and its noun, for messages.
 pub fn plural(n: usize, noun: &str) -> String {
     if n == 1 {

@@ -233,8 +233,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         }
         (_, false) => None,
     };
-    let color = std::io::stdout().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let color = crate::output::use_color(std::io::stdout().is_terminal());
     let exit_code = counts.exit_code();
     crate::output::print(&summary::render(counts, outcome.elapsed, cost, color));
 

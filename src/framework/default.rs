@@ -13,10 +13,11 @@ use anyhow::Result;
 
 use super::{
     BatchCommand, BatchPaths, Discovered, Framework, InputFile, ResultSource, command_failed,
-    failure_output, shell_batch, substitute, tests_file_contents,
+    failure_output, shell_batch, tests_file_contents,
 };
 use crate::config::DefaultFrameworkConfig;
 use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
+use crate::template::substitute;
 
 /// The default framework, built from `[framework] type = "default"`.
 #[derive(Debug, Clone)]

@@ -250,29 +250,6 @@ pub(crate) fn shell_split(field: &str, value: &str) -> Result<Vec<String>> {
     })
 }
 
-/// Replaces every `{key}` of `template` in one pass, so a value that itself contains
-/// `{key}` text is never substituted again. Unknown `{...}` text is kept.
-pub(crate) fn substitute(template: &str, vars: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    'outer: while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let tail = &rest[open..];
-        for (key, value) in vars {
-            let inner = tail.strip_prefix('{').and_then(|t| t.strip_prefix(key));
-            if let Some(after) = inner.and_then(|t| t.strip_prefix('}')) {
-                out.push_str(value);
-                rest = after;
-                continue 'outer;
-            }
-        }
-        out.push('{');
-        rest = &tail[1..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// How a child ended, as words after its command: `exited with code 2`.
 pub(crate) fn outcome_text(outcome: ExitOutcome) -> String {
     match outcome {
@@ -337,21 +314,6 @@ pub(crate) fn test_paths(result: &str) -> BatchPaths {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn substitute_is_single_pass() {
-        let vars = [("tests", "'{result_file}'"), ("result_file", "/tmp/r.xml")];
-        assert_eq!(
-            substitute("run {tests} --out {result_file} {other} {", &vars),
-            "run '{result_file}' --out /tmp/r.xml {other} {"
-        );
-        assert_eq!(
-            substitute("{tests}{tests}", &vars),
-            "'{result_file}''{result_file}'"
-        );
-        assert_eq!(substitute("", &vars), "");
-        assert_eq!(substitute("{{tests}}", &vars), "{'{result_file}'}");
-    }
 
     #[test]
     fn test_name_is_after_the_last_double_colon() {

@@ -41,6 +41,7 @@ use super::{OutputLine, Provider, Sandbox};
 use crate::config::DefaultProviderConfig;
 use crate::framework::InputFile;
 use crate::process::{self, CommandSpec, ExitOutcome, Stream, quote};
+use crate::template::substitute;
 
 /// Pauses between attempts of a create or a download (so three attempts in all).
 pub const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(1)];
@@ -153,36 +154,6 @@ fn stderr_suffix(stderr: &str) -> String {
 /// The last non-empty line of `stdout`, trimmed.
 fn last_line(stdout: &str) -> Option<&str> {
     stdout.lines().map(str::trim).rfind(|l| !l.is_empty())
-}
-
-/// Replaces each `{name}` of `values` in `template` by its value, in one left-to-right
-/// pass; other braces stay as written.
-pub fn substitute(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let value = after.find('}').and_then(|close| {
-            let name = &after[..close];
-            values
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| (*v, close))
-        });
-        match value {
-            Some((value, close)) => {
-                out.push_str(value);
-                rest = &after[close + 1..];
-            }
-            None => {
-                out.push('{');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// How much file content one exec of [`DefaultSandbox::write_files`] carries, counting
@@ -904,15 +875,7 @@ mod tests {
     }
 
     #[test]
-    fn substitution_is_one_pass_and_leaves_other_braces() {
-        let values = [("sandbox_id", "{command}"), ("command", "'a b'")];
-        assert_eq!(
-            substitute("x {sandbox_id} {command} ${HOME} {other} {", &values),
-            "x {command} 'a b' ${HOME} {other} {"
-        );
-        assert_eq!(substitute("{a}{a}", &[("a", "1")]), "11");
-        assert_eq!(substitute("{{a}}", &[("a", "1")]), "{1}");
-        assert_eq!(substitute("ünï {a} ç", &[("a", "é")]), "ünï é ç");
+    fn cores_are_shown_without_trailing_zeros() {
         assert_eq!(format_cores(1.0), "1");
         assert_eq!(format_cores(2.5), "2.5");
         assert_eq!(format_cores(0.125), "0.125");

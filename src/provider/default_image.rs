@@ -30,10 +30,11 @@ use anyhow::{Context, Result};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use super::default::{ImageRebuild, PrepareLog, run_prepare, substitute};
+use super::default::{ImageRebuild, PrepareLog, run_prepare};
 use crate::config::DefaultProviderConfig;
 use crate::image::{ImageBuilder, PrepareOptions, PreparedImage};
 use crate::process::quote;
+use crate::template::substitute;
 
 /// What Offload hands `prepare_command`: `(placeholder, environment variable)`.
 pub const INPUTS: [(&str, &str); 7] = [

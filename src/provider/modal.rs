@@ -77,7 +77,7 @@ pub fn default_config(modal: &ModalProviderConfig) -> Result<DefaultProviderConf
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::default::substitute;
+    use crate::template::substitute;
 
     fn modal(toml_text: &str) -> ModalProviderConfig {
         toml::from_str(toml_text).unwrap()
