@@ -185,14 +185,11 @@ fn nextest_crate(p: &Project) {
     p.file(".config/nextest.toml", NEXTEST_TOML);
 }
 
-/// A command for nested cargo runs: no inherited target dir or nextest state.
+/// A command for nested cargo runs: no inherited nextest state (the project's own
+/// target directory comes from [`Project::offload`]).
 fn clean_cargo_env(cmd: &mut Command) -> &mut Command {
     for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        if key.starts_with("NEXTEST")
-            || key == "CARGO_TARGET_DIR"
-            || key == "CARGO_BUILD_TARGET_DIR"
-        {
+        if key.to_string_lossy().starts_with("NEXTEST") {
             cmd.env_remove(key);
         }
     }

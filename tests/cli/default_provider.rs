@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{self, Project, Run};
+use crate::support::{self, Project, Run, assert_dead_soon};
 
 /// A runner for the default framework: `sh runner.sh RESULT ID...`. `pass-*` passes,
 /// `fail-*` fails, `hang-*` writes its pid to `$PIDS/<id>` and sleeps. It prints the
@@ -166,25 +166,6 @@ retry_count = 0
             .flatten()
             .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
             .collect()
-    }
-}
-
-/// Whether `pid` runs (a zombie does not count).
-fn pid_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => false,
-        Ok(stat) => {
-            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-            !(state.starts_with('Z') || state.starts_with('X'))
-        }
-    }
-}
-
-fn assert_dead_soon(pid: i32) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while pid_alive(pid) {
-        assert!(Instant::now() < deadline, "process {pid} survived");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{self, Project, Run};
+use crate::support::{self, Project, Run, assert_dead_soon};
 
 /// The stand-in `uv`: `uv run SCRIPT SUBCOMMAND ARGS...`, recorded, then emulated.
 const STAND_IN: &str = r#"#!/usr/bin/env python3
@@ -277,28 +277,6 @@ retry_count = 0
 /// `s` as a Python string literal.
 fn py_str(path: &Path) -> String {
     serde_json::to_string(&path.to_string_lossy()).unwrap()
-}
-
-fn assert_dead_soon(pid: i32) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|stat| {
-                let state = stat
-                    .rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .to_owned();
-                !(state.starts_with('Z') || state.starts_with('X'))
-            })
-            .unwrap_or(false);
-        if !alive {
-            return;
-        }
-        assert!(Instant::now() < deadline, "process {pid} survived");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Replaces run-specific values (sandbox and image directories, temporary paths) with

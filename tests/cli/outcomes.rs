@@ -172,9 +172,7 @@ fn progress_lines_count_tests_not_run_apart_from_failures() {
     );
 }
 
-/// A crate with a passing, a `should_panic` and an `#[ignore]`d test, built into its
-/// own target directory (a shared `CARGO_TARGET_DIR` could hand it another crate's
-/// binary of the same name).
+/// A crate with a passing, a `should_panic` and an `#[ignore]`d test.
 fn crate_with_ignored_test(include_ignored: bool) -> Project {
     let p = Project::new();
     p.file(
@@ -205,8 +203,7 @@ mod tests {
 }
 
 fn cargo_run(p: &Project, args: &[&str]) -> support::Run {
-    let target = p.path().join("target");
-    support::run(p.offload().env("CARGO_TARGET_DIR", &target).args(args))
+    support::run(p.offload().args(args))
 }
 
 #[test]

@@ -123,13 +123,6 @@ retry_count = 0
     }
 }
 
-fn show(run: &Run) -> String {
-    format!(
-        "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-        run.code, run.stdout, run.stderr
-    )
-}
-
 /// Like `docker build -q .`: a prepare that rejects any argument runs, and the image it
 /// printed is the one the tests run in.
 #[test]
@@ -146,8 +139,8 @@ echo "$img"
     );
     s.project.file("app.txt", "changed\n");
     let run = s.run("app.txt=changed built-by-prepare=yes");
-    assert_eq!(run.code, 0, "{}", show(&run));
-    assert_eq!(s.prepares(), ["full"], "{}", show(&run));
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert_eq!(s.prepares(), ["full"], "{}", run.show());
 }
 
 /// A prepare that takes no thin diffs and reads none of the variables (it builds from
@@ -165,26 +158,26 @@ sh "$STATE/make-image.sh" .
     s.project.file("app.txt", "uncommitted\n");
     s.project.file("new.txt", "untracked\n");
     let run = s.run("app.txt=uncommitted new.txt=untracked");
-    assert_eq!(run.code, 0, "{}", show(&run));
+    assert_eq!(run.code, 0, "{}", run.show());
 
     git(s.project.path(), &["checkout", "-q", "--", "app.txt"]);
     std::fs::remove_file(s.project.path().join("new.txt")).unwrap();
     let run = s.run("app.txt=base new.txt=-");
-    assert_eq!(run.code, 0, "{}", show(&run));
+    assert_eq!(run.code, 0, "{}", run.show());
     assert_eq!(s.prepares(), ["full", "full"], "one full build per run");
     assert_eq!(s.notes(), "", "nothing cached");
     assert!(
         run.stderr
             .contains("does not opt into thin diffs: full build of the working tree"),
         "{}",
-        show(&run)
+        run.show()
     );
     let status = support::run(s.project.offload().arg("checkpoint-status"));
-    assert_eq!(status.code, 0, "{}", show(&status));
+    assert_eq!(status.code, 0, "{}", status.show());
     assert!(
         status.stdout.contains("full build of the working tree"),
         "{}",
-        show(&status)
+        status.show()
     );
 }
 
@@ -205,7 +198,7 @@ fn a_full_build_context_holds_the_working_tree_as_git_sees_it() {
     s.project.file("sub dir/new.txt", "untracked\n");
     s.project.file("debug.log", "ignored\n");
     let run = s.run("app.txt=uncommitted debug.log=- gone.txt=-");
-    assert_eq!(run.code, 0, "{}", show(&run));
+    assert_eq!(run.code, 0, "{}", run.show());
     // `$EXPECT` cannot name a path with a space: look in the image directly.
     let image = std::fs::read_dir(s.state.path())
         .unwrap()
@@ -248,7 +241,7 @@ echo "$img"
 "#,
     );
     let run = s.run("app.txt=base note.txt=-");
-    assert_eq!(run.code, 0, "{}", show(&run));
+    assert_eq!(run.code, 0, "{}", run.show());
     assert_eq!(s.prepares(), ["full"]);
     assert_ne!(s.notes(), "", "the base image is cached");
 
@@ -256,9 +249,9 @@ echo "$img"
     commit_all(s.project.path(), "change app");
     s.project.file("note.txt", "uncommitted\n");
     let run = s.run("app.txt=committed note.txt=uncommitted");
-    assert_eq!(run.code, 0, "{}", show(&run));
-    assert_eq!(s.prepares(), ["full", "thin with patch"], "{}", show(&run));
-    assert!(run.stderr.contains("checkpoint hit"), "{}", show(&run));
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert_eq!(s.prepares(), ["full", "thin with patch"], "{}", run.show());
+    assert!(run.stderr.contains("checkpoint hit"), "{}", run.show());
 }
 
 /// What the prepare gets, with the bundled `@local_sandbox.sh` doing the build: each
@@ -301,7 +294,7 @@ fn the_variables_are_set_only_when_they_have_a_value() {
     };
     let expect = "app.txt=uncommitted copied/one/x.txt=x copied/two/y.txt=y init.txt=init";
     let run = run_with(expect);
-    assert_eq!(run.code, 0, "{}", show(&run));
+    assert_eq!(run.code, 0, "{}", run.show());
     let text = s.prepares().join("\n");
     let context = text
         .lines()
@@ -339,7 +332,7 @@ fn the_variables_are_set_only_when_they_have_a_value() {
             ),
     );
     let run = run_with(&format!("{expect} post.txt=post"));
-    assert_eq!(run.code, 0, "{}", show(&run));
+    assert_eq!(run.code, 0, "{}", run.show());
     let text = s.prepares().join("\n");
     let (full, incremental) = text
         .split_once("\ncall: ")

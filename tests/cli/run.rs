@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::{self, Project, Run};
+use crate::support::{self, Project, Run, pid_alive};
 
 /// A test runner for the default framework: `python3 runner.py RESULT_FILE ID...`.
 ///
@@ -94,19 +94,6 @@ fn log_names(p: &Project) -> Vec<String> {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect()
-}
-
-fn pid_alive(pid: i32) -> bool {
-    // A zombie has exited; only a live process counts.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
 }
 
 fn read_pids(dir: &Path) -> Vec<i32> {

@@ -45,6 +45,11 @@ impl Project {
         // When this suite itself runs under nextest (or under Offload's cargo framework),
         // nextest exports its profile; a nested `cargo nextest` must not inherit it.
         cmd.env_remove("NEXTEST_PROFILE");
+        // A crate built by the test gets its own target directory: under a shared
+        // `CARGO_TARGET_DIR` two temporary crates of the same name would reuse each
+        // other's binaries.
+        cmd.env("CARGO_TARGET_DIR", self.dir.path().join("target"));
+        cmd.env_remove("CARGO_BUILD_TARGET_DIR");
         // Likewise an outer Offload's variables (`OFFLOAD_ROOT`, ...) stay outside.
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("OFFLOAD_") {
@@ -351,5 +356,28 @@ impl Run {
             "no `{line}` in\n{}",
             self.show()
         );
+    }
+}
+
+/// Whether `pid` runs (a zombie or a dead process does not count).
+pub fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !(state.starts_with('Z') || state.starts_with('X'))
+        }
+    }
+}
+
+/// Fails the test unless `pid` is gone within 5 s.
+pub fn assert_dead_soon(pid: i32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while pid_alive(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} survived"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
