@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use super::blob::blob_id;
 use super::parse::{Content, FileMode, FilePatch, Operation};
 use super::path::RepoPath;
-use super::sha1::blob_id;
 use super::text::apply_hunks;
 
 /// What [`apply_patch`] changed, for a one-line summary.

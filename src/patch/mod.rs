@@ -8,9 +8,9 @@
 
 mod apply;
 mod binary;
+mod blob;
 mod parse;
 mod path;
-mod sha1;
 mod text;
 
 pub use apply::{ApplySummary, apply_patch};
