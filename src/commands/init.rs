@@ -80,7 +80,7 @@ pub fn run(path: &Path, options: InitOptions) -> Result<i32> {
     let mut next = String::from("offload run");
     if path != Path::new("offload.toml") {
         next.push_str(" -c ");
-        next.push_str(&shell_words::quote(&path.display().to_string()));
+        next.push_str(&crate::process::quote(&path.display().to_string()));
     }
     let mut created = format!("Created {}\n", path.display());
     for script in scripts {

@@ -194,7 +194,7 @@ impl Framework for Cargo {
         fail_fast: bool,
     ) -> Result<BatchCommand> {
         let result_path = paths.result.as_str();
-        let q = |s: &str| shell_words::quote(s).into_owned();
+        let q = |s: &str| crate::process::quote(s).into_owned();
         // nextest wants an absolute tool config path and resolves a relative JUnit path
         // against its store directory, so a relative result path is anchored at `$PWD`.
         let anchor = if result_path.starts_with('/') {

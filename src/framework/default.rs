@@ -139,8 +139,8 @@ impl Framework for DefaultFramework {
             run,
             &[
                 ("tests", &quoted_tests),
-                ("tests_file", &shell_words::quote(&paths.tests_file)),
-                ("result_file", &shell_words::quote(&paths.result)),
+                ("tests_file", &crate::process::quote(&paths.tests_file)),
+                ("result_file", &crate::process::quote(&paths.result)),
             ],
         );
         Ok(shell_batch(
