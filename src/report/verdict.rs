@@ -26,10 +26,8 @@
 //! kept: a test whose deciding attempt (see [`TestResult::final_attempt_index`]) is an
 //! error ends [`Verdict::Errored`], and the merged report writes it as `<error>` again.
 
+pub use super::junit::NOT_RUN_KIND;
 use super::junit::{CaseOutcome, Detail, TestCase};
-
-/// The `type` of the synthesized error of an attempt that produced no result.
-pub const NOT_RUN_KIND: &str = "offload.NotRun";
 
 /// The final verdict of a test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,0 +1,355 @@
+//! The merged report's writer ([`write_merged`]).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::model::*;
+use crate::report::verdict::{Attempt, TestResult, Verdict};
+
+/// Writes the merged report of a run to `path` through a temporary file in the same
+/// directory that is renamed in once complete (the old report is removed just before),
+/// creating parent directories. No reader ever sees a partly written report.
+///
+/// Layout: `<testsuites name="offload" tests failures errors skipped time>` holding one
+/// `<testsuite>` per group (in order of first appearance in `results`), each test once, in
+/// the order given, as `<testcase name="<ID>" classname time>`:
+///
+/// * `classname` is the framework's classname of the final attempt when known, else the
+///   group name; `time` is the final attempt's (see [`TestResult::final_attempt`]).
+/// * Passed: no outcome child. Flaky: a `<flakyFailure>` (`<flakyError>` for an errored
+///   attempt) per failed attempt.
+/// * Failed: `<failure message type>body</failure>` from the final failed attempt, then a
+///   `<rerunFailure>` / `<rerunError>` per earlier failed attempt.
+/// * Errored: `<error message type>body</error>` from the final errored attempt, then
+///   rerun elements as for a failed test.
+/// * Skipped: `<skipped message type>body</skipped>`.
+/// * Not run: `<error type="offload.NotRun" message="not run: <reason>">`.
+/// * Rerun elements hold `<stackTrace>`, `<system-out>` and `<system-err>` children (the
+///   surefire layout CI dashboards read); the final attempt's output follows as the
+///   testcase's `<system-out>` / `<system-err>`.
+///
+/// Counts are per unique test: `failures` counts failed tests, `errors` errored tests and
+/// tests not run.
+/// The root `time` is `total_time`, a suite's the sum of its tests' times.
+pub fn write_merged(path: &Path, results: &[TestResult], total_time: Duration) -> Result<()> {
+    let xml = render_merged(results, total_time);
+    write_atomically(path, xml.as_bytes())
+        .with_context(|| format!("cannot write the junit report `{}`", path.display()))
+}
+
+/// The text [`write_merged`] writes.
+pub fn render_merged(results: &[TestResult], total_time: Duration) -> String {
+    let mut groups: Vec<(&str, Vec<&TestResult>)> = Vec::new();
+    for result in results {
+        match groups.iter_mut().find(|(g, _)| *g == result.group) {
+            Some((_, members)) => members.push(result),
+            None => groups.push((&result.group, vec![result])),
+        }
+    }
+
+    let mut out = String::with_capacity(256 + results.len() * 128);
+    out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    out.push_str("<testsuites name=\"offload\"");
+    push_counts(&mut out, results.iter());
+    let _ = writeln!(out, " time=\"{:.3}\">", total_time.as_secs_f64());
+    for (group, members) in &groups {
+        out.push_str("  <testsuite name=\"");
+        escape_attr(group, &mut out);
+        out.push('"');
+        push_counts(&mut out, members.iter().copied());
+        let time: f64 = members.iter().map(|r| case_time(r)).sum();
+        let _ = writeln!(out, " time=\"{time:.3}\">");
+        for result in members {
+            push_testcase(&mut out, result);
+        }
+        out.push_str("  </testsuite>\n");
+    }
+    out.push_str("</testsuites>\n");
+    out
+}
+
+fn push_counts<'a>(out: &mut String, results: impl Iterator<Item = &'a TestResult>) {
+    let (mut tests, mut failures, mut errors, mut skipped) = (0, 0, 0, 0);
+    for r in results {
+        tests += 1;
+        match r.verdict {
+            Verdict::Failed => failures += 1,
+            Verdict::Errored | Verdict::NotRun => errors += 1,
+            Verdict::Skipped => skipped += 1,
+            Verdict::Passed | Verdict::Flaky => {}
+        }
+    }
+    let _ = write!(
+        out,
+        " tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\""
+    );
+}
+
+fn case_time(result: &TestResult) -> f64 {
+    result.final_attempt().map_or(0.0, |a| a.case.time)
+}
+
+fn push_testcase(out: &mut String, result: &TestResult) {
+    let last = result.final_attempt();
+    let case = last.map(|a| &a.case);
+    out.push_str("    <testcase name=\"");
+    escape_attr(&result.id, out);
+    out.push_str("\" classname=\"");
+    escape_attr(
+        case.and_then(|c| c.classname.as_deref())
+            .unwrap_or(&result.group),
+        out,
+    );
+    out.push_str("\" time=\"");
+    push_seconds(out, case_time(result));
+    out.push('"');
+
+    let detail = || {
+        case.and_then(|c| c.outcome.detail())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let outcome: Option<(&str, Detail)> = match result.verdict {
+        Verdict::Passed | Verdict::Flaky => None,
+        Verdict::Skipped => Some(("skipped", detail())),
+        Verdict::Failed => {
+            let mut d = detail();
+            // The verdict is "failed" even if its last attempt produced no result.
+            if d.kind.as_deref() == Some(NOT_RUN_KIND) {
+                d.kind = None;
+                d.message = Some(not_run_message(d.message.as_deref()));
+            }
+            Some(("failure", d))
+        }
+        Verdict::Errored => Some(("error", detail())),
+        Verdict::NotRun => {
+            let d = detail();
+            let reason = if case.is_some_and(|c| c.outcome.is_not_run()) {
+                d.message.as_deref()
+            } else {
+                None
+            };
+            Some((
+                "error",
+                Detail {
+                    message: Some(not_run_message(reason)),
+                    kind: Some(NOT_RUN_KIND.to_owned()),
+                    body: d.body,
+                },
+            ))
+        }
+    };
+    let earlier: Vec<&Attempt> = result.earlier_failures().collect();
+    let system_out = case.and_then(|c| c.system_out.as_deref());
+    let system_err = case.and_then(|c| c.system_err.as_deref());
+    if outcome.is_none() && earlier.is_empty() && system_out.is_none() && system_err.is_none() {
+        out.push_str("/>\n");
+        return;
+    }
+    out.push_str(">\n");
+    if let Some((element, d)) = &outcome {
+        out.push_str("      ");
+        push_detail_element(out, element, d);
+        out.push('\n');
+    }
+    let flaky = matches!(
+        result.verdict,
+        Verdict::Passed | Verdict::Flaky | Verdict::Skipped
+    );
+    for attempt in earlier {
+        let errored = matches!(attempt.case.outcome, CaseOutcome::Error(_));
+        let kind = match (flaky, errored) {
+            (true, false) => RerunKind::FlakyFailure,
+            (true, true) => RerunKind::FlakyError,
+            (false, false) => RerunKind::RerunFailure,
+            (false, true) => RerunKind::RerunError,
+        };
+        out.push_str("      ");
+        push_rerun(out, kind, &attempt.case);
+        out.push('\n');
+    }
+    if let Some(text) = system_out {
+        out.push_str("      ");
+        push_text_element(out, "system-out", text);
+        out.push('\n');
+    }
+    if let Some(text) = system_err {
+        out.push_str("      ");
+        push_text_element(out, "system-err", text);
+        out.push('\n');
+    }
+    out.push_str("    </testcase>\n");
+}
+
+/// Writes `secs` as `{:.3}` would. Formatting floats is most of the time spent rendering
+/// a large report, so the common case goes through integer milliseconds. Below 10^8 ms
+/// the product is exact to 10^-8, so only values within 10^-6 of a rounding tie (where
+/// the two roundings could differ) and larger ones need the exact path.
+pub(super) fn push_seconds(out: &mut String, secs: f64) {
+    let millis = secs * 1000.0;
+    let near_tie = (millis.fract() - 0.5).abs() < 1e-6;
+    if (0.0..1e8).contains(&millis) && !near_tie {
+        let millis = millis.round() as u64;
+        let _ = write!(out, "{}.{:03}", millis / 1000, millis % 1000);
+    } else {
+        let _ = write!(out, "{secs:.3}");
+    }
+}
+
+fn not_run_message(reason: Option<&str>) -> String {
+    match reason.map(str::trim) {
+        Some(reason) if !reason.is_empty() => format!("not run: {reason}"),
+        _ => "not run".to_owned(),
+    }
+}
+
+fn push_detail_attrs(out: &mut String, element: &str, d: &Detail) {
+    out.push('<');
+    out.push_str(element);
+    if let Some(message) = &d.message {
+        out.push_str(" message=\"");
+        escape_attr(message, out);
+        out.push('"');
+    }
+    if let Some(kind) = &d.kind {
+        out.push_str(" type=\"");
+        escape_attr(kind, out);
+        out.push('"');
+    }
+}
+
+fn push_detail_element(out: &mut String, element: &str, d: &Detail) {
+    push_detail_attrs(out, element, d);
+    if d.body.is_empty() {
+        out.push_str("/>");
+    } else {
+        out.push('>');
+        escape_text(&d.body, out);
+        let _ = write!(out, "</{element}>");
+    }
+}
+
+fn push_rerun(out: &mut String, kind: RerunKind, case: &TestCase) {
+    let mut d = case.outcome.detail().cloned().unwrap_or_default();
+    if d.kind.as_deref() == Some(NOT_RUN_KIND) {
+        d.message = Some(not_run_message(d.message.as_deref()));
+    }
+    let element = kind.element();
+    push_detail_attrs(out, element, &d);
+    if d.body.is_empty() && case.system_out.is_none() && case.system_err.is_none() {
+        out.push_str("/>");
+        return;
+    }
+    out.push('>');
+    if !d.body.is_empty() {
+        push_text_element(out, "stackTrace", &d.body);
+    }
+    if let Some(text) = &case.system_out {
+        push_text_element(out, "system-out", text);
+    }
+    if let Some(text) = &case.system_err {
+        push_text_element(out, "system-err", text);
+    }
+    let _ = write!(out, "</{element}>");
+}
+
+fn push_text_element(out: &mut String, element: &str, text: &str) {
+    let _ = write!(out, "<{element}>");
+    escape_text(text, out);
+    let _ = write!(out, "</{element}>");
+}
+
+/// Whether XML 1.0 allows `c` in a document.
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// Escapes text content. `\r` becomes `&#13;` because XML readers turn a literal
+/// `\r\n` into `\n`. Terminal colour sequences (`ESC [ ... m` and the like) are dropped;
+/// any other character XML forbids becomes U+FFFD.
+fn escape_text(text: &str, out: &mut String) {
+    escape(text, out, false);
+}
+
+/// Escapes an attribute value. Newlines, tabs and carriage returns are written as
+/// character references so that a multi-line message survives a round trip (readers
+/// turn literal ones into spaces).
+pub(super) fn escape_attr(text: &str, out: &mut String) {
+    escape(text, out, true);
+}
+
+fn escape(text: &str, out: &mut String, in_attr: bool) {
+    // Most text (every test ID, say) needs nothing replaced.
+    if !text
+        .bytes()
+        .any(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'' | 0..=0x1f | 0x7f..))
+    {
+        out.push_str(text);
+        return;
+    }
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' if in_attr => out.push_str("&quot;"),
+            '\'' if in_attr => out.push_str("&apos;"),
+            '\n' if in_attr => out.push_str("&#10;"),
+            '\t' if in_attr => out.push_str("&#9;"),
+            '\r' => out.push_str("&#13;"),
+            '\u{1b}' if chars.peek() == Some(&'[') => {
+                // A CSI sequence: ESC [ parameters intermediates final-byte.
+                chars.next();
+                while chars
+                    .next_if(|c| ('\u{30}'..='\u{3f}').contains(c))
+                    .is_some()
+                {}
+                while chars
+                    .next_if(|c| ('\u{20}'..='\u{2f}').contains(c))
+                    .is_some()
+                {}
+                chars.next_if(|c| ('\u{40}'..='\u{7e}').contains(c));
+            }
+            c if !is_xml_char(c) => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory `{}`", dir.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".offload-junit-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))?;
+    tmp.write_all(bytes)
+        .context("cannot write the temporary file")?;
+    // Temporary files are private (0600); a report is meant to be read by others too.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    // Renaming over an existing file makes ext4 write the new one to disk before the
+    // rename returns (its `auto_da_alloc` safeguard), several milliseconds for a large
+    // report. Removing the old report first avoids that; readers still never see a
+    // partly written one.
+    let _ = std::fs::remove_file(path);
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .context("cannot move the temporary file in place")?;
+    Ok(())
+}
