@@ -4,10 +4,10 @@
 //! huge values, each as a user would meet it.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::support::{Project, Run, run};
+use crate::support::{self, Project, Run, run};
 
 /// A `default` framework whose batches write a result file giving every test the
 /// `time` held in `time.txt`.
@@ -253,13 +253,7 @@ fn pathological_dockerignore_patterns_match_in_bounded_time() {
     let deep = vec!["d"; 30].join("/");
     p.file(&format!("{deep}/y"), "kept");
     p.file(&format!("{deep}/z"), "ignored");
-    let child = p
-        .offload()
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = support::spawn_piped(p.offload().arg("run"));
     let out = wait_bounded(child, Duration::from_secs(30), "offload run");
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let context = std::fs::read_to_string(p.path().join("context.txt")).unwrap();
@@ -283,13 +277,7 @@ fn pid_gone(pid: i32) -> bool {
 /// Sends SIGTERM to `offload run` once a process of its wrote its pid to `pid_file`,
 /// and checks that the run stops with 143 within a few seconds, that process gone.
 fn sigterm_stops_promptly(p: &Project, pid_file: &Path) {
-    let child = p
-        .offload()
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = support::spawn_piped(p.offload().arg("run"));
     let read_pid = || {
         std::fs::read_to_string(pid_file)
             .ok()
@@ -414,13 +402,7 @@ fn sigterm_does_not_wait_for_the_previous_report() {
     p.file("test-results/junit.xml", &xml);
     drop(xml);
 
-    let child = p
-        .offload()
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = support::spawn_piped(p.offload().arg("run"));
     let deadline = Instant::now() + Duration::from_secs(60);
     while !p.path().join("discovered").exists() {
         assert!(Instant::now() < deadline, "discovery never ran");

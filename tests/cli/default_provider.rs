@@ -313,13 +313,7 @@ fn fail_fast_destroys_every_sandbox() {
 #[test]
 fn sigint_kills_the_batches_and_destroys_every_sandbox() {
     let s = Setup::scripted(&["hang-a", "hang-b"], "", &[]);
-    let child = s
-        .offload()
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = support::spawn_piped(s.offload().arg("run"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while s.pids().len() < 2 {
         assert!(Instant::now() < deadline, "the hanging tests never started");

@@ -9,7 +9,7 @@
 //! (issue 5), driven through `@local_sandbox.sh`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -472,13 +472,7 @@ fn a_timeout_and_fail_fast_still_destroy_every_modal_sandbox() {
 #[test]
 fn sigint_destroys_every_modal_sandbox() {
     let s = Setup::new(&["hang-a", "hang-b"], "", MODAL_PROVIDER);
-    let child = s
-        .offload()
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = support::spawn_piped(s.offload().arg("run"));
     let deadline = Instant::now() + Duration::from_secs(60);
     while s.pids().len() < 2 {
         assert!(Instant::now() < deadline, "the hanging tests never started");

@@ -233,13 +233,7 @@ fn sigterm_stops_the_run_cleans_up_and_reports() {
 
 fn stop_with_signal(signal: i32, expected_code: i32) {
     let p = scripted(&["hang-a", "hang-b", "pass-c"], "", "");
-    let child = p
-        .offload()
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = support::spawn_piped(p.offload().arg("run"));
     let pids_dir = p.path().join("pids");
     let deadline = Instant::now() + Duration::from_secs(30);
     while read_pids(&pids_dir).len() < 2 {
@@ -655,13 +649,7 @@ fn pytest_discovery_is_reused_only_while_nothing_changed() {
 #[test]
 fn a_closed_stdout_does_not_change_the_exit_code() {
     let p = scripted(&["pass-a"], "", "");
-    let mut child = p
-        .offload()
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = support::spawn_piped(p.offload().arg("run"));
     // Nobody reads the results: the pipe is closed before the summary is printed.
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();

@@ -209,6 +209,15 @@ impl From<Output> for Run {
     }
 }
 
+/// Starts `cmd` with stdout and stderr piped, for a test that signals or times it while
+/// it runs.
+pub fn spawn_piped(cmd: &mut Command) -> std::process::Child {
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn offload")
+}
+
 /// Runs `cmd` to completion.
 pub fn run(cmd: &mut Command) -> Run {
     cmd.output().expect("spawn offload").into()
