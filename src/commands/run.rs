@@ -213,6 +213,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         &mut progress,
     )
     .await;
+    progress.finish();
 
     // A report that was asked for and is missing fails the run, whatever the tests did:
     // a CI job must not go green without the file its dashboard reads.

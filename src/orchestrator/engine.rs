@@ -1,12 +1,13 @@
 //! The coordinator: owns the run state, hands batches to sandbox workers, re-queues
 //! failures, decides verdicts and ends the run.
 //!
-//! One task (the coordinator) owns every piece of mutable state: the queue, each test's
-//! attempts, which workers are idle. Workers own one sandbox each and only execute
-//! what they are handed, reporting back through one event channel. The run ends when
-//! nothing is queued and nothing runs, when every sandbox is gone, or when it is
-//! stopped (fail-fast, interrupt); every test without a verdict then gets "not run"
-//! with the reason, so a run always ends.
+//! One task (the [`Coordinator`]) owns every test's attempts and the queue of batches;
+//! the [`Pool`] it drives owns the workers and knows which are idle. Workers own one
+//! sandbox each and only execute what they are handed, reporting back through one
+//! channel. The coordinator tells its [`Subscriber`] what happens (batches started,
+//! attempts, verdicts). The run ends when nothing is queued and nothing runs, when every
+//! sandbox is gone, or when it is stopped (fail-fast, interrupt); every test without a
+//! verdict then gets "not run" with the reason, so a run always ends.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -14,18 +15,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{self, AttemptReport, BatchContext, BatchReport, Job};
-use super::progress::Progress;
+use super::events::{RunEvent, Subscriber};
 use crate::framework::{Framework, TestRecord};
 use crate::provider::{Provider, Sandbox};
-use crate::report::junit::CaseOutcome;
+use crate::report::junit::{CaseOutcome, Detail, TestCase};
 use crate::report::verdict::{Attempt, TestResult, Verdict};
 use crate::scheduler::{self, Item};
 
 /// How long destroying one sandbox may take before it is abandoned.
 pub const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `type` of the skip of a test the runner lists but does not run unless asked.
+pub const IGNORED_KIND: &str = "offload.Ignored";
 
 /// Settings of one run of the engine.
 #[derive(Debug, Clone)]
@@ -45,7 +50,8 @@ pub struct EngineSettings {
 /// What a run produced.
 #[derive(Debug)]
 pub struct EngineOutcome {
-    /// One result per test, in the order of the records.
+    /// One result per test: those that ran in the order of their records, then the
+    /// ignored ones.
     pub results: Vec<TestResult>,
     /// Wall-clock time from the first sandbox request to the last destroy.
     pub elapsed: Duration,
@@ -53,6 +59,55 @@ pub struct EngineOutcome {
     pub sandbox_seconds: f64,
 }
 
+/// Runs `records` (unique IDs) through `framework` in sandboxes of `provider`, telling
+/// `subscriber` what happens. The ignored ones (see [`TestRecord::ignored`]) are
+/// skipped at once and never reach a sandbox.
+///
+/// `interrupt` stops the run from outside (a signal); fail-fast stops it from inside.
+/// Either way running batches are killed, sandboxes destroyed and every test gets a
+/// verdict.
+pub async fn run(
+    records: Vec<TestRecord>,
+    framework: Arc<dyn Framework>,
+    provider: Arc<dyn Provider>,
+    settings: &EngineSettings,
+    interrupt: &CancellationToken,
+    subscriber: &mut dyn Subscriber,
+) -> EngineOutcome {
+    let started = Instant::now();
+    let (ignored, runnable): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.ignored);
+    let mut coordinator = Coordinator::new(
+        runnable,
+        framework.as_ref(),
+        provider.shares_local_cpus(),
+        settings,
+        interrupt.child_token(),
+        subscriber,
+    );
+    let cx = Arc::new(BatchContext {
+        framework,
+        ids: Arc::clone(&coordinator.ids),
+        timeout: settings.timeout,
+        fail_fast: settings.fail_fast,
+        logs_dir: settings.output_dir.join("logs"),
+        parts_dir: settings.output_dir.join("junit-parts"),
+    });
+    // Never more sandboxes than batches.
+    let workers = settings.parallel.max(1).min(coordinator.queue.len());
+    let mut pool = Pool::start(workers, &provider, cx, &coordinator.stop);
+    coordinator.drive(&mut pool).await;
+    coordinator.stop.cancel();
+    let sandbox_seconds = pool.shut_down().await;
+    let mut results = coordinator.into_results(pool.last_error.as_deref());
+    results.extend(skip_ignored(ignored, subscriber));
+    EngineOutcome {
+        results,
+        elapsed: started.elapsed(),
+        sandbox_seconds,
+    }
+}
+
+/// What a worker tells the pool.
 enum Event {
     Ready(usize),
     SandboxFailed(usize, anyhow::Error),
@@ -63,327 +118,474 @@ enum Event {
     Gone(f64),
 }
 
+/// One test's attempts so far, and its verdict once decided.
 struct TestState {
     failures: u32,
     attempts: Vec<Attempt>,
     verdict: Option<Verdict>,
 }
 
-/// Runs `records` (unique IDs) through `framework` in sandboxes of `provider`.
-///
-/// `interrupt` stops the run from outside (a signal); fail-fast stops it from inside.
-/// Either way running batches are killed, sandboxes destroyed and every test gets a
-/// verdict.
-pub async fn run(
-    mut records: Vec<TestRecord>,
-    framework: Arc<dyn Framework>,
-    provider: Arc<dyn Provider>,
-    settings: &EngineSettings,
-    interrupt: &CancellationToken,
-    progress: &mut Progress,
-) -> EngineOutcome {
-    let started = Instant::now();
-    // The IDs move into what the batches share and come back for the results: copying
-    // and freeing tens of thousands of them shows in the run's time.
-    let ids: Arc<Vec<String>> = Arc::new(
-        records
-            .iter_mut()
-            .map(|r| std::mem::take(&mut r.id))
-            .collect(),
-    );
-    let items: Vec<Item<'_>> = records
-        .iter()
-        .zip(ids.iter())
-        .map(|(r, id)| Item {
-            id,
-            group: &r.group,
-            individual: r.schedule_individual,
-            locality: framework.locality(id),
-        })
-        .collect();
-    let estimates = scheduler::estimate(&items, &settings.durations);
-    let planned = scheduler::plan(
-        &items,
-        &estimates,
-        settings.parallel,
-        !provider.shares_local_cpus(),
-    );
-    let durations = estimates.durations;
-    let mut queue: VecDeque<Vec<usize>> = planned.into_iter().map(|b| b.items).collect();
-    tracing::info!(
-        "scheduled {} tests into {} batches",
-        records.len(),
-        queue.len()
-    );
-
-    let cx = Arc::new(BatchContext {
-        framework: Arc::clone(&framework),
-        ids: Arc::clone(&ids),
-        timeout: settings.timeout,
-        fail_fast: settings.fail_fast,
-        logs_dir: settings.output_dir.join("logs"),
-        parts_dir: settings.output_dir.join("junit-parts"),
-    });
-    let stop = interrupt.child_token();
-    let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
-
-    // Never more sandboxes than batches.
-    let workers = settings.parallel.max(1).min(queue.len());
-    let mut senders: Vec<Option<mpsc::Sender<Job>>> = Vec::with_capacity(workers);
-    let mut handles = Vec::with_capacity(workers);
-    for index in 0..workers {
-        let (tx, rx) = mpsc::channel::<Job>(1);
-        senders.push(Some(tx));
-        handles.push(tokio::spawn(worker(
-            index,
-            Arc::clone(&provider),
-            rx,
-            events_tx.clone(),
-            Arc::clone(&cx),
-            stop.clone(),
-        )));
-    }
-    drop(events_tx);
-
-    let mut tests: Vec<TestState> = records
-        .iter()
-        .map(|_| TestState {
-            failures: 0,
-            attempts: Vec::new(),
-            verdict: None,
-        })
-        .collect();
-    let mut idle: Vec<usize> = Vec::new();
-    let mut creating = workers;
-    let mut workers_done = 0usize;
-    let mut running = 0usize;
-    let mut next_batch = 0usize;
-    let mut sandbox_seconds = 0.0;
-    let mut last_sandbox_error: Option<String> = None;
-    let mut stop_reason: Option<&'static str> = None;
-
-    loop {
-        if !stop.is_cancelled() {
-            while let Some(&w) = idle.last() {
-                let Some(tests_of_batch) = queue.pop_front() else {
-                    break;
-                };
-                idle.pop();
-                let job = Job {
-                    number: next_batch,
-                    tests: tests_of_batch,
-                };
-                next_batch += 1;
-                let sent = match &senders[w] {
-                    Some(tx) => tx.send(job).await.map_err(|e| e.0),
-                    None => Err(job),
-                };
-                match sent {
-                    Ok(()) => running += 1,
-                    Err(job) => queue.push_front(job.tests),
-                }
-            }
-        }
-        let no_sandbox_left = creating == 0 && idle.is_empty() && running == 0;
-        if running == 0 && (stop.is_cancelled() || queue.is_empty() || no_sandbox_left) {
-            break;
-        }
-
-        let event = tokio::select! {
-            event = events.recv() => event,
-            () = stop.cancelled(), if !stop.is_cancelled() => {
-                stop_reason.get_or_insert("the run was interrupted");
-                continue;
-            }
-        };
-        let Some(event) = event else { break };
-        match event {
-            Event::Ready(w) => {
-                creating -= 1;
-                idle.push(w);
-            }
-            Event::SandboxFailed(w, err) => {
-                creating -= 1;
-                workers_done += 1;
-                senders[w] = None;
-                tracing::warn!(
-                    "sandbox {w} could not be created, continuing with fewer sandboxes: {err:#}"
-                );
-                last_sandbox_error = Some(format!("{err:#}"));
-            }
-            Event::Replaced(secs) => sandbox_seconds += secs,
-            Event::Gone(secs) => {
-                sandbox_seconds += secs;
-                workers_done += 1;
-            }
-            Event::Finished(w, job, report) => {
-                running -= 1;
-                if report.sandbox_failed {
-                    senders[w] = None;
-                } else {
-                    idle.push(w);
-                }
-                let mut retry = Vec::new();
-                let mut failed_now = false;
-                for attempt in report.attempts {
-                    let test = attempt.test;
-                    let record = &records[test];
-                    if let Some(again) =
-                        record_attempt(&mut tests[test], record, attempt, job.number, progress)
-                    {
-                        failed_now |= again.failed;
-                        if again.retry {
-                            retry.push(test);
-                        }
-                    }
-                }
-                if failed_now && settings.fail_fast && !stop.is_cancelled() {
-                    tracing::info!(
-                        "fail-fast: batch {} had a failure, cancelling the rest of the run",
-                        job.number
-                    );
-                    stop_reason = Some("cancelled by --fail-fast after the first failure");
-                    stop.cancel();
-                }
-                if !retry.is_empty() && !stop.is_cancelled() {
-                    // Retries go ahead of new work, spread over the sandboxes that are free.
-                    let parts = (idle.len() + creating).max(1);
-                    for b in scheduler::split_retries(&retry, &durations, parts)
-                        .into_iter()
-                        .rev()
-                    {
-                        queue.push_front(b.items);
-                    }
-                }
-            }
-        }
-    }
-
-    // Let every worker destroy its sandbox; bound the wait.
-    senders.clear();
-    stop.cancel();
-    let deadline = tokio::time::sleep(DESTROY_TIMEOUT + Duration::from_secs(5));
-    tokio::pin!(deadline);
-    let mut remaining = handles.len() - workers_done;
-    while remaining > 0 {
-        tokio::select! {
-            event = events.recv() => match event {
-                Some(Event::Gone(secs)) => { sandbox_seconds += secs; remaining -= 1; }
-                Some(Event::Replaced(secs)) => sandbox_seconds += secs,
-                Some(Event::SandboxFailed(..)) => remaining -= 1,
-                Some(_) => {}
-                None => break,
-            },
-            () = &mut deadline => {
-                tracing::warn!("{remaining} sandbox(es) did not shut down in time; abandoning them");
-                for h in &handles { h.abort(); }
-                break;
-            }
-        }
-    }
-
-    let default_reason = match (stop_reason, &last_sandbox_error) {
-        (Some(reason), _) => reason.to_owned(),
-        (None, Some(err)) if !queue.is_empty() => {
-            format!("no sandbox was available to run it (last error: {err})")
-        }
-        _ => "it was never scheduled".to_owned(),
-    };
-    drop(items);
-    // Workers drop their share before they report `Gone`; one that was abandoned
-    // still holds it, and then the IDs are copied.
-    drop(cx);
-    let ids = Arc::try_unwrap(ids).unwrap_or_else(|shared| shared.as_ref().clone());
-    let results = finish(records, ids, tests, &default_reason);
-    progress.finish();
-    EngineOutcome {
-        results,
-        elapsed: started.elapsed(),
-        sandbox_seconds,
-    }
-}
-
+/// What recording one attempt means for the run.
 struct AttemptEffect {
+    /// The attempt failed (a result, not a missing one): fail-fast stops the run.
     failed: bool,
+    /// The test has retries left and goes again.
     retry: bool,
 }
 
-/// Records one attempt and decides whether the test is done or goes again.
-fn record_attempt(
-    state: &mut TestState,
-    record: &TestRecord,
-    attempt: AttemptReport,
-    batch: usize,
-    progress: &mut Progress,
-) -> Option<AttemptEffect> {
-    if state.verdict.is_some() {
-        return None;
-    }
-    let not_run = attempt.is_not_run();
-    let outcome = attempt.case.outcome.clone();
-    // Most tests have exactly one attempt: grow by one, not by the default four.
-    state.attempts.reserve_exact(1);
-    state.attempts.push(Attempt {
-        case: attempt.case,
-        batch,
-    });
-    let is_failure = matches!(outcome, CaseOutcome::Failed(_) | CaseOutcome::Error(_));
-    let verdict = match outcome {
-        CaseOutcome::Passed if state.failures > 0 => Some(Verdict::Flaky),
-        CaseOutcome::Passed => Some(Verdict::Passed),
-        CaseOutcome::Skipped(_) => Some(Verdict::Skipped),
-        CaseOutcome::Failed(_) | CaseOutcome::Error(_) => {
-            state.failures += 1;
-            if state.failures <= record.retry_count {
-                None
-            } else {
-                Some(Verdict::of_failed_attempts(&state.attempts))
-            }
-        }
-    };
-    if let Some(v) = verdict {
-        state.verdict = Some(v);
-        progress.test_decided(v);
-    }
-    Some(AttemptEffect {
-        failed: is_failure && !not_run,
-        retry: verdict.is_none(),
-    })
+/// The run's state and its decisions: which batch goes next, what an attempt means,
+/// when the run is over.
+struct Coordinator<'a> {
+    records: Vec<TestRecord>,
+    /// The records' IDs, shared with the batches (which hold indices into it).
+    ids: Arc<Vec<String>>,
+    tests: Vec<TestState>,
+    queue: VecDeque<Vec<usize>>,
+    /// Every test's expected duration, for splitting retries.
+    durations: Vec<Duration>,
+    fail_fast: bool,
+    stop: CancellationToken,
+    stop_reason: Option<&'static str>,
+    next_batch: usize,
+    subscriber: &'a mut dyn Subscriber,
 }
 
-/// Turns the per-test state into results; a test without a verdict is "not run".
-fn finish(
-    records: Vec<TestRecord>,
-    ids: Vec<String>,
-    tests: Vec<TestState>,
-    reason: &str,
-) -> Vec<TestResult> {
-    records
-        .into_iter()
-        .zip(ids)
-        .zip(tests)
-        .map(|((record, id), mut state)| {
-            let verdict = match state.verdict {
-                Some(v) => v,
-                None => {
+impl<'a> Coordinator<'a> {
+    /// The state of a run of `records`, planned into batches (LPT over the known
+    /// durations, round-robin without).
+    fn new(
+        mut records: Vec<TestRecord>,
+        framework: &dyn Framework,
+        shares_local_cpus: bool,
+        settings: &EngineSettings,
+        stop: CancellationToken,
+        subscriber: &'a mut dyn Subscriber,
+    ) -> Self {
+        // The IDs move into what the batches share and come back for the results:
+        // copying and freeing tens of thousands of them shows in the run's time.
+        let ids: Arc<Vec<String>> = Arc::new(
+            records
+                .iter_mut()
+                .map(|r| std::mem::take(&mut r.id))
+                .collect(),
+        );
+        let items: Vec<Item<'_>> = records
+            .iter()
+            .zip(ids.iter())
+            .map(|(r, id)| Item {
+                id,
+                group: &r.group,
+                individual: r.schedule_individual,
+                locality: framework.locality(id),
+            })
+            .collect();
+        let estimates = scheduler::estimate(&items, &settings.durations);
+        let planned = scheduler::plan(&items, &estimates, settings.parallel, !shares_local_cpus);
+        drop(items);
+        let queue: VecDeque<Vec<usize>> = planned.into_iter().map(|b| b.items).collect();
+        tracing::info!(
+            "scheduled {} tests into {} batches",
+            records.len(),
+            queue.len()
+        );
+        let tests = records
+            .iter()
+            .map(|_| TestState {
+                failures: 0,
+                attempts: Vec::new(),
+                verdict: None,
+            })
+            .collect();
+        Self {
+            records,
+            ids,
+            tests,
+            queue,
+            durations: estimates.durations,
+            fail_fast: settings.fail_fast,
+            stop,
+            stop_reason: None,
+            next_batch: 0,
+            subscriber,
+        }
+    }
+
+    /// Hands out batches and takes back what the workers report until the run is
+    /// over.
+    async fn drive(&mut self, pool: &mut Pool) {
+        loop {
+            if !self.stop.is_cancelled() {
+                self.dispatch(pool).await;
+            }
+            let nothing_to_run = self.queue.is_empty() || pool.exhausted();
+            if pool.running == 0 && (self.stop.is_cancelled() || nothing_to_run) {
+                return;
+            }
+            let event = tokio::select! {
+                event = pool.events.recv() => event,
+                () = self.stop.cancelled(), if !self.stop.is_cancelled() => {
+                    self.stopping("the run was interrupted");
+                    continue;
+                }
+            };
+            let Some(event) = event else { return };
+            if let Some((job, report)) = pool.on_event(event) {
+                self.batch_finished(pool, job, report);
+            }
+        }
+    }
+
+    /// Gives the front of the queue to every idle worker.
+    async fn dispatch(&mut self, pool: &mut Pool) {
+        while pool.has_idle() {
+            let Some(tests) = self.queue.pop_front() else {
+                return;
+            };
+            let job = Job {
+                number: self.next_batch,
+                tests,
+            };
+            let (number, size) = (job.number, job.tests.len());
+            match pool.hand_out(job).await {
+                Ok(sandbox) => {
+                    self.next_batch += 1;
+                    self.subscriber.notify(&RunEvent::BatchStarted {
+                        number,
+                        sandbox,
+                        tests: size,
+                    });
+                }
+                Err(job) => self.queue.push_front(job.tests),
+            }
+        }
+    }
+
+    /// Records what batch `job` produced; queues retries ahead of new work, and stops
+    /// the run on a failure under fail-fast.
+    fn batch_finished(&mut self, pool: &Pool, job: Job, report: BatchReport) {
+        let mut retry = Vec::new();
+        let mut failed = false;
+        for attempt in report.attempts {
+            let test = attempt.test;
+            if let Some(effect) = self.record_attempt(attempt, job.number) {
+                failed |= effect.failed;
+                if effect.retry {
+                    retry.push(test);
+                }
+            }
+        }
+        if failed && self.fail_fast && !self.stop.is_cancelled() {
+            tracing::info!(
+                "fail-fast: batch {} had a failure, cancelling the rest of the run",
+                job.number
+            );
+            self.stopping("cancelled by --fail-fast after the first failure");
+            self.stop.cancel();
+        }
+        if !retry.is_empty() && !self.stop.is_cancelled() {
+            // Retries go ahead of new work, spread over the sandboxes that are free.
+            let parts = pool.free().max(1);
+            for b in scheduler::split_retries(&retry, &self.durations, parts)
+                .into_iter()
+                .rev()
+            {
+                self.queue.push_front(b.items);
+            }
+        }
+    }
+
+    /// Records one attempt and decides whether the test is done or goes again; `None`
+    /// when the test already has its verdict.
+    fn record_attempt(&mut self, attempt: AttemptReport, batch: usize) -> Option<AttemptEffect> {
+        let test = attempt.test;
+        let (state, record) = (&mut self.tests[test], &self.records[test]);
+        if state.verdict.is_some() {
+            return None;
+        }
+        let not_run = attempt.is_not_run();
+        let is_failure = matches!(
+            attempt.case.outcome,
+            CaseOutcome::Failed(_) | CaseOutcome::Error(_)
+        );
+        let verdict = match attempt.case.outcome {
+            CaseOutcome::Passed if state.failures > 0 => Some(Verdict::Flaky),
+            CaseOutcome::Passed => Some(Verdict::Passed),
+            CaseOutcome::Skipped(_) => Some(Verdict::Skipped),
+            CaseOutcome::Failed(_) | CaseOutcome::Error(_) => {
+                state.failures += 1;
+                (state.failures > record.retry_count).then_some(Verdict::Failed)
+            }
+        };
+        // Most tests have exactly one attempt: grow by one, not by the default four.
+        state.attempts.reserve_exact(1);
+        state.attempts.push(Attempt {
+            case: attempt.case,
+            batch,
+        });
+        // A failure stays apart from an error: the attempts decide which it is.
+        let verdict = verdict.map(|v| match v {
+            Verdict::Failed => Verdict::of_failed_attempts(&state.attempts),
+            v => v,
+        });
+        let id = self.ids[test].as_str();
+        if let Some(attempt) = state.attempts.last() {
+            self.subscriber.notify(&RunEvent::AttemptFinished {
+                id,
+                group: &record.group,
+                attempt,
+            });
+        }
+        if let Some(verdict) = verdict {
+            state.verdict = Some(verdict);
+            self.subscriber.notify(&RunEvent::TestDecided {
+                id,
+                group: &record.group,
+                verdict,
+            });
+        }
+        Some(AttemptEffect {
+            failed: is_failure && !not_run,
+            retry: verdict.is_none(),
+        })
+    }
+
+    /// Notes the first reason the run stops early and tells the subscriber.
+    fn stopping(&mut self, reason: &'static str) {
+        if self.stop_reason.is_none() {
+            self.stop_reason = Some(reason);
+            self.subscriber.notify(&RunEvent::Stopping { reason });
+        }
+    }
+
+    /// Why a test without a verdict did not run: the run stopped, no sandbox was left
+    /// (with `sandbox_error`, the last creation failure), or it was never scheduled.
+    fn not_run_reason(&self, sandbox_error: Option<&str>) -> String {
+        match (self.stop_reason, sandbox_error) {
+            (Some(reason), _) => reason.to_owned(),
+            (None, Some(err)) if !self.queue.is_empty() => {
+                format!("no sandbox was available to run it (last error: {err})")
+            }
+            _ => "it was never scheduled".to_owned(),
+        }
+    }
+
+    /// Turns the per-test state into results, in the order of the records; a test
+    /// without a verdict is "not run", or failed when it failed with retries left.
+    /// Call once the workers are gone: they share the IDs until then.
+    fn into_results(self, sandbox_error: Option<&str>) -> Vec<TestResult> {
+        let reason = self.not_run_reason(sandbox_error);
+        // A worker that was abandoned still holds its share; then the IDs are copied.
+        let ids = Arc::try_unwrap(self.ids).unwrap_or_else(|shared| shared.as_ref().clone());
+        let subscriber = self.subscriber;
+        self.records
+            .into_iter()
+            .zip(ids)
+            .zip(self.tests)
+            .map(|((record, id), mut state)| {
+                let verdict = state.verdict.unwrap_or_else(|| {
                     // Failed attempts with retries left, then stopped: the failures stand.
-                    if state.attempts.iter().any(|a| !a.is_not_run()) {
+                    let verdict = if state.attempts.iter().any(|a| !a.is_not_run()) {
                         Verdict::of_failed_attempts(&state.attempts)
                     } else {
                         let batch = state.attempts.last().map_or(usize::MAX, |a| a.batch);
-                        state.attempts.push(Attempt::not_run(&id, reason, batch));
+                        state.attempts.push(Attempt::not_run(&id, &reason, batch));
                         Verdict::NotRun
-                    }
+                    };
+                    subscriber.notify(&RunEvent::TestDecided {
+                        id: &id,
+                        group: &record.group,
+                        verdict,
+                    });
+                    verdict
+                });
+                TestResult {
+                    id,
+                    group: record.group,
+                    verdict,
+                    attempts: state.attempts,
                 }
+            })
+            .collect()
+    }
+}
+
+/// The results of tests the runner lists but does not run unless asked: skipped, with
+/// type [`IGNORED_KIND`] and how to run them.
+fn skip_ignored(ignored: Vec<TestRecord>, subscriber: &mut dyn Subscriber) -> Vec<TestResult> {
+    ignored
+        .into_iter()
+        .map(|record| {
+            subscriber.notify(&RunEvent::TestDecided {
+                id: &record.id,
+                group: &record.group,
+                verdict: Verdict::Skipped,
+            });
+            let case = TestCase {
+                name: record.id.clone(),
+                outcome: CaseOutcome::Skipped(Detail {
+                    message: Some(
+                        "ignored (`#[ignore]`); `include_ignored = true` in `[framework]` runs it"
+                            .to_owned(),
+                    ),
+                    kind: Some(IGNORED_KIND.to_owned()),
+                    body: String::new(),
+                }),
+                ..TestCase::default()
             };
             TestResult {
-                id,
+                id: record.id,
                 group: record.group,
-                verdict,
-                attempts: state.attempts,
+                verdict: Verdict::Skipped,
+                attempts: vec![Attempt { case, batch: 0 }],
             }
         })
         .collect()
+}
+
+/// The workers and their sandboxes: which are being created, idle or running, and
+/// how long each sandbox existed.
+struct Pool {
+    /// Each worker's job channel; `None` once the worker is retired.
+    senders: Vec<Option<mpsc::Sender<Job>>>,
+    handles: Vec<JoinHandle<()>>,
+    events: mpsc::UnboundedReceiver<Event>,
+    idle: Vec<usize>,
+    creating: usize,
+    running: usize,
+    /// Workers that ended (sandbox destroyed or never created).
+    gone: usize,
+    sandbox_seconds: f64,
+    /// The last sandbox creation failure, for the reason of tests that never ran.
+    last_error: Option<String>,
+}
+
+impl Pool {
+    /// Starts `workers` workers, each creating its sandbox at once.
+    fn start(
+        workers: usize,
+        provider: &Arc<dyn Provider>,
+        cx: Arc<BatchContext>,
+        stop: &CancellationToken,
+    ) -> Self {
+        let (events_tx, events) = mpsc::unbounded_channel::<Event>();
+        let mut senders = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let (tx, rx) = mpsc::channel::<Job>(1);
+            senders.push(Some(tx));
+            handles.push(tokio::spawn(worker(
+                index,
+                Arc::clone(provider),
+                rx,
+                events_tx.clone(),
+                Arc::clone(&cx),
+                stop.clone(),
+            )));
+        }
+        Self {
+            senders,
+            handles,
+            events,
+            idle: Vec::new(),
+            creating: workers,
+            running: 0,
+            gone: 0,
+            sandbox_seconds: 0.0,
+            last_error: None,
+        }
+    }
+
+    fn has_idle(&self) -> bool {
+        !self.idle.is_empty()
+    }
+
+    /// Workers that can take a batch now or soon.
+    fn free(&self) -> usize {
+        self.idle.len() + self.creating
+    }
+
+    /// No sandbox is left to run anything.
+    fn exhausted(&self) -> bool {
+        self.creating == 0 && self.idle.is_empty() && self.running == 0
+    }
+
+    /// Hands `job` to an idle worker and returns the worker's index; gives the job
+    /// back when the worker is gone.
+    async fn hand_out(&mut self, job: Job) -> Result<usize, Job> {
+        let Some(w) = self.idle.pop() else {
+            return Err(job);
+        };
+        let sent = match &self.senders[w] {
+            Some(tx) => tx.send(job).await.map_err(|e| e.0),
+            None => Err(job),
+        };
+        sent.map(|()| {
+            self.running += 1;
+            w
+        })
+    }
+
+    /// Updates the pool for `event`; a finished batch is returned for the
+    /// coordinator.
+    fn on_event(&mut self, event: Event) -> Option<(Job, BatchReport)> {
+        match event {
+            Event::Ready(w) => {
+                self.creating -= 1;
+                self.idle.push(w);
+            }
+            Event::SandboxFailed(w, err) => {
+                self.creating -= 1;
+                self.gone += 1;
+                self.senders[w] = None;
+                tracing::warn!(
+                    "sandbox {w} could not be created, continuing with fewer sandboxes: {err:#}"
+                );
+                self.last_error = Some(format!("{err:#}"));
+            }
+            Event::Replaced(secs) => self.sandbox_seconds += secs,
+            Event::Gone(secs) => {
+                self.sandbox_seconds += secs;
+                self.gone += 1;
+            }
+            Event::Finished(w, job, report) => {
+                self.running -= 1;
+                if report.sandbox_failed {
+                    self.senders[w] = None;
+                } else {
+                    self.idle.push(w);
+                }
+                return Some((job, report));
+            }
+        }
+        None
+    }
+
+    /// Lets every worker destroy its sandbox (the run's stop token is cancelled
+    /// first), waiting a bounded time; returns the sandboxes' total lifetime in
+    /// seconds.
+    async fn shut_down(&mut self) -> f64 {
+        self.senders.clear();
+        let deadline = tokio::time::sleep(DESTROY_TIMEOUT + Duration::from_secs(5));
+        tokio::pin!(deadline);
+        while self.gone < self.handles.len() {
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    // Nothing runs any more: a late report has no batch to go back to.
+                    Some(event) => { self.on_event(event); }
+                    None => break,
+                },
+                () = &mut deadline => {
+                    tracing::warn!(
+                        "{} sandbox(es) did not shut down in time; abandoning them",
+                        self.handles.len() - self.gone
+                    );
+                    for h in &self.handles { h.abort(); }
+                    break;
+                }
+            }
+        }
+        self.sandbox_seconds
+    }
 }
 
 /// One sandbox: create it, run what the coordinator hands over, destroy it.
@@ -625,6 +827,42 @@ mod tests {
         fail_fast: bool,
         timeout: Duration,
     ) -> (EngineOutcome, Arc<World>) {
+        run_observed(world, records, parallel, fail_fast, timeout, &mut ()).await
+    }
+
+    /// The events of a run, one line each.
+    #[derive(Default)]
+    struct Recorder(Vec<String>);
+
+    impl Subscriber for Recorder {
+        fn notify(&mut self, event: &RunEvent<'_>) {
+            self.0.push(match event {
+                RunEvent::BatchStarted { number, tests, .. } => {
+                    format!("batch {number} started with {tests}")
+                }
+                RunEvent::AttemptFinished { id, attempt, .. } => {
+                    let kind = match &attempt.case.outcome {
+                        CaseOutcome::Passed => "passed",
+                        CaseOutcome::Failed(_) => "failed",
+                        CaseOutcome::Error(_) => "error",
+                        CaseOutcome::Skipped(_) => "skipped",
+                    };
+                    format!("{id} {kind} in batch {}", attempt.batch)
+                }
+                RunEvent::TestDecided { id, verdict, .. } => format!("{id} is {verdict:?}"),
+                RunEvent::Stopping { reason } => format!("stopping: {reason}"),
+            });
+        }
+    }
+
+    async fn run_observed(
+        world: World,
+        records: &[TestRecord],
+        parallel: usize,
+        fail_fast: bool,
+        timeout: Duration,
+        subscriber: &mut dyn Subscriber,
+    ) -> (EngineOutcome, Arc<World>) {
         let dir = tempfile::tempdir().unwrap();
         let world = Arc::new(world);
         let settings = EngineSettings {
@@ -635,14 +873,13 @@ mod tests {
             durations: Default::default(),
         };
         std::fs::create_dir_all(dir.path().join("logs")).unwrap();
-        let mut progress = Progress::new(records.len(), false, true);
         let outcome = run(
             records.to_vec(),
             Arc::new(FakeFramework),
             Arc::new(FakeProvider(Arc::clone(&world))),
             &settings,
             &CancellationToken::new(),
-            &mut progress,
+            subscriber,
         )
         .await;
         (outcome, world)
@@ -834,5 +1071,44 @@ mod tests {
         );
         assert_eq!(world.created.load(Ordering::SeqCst), 2);
         assert_eq!(world.destroyed.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn subscribers_see_batches_attempts_and_one_verdict_per_test_in_order() {
+        let world = script(&[("wobbly", &[Act::Fail, Act::Pass]), ("skipped", &[])]);
+        let mut ignored = record("skipped", 0);
+        ignored.ignored = true;
+        let mut recorder = Recorder::default();
+        let records = [record("wobbly", 1), ignored];
+        let (outcome, _) = run_observed(world, &records, 1, false, T, &mut recorder).await;
+        assert_eq!(
+            recorder.0,
+            [
+                "batch 0 started with 1",
+                "wobbly failed in batch 0",
+                "batch 1 started with 1",
+                "wobbly passed in batch 1",
+                "wobbly is Flaky",
+                "skipped is Skipped",
+            ]
+        );
+        assert_eq!(outcome.results.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_run_says_why_and_decides_every_test() {
+        let world = script(&[("bad", &[Act::Fail]), ("slow", &[Act::Hang])]);
+        let mut recorder = Recorder::default();
+        let records = [record("bad", 0), record("slow", 0)];
+        run_observed(world, &records, 2, true, T * 12, &mut recorder).await;
+        let events = recorder.0;
+        let stop = events
+            .iter()
+            .position(|e| e.starts_with("stopping: cancelled by --fail-fast"))
+            .unwrap_or_else(|| panic!("no stop event in {events:?}"));
+        let bad = events.iter().position(|e| e == "bad is Failed").unwrap();
+        let slow = events.iter().position(|e| e == "slow is NotRun").unwrap();
+        assert!(bad < stop && stop < slow, "{events:?}");
+        assert_eq!(events.iter().filter(|e| e.contains(" is ")).count(), 2);
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::events::{RunEvent, Subscriber};
 use crate::report::verdict::Verdict;
 
 /// How often plain progress lines may be printed.
@@ -55,7 +56,7 @@ impl Progress {
     }
 
     /// A test reached its verdict.
-    pub fn test_decided(&mut self, verdict: Verdict) {
+    fn test_decided(&mut self, verdict: Verdict) {
         self.done += 1;
         match verdict {
             Verdict::Failed | Verdict::Errored => self.failed += 1,
@@ -101,6 +102,14 @@ impl Progress {
             bar.finish_and_clear();
         } else if self.plain && self.last_line.is_some() && self.done != self.total {
             self.print_line();
+        }
+    }
+}
+
+impl Subscriber for Progress {
+    fn notify(&mut self, event: &RunEvent<'_>) {
+        if let RunEvent::TestDecided { verdict, .. } = event {
+            self.test_decided(*verdict);
         }
     }
 }

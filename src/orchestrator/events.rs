@@ -1,0 +1,62 @@
+//! What the coordinator tells the rest of the program while a run goes on.
+//!
+//! The coordinator ([`super::engine`]) decides; it neither displays nor records.
+//! Whatever follows a run — the progress display, and any later consumer such as a
+//! history of durations or a stream of JSON lines — implements [`Subscriber`] and is
+//! handed to [`super::run`]. Events arrive in the order things happen, on the
+//! coordinator's task: a subscriber must return quickly (no blocking I/O of unbounded
+//! length), or it holds up the run.
+
+use crate::report::verdict::{Attempt, Verdict};
+
+/// One thing that happened in a run.
+#[derive(Debug)]
+pub enum RunEvent<'a> {
+    /// Batch `number`, holding `tests` tests, was handed to the sandbox of worker
+    /// `sandbox`.
+    BatchStarted {
+        /// The run-wide batch number (the log files are named after it).
+        number: usize,
+        /// The worker (one sandbox at a time) that runs it.
+        sandbox: usize,
+        /// How many tests it holds.
+        tests: usize,
+    },
+    /// One attempt of a test came back from its batch. A test that is retried has
+    /// several; the last one is followed by [`RunEvent::TestDecided`].
+    AttemptFinished {
+        /// The test's ID, as discovered.
+        id: &'a str,
+        /// The group that selected it.
+        group: &'a str,
+        /// What the attempt produced.
+        attempt: &'a Attempt,
+    },
+    /// A test reached its final verdict; no attempt of it follows.
+    TestDecided {
+        /// The test's ID, as discovered.
+        id: &'a str,
+        /// The group that selected it.
+        group: &'a str,
+        /// The verdict.
+        verdict: Verdict,
+    },
+    /// The run stops early (fail-fast or a signal): no batch starts any more and the
+    /// running ones are cancelled. Tests without a verdict get "not run" afterwards,
+    /// each announced by [`RunEvent::TestDecided`].
+    Stopping {
+        /// Why, as the not-run tests' reason says it.
+        reason: &'a str,
+    },
+}
+
+/// Something that follows a run through its events.
+pub trait Subscriber: Send {
+    /// Called for every event, in order.
+    fn notify(&mut self, event: &RunEvent<'_>);
+}
+
+/// Follows nothing: for runs nobody watches.
+impl Subscriber for () {
+    fn notify(&mut self, _: &RunEvent<'_>) {}
+}
