@@ -100,6 +100,18 @@ pub struct BatchReport {
     pub timed_out: bool,
 }
 
+impl BatchReport {
+    /// A report of `kind` with `attempts`, the sandbox fine and no timeout.
+    fn new(kind: BatchKind, attempts: Vec<AttemptReport>) -> Self {
+        Self {
+            kind,
+            attempts,
+            sandbox_failed: false,
+            timed_out: false,
+        }
+    }
+}
+
 /// Runs `job` in `sandbox`. Never fails: every problem becomes attempts with reasons.
 pub async fn execute(
     sandbox: &dyn Sandbox,
@@ -112,19 +124,8 @@ pub async fn execute(
     let running_log = log_base.with_extension("running");
     let started = Instant::now();
 
-    let source = cx.framework.result_source();
-    let remote_result = match &source {
-        ResultSource::JunitPerBatch => Some(sandbox.result_path(job.number, "xml")),
-        ResultSource::JunitFixed(path) => Some(path.clone()),
-        ResultSource::ExitCode => None,
-    };
-    let paths = BatchPaths {
-        result: remote_result.clone().unwrap_or_default(),
-        tests_file: sandbox.result_path(job.number, "tests"),
-        script_file: sandbox.result_path(job.number, "sh"),
-        support_dir: sandbox.support_dir(),
-    };
-    let (exec, log_error) = match prepare(sandbox, cx, &ids, &paths, cancel).await {
+    let (paths, remote_result) = batch_paths(sandbox, job.number, cx.framework.result_source());
+    let exec = match prepare(sandbox, cx, &ids, &paths, cancel).await {
         Ok(command) => {
             tracing::debug!(
                 batch = job.number,
@@ -134,85 +135,88 @@ pub async fn execute(
             );
             run_logged(sandbox, &command, cx.timeout, cancel, &running_log).await
         }
-        Err(err) => (Err(err), None),
+        Err(err) => Err(err),
     };
-    if let Some(err) = log_error {
-        tracing::warn!(
-            "batch {}: cannot write its log `{}`: {err:#}",
-            job.number,
-            running_log.display()
-        );
-    }
     let elapsed = started.elapsed();
 
     let timed_out = matches!(exec, Ok(ExitOutcome::TimedOut));
-    let report = match exec {
+    let mut report = match exec {
         // Writing the input files was cut short by the cancel.
-        Err(_) if cancel.is_cancelled() => BatchReport {
-            kind: BatchKind::Cancelled,
-            attempts: Vec::new(),
-            sandbox_failed: false,
-            timed_out: false,
-        },
-        Err(err) => {
-            // A command that could not start (or whose input files could not be
-            // written) is this batch's problem; the sandbox runs the next one. Any other
-            // exec failure means the sandbox itself is in trouble.
-            let sandbox_failed =
-                !(err.is::<PrepareError>() || crate::process::is_spawn_error(&err));
-            let reason = if sandbox_failed {
-                format!(
-                    "sandbox `{}` could not run the batch: {err:#}",
-                    sandbox.id()
-                )
-            } else {
-                format!(
-                    "the batch could not start in sandbox `{}`: {err:#}",
-                    sandbox.id()
-                )
-            };
-            tracing::error!("batch {}: {reason}", job.number);
-            // The reason belongs in the batch's log too; without a log it is still in the
-            // report, so a write error is ignored.
-            let _ = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&running_log)
-                .and_then(|mut log| writeln!(log, "[offload] {reason}"));
-            BatchReport {
-                kind: BatchKind::Error,
-                attempts: not_run_all(job, &ids, &reason),
-                sandbox_failed,
-                timed_out: false,
-            }
-        }
-        Ok(ExitOutcome::Cancelled) => BatchReport {
-            kind: BatchKind::Cancelled,
-            attempts: Vec::new(),
-            sandbox_failed: false,
-            timed_out: false,
-        },
+        Err(_) if cancel.is_cancelled() => BatchReport::new(BatchKind::Cancelled, Vec::new()),
+        Err(err) => could_not_run(sandbox, job, &ids, &err, &running_log),
+        Ok(ExitOutcome::Cancelled) => BatchReport::new(BatchKind::Cancelled, Vec::new()),
         Ok(outcome) => {
-            collect_results(
-                sandbox,
-                job,
-                &ids,
-                cx,
+            let ran = Ran {
                 outcome,
-                remote_result.as_deref(),
                 elapsed,
-            )
-            .await
+                status: describe(outcome, cx.timeout),
+            };
+            collect_results(sandbox, job, &ids, cx, &ran, remote_result.as_deref()).await
         }
     };
-
-    let mut report = report;
     report.timed_out = timed_out;
     let final_log = log_base.with_extension(report.kind.suffix());
     if let Err(err) = std::fs::rename(&running_log, &final_log) {
         tracing::debug!("cannot rename `{}`: {err}", running_log.display());
     }
     report
+}
+
+/// The files of batch `number` in `sandbox`, and the result file to fetch (none when
+/// the exit code decides).
+fn batch_paths(
+    sandbox: &dyn Sandbox,
+    number: usize,
+    source: ResultSource,
+) -> (BatchPaths, Option<String>) {
+    let remote_result = match source {
+        ResultSource::JunitPerBatch => Some(sandbox.result_path(number, "xml")),
+        ResultSource::JunitFixed(path) => Some(path),
+        ResultSource::ExitCode => None,
+    };
+    let paths = BatchPaths {
+        result: remote_result.clone().unwrap_or_default(),
+        tests_file: sandbox.result_path(number, "tests"),
+        script_file: sandbox.result_path(number, "sh"),
+        support_dir: sandbox.support_dir(),
+    };
+    (paths, remote_result)
+}
+
+/// The report of a batch whose command did not run to an outcome. A command that could
+/// not start (or whose input files could not be written) is this batch's problem, and
+/// the sandbox runs the next one; any other exec failure means the sandbox itself is in
+/// trouble, and it is retired. The reason goes into the batch's log too.
+fn could_not_run(
+    sandbox: &dyn Sandbox,
+    job: &Job,
+    ids: &[String],
+    err: &anyhow::Error,
+    running_log: &Path,
+) -> BatchReport {
+    let sandbox_failed = !(err.is::<PrepareError>() || crate::process::is_spawn_error(err));
+    let reason = if sandbox_failed {
+        format!(
+            "sandbox `{}` could not run the batch: {err:#}",
+            sandbox.id()
+        )
+    } else {
+        format!(
+            "the batch could not start in sandbox `{}`: {err:#}",
+            sandbox.id()
+        )
+    };
+    tracing::error!("batch {}: {reason}", job.number);
+    // Without a log the reason is still in the report, so a write error is ignored.
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(running_log)
+        .and_then(|mut log| writeln!(log, "[offload] {reason}"));
+    BatchReport {
+        sandbox_failed,
+        ..BatchReport::new(BatchKind::Error, not_run_all(job, ids, &reason))
+    }
 }
 
 /// A batch that could not be set up: its command could not be built or its input files
@@ -243,14 +247,14 @@ async fn prepare(
 }
 
 /// Runs the command, writing stdout lines as they are and stderr lines prefixed
-/// `[stderr] ` to `log`. Returns the outcome and any error writing the log.
+/// `[stderr] ` to `log`. A log that cannot be written is a warning: the batch runs.
 async fn run_logged(
     sandbox: &dyn Sandbox,
     command: &CommandSpec,
     timeout: Duration,
     cancel: &CancellationToken,
     log: &Path,
-) -> (anyhow::Result<ExitOutcome>, Option<anyhow::Error>) {
+) -> anyhow::Result<ExitOutcome> {
     let (tx, mut rx) = mpsc::unbounded_channel::<OutputLine>();
     let file = std::fs::File::create(log);
     let writer = tokio::task::spawn_blocking({
@@ -284,41 +288,36 @@ async fn run_logged(
         Ok(Err(e)) => Some(e),
         Err(e) => Some(e.into()),
     };
-    (outcome, log_error)
+    if let Some(err) = log_error {
+        tracing::warn!("cannot write the batch log `{}`: {err:#}", log.display());
+    }
+    outcome
 }
 
+/// How a batch's command ended.
+struct Ran {
+    outcome: ExitOutcome,
+    elapsed: Duration,
+    /// The outcome in words (`exited with code 1`), for reasons.
+    status: String,
+}
+
+/// Reads what the batch's tests produced: the result file, mapped back to the tests,
+/// or the exit code when there is no result file.
 async fn collect_results(
     sandbox: &dyn Sandbox,
     job: &Job,
     ids: &[String],
     cx: &BatchContext,
-    outcome: ExitOutcome,
+    ran: &Ran,
     remote_result: Option<&str>,
-    elapsed: Duration,
 ) -> BatchReport {
-    let status = describe(outcome, cx.timeout);
     let Some(remote) = remote_result else {
-        return exit_code_fallback(job, ids, outcome, &status, elapsed);
+        return exit_code_fallback(job, ids, ran);
     };
-
     let local = cx.parts_dir.join(format!("batch-{}.xml", job.number));
-    let parsed = match sandbox.download(remote, &local).await {
-        Err(err) => Err(format!(
-            "no result file: `{remote}` could not be fetched ({err:#}); the batch {status}"
-        )),
-        Ok(()) => match std::fs::read(&local) {
-            Err(err) => Err(format!(
-                "no result file: cannot read `{}`: {err}; the batch {status}",
-                local.display()
-            )),
-            Ok(bytes) => junit::parse(&String::from_utf8_lossy(&bytes)).map_err(|err| {
-                format!("unreadable result file `{remote}`: {err:#}; the batch {status}")
-            }),
-        },
-    };
-
-    let timed_out = outcome == ExitOutcome::TimedOut;
-    let suites = match parsed {
+    let timed_out = ran.outcome == ExitOutcome::TimedOut;
+    let suites = match fetch_result(sandbox, remote, &local, &ran.status).await {
         Ok(suites) => suites,
         Err(reason) if timed_out => {
             tracing::warn!(
@@ -328,60 +327,14 @@ async fn collect_results(
             );
             // A killed runner rarely writes its report; the timeout is the news.
             tracing::debug!("batch {}: {reason}", job.number);
-            return BatchReport {
-                kind: BatchKind::Failure,
-                attempts: timed_out_all(job, ids, cx.timeout),
-                sandbox_failed: false,
-                timed_out: false,
-            };
+            return BatchReport::new(BatchKind::Failure, timed_out_all(job, ids, cx.timeout));
         }
         Err(reason) => {
             tracing::warn!("batch {}: {reason}", job.number);
-            return BatchReport {
-                kind: BatchKind::Error,
-                attempts: not_run_all(job, ids, &reason),
-                sandbox_failed: false,
-                timed_out: false,
-            };
+            return BatchReport::new(BatchKind::Error, not_run_all(job, ids, &reason));
         }
     };
-
-    // Map each test case to a test of the batch through the framework's keys.
-    let mut by_key: FxHashMap<Cow<'_, str>, usize> = FxHashMap::default();
-    by_key.reserve(ids.len());
-    for (pos, id) in ids.iter().enumerate() {
-        for key in cx.framework.id_keys(id) {
-            by_key.entry(key).or_insert(pos);
-        }
-    }
-    let mut found: Vec<Option<TestCase>> = vec![None; ids.len()];
-    let mut unmatched: Vec<String> = Vec::new();
-    for case in suites.into_iter().flat_map(|s| s.cases) {
-        let key = cx
-            .framework
-            .junit_key(&case.name, case.classname.as_deref());
-        match by_key.get(key.as_ref()) {
-            Some(&pos) => {
-                let mut case = case;
-                if case.name != ids[pos] {
-                    case.name.clone_from(&ids[pos]);
-                }
-                found[pos] = Some(match found[pos].take() {
-                    Some(prev) if severity(&prev.outcome) >= severity(&case.outcome) => prev,
-                    _ => case,
-                });
-            }
-            None => unmatched.push(key.into_owned()),
-        }
-    }
-    if !unmatched.is_empty() {
-        tracing::warn!(
-            "batch {}: {} result(s) match no test of the batch and were ignored (first: `{}`)",
-            job.number,
-            unmatched.len(),
-            unmatched[0].replace('\u{1f}', "::")
-        );
-    }
+    let found = match_cases(cx.framework.as_ref(), ids, suites, job.number);
 
     let mut kind = BatchKind::Success;
     let mut attempts = Vec::with_capacity(ids.len());
@@ -393,7 +346,10 @@ async fn collect_results(
                 kind = BatchKind::Error.max_with(kind);
                 not_run_case(
                     &ids[pos],
-                    &format!("the test runner reported no result for it; the batch {status}"),
+                    &format!(
+                        "the test runner reported no result for it; the batch {}",
+                        ran.status
+                    ),
                 )
             }
         };
@@ -410,12 +366,72 @@ async fn collect_results(
     if timed_out {
         kind = BatchKind::Failure;
     }
-    BatchReport {
-        kind,
-        attempts,
-        sandbox_failed: false,
-        timed_out: false,
+    BatchReport::new(kind, attempts)
+}
+
+/// Fetches the batch's result file from `remote` to `local` and parses it; the error
+/// is the reason its tests have no result.
+async fn fetch_result(
+    sandbox: &dyn Sandbox,
+    remote: &str,
+    local: &Path,
+    status: &str,
+) -> Result<Vec<junit::TestSuite>, String> {
+    if let Err(err) = sandbox.download(remote, local).await {
+        return Err(format!(
+            "no result file: `{remote}` could not be fetched ({err:#}); the batch {status}"
+        ));
     }
+    let bytes = std::fs::read(local).map_err(|err| {
+        format!(
+            "no result file: cannot read `{}`: {err}; the batch {status}",
+            local.display()
+        )
+    })?;
+    junit::parse(&String::from_utf8_lossy(&bytes))
+        .map_err(|err| format!("unreadable result file `{remote}`: {err:#}; the batch {status}"))
+}
+
+/// Each test's case among `suites`, found through the framework's keys, with `name`
+/// set to the test's ID; the worst one when a test reports twice. Cases that match no
+/// test of the batch are a warning.
+fn match_cases(
+    framework: &dyn Framework,
+    ids: &[String],
+    suites: Vec<junit::TestSuite>,
+    batch: usize,
+) -> Vec<Option<TestCase>> {
+    let mut by_key: FxHashMap<Cow<'_, str>, usize> = FxHashMap::default();
+    by_key.reserve(ids.len());
+    for (pos, id) in ids.iter().enumerate() {
+        for key in framework.id_keys(id) {
+            by_key.entry(key).or_insert(pos);
+        }
+    }
+    let mut found: Vec<Option<TestCase>> = vec![None; ids.len()];
+    let mut unmatched: Vec<String> = Vec::new();
+    for mut case in suites.into_iter().flat_map(|s| s.cases) {
+        let key = framework.junit_key(&case.name, case.classname.as_deref());
+        let Some(&pos) = by_key.get(key.as_ref()) else {
+            unmatched.push(key.into_owned());
+            continue;
+        };
+        if case.name != ids[pos] {
+            case.name.clone_from(&ids[pos]);
+        }
+        found[pos] = Some(match found[pos].take() {
+            Some(prev) if severity(&prev.outcome) >= severity(&case.outcome) => prev,
+            _ => case,
+        });
+    }
+    if let Some(first) = unmatched.first() {
+        tracing::warn!(
+            "batch {batch}: {} result(s) match no test of the batch and were ignored (first: `{}`)",
+            unmatched.len(),
+            first.replace('\u{1f}', "::")
+        );
+    }
+    found
 }
 
 impl BatchKind {
@@ -456,15 +472,10 @@ fn describe(outcome: ExitOutcome, timeout: Duration) -> String {
 }
 
 /// No result file configured: the exit code decides for every test of the batch.
-fn exit_code_fallback(
-    job: &Job,
-    ids: &[String],
-    outcome: ExitOutcome,
-    status: &str,
-    elapsed: Duration,
-) -> BatchReport {
-    let passed = outcome == ExitOutcome::Exited(0);
-    let time = elapsed.as_secs_f64() / ids.len().max(1) as f64;
+fn exit_code_fallback(job: &Job, ids: &[String], ran: &Ran) -> BatchReport {
+    let passed = ran.outcome == ExitOutcome::Exited(0);
+    let time = ran.elapsed.as_secs_f64() / ids.len().max(1) as f64;
+    let status = &ran.status;
     let attempts = ids
         .iter()
         .zip(&job.tests)
@@ -481,16 +492,12 @@ fn exit_code_fallback(
             AttemptReport { test, case: TestCase { name: id.clone(), time, outcome, ..TestCase::default() } }
         })
         .collect();
-    BatchReport {
-        kind: if passed {
-            BatchKind::Success
-        } else {
-            BatchKind::Failure
-        },
-        attempts,
-        sandbox_failed: false,
-        timed_out: false,
-    }
+    let kind = if passed {
+        BatchKind::Success
+    } else {
+        BatchKind::Failure
+    };
+    BatchReport::new(kind, attempts)
 }
 
 /// A synthesized case for a test that produced no result.
