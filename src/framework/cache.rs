@@ -148,6 +148,19 @@ pub struct DiscoveryCache {
 }
 
 impl DiscoveryCache {
+    /// The discovery cache in `{output_dir}/cache/`, fingerprinting the project at `cwd`
+    /// without the files Offload itself writes.
+    pub fn in_output_dir(cwd: &Path, report: &crate::config::ReportConfig) -> Option<Self> {
+        let out = &report.output_dir;
+        let skip = vec![
+            out.join("logs"),
+            out.join("junit-parts"),
+            out.join("cache"),
+            out.join(&report.junit_file),
+        ];
+        Self::open(out.join("cache").join("discovery.json"), cwd, &skip)
+    }
+
     /// Opens the cache file at `path` for the project at `root`, ignoring the files
     /// and directories in `skip` (relative to `root`: what Offload itself writes, the
     /// cache file included) in the fingerprint. Entries stored under another

@@ -5,6 +5,8 @@
 //! builds each command and parses its output; this module only runs them, reports
 //! empty groups as warnings and names the group in errors.
 
+use std::collections::HashSet;
+
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use indexmap::IndexMap;
@@ -145,9 +147,72 @@ async fn run_discovery(
     framework.parse_discovery(command, &output)
 }
 
+/// Keeps the first record of each ID: a test selected by two groups runs once, in the
+/// first group (with the larger retry count of the two).
+pub fn dedupe(mut records: Vec<TestRecord>) -> Vec<TestRecord> {
+    // (first record, later record with the same ID), found without copying any ID.
+    let mut first: rustc_hash::FxHashMap<&str, usize> = rustc_hash::FxHashMap::default();
+    first.reserve(records.len());
+    let mut repeats: Vec<(usize, usize)> = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        match first.entry(&record.id) {
+            std::collections::hash_map::Entry::Occupied(e) => repeats.push((*e.get(), i)),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(i);
+            }
+        }
+    }
+    drop(first);
+    if repeats.is_empty() {
+        return records;
+    }
+    let mut warned: HashSet<(&str, &str)> = HashSet::new();
+    let mut drop_at = vec![false; records.len()];
+    for &(i, later) in &repeats {
+        let (kept, again) = (&records[i], &records[later]);
+        if warned.insert((&kept.group, &again.group)) {
+            tracing::warn!(
+                "groups `{}` and `{}` select the same tests (e.g. `{}`); each runs once, in group `{}`",
+                kept.group,
+                again.group,
+                again.id,
+                kept.group
+            );
+        }
+        drop_at[later] = true;
+    }
+    for (i, later) in repeats {
+        records[i].retry_count = records[i].retry_count.max(records[later].retry_count);
+    }
+    records
+        .into_iter()
+        .zip(drop_at)
+        .filter_map(|(record, dropped)| (!dropped).then_some(record))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_test_in_two_groups_runs_once() {
+        let rec = |id: &str, group: &str, retry_count| TestRecord {
+            id: id.to_owned(),
+            group: group.to_owned(),
+            retry_count,
+            schedule_individual: false,
+            ignored: false,
+        };
+        let out = dedupe(vec![
+            rec("a", "g1", 0),
+            rec("b", "g1", 0),
+            rec("a", "g2", 3),
+        ]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].group, "g1");
+        assert_eq!(out[0].retry_count, 3);
+    }
     use crate::config::DefaultFrameworkConfig;
     use crate::framework::default::DefaultFramework;
 

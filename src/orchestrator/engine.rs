@@ -570,8 +570,12 @@ impl Pool {
         while self.gone < self.handles.len() {
             tokio::select! {
                 event = self.events.recv() => match event {
+                    Some(Event::Gone(secs)) => { self.sandbox_seconds += secs; self.gone += 1; }
+                    Some(Event::Replaced(secs)) => self.sandbox_seconds += secs,
+                    // Created too late to matter, or not at all: nothing to say now.
+                    Some(Event::SandboxFailed(..)) => self.gone += 1,
                     // Nothing runs any more: a late report has no batch to go back to.
-                    Some(event) => { self.on_event(event); }
+                    Some(Event::Ready(_) | Event::Finished(..)) => {}
                     None => break,
                 },
                 () = &mut deadline => {

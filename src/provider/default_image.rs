@@ -31,7 +31,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use super::default::{ImageRebuild, PrepareLog, run_prepare};
-use crate::config::DefaultProviderConfig;
+use crate::config::{Config, DefaultProviderConfig};
 use crate::image::{ImageBuilder, PrepareOptions, PreparedImage};
 use crate::process::quote;
 use crate::template::substitute;
@@ -70,6 +70,8 @@ type PrepareEnv = Vec<(&'static str, Option<String>)>;
 pub struct ImagePlan {
     /// The provider config (`modal` is translated to this form first).
     pub config: DefaultProviderConfig,
+    /// Its `prepare_command`, as written.
+    pub prepare_command: String,
     /// `[offload] sandbox_init_cmd`.
     pub init_cmd: Option<String>,
     /// `[offload] post_patch_cmd`.
@@ -83,6 +85,61 @@ pub struct ImagePlan {
 }
 
 impl ImagePlan {
+    /// The image pipeline of a run with `config`, whose provider is `p` (in the
+    /// command-driven form); `None` when `p` has no `prepare_command` to build images
+    /// with. Warns about settings that only apply to thin diffs when the command does not
+    /// opt into them.
+    pub fn for_run(
+        config: &Config,
+        p: &DefaultProviderConfig,
+        config_path: &Path,
+        cwd: &Path,
+        no_cache: bool,
+    ) -> Option<Self> {
+        let prepare_command = p.prepare_command.clone()?;
+        let thin_diff = opts_into_thin_diffs(p);
+        if !thin_diff {
+            let unused = [
+                (config.checkpoint.is_some(), "`[checkpoint]`"),
+                (
+                    config.offload.post_patch_cmd.is_some(),
+                    "`[offload] post_patch_cmd`",
+                ),
+            ];
+            for (_, setting) in unused.iter().filter(|(set, _)| *set) {
+                tracing::warn!(
+                    "{setting} has no effect: it applies to thin-diff builds, and `prepare_command` \
+                     does not opt into them, so every run is a full build of the working tree \
+                     (hint: set `thin_diff = true` in `[provider]` once your prepare builds from \
+                     OFFLOAD_BASE_IMAGE and OFFLOAD_PATCH_FILE, or name `{{base_image}}` and \
+                     `{{patch_file}}` in it)"
+                );
+            }
+        }
+        Some(Self {
+            config: p.clone(),
+            prepare_command,
+            init_cmd: config.offload.sandbox_init_cmd.clone(),
+            post_patch_cmd: config.offload.post_patch_cmd.clone().filter(|_| thin_diff),
+            sandbox_repo_root: config
+                .offload
+                .sandbox_repo_root
+                .clone()
+                .or_else(|| config.offload.sandbox_project_root.clone()),
+            cwd: cwd.to_path_buf(),
+            options: crate::image::PrepareOptions {
+                repo_dir: cwd.to_path_buf(),
+                config_path: config_path.to_path_buf(),
+                build_inputs: config.checkpoint.as_ref().map(|c| c.build_inputs.clone()),
+                no_cache,
+                refresh_cache: false,
+                has_post_patch_cmd: thin_diff && config.offload.post_patch_cmd.is_some(),
+                thin_diff,
+                remote: "origin".to_owned(),
+            },
+        })
+    }
+
     /// The builder for this plan, with progress going to `log`.
     pub fn builder<'a>(
         &'a self,
@@ -91,6 +148,7 @@ impl ImagePlan {
     ) -> DefaultImageBuilder<'a> {
         DefaultImageBuilder {
             config: &self.config,
+            prepare_command: &self.prepare_command,
             init_cmd: self.init_cmd.as_deref(),
             post_patch_cmd: self.post_patch_cmd.as_deref(),
             sandbox_repo_root: self.sandbox_repo_root.as_deref(),
@@ -136,8 +194,10 @@ impl ImageRebuild for CacheRefresh {
 
 /// Builds images with the default provider's `prepare_command`.
 pub struct DefaultImageBuilder<'a> {
-    /// The provider config (must have a `prepare_command` to build anything).
+    /// The provider config.
     pub config: &'a DefaultProviderConfig,
+    /// Its `prepare_command`.
+    pub prepare_command: &'a str,
     /// `[offload] sandbox_init_cmd`.
     pub init_cmd: Option<&'a str>,
     /// `[offload] post_patch_cmd`.
@@ -182,12 +242,10 @@ impl DefaultImageBuilder<'_> {
     }
 
     /// The command line (bundled scripts expanded, placeholders filled) and the
-    /// environment for one build; `None` without a `prepare_command`.
-    fn command(&self, values: &InputValues) -> Result<Option<(String, PrepareEnv)>> {
-        let Some(template) = &self.config.prepare_command else {
-            return Ok(None);
-        };
-        let expanded = crate::bundled::expand(template).context("in `prepare_command`")?;
+    /// environment for one build.
+    fn command(&self, values: &InputValues) -> Result<(String, PrepareEnv)> {
+        let expanded =
+            crate::bundled::expand(self.prepare_command).context("in `prepare_command`")?;
         let quoted: Vec<String> = values
             .iter()
             .map(|v| quote(v.as_deref().unwrap_or_default()).into_owned())
@@ -205,32 +263,24 @@ impl DefaultImageBuilder<'_> {
             .map(|((_, var), value)| (*var, value.clone()))
             .collect();
         env.push(("OFFLOAD_BIN", Some(bin.to_string_lossy().into_owned())));
-        Ok(Some((command, env)))
+        Ok((command, env))
     }
 
-    /// Runs one build with `values`; `None` without a `prepare_command`.
-    async fn build(&self, values: &InputValues) -> Result<Option<String>> {
-        let Some((command, env)) = self.command(values)? else {
-            return Ok(None);
-        };
-        let id = run_prepare(self.config, &command, &env, self.cwd, self.log, self.cancel).await?;
-        Ok(Some(id))
+    /// Runs one build with `values` and returns the image id.
+    async fn build(&self, values: &InputValues) -> Result<String> {
+        let (command, env) = self.command(values)?;
+        run_prepare(self.config, &command, &env, self.cwd, self.log, self.cancel).await
     }
 }
 
 #[async_trait]
 impl ImageBuilder for DefaultImageBuilder<'_> {
     async fn build_full(&self, context_dir: &Path) -> Result<Option<String>> {
-        self.build(&self.full_inputs(context_dir)).await
+        self.build(&self.full_inputs(context_dir)).await.map(Some)
     }
 
     async fn build_incremental(&self, base: &str, patch: Option<&Path>) -> Result<String> {
-        match self.build(&self.incremental_inputs(base, patch)).await? {
-            Some(id) => Ok(id),
-            None => anyhow::bail!(
-                "an incremental image build needs a `prepare_command` (internal error)"
-            ),
-        }
+        self.build(&self.incremental_inputs(base, patch)).await
     }
 
     fn progress(&self, line: &str) {
@@ -272,6 +322,7 @@ mod tests {
         let (log, cancel) = (PrepareLog::default(), CancellationToken::new());
         let builder = DefaultImageBuilder {
             config: &c,
+            prepare_command: c.prepare_command.as_deref().unwrap(),
             init_cmd: Some("make it"),
             post_patch_cmd: None,
             sandbox_repo_root: Some("/app"),
@@ -287,7 +338,6 @@ mod tests {
         };
         let (command, env) = with_dirs
             .command(&with_dirs.full_inputs(Path::new("/tmp/ctx dir")))
-            .unwrap()
             .unwrap();
         assert_eq!(
             command, "b '/tmp/ctx dir' '' '' 'a b:/x\nc:/y' {x}",
@@ -311,7 +361,6 @@ mod tests {
 
         let (command, env) = builder
             .command(&builder.incremental_inputs("im-1", Some(Path::new("/p.patch"))))
-            .unwrap()
             .unwrap();
         assert_eq!(command, "b '' im-1 /p.patch '' {x}");
         let unset: Vec<_> = env

@@ -10,6 +10,7 @@ pub mod default;
 pub mod default_image;
 pub mod local;
 pub mod modal;
+pub mod reused_build;
 pub mod running;
 pub mod select;
 

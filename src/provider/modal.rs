@@ -25,6 +25,18 @@ use anyhow::{Context, Result};
 use crate::config::{DefaultProviderConfig, ModalProviderConfig};
 use crate::process::quote;
 
+/// Price of one CPU-second of a Modal sandbox in USD (non-preemptible, per core).
+/// `--show-estimated-cost` prices the CPU-seconds of `default` and `modal` sandboxes
+/// (each sandbox's lifetime × `cpu_cores`) with it.
+pub const USD_PER_CPU_SECOND: f64 = 0.000_039_42;
+
+/// `(USD, CPU-seconds)` of sandboxes that lived `sandbox_seconds` in all, with
+/// `cpu_cores` each, at [`USD_PER_CPU_SECOND`].
+pub fn estimated_cost(sandbox_seconds: f64, cpu_cores: f64) -> (f64, f64) {
+    let cpu_seconds = sandbox_seconds * cpu_cores;
+    (cpu_seconds * USD_PER_CPU_SECOND, cpu_seconds)
+}
+
 /// How every generated command calls the bundled script.
 pub const SCRIPT: &str = "uv run @modal_sandbox.py";
 
@@ -77,6 +89,14 @@ pub fn default_config(modal: &ModalProviderConfig) -> Result<DefaultProviderConf
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cost_is_lifetime_times_cores_at_the_modal_rate() {
+        let (usd, cpu) = estimated_cost(100.0, 0.125);
+        assert_eq!(cpu, 12.5);
+        assert!((usd - 12.5 * 0.000_039_42).abs() < 1e-12, "{usd}");
+        assert_eq!(estimated_cost(0.0, 2.0), (0.0, 0.0));
+    }
     use crate::template::substitute;
 
     fn modal(toml_text: &str) -> ModalProviderConfig {

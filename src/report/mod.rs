@@ -7,5 +7,6 @@
 
 pub mod junit;
 pub mod logs;
+pub mod output_dir;
 pub mod summary;
 pub mod verdict;
