@@ -12,6 +12,17 @@ list may exceed the kernel's limits).
 Listed IDs that pytest did not collect are named on stderr; they get no result, and
 Offload reports them as not run. Without OFFLOAD_TESTS_FILE the plugin selects nothing.
 
+In a batch the plugin also reports each test as it runs, so that Offload can show
+progress per test and keep the result of a test that finished before the batch was
+killed: one line when a test starts and one when it ends, on the stderr pytest had when
+the plugin loaded (output capture does not see it), each line the marker
+`##offload-event## ` and a JSON object:
+`{"event": "started", "id": NODEID}` and
+`{"event": "finished", "id": NODEID, "outcome": "passed"|"failed"|"error"|"skipped",
+"time": SECONDS, "message": FIRST_LINE_OF_THE_REASON}`. The outcome follows pytest's
+JUnit report: a failing setup or teardown is an error, an expected failure a skip, an
+unexpected pass under `strict` a failure. Offload strips these lines from the batch log.
+
 When `offload run` collects tests with OFFLOAD_DISCOVERY_TRACE set, the plugin also
 records what collection reads, so that Offload can tell later whether a cached test list
 is still what `pytest --collect-only` would print: every file opened for reading and
@@ -24,12 +35,14 @@ when pytest ends. Without the variable nothing is traced.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
 import pytest
 
 TESTS_FILE_VARIABLE = "OFFLOAD_TESTS_FILE"
+EVENT_MARKER = "##offload-event## "
 
 
 def _wanted_ids(path: str) -> set[str]:
@@ -38,8 +51,98 @@ def _wanted_ids(path: str) -> set[str]:
 
 
 def pytest_configure(config):  # type: ignore[no-untyped-def]
+    global _EVENTS_FD
     path = os.environ.get(TESTS_FILE_VARIABLE)
     config._offload_wanted = _wanted_ids(path) if path else None
+    # Under pytest-xdist the controller reports every test; its workers stay quiet.
+    if hasattr(config, "workerinput") and _EVENTS_FD is not None:
+        os.close(_EVENTS_FD)
+        _EVENTS_FD = None
+
+
+# --- live events ----------------------------------------------------------------------
+
+# The stderr of the batch, duplicated at import (before pytest captures file
+# descriptor 2), so events reach Offload however the tests' output is captured.
+_EVENTS_FD = None
+if os.environ.get(TESTS_FILE_VARIABLE):
+    try:
+        _EVENTS_FD = os.dup(2)
+    except OSError:
+        _EVENTS_FD = None
+_phases = {}
+
+
+def _emit(event):
+    if _EVENTS_FD is None:
+        return
+    line = EVENT_MARKER + json.dumps(event, ensure_ascii=True) + "\n"
+    data = line.encode("ascii")
+    try:
+        while data:
+            data = data[os.write(_EVENTS_FD, data):]
+    except OSError:
+        pass
+
+
+def _reason(report):
+    """The first line of why a phase did not pass, as pytest's short summary says it."""
+    longrepr = report.longrepr
+    if longrepr is None:
+        return ""
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        text = str(longrepr[2])
+    else:
+        crash = getattr(longrepr, "reprcrash", None)
+        text = getattr(crash, "message", None) or str(longrepr)
+    if text.startswith("Skipped: "):
+        text = text[len("Skipped: "):]
+    lines = text.strip().splitlines()
+    return lines[0][:500] if lines else ""
+
+
+def _outcome(phases):
+    """(outcome, message) of a test from its phases' reports, as pytest's JUnit report
+    decides it."""
+    for report in phases:
+        if report.when != "call" and report.failed:
+            return "error", _reason(report)
+    for report in phases:
+        if report.when == "call" and report.failed:
+            return "failed", _reason(report)
+    for report in phases:
+        if report.skipped:
+            reason = getattr(report, "wasxfail", None)
+            if reason is not None:
+                return "skipped", ("xfail: " + reason) if reason else "xfail"
+            return "skipped", _reason(report)
+    return "passed", ""
+
+
+def pytest_runtest_logstart(nodeid, location):  # type: ignore[no-untyped-def]
+    _emit({"event": "started", "id": nodeid})
+
+
+def pytest_runtest_logreport(report):  # type: ignore[no-untyped-def]
+    if _EVENTS_FD is None:
+        return
+    _phases.setdefault(report.nodeid, []).append(report)
+
+
+def pytest_runtest_logfinish(nodeid, location):  # type: ignore[no-untyped-def]
+    phases = _phases.pop(nodeid, [])
+    if _EVENTS_FD is None or not phases:
+        return
+    outcome, message = _outcome(phases)
+    event = {
+        "event": "finished",
+        "id": nodeid,
+        "outcome": outcome,
+        "time": round(sum(getattr(r, "duration", 0.0) for r in phases), 6),
+    }
+    if message:
+        event["message"] = message
+    _emit(event)
 
 
 @pytest.hookimpl(hookwrapper=True)

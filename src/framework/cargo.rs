@@ -15,12 +15,14 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 
+use super::live::{self, LiveEvent};
 use super::{
     ARGS_BUDGET, BatchCommand, BatchPaths, Discovered, Framework, command_failed, failure_output,
     shell_batch, shell_split,
 };
 use crate::config::CargoConfig;
 use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
+use crate::report::junit::{CaseOutcome, Detail};
 
 /// The nextest profile the batch command defines and selects.
 const PROFILE: &str = "offload-junit";
@@ -220,6 +222,9 @@ impl Framework for Cargo {
             .to_owned(),
             // A batch whose tests no longer exist still writes an (empty) JUnit file.
             "--no-tests=warn".to_owned(),
+            // A status line per finished test, whatever the project's nextest config
+            // says: Offload reads them as the tests finish (see `live_event`).
+            "--status-level=pass".to_owned(),
         ];
         match &self.reused {
             // nextest refuses cargo's build options next to a reused build.
@@ -253,11 +258,63 @@ impl Framework for Cargo {
         Cow::Owned(format!("{} {name}", classname.unwrap_or("")))
     }
 
+    /// nextest's status line of a finished test (`PASS [   0.069s] (1/3) crate
+    /// tests::a`), besides Offload's own lines.
+    fn live_event(&self, line: &str) -> Option<LiveEvent> {
+        live::parse_marked(line).or_else(|| parse_status_line(line))
+    }
+
     /// The test list follows from the sources, manifests and cargo/rustc settings, all
     /// part of the fingerprint; when the cache answers, the first batch builds.
     fn discovery_is_cacheable(&self) -> bool {
         true
     }
+}
+
+/// The event of one of nextest's status lines: `STATUS [ TIME s] (N/M) BINARY-ID NAME`
+/// (the counter is absent in older versions). `PASS` and `LEAK` are passes; `FAIL`,
+/// `LEAK-FAIL`, `TIMEOUT`, `ABORT` and the `SIG*` statuses failures; other lines (`SLOW`,
+/// retries, summaries) are no event.
+fn parse_status_line(line: &str) -> Option<LiveEvent> {
+    let line = line.trim_start();
+    let (status, rest) = line.split_once(' ')?;
+    let rest = rest.trim_start().strip_prefix('[')?;
+    let (time, rest) = rest.split_once(']')?;
+    let time: f64 = time.trim().strip_suffix('s')?.parse().ok()?;
+    let mut rest = rest.trim_start();
+    if let Some(after) = rest.strip_prefix('(') {
+        let (counter, after) = after.split_once(") ")?;
+        if !counter.contains('/') {
+            return None;
+        }
+        rest = after;
+    }
+    let key = rest.trim_end();
+    if key
+        .split_once(' ')
+        .is_none_or(|(binary, name)| binary.is_empty() || name.is_empty())
+    {
+        return None;
+    }
+    let outcome = match status {
+        "PASS" | "LEAK" => CaseOutcome::Passed,
+        "FAIL" | "LEAK-FAIL" | "TIMEOUT" | "ABORT" => CaseOutcome::Failed(Detail {
+            message: Some(format!("nextest: {status}")),
+            kind: None,
+            body: String::new(),
+        }),
+        signal if signal.starts_with("SIG") => CaseOutcome::Failed(Detail {
+            message: Some(format!("nextest: killed by {signal}")),
+            kind: None,
+            body: String::new(),
+        }),
+        _ => return None,
+    };
+    Some(LiveEvent::Finished {
+        key: key.to_owned(),
+        outcome,
+        time,
+    })
 }
 
 /// The IDs of a `cargo nextest list --message-format json` document, each with whether
@@ -531,7 +588,7 @@ mod tests {
             "printf '%s\\n' '[profile.offload-junit.junit]' 'path = \"/tmp/sb 1-0.xml\"' \
              > '/tmp/sb 1-0.xml.nextest.toml' && exec cargo nextest run --tool-config-file \
              offload:'/tmp/sb 1-0.xml.nextest.toml' --profile offload-junit --no-fail-fast \
-             '--no-tests=warn' -p nx -E '(binary_id(=nx) & test(=tests::a))'"
+             '--no-tests=warn' '--status-level=pass' -p nx -E '(binary_id(=nx) & test(=tests::a))'"
         );
         let spec = fw
             .batch_command(
@@ -632,5 +689,36 @@ mod tests {
         assert_eq!(fw.id_keys("nx tests::a"), ["nx tests::a"]);
         assert!(fw.has_stop_flag());
         assert_eq!(toml_escape("a\"b\\c\n"), "a\\\"b\\\\c\\u000A");
+    }
+
+    #[test]
+    fn nextest_status_lines_are_finish_events() {
+        let event = |line| match parse_status_line(line) {
+            Some(LiveEvent::Finished { key, outcome, time }) => {
+                Some((key, matches!(outcome, CaseOutcome::Passed), time))
+            }
+            _ => None,
+        };
+        assert_eq!(
+            event("        PASS [   0.069s] (1/3) nx tests::passes"),
+            Some(("nx tests::passes".to_owned(), true, 0.069))
+        );
+        assert_eq!(
+            event("        FAIL [   1.408s] nx::integ tests::fails"),
+            Some(("nx::integ tests::fails".to_owned(), false, 1.408))
+        );
+        assert_eq!(
+            event("     SIGSEGV [   0.100s] (2/9) nx crash"),
+            Some(("nx crash".to_owned(), false, 0.1))
+        );
+        for line in [
+            "        SLOW [> 60.000s] nx tests::slow",
+            "     Summary [   1.427s] 3 tests run: 2 passed, 1 failed, 1 skipped",
+            "    Starting 4 tests across 1 binary",
+            "        PASS [   0.069s] (1/3)",
+            "thread 'tests::fails' panicked at src/lib.rs:4:26:",
+        ] {
+            assert_eq!(event(line), None, "{line}");
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod cargo;
 pub mod default;
 pub mod discovery;
+pub mod live;
 pub mod pytest;
 
 use std::borrow::Cow;
@@ -224,6 +225,13 @@ pub trait Framework: Send + Sync {
     /// error: it would trace but cannot, so the result is not cached.
     fn trace_discovery(&self, _command: &mut CommandSpec, _trace: &Path) -> Result<bool> {
         Ok(false)
+    }
+
+    /// The per-test event one line of a batch's output carries, if any (see [`live`]).
+    /// Every framework reads Offload's own marked lines, which any runner may print; a
+    /// framework may read its runner's own lines as well.
+    fn live_event(&self, line: &str) -> Option<live::LiveEvent> {
+        live::parse_marked(line)
     }
 }
 

@@ -1,0 +1,138 @@
+//! Per-test events from inside a running batch.
+//!
+//! A batch's runner may say, on any line of its output, that a test started or finished
+//! ([`LiveEvent`]). Offload shows them as they come and keeps a finished test's result
+//! even when the batch is killed later (timeout, interrupt, fail-fast); the batch's
+//! result file, when it comes, stays the authority for details.
+//!
+//! Any runner can report this way by printing Offload's own lines: [`MARKER`] followed
+//! by one JSON object, `{"event": "started", "id": ID}` or `{"event": "finished", "id":
+//! ID, "outcome": "passed"|"failed"|"error"|"skipped", "time": SECONDS, "message":
+//! TEXT}` (`time` and `message` optional), where `ID` is the test's ID or any key of
+//! [`super::Framework::id_keys`]. The bundled pytest plugin prints them; such lines are
+//! kept out of the batch log. A framework may also read its runner's own lines (cargo
+//! reads nextest's status lines, see [`super::cargo`]).
+
+use serde::Deserialize;
+
+use crate::report::junit::{CaseOutcome, Detail};
+
+/// What starts each of Offload's event lines.
+pub const MARKER: &str = "##offload-event## ";
+
+/// One event from inside a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LiveEvent {
+    /// The test under `key` started.
+    Started {
+        /// The test's ID or one of its keys.
+        key: String,
+    },
+    /// The test under `key` finished.
+    Finished {
+        /// The test's ID or one of its keys.
+        key: String,
+        /// Its outcome, with the one-line reason when it did not pass.
+        outcome: CaseOutcome,
+        /// How long it took, in seconds.
+        time: f64,
+    },
+}
+
+/// The JSON of one marked line.
+#[derive(Deserialize)]
+struct Line {
+    event: String,
+    id: String,
+    #[serde(default)]
+    outcome: Option<String>,
+    #[serde(default)]
+    time: Option<f64>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// The event of a line of Offload's own form (see the module docs); `None` for any
+/// other line, and for a marked line that does not parse (it is logged at debug level).
+pub fn parse_marked(line: &str) -> Option<LiveEvent> {
+    let json = line.strip_prefix(MARKER)?;
+    let parsed: Line = match serde_json::from_str(json) {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            tracing::debug!("unreadable event line `{line}`: {err}");
+            return None;
+        }
+    };
+    let key = parsed.id;
+    match parsed.event.as_str() {
+        "started" => Some(LiveEvent::Started { key }),
+        "finished" => {
+            let detail = || Detail {
+                message: parsed.message.clone().filter(|m| !m.is_empty()),
+                kind: None,
+                body: String::new(),
+            };
+            let outcome = match parsed.outcome.as_deref() {
+                Some("passed") => CaseOutcome::Passed,
+                Some("failed") => CaseOutcome::Failed(detail()),
+                Some("error") => CaseOutcome::Error(detail()),
+                Some("skipped") => CaseOutcome::Skipped(detail()),
+                other => {
+                    tracing::debug!("event line with an unknown outcome {other:?}: `{line}`");
+                    return None;
+                }
+            };
+            let time = parsed.time.filter(|t| t.is_finite() && *t >= 0.0);
+            Some(LiveEvent::Finished {
+                key,
+                outcome,
+                time: time.unwrap_or(0.0),
+            })
+        }
+        other => {
+            tracing::debug!("event line with an unknown event `{other}`: `{line}`");
+            None
+        }
+    }
+}
+
+/// Whether `line` is one of Offload's event lines, which stay out of the batch log.
+pub fn is_marked(line: &str) -> bool {
+    line.starts_with(MARKER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marked_lines_become_events_and_other_lines_do_not() {
+        assert_eq!(
+            parse_marked(r#"##offload-event## {"event": "started", "id": "t::a"}"#),
+            Some(LiveEvent::Started { key: "t::a".into() })
+        );
+        let finished = parse_marked(
+            r#"##offload-event## {"event": "finished", "id": "t::b", "outcome": "failed", "time": 0.5, "message": "AssertionError: x"}"#,
+        );
+        let Some(LiveEvent::Finished { key, outcome, time }) = finished else {
+            panic!("{finished:?}");
+        };
+        assert_eq!((key.as_str(), time), ("t::b", 0.5));
+        assert_eq!(
+            outcome.detail().and_then(|d| d.message.as_deref()),
+            Some("AssertionError: x")
+        );
+        assert!(matches!(outcome, CaseOutcome::Failed(_)));
+        for line in [
+            "plain output",
+            r#"{"event": "started", "id": "t::a"}"#,
+            "##offload-event## not json",
+            r#"##offload-event## {"event": "finished", "id": "t", "outcome": "weird"}"#,
+            r#"##offload-event## {"event": "paused", "id": "t"}"#,
+        ] {
+            assert_eq!(parse_marked(line), None, "{line}");
+        }
+        assert!(is_marked(MARKER));
+        assert!(!is_marked(" ##offload-event## {}"));
+    }
+}
