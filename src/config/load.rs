@@ -35,8 +35,8 @@ use super::schema::{
     CargoConfig, CheckpointConfig, Config, DefaultFrameworkConfig, DefaultProviderConfig,
     FrameworkConfig, FrameworkKind, GroupConfig, HistoryConfig, LocalProviderConfig,
     ModalProviderConfig, OffloadConfig, ProviderConfig, ProviderKind, PytestConfig, ReportConfig,
+    shown,
 };
-use super::validate::shown;
 
 /// A configuration that passed every check, with where it came from.
 #[derive(Debug, Clone)]
