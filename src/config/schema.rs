@@ -519,8 +519,8 @@ fn default_duration_secs() -> f64 {
 const QUOTED_CHARS: usize = 120;
 
 /// `value` as an error message about the file quotes it: cut with an ellipsis when
-/// long. Every stage of loading quotes values this way: the deserializers here,
-/// [`super::load`] and [`super::validate`].
+/// long. Every stage of loading quotes values this way: the deserializers here, the
+/// loader and [`super::validate`].
 pub(super) fn shown(value: &str) -> Cow<'_, str> {
     crate::output::ellipsize(value, QUOTED_CHARS)
 }
