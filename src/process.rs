@@ -310,99 +310,132 @@ async fn supervise(
     stop: impl Future<Output = ()>,
     mut on_chunk: impl FnMut(Stream, Vec<u8>),
 ) -> Result<ExitOutcome> {
-    let mut command = tokio::process::Command::new(&spec.program);
-    command
-        .args(&spec.args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    if let Some(cwd) = &spec.cwd {
-        command.current_dir(cwd);
-    }
-    let mut child = command.spawn().map_err(|err| spawn_error(spec, err))?;
-    let pid = child
-        .id()
-        .ok_or_else(|| anyhow!("`{}` exited before its pid was read", spec.program))?;
-    let group = ProcessGroup::register(pid);
-
+    let mut child = Supervised::spawn(spec)?;
     let (tx, mut rx) = mpsc::channel(256);
     let _readers = AbortOnDrop(vec![
-        spawn_reader(child.stdout.take(), Stream::Stdout, mode, tx.clone()),
-        spawn_reader(child.stderr.take(), Stream::Stderr, mode, tx),
+        spawn_reader(child.child.stdout.take(), Stream::Stdout, mode, tx.clone()),
+        spawn_reader(child.child.stderr.take(), Stream::Stderr, mode, tx),
     ]);
-
-    // Deadlines far in the future stand for "not armed"; each branch is also gated.
-    // Checked: a timeout too large for the clock (validation bounds the configured ones)
-    // is no timeout rather than a panic.
-    let now = Instant::now();
-    let never = now
-        .checked_add(Duration::from_secs(100 * 365 * 24 * 3600))
-        .unwrap_or(now);
-    let timeout_at = timeout.and_then(|t| now.checked_add(t));
-    let mut timeout_sleep = pin!(tokio::time::sleep_until(timeout_at.unwrap_or(never)));
-    let mut kill_sleep = pin!(tokio::time::sleep_until(never));
-    let mut leak_sleep = pin!(tokio::time::sleep_until(never));
-    let mut stop = pin!(stop);
-
-    let mut stopped: Option<ExitOutcome> = None;
-    let mut kill_armed = false;
-    let mut status: Option<ExitStatus> = None;
-    let mut pipes_open = true;
-
-    while status.is_none() || pipes_open {
-        tokio::select! {
-            chunk = rx.recv(), if pipes_open => match chunk {
-                Some((stream, bytes)) => on_chunk(stream, bytes),
-                None => pipes_open = false,
-            },
-            waited = child.wait(), if status.is_none() => {
-                let waited = waited.with_context(|| {
-                    format!("failed to wait for `{}` (pid {pid})", spec.program)
-                })?;
-                status = Some(waited);
-                leak_sleep.as_mut().reset(Instant::now() + LEAK_TIMEOUT);
-            }
-            () = &mut timeout_sleep, if timeout_at.is_some() && stopped.is_none() && status.is_none() => {
-                tracing::debug!(command = %spec.display(), "timed out; terminating its process group");
-                stopped = Some(ExitOutcome::TimedOut);
-                group.terminate(&mut kill_sleep);
-                kill_armed = true;
-            }
-            () = &mut stop, if stopped.is_none() && status.is_none() => {
-                tracing::debug!(command = %spec.display(), "cancelled; terminating its process group");
-                stopped = Some(ExitOutcome::Cancelled);
-                group.terminate(&mut kill_sleep);
-                kill_armed = true;
-            }
-            () = &mut kill_sleep, if kill_armed && status.is_none() => {
-                tracing::debug!(command = %spec.display(), "grace period over; killing its process group");
-                group.signal(libc::SIGKILL);
-                kill_armed = false;
-            }
-            () = &mut leak_sleep, if status.is_some() => {
-                tracing::debug!(
-                    command = %spec.display(),
-                    "a leftover process kept the output pipes open; killing its process group"
-                );
-                break;
-            }
-        }
-    }
+    let outcome = child
+        .run_to_end(spec, timeout, stop, &mut rx, &mut on_chunk)
+        .await?;
     // Drain what the readers already queued; they are aborted when `_readers` drops.
     while let Ok((stream, bytes)) = rx.try_recv() {
         on_chunk(stream, bytes);
     }
     // Kills leftovers (background jobs) of a child that exited on its own, too.
-    drop(group);
-
-    let outcome = match (stopped, status) {
-        (Some(outcome), _) => outcome,
-        (None, Some(status)) => exit_outcome(status),
-        (None, None) => unreachable!("the loop only ends once the child was reaped"),
-    };
+    drop(child);
     Ok(outcome)
+}
+
+/// A spawned child and its process group (killed when this drops).
+struct Supervised {
+    child: tokio::process::Child,
+    pid: u32,
+    group: ProcessGroup,
+}
+
+impl Supervised {
+    /// Step 1 of the module docs: spawns `spec` in a process group of its own, with
+    /// stdin null and piped output, and registers the group.
+    fn spawn(spec: &CommandSpec) -> Result<Self> {
+        let mut command = tokio::process::Command::new(&spec.program);
+        command
+            .args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(cwd) = &spec.cwd {
+            command.current_dir(cwd);
+        }
+        let child = command.spawn().map_err(|err| spawn_error(spec, err))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow!("`{}` exited before its pid was read", spec.program))?;
+        Ok(Self {
+            child,
+            pid,
+            group: ProcessGroup::register(pid),
+        })
+    }
+
+    /// Steps 2 and 3 of the module docs: passes output on until the child is reaped and
+    /// its pipes are closed (or the leak timeout passes), terminating the group on
+    /// timeout or `stop`.
+    async fn run_to_end(
+        &mut self,
+        spec: &CommandSpec,
+        timeout: Option<Duration>,
+        stop: impl Future<Output = ()>,
+        rx: &mut mpsc::Receiver<(Stream, Vec<u8>)>,
+        on_chunk: &mut impl FnMut(Stream, Vec<u8>),
+    ) -> Result<ExitOutcome> {
+        let (group, pid) = (&self.group, self.pid);
+        // Deadlines far in the future stand for "not armed"; each branch is also gated.
+        // Checked: a timeout too large for the clock (validation bounds the configured
+        // ones) is no timeout rather than a panic.
+        let now = Instant::now();
+        let never = now
+            .checked_add(Duration::from_secs(100 * 365 * 24 * 3600))
+            .unwrap_or(now);
+        let timeout_at = timeout.and_then(|t| now.checked_add(t));
+        let mut timeout_sleep = pin!(tokio::time::sleep_until(timeout_at.unwrap_or(never)));
+        let mut kill_sleep = pin!(tokio::time::sleep_until(never));
+        let mut leak_sleep = pin!(tokio::time::sleep_until(never));
+        let mut stop = pin!(stop);
+
+        let mut stopped: Option<ExitOutcome> = None;
+        let mut kill_armed = false;
+        let mut status: Option<ExitStatus> = None;
+        let mut pipes_open = true;
+
+        while status.is_none() || pipes_open {
+            tokio::select! {
+                chunk = rx.recv(), if pipes_open => match chunk {
+                    Some((stream, bytes)) => on_chunk(stream, bytes),
+                    None => pipes_open = false,
+                },
+                waited = self.child.wait(), if status.is_none() => {
+                    let waited = waited.with_context(|| {
+                        format!("failed to wait for `{}` (pid {pid})", spec.program)
+                    })?;
+                    status = Some(waited);
+                    leak_sleep.as_mut().reset(Instant::now() + LEAK_TIMEOUT);
+                }
+                () = &mut timeout_sleep, if timeout_at.is_some() && stopped.is_none() && status.is_none() => {
+                    tracing::debug!(command = %spec.display(), "timed out; terminating its process group");
+                    stopped = Some(ExitOutcome::TimedOut);
+                    group.terminate(&mut kill_sleep);
+                    kill_armed = true;
+                }
+                () = &mut stop, if stopped.is_none() && status.is_none() => {
+                    tracing::debug!(command = %spec.display(), "cancelled; terminating its process group");
+                    stopped = Some(ExitOutcome::Cancelled);
+                    group.terminate(&mut kill_sleep);
+                    kill_armed = true;
+                }
+                () = &mut kill_sleep, if kill_armed && status.is_none() => {
+                    tracing::debug!(command = %spec.display(), "grace period over; killing its process group");
+                    group.signal(libc::SIGKILL);
+                    kill_armed = false;
+                }
+                () = &mut leak_sleep, if status.is_some() => {
+                    tracing::debug!(
+                        command = %spec.display(),
+                        "a leftover process kept the output pipes open; killing its process group"
+                    );
+                    break;
+                }
+            }
+        }
+        Ok(match (stopped, status) {
+            (Some(outcome), _) => outcome,
+            (None, Some(status)) => exit_outcome(status),
+            (None, None) => unreachable!("the loop only ends once the child was reaped"),
+        })
+    }
 }
 
 /// Maps a wait status to an outcome.

@@ -35,8 +35,8 @@ use super::schema::{
     CargoConfig, CheckpointConfig, Config, DefaultFrameworkConfig, DefaultProviderConfig,
     FrameworkConfig, FrameworkKind, GroupConfig, HistoryConfig, LocalProviderConfig,
     ModalProviderConfig, OffloadConfig, ProviderConfig, ProviderKind, PytestConfig, ReportConfig,
+    shown,
 };
-use super::validate::shown;
 
 /// A configuration that passed every check, with where it came from.
 #[derive(Debug, Clone)]
@@ -710,13 +710,25 @@ fn expand_message(err: &ExpandError, field: &str) -> String {
 /// and why. `table` is the file as written, to tell a field written from its default.
 fn no_effect_warnings(config: &Config, table: &toml::Table) -> Vec<String> {
     let written = |section: &str, key: &str| table.get(section).and_then(|t| t.get(key)).is_some();
+    let mut out = provider_no_effect(&config.provider, written);
+    out.extend(ignored_keys(table, written));
+    out.extend(framework_no_effect(&config.framework, written));
+    out
+}
+
+/// Fields that the provider makes moot: image set-up without an image, a local
+/// `working_dir` for a remote provider.
+fn provider_no_effect(
+    provider: &ProviderConfig,
+    written: impl Fn(&str, &str) -> bool,
+) -> Vec<String> {
     let mut out = Vec::new();
-    let builds_image = match &config.provider {
+    let builds_image = match provider {
         ProviderConfig::Local(_) => false,
         ProviderConfig::Default(p) => p.prepare_command.is_some(),
         ProviderConfig::Modal(_) => true,
     };
-    let no_image_why = match &config.provider {
+    let no_image_why = match provider {
         ProviderConfig::Local(_) => "the local provider builds no image",
         _ => "no image is built without a `prepare_command`",
     };
@@ -728,7 +740,7 @@ fn no_effect_warnings(config: &Config, table: &toml::Table) -> Vec<String> {
                 ));
             }
         }
-        if let ProviderConfig::Default(p) = &config.provider {
+        if let ProviderConfig::Default(p) = provider {
             if !p.copy_dirs.is_empty() {
                 out.push(format!(
                     "`copy_dirs` in `[provider]` has no effect: {no_image_why}"
@@ -736,13 +748,19 @@ fn no_effect_warnings(config: &Config, table: &toml::Table) -> Vec<String> {
             }
         }
     }
-    if !matches!(config.provider, ProviderConfig::Local(_)) && written("offload", "working_dir") {
+    if !matches!(provider, ProviderConfig::Local(_)) && written("offload", "working_dir") {
         out.push(
             "`working_dir` in `[offload]` has no effect with a remote provider: tests run in \
              `sandbox_project_root` inside the sandbox"
                 .to_owned(),
         );
     }
+    out
+}
+
+/// Fields and sections accepted for compatibility that Offload ignores in every set-up.
+fn ignored_keys(table: &toml::Table, written: impl Fn(&str, &str) -> bool) -> Vec<String> {
+    let mut out = Vec::new();
     if written("offload", "impatiently_requeue_batches") {
         out.push(
             "`impatiently_requeue_batches` in `[offload]` is ignored: Offload never runs \
@@ -765,7 +783,16 @@ fn no_effect_warnings(config: &Config, table: &toml::Table) -> Vec<String> {
                 .to_owned(),
         );
     }
-    match &config.framework {
+    out
+}
+
+/// `[framework]` fields that the chosen framework does not use.
+fn framework_no_effect(
+    framework: &FrameworkConfig,
+    written: impl Fn(&str, &str) -> bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    match framework {
         FrameworkConfig::Pytest(pytest) => {
             if pytest.markers.is_some() {
                 out.push(

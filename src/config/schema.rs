@@ -6,6 +6,7 @@
 //! internally tagged enums) works, but skips unknown-key warnings, expansion and
 //! validation: read configs with [`super::load`].
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use indexmap::IndexMap;
@@ -476,10 +477,7 @@ impl<'de> Deserialize<'de> for RecordHistory {
                 match v {
                     "always" => Ok(RecordHistory::Always),
                     "flag" => Ok(RecordHistory::Flag),
-                    other => Err(E::unknown_variant(
-                        &super::validate::shown(other),
-                        RecordHistory::NAMES,
-                    )),
+                    other => Err(E::unknown_variant(&shown(other), RecordHistory::NAMES)),
                 }
             }
         }
@@ -515,4 +513,14 @@ fn default_reservoir_size() -> usize {
 }
 fn default_duration_secs() -> f64 {
     1.0
+}
+
+/// How many characters of a value an error message quotes.
+const QUOTED_CHARS: usize = 120;
+
+/// `value` as an error message about the file quotes it: cut with an ellipsis when
+/// long. Every stage of loading quotes values this way: the deserializers here, the
+/// loader and [`super::validate`].
+pub(super) fn shown(value: &str) -> Cow<'_, str> {
+    crate::output::ellipsize(value, QUOTED_CHARS)
 }

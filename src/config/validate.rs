@@ -7,13 +7,11 @@
 //! the field and says how to fix it; the loader adds the file name. The first broken rule
 //! wins, in a fixed order, so the message is deterministic.
 
-use std::borrow::Cow;
-
 use anyhow::{Result, bail};
 
 use super::schema::{
     CheckpointConfig, Config, DefaultFrameworkConfig, DefaultProviderConfig, FrameworkConfig,
-    OffloadConfig, ProviderConfig, PytestConfig, ReportConfig,
+    OffloadConfig, ProviderConfig, PytestConfig, ReportConfig, shown,
 };
 
 /// The example group shown when a config has none.
@@ -22,14 +20,6 @@ const GROUP_EXAMPLE: &str = "[groups.all]\nretry_count = 0\nfilters = \"\"";
 /// The longest `test_timeout_secs` and `provider.timeout_secs` accepted: a year. Longer
 /// values mean "never" to their authors, and would overflow the clock.
 pub const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
-
-/// How many characters of a value an error message quotes.
-const QUOTED_CHARS: usize = 120;
-
-/// `value` as an error message quotes it: cut with an ellipsis when long.
-pub(super) fn shown(value: &str) -> Cow<'_, str> {
-    crate::output::ellipsize(value, QUOTED_CHARS)
-}
 
 /// Checks `config` and fills the values derived from others.
 pub fn validate(config: &mut Config) -> Result<()> {

@@ -151,137 +151,208 @@ pub async fn prepare(
     }
 }
 
+/// Steps 2 to 5 of the module docs: a repository with commits and a builder that
+/// takes thin diffs.
 async fn prepare_in_repo(
     builder: &dyn ImageBuilder,
     opts: &PrepareOptions,
     toplevel: PathBuf,
     head: String,
 ) -> Result<Option<PreparedImage>> {
-    let git = Git::new(&toplevel);
     let ignore = DockerIgnore::load(&toplevel)?;
-    let (kind, base) = match &opts.build_inputs {
-        None => (ModeKind::LatestCommit, head),
-        Some(inputs) => {
-            let (g, inputs) = (git.clone(), inputs.clone());
-            let search =
-                blocking(move || find_checkpoint(&g, &inputs, CHECKPOINT_WALK_LIMIT)).await;
-            match search {
-                Ok(CheckpointSearch::Found { sha, distance }) => {
-                    builder.progress(&format!(
-                        "[cache] checkpoint: {} ({})",
-                        short(&sha),
-                        commits_back(distance)
-                    ));
-                    (ModeKind::Checkpoint, sha)
-                }
-                Ok(CheckpointSearch::NotFound { walked, .. }) => {
-                    tracing::warn!(
-                        "no checkpoint found in the last {walked} commits (none touched \
-                         `checkpoint.build_inputs`); running a full build of the working tree \
-                         (hint: commit a change to a build input to start caching)"
-                    );
-                    return full_build(builder, opts, &toplevel).await;
-                }
-                Err(err) => {
-                    tracing::warn!(
-                        "cannot search for the checkpoint commit: {err:#}; running a full \
-                         build of the working tree"
-                    );
-                    return full_build(builder, opts, &toplevel).await;
-                }
+    let repo = InRepo {
+        builder,
+        opts,
+        git: Git::new(&toplevel),
+        toplevel,
+        ignore,
+    };
+    let Some((kind, base)) = repo.base_commit(head).await else {
+        return full_build(builder, opts, &repo.toplevel).await;
+    };
+    let key = repo.cache_key();
+    if let Some(image) = repo.cached_image(key.as_deref(), &base).await? {
+        if let Some(prepared) = repo.reuse(kind, &base, &image).await {
+            return Ok(Some(prepared));
+        }
+    } else {
+        repo.announce_base_build(kind, &base);
+    }
+    repo.rebuild(base, key.as_deref()).await
+}
+
+/// What the steps of [`prepare_in_repo`] share.
+struct InRepo<'a> {
+    builder: &'a dyn ImageBuilder,
+    opts: &'a PrepareOptions,
+    toplevel: PathBuf,
+    git: Git,
+    ignore: DockerIgnore,
+}
+
+impl InRepo<'_> {
+    /// Step 2: the base commit and how it was chosen; `None` (after a warning) when
+    /// no checkpoint can be found, for a full build instead.
+    async fn base_commit(&self, head: String) -> Option<(ModeKind, String)> {
+        let Some(inputs) = &self.opts.build_inputs else {
+            return Some((ModeKind::LatestCommit, head));
+        };
+        let (g, inputs) = (self.git.clone(), inputs.clone());
+        let search = blocking(move || find_checkpoint(&g, &inputs, CHECKPOINT_WALK_LIMIT)).await;
+        match search {
+            Ok(CheckpointSearch::Found { sha, distance }) => {
+                self.builder.progress(&format!(
+                    "[cache] checkpoint: {} ({})",
+                    short(&sha),
+                    commits_back(distance)
+                ));
+                Some((ModeKind::Checkpoint, sha))
+            }
+            Ok(CheckpointSearch::NotFound { walked, .. }) => {
+                tracing::warn!(
+                    "no checkpoint found in the last {walked} commits (none touched \
+                     `checkpoint.build_inputs`); running a full build of the working tree \
+                     (hint: commit a change to a build input to start caching)"
+                );
+                None
+            }
+            Err(err) => {
+                tracing::warn!(
+                    "cannot search for the checkpoint commit: {err:#}; running a full build \
+                     of the working tree"
+                );
+                None
             }
         }
-    };
+    }
 
-    let key = if opts.no_cache {
-        None
-    } else {
-        match notes::config_key(&opts.config_path, &toplevel) {
+    /// The key of this config in the notes; `None` with `--no-cache` or when it cannot
+    /// be made (a warning: the run goes on without the cache).
+    fn cache_key(&self) -> Option<String> {
+        if self.opts.no_cache {
+            return None;
+        }
+        match notes::config_key(&self.opts.config_path, &self.toplevel) {
             Ok(key) => Some(key),
             Err(err) => {
                 tracing::warn!("image cache off for this run: {err:#}");
                 None
             }
         }
-    };
+    }
 
-    let mut cached = None;
-    if let Some(key) = &key {
-        let (g, remote) = (git.clone(), opts.remote.clone());
+    /// Step 3: fetches the notes (with a `key`) and, unless refreshing, looks up the
+    /// cached image of `base`.
+    async fn cached_image(&self, key: Option<&str>, base: &str) -> Result<Option<String>> {
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        let (g, remote) = (self.git.clone(), self.opts.remote.clone());
         let outcome = blocking(move || Ok(notes::fetch(&g, &remote))).await?;
-        report_sync("fetch", &opts.remote, &outcome);
-        if !opts.refresh_cache {
-            let (g, sha) = (git.clone(), base.clone());
-            match blocking(move || notes::read(&g, &sha)).await {
-                Ok(note) => cached = note.and_then(|n| notes::lookup(&n, key)),
-                Err(err) => tracing::warn!("{err:#}; building as on a cache miss"),
+        report_sync("fetch", &self.opts.remote, &outcome);
+        if self.opts.refresh_cache {
+            return Ok(None);
+        }
+        let (g, sha) = (self.git.clone(), base.to_owned());
+        match blocking(move || notes::read(&g, &sha)).await {
+            Ok(note) => Ok(note.and_then(|n| notes::lookup(&n, key))),
+            Err(err) => {
+                tracing::warn!("{err:#}; building as on a cache miss");
+                Ok(None)
             }
         }
     }
 
-    if let Some(image) = cached {
-        builder.progress(&format!(
+    /// Step 3, a hit: the thin diff on the cached `image`; `None` (after a warning) when
+    /// it fails, for a rebuild.
+    async fn reuse(&self, kind: ModeKind, base: &str, image: &str) -> Option<PreparedImage> {
+        self.builder.progress(&format!(
             "[cache] {kind} hit: using cached image `{image}` from {}",
-            short(&base)
+            short(base)
         ));
-        match thin_diff_step(builder, opts, &toplevel, &base, &image, &ignore).await {
-            Ok(image_id) => {
-                return Ok(Some(PreparedImage {
-                    image_id,
-                    base: Some(base),
-                    from_cache: true,
-                }));
+        match self.thin_diff(base, image).await {
+            Ok(image_id) => Some(PreparedImage {
+                image_id,
+                base: Some(base.to_owned()),
+                from_cache: true,
+            }),
+            Err(err) => {
+                tracing::warn!(
+                    "thin diff on the cached image `{image}` failed: {err:#}; rebuilding the \
+                     base image from {}",
+                    short(base)
+                );
+                None
+            }
+        }
+    }
+
+    /// Says why the base image is about to be built when there was no cached one.
+    fn announce_base_build(&self, kind: ModeKind, base: &str) {
+        let line = if self.opts.no_cache {
+            format!(
+                "[cache] --no-cache: building the {kind} base image from {} (no cache lookup)",
+                short(base)
+            )
+        } else if self.opts.refresh_cache {
+            format!(
+                "[cache] rebuilding the {kind} base image from {} to replace its cache entry",
+                short(base)
+            )
+        } else {
+            format!(
+                "[cache] {kind} miss: no cached image for {}; building the base image",
+                short(base)
+            )
+        };
+        self.builder.progress(&line);
+    }
+
+    /// Steps 4 and 5: builds the base image, records it under `key` and builds the
+    /// thin diff on it; any failure falls back to a full build of the working tree.
+    async fn rebuild(&self, base: String, key: Option<&str>) -> Result<Option<PreparedImage>> {
+        let (builder, opts) = (self.builder, self.opts);
+        match base_build(builder, &self.git, &base, &self.ignore).await {
+            Ok(None) => return Ok(None),
+            Ok(Some(base_image)) => {
+                if let Some(key) = key {
+                    record(builder, &self.git, &base, key, &base_image, &opts.remote).await;
+                }
+                match self.thin_diff(&base, &base_image).await {
+                    Ok(image_id) => {
+                        return Ok(Some(PreparedImage {
+                            image_id,
+                            base: Some(base),
+                            from_cache: false,
+                        }));
+                    }
+                    Err(err) => tracing::warn!(
+                        "thin diff on the new base image `{base_image}` failed: {err:#}; \
+                         falling back to a full build of the working tree"
+                    ),
+                }
             }
             Err(err) => tracing::warn!(
-                "thin diff on the cached image `{image}` failed: {err:#}; rebuilding the base \
-                 image from {}",
+                "building the base image from {} failed: {err:#}; falling back to a full \
+                 build of the working tree",
                 short(&base)
             ),
         }
-    } else if opts.no_cache {
-        builder.progress(&format!(
-            "[cache] --no-cache: building the {kind} base image from {} (no cache lookup)",
-            short(&base)
-        ));
-    } else if opts.refresh_cache {
-        builder.progress(&format!(
-            "[cache] rebuilding the {kind} base image from {} to replace its cache entry",
-            short(&base)
-        ));
-    } else {
-        builder.progress(&format!(
-            "[cache] {kind} miss: no cached image for {}; building the base image",
-            short(&base)
-        ));
+        full_build(builder, opts, &self.toplevel).await
     }
 
-    match base_build(builder, &git, &base, &ignore).await {
-        Ok(None) => return Ok(None),
-        Ok(Some(base_image)) => {
-            if let Some(key) = &key {
-                record(builder, &git, &base, key, &base_image, &opts.remote).await;
-            }
-            match thin_diff_step(builder, opts, &toplevel, &base, &base_image, &ignore).await {
-                Ok(image_id) => {
-                    return Ok(Some(PreparedImage {
-                        image_id,
-                        base: Some(base),
-                        from_cache: false,
-                    }));
-                }
-                Err(err) => tracing::warn!(
-                    "thin diff on the new base image `{base_image}` failed: {err:#}; falling \
-                     back to a full build of the working tree"
-                ),
-            }
-        }
-        Err(err) => tracing::warn!(
-            "building the base image from {} failed: {err:#}; falling back to a full build of \
-             the working tree",
-            short(&base)
-        ),
+    /// [`thin_diff_step`] on `image`, built from `base`.
+    async fn thin_diff(&self, base: &str, image: &str) -> Result<String> {
+        thin_diff_step(
+            self.builder,
+            self.opts,
+            &self.toplevel,
+            base,
+            image,
+            &self.ignore,
+        )
+        .await
     }
-    full_build(builder, opts, &toplevel).await
 }
 
 /// Exports `base` and builds it.
