@@ -14,6 +14,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::framework::live::{self, LiveEvent};
 use crate::framework::{BatchPaths, Framework, ResultSource};
 use crate::process::{CommandSpec, ExitOutcome, Stream};
 use crate::provider::{OutputLine, Sandbox};
@@ -112,12 +113,14 @@ impl BatchReport {
     }
 }
 
-/// Runs `job` in `sandbox`. Never fails: every problem becomes attempts with reasons.
+/// Runs `job` in `sandbox`, telling `sink` about each test as the runner reports it.
+/// Never fails: every problem becomes attempts with reasons.
 pub async fn execute(
     sandbox: &dyn Sandbox,
     job: &Job,
     cx: &BatchContext,
     cancel: &CancellationToken,
+    sink: LiveSink,
 ) -> BatchReport {
     let ids: Vec<String> = job.tests.iter().map(|&t| cx.ids[t].clone()).collect();
     let log_base = cx.logs_dir.join(format!("batch-{}", job.number));
@@ -125,7 +128,7 @@ pub async fn execute(
     let started = Instant::now();
 
     let (paths, remote_result) = batch_paths(sandbox, job.number, cx.framework.result_source());
-    let exec = match prepare(sandbox, cx, &ids, &paths, cancel).await {
+    let (exec, live) = match prepare(sandbox, cx, &ids, &paths, cancel).await {
         Ok(command) => {
             tracing::debug!(
                 batch = job.number,
@@ -133,25 +136,32 @@ pub async fn execute(
                 "running {}",
                 command.display()
             );
-            run_logged(sandbox, &command, cx.timeout, cancel, &running_log).await
+            let reader = LiveReader::new(cx, job, sink);
+            run_logged(sandbox, &command, cx.timeout, cancel, &running_log, reader).await
         }
-        Err(err) => Err(err),
+        Err(err) => (Err(err), Live::default()),
     };
     let elapsed = started.elapsed();
 
     let timed_out = matches!(exec, Ok(ExitOutcome::TimedOut));
     let mut report = match exec {
-        // Writing the input files was cut short by the cancel.
-        Err(_) if cancel.is_cancelled() => BatchReport::new(BatchKind::Cancelled, Vec::new()),
-        Err(err) => could_not_run(sandbox, job, &ids, &err, &running_log),
-        Ok(ExitOutcome::Cancelled) => BatchReport::new(BatchKind::Cancelled, Vec::new()),
+        // Cut short by the cancel (the input files, or the command): the tests that
+        // finished keep their results.
+        Err(_) if cancel.is_cancelled() => {
+            BatchReport::new(BatchKind::Cancelled, live.finished_attempts(job))
+        }
+        Ok(ExitOutcome::Cancelled) => {
+            BatchReport::new(BatchKind::Cancelled, live.finished_attempts(job))
+        }
+        Err(err) => could_not_run(sandbox, job, &ids, &err, &running_log, live),
         Ok(outcome) => {
             let ran = Ran {
                 outcome,
                 elapsed,
                 status: describe(outcome, cx.timeout),
             };
-            collect_results(sandbox, job, &ids, cx, &ran, remote_result.as_deref()).await
+            let remote = remote_result.as_deref();
+            collect_results(sandbox, job, &ids, cx, &ran, remote, live).await
         }
     };
     report.timed_out = timed_out;
@@ -193,6 +203,7 @@ fn could_not_run(
     ids: &[String],
     err: &anyhow::Error,
     running_log: &Path,
+    mut live: Live,
 ) -> BatchReport {
     let sandbox_failed = !(err.is::<PrepareError>() || crate::process::is_spawn_error(err));
     let reason = if sandbox_failed {
@@ -213,9 +224,18 @@ fn could_not_run(
         .append(true)
         .open(running_log)
         .and_then(|mut log| writeln!(log, "[offload] {reason}"));
+    let attempts = ids
+        .iter()
+        .zip(&job.tests)
+        .enumerate()
+        .map(|(pos, (id, &test))| AttemptReport {
+            test,
+            case: live.stand_in(pos, id, None, &|| reason.clone()),
+        })
+        .collect();
     BatchReport {
         sandbox_failed,
-        ..BatchReport::new(BatchKind::Error, not_run_all(job, ids, &reason))
+        ..BatchReport::new(BatchKind::Error, attempts)
     }
 }
 
@@ -247,21 +267,29 @@ async fn prepare(
 }
 
 /// Runs the command, writing stdout lines as they are and stderr lines prefixed
-/// `[stderr] ` to `log`. A log that cannot be written is a warning: the batch runs.
+/// `[stderr] ` to `log`, and reading the per-test events of its lines (see
+/// [`crate::framework::live`]): each goes to `live.sink` as it comes, Offload's own
+/// event lines stay out of the log. A log that cannot be written is a warning: the
+/// batch runs. Returns the outcome and what the events said.
 async fn run_logged(
     sandbox: &dyn Sandbox,
     command: &CommandSpec,
     timeout: Duration,
     cancel: &CancellationToken,
     log: &Path,
-) -> anyhow::Result<ExitOutcome> {
+    live: LiveReader,
+) -> (anyhow::Result<ExitOutcome>, Live) {
     let (tx, mut rx) = mpsc::unbounded_channel::<OutputLine>();
     let file = std::fs::File::create(log);
     let writer = tokio::task::spawn_blocking({
         let mut file = file.map(std::io::BufWriter::new);
-        move || -> anyhow::Result<()> {
+        let mut live = live;
+        move || -> (anyhow::Result<()>, Live) {
             let mut result = Ok(());
             while let Some(line) = rx.blocking_recv() {
+                if live.read(&line.text) {
+                    continue;
+                }
                 if let Ok(f) = file.as_mut() {
                     let written = match line.stream {
                         Stream::Stdout => writeln!(f, "{}", line.text),
@@ -272,26 +300,167 @@ async fn run_logged(
                     }
                 }
             }
-            match file {
-                Ok(mut f) => {
-                    f.flush()?;
-                    result
-                }
+            let result = match file {
+                Ok(mut f) => f.flush().map_err(Into::into).and(result),
                 Err(e) => Err(e.into()),
-            }
+            };
+            (result, live.said)
         }
     });
     let outcome = sandbox.exec(command, timeout, cancel, &tx).await;
     drop(tx);
-    let log_error = match writer.await {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e),
-        Err(e) => Some(e.into()),
+    let (log_error, said) = match writer.await {
+        Ok((result, said)) => (result.err(), said),
+        Err(e) => (Some(e.into()), Live::default()),
     };
     if let Some(err) = log_error {
         tracing::warn!("cannot write the batch log `{}`: {err:#}", log.display());
     }
-    outcome
+    (outcome, said)
+}
+
+/// A test of a running batch started or finished, as its runner said.
+#[derive(Debug, Clone)]
+pub struct LiveUpdate {
+    /// The batch's number.
+    pub batch: usize,
+    /// Index of the test in the run.
+    pub test: usize,
+    /// `None` when it started; its outcome and duration (seconds) when it finished.
+    pub finished: Option<(CaseOutcome, f64)>,
+}
+
+/// Where a batch's live updates go as they come.
+pub type LiveSink = Arc<dyn Fn(LiveUpdate) + Send + Sync>;
+
+/// What a batch's runner said about its tests while it ran.
+#[derive(Debug, Default)]
+struct Live {
+    /// By position in the batch: whether the test started.
+    started: Vec<bool>,
+    /// By position in the batch: the case of a test that finished.
+    finished: Vec<Option<TestCase>>,
+    /// The runner says when a test starts: a test it never started did not run.
+    reports_starts: bool,
+}
+
+impl Live {
+    /// The case of the test at `pos` (ID `id`) for which the result file has none: what
+    /// the runner said when it finished; else, when the batch `timed_out`, a timeout
+    /// (unless the runner, which says when tests start, never started it: not run),
+    /// and otherwise "not run" with `reason`.
+    fn stand_in(
+        &mut self,
+        pos: usize,
+        id: &str,
+        timed_out: Option<Duration>,
+        reason: &dyn Fn() -> String,
+    ) -> TestCase {
+        if let Some(case) = self.finished.get_mut(pos).and_then(Option::take) {
+            return case;
+        }
+        let started = self.started.get(pos).copied().unwrap_or(false);
+        match timed_out {
+            Some(timeout) if started || !self.reports_starts => timed_out_case(id, timeout),
+            Some(timeout) => not_run_case(
+                id,
+                &format!(
+                    "the batch timed out after {} s before the test started",
+                    timeout.as_secs()
+                ),
+            ),
+            None => not_run_case(id, &reason()),
+        }
+    }
+
+    /// The attempts of the tests that finished, for a batch cut short before its
+    /// result file: a test that finished keeps its result.
+    fn finished_attempts(self, job: &Job) -> Vec<AttemptReport> {
+        self.finished
+            .into_iter()
+            .zip(&job.tests)
+            .filter_map(|(case, &test)| case.map(|case| AttemptReport { test, case }))
+            .collect()
+    }
+}
+
+/// Reads the event lines of one running batch (on the thread that writes its log).
+struct LiveReader {
+    framework: Arc<dyn Framework>,
+    ids: Arc<Vec<String>>,
+    job: Job,
+    sink: LiveSink,
+    /// Each key of the batch's tests to its position, made at the first event.
+    keys: Option<FxHashMap<String, usize>>,
+    said: Live,
+}
+
+impl LiveReader {
+    fn new(cx: &BatchContext, job: &Job, sink: LiveSink) -> Self {
+        Self {
+            framework: Arc::clone(&cx.framework),
+            ids: Arc::clone(&cx.ids),
+            job: job.clone(),
+            sink,
+            keys: None,
+            said: Live {
+                started: vec![false; job.tests.len()],
+                finished: vec![None; job.tests.len()],
+                reports_starts: false,
+            },
+        }
+    }
+
+    /// Takes in the event `line` carries, if any; whether the line stays out of the log.
+    fn read(&mut self, line: &str) -> bool {
+        let Some(event) = self.framework.live_event(line) else {
+            return false;
+        };
+        let (key, finished) = match event {
+            LiveEvent::Started { key } => (key, None),
+            LiveEvent::Finished { key, outcome, time } => (key, Some((outcome, time))),
+        };
+        let (framework, ids, tests) = (&self.framework, &self.ids, &self.job.tests);
+        let keys = self.keys.get_or_insert_with(|| {
+            let mut keys = FxHashMap::default();
+            for (pos, &test) in tests.iter().enumerate() {
+                for key in framework.id_keys(&ids[test]) {
+                    keys.entry(key.into_owned()).or_insert(pos);
+                }
+            }
+            keys
+        });
+        let Some(&pos) = keys.get(&key) else {
+            tracing::debug!(
+                "batch {}: an event for `{key}`, not a test of the batch",
+                self.job.number
+            );
+            return live::is_marked(line);
+        };
+        let test = self.job.tests[pos];
+        match &finished {
+            None => {
+                self.said.reports_starts = true;
+                self.said.started[pos] = true;
+            }
+            // The first word on a test stands: runners may repeat themselves at the end.
+            Some(_) if self.said.finished[pos].is_some() => return live::is_marked(line),
+            Some((outcome, time)) => {
+                self.said.finished[pos] = Some(TestCase {
+                    name: self.ids[test].clone(),
+                    time: *time,
+                    outcome: outcome.clone(),
+                    ..TestCase::default()
+                });
+            }
+        }
+        (self.sink)(LiveUpdate {
+            batch: self.job.number,
+            test,
+            finished,
+        });
+        live::is_marked(line)
+    }
 }
 
 /// How a batch's command ended.
@@ -303,7 +472,8 @@ struct Ran {
 }
 
 /// Reads what the batch's tests produced: the result file, mapped back to the tests,
-/// or the exit code when there is no result file.
+/// or the exit code when there is no result file. A test the result file lacks gets
+/// what the runner said while it ran (see [`Live::stand_in`]).
 async fn collect_results(
     sandbox: &dyn Sandbox,
     job: &Job,
@@ -311,49 +481,46 @@ async fn collect_results(
     cx: &BatchContext,
     ran: &Ran,
     remote_result: Option<&str>,
+    mut live: Live,
 ) -> BatchReport {
     let Some(remote) = remote_result else {
         return exit_code_fallback(job, ids, ran);
     };
     let local = cx.parts_dir.join(format!("batch-{}.xml", job.number));
-    let timed_out = ran.outcome == ExitOutcome::TimedOut;
-    let suites = match fetch_result(sandbox, remote, &local, &ran.status).await {
-        Ok(suites) => suites,
-        Err(reason) if timed_out => {
-            tracing::warn!(
-                "batch {}: timed out after {} s",
-                job.number,
-                cx.timeout.as_secs()
+    let timed_out = (ran.outcome == ExitOutcome::TimedOut).then_some(cx.timeout);
+    let (found, reason) = match fetch_result(sandbox, remote, &local, &ran.status).await {
+        Ok(suites) => {
+            let found = match_cases(cx.framework.as_ref(), ids, suites, job.number);
+            let reason = format!(
+                "the test runner reported no result for it; the batch {}",
+                ran.status
             );
-            // A killed runner rarely writes its report; the timeout is the news.
-            tracing::debug!("batch {}: {reason}", job.number);
-            return BatchReport::new(BatchKind::Failure, timed_out_all(job, ids, cx.timeout));
+            (found, reason)
         }
         Err(reason) => {
-            tracing::warn!("batch {}: {reason}", job.number);
-            return BatchReport::new(BatchKind::Error, not_run_all(job, ids, &reason));
+            if timed_out.is_some() {
+                tracing::warn!(
+                    "batch {}: timed out after {} s",
+                    job.number,
+                    cx.timeout.as_secs()
+                );
+                // A killed runner rarely writes its report; the timeout is the news.
+                tracing::debug!("batch {}: {reason}", job.number);
+            } else {
+                tracing::warn!("batch {}: {reason}", job.number);
+            }
+            (vec![None; ids.len()], reason)
         }
     };
-    let found = match_cases(cx.framework.as_ref(), ids, suites, job.number);
 
     let mut kind = BatchKind::Success;
     let mut attempts = Vec::with_capacity(ids.len());
     for (pos, case) in found.into_iter().enumerate() {
-        let case = match case {
-            Some(case) => case,
-            None if timed_out => timed_out_case(&ids[pos], cx.timeout),
-            None => {
-                kind = BatchKind::Error.max_with(kind);
-                not_run_case(
-                    &ids[pos],
-                    &format!(
-                        "the test runner reported no result for it; the batch {}",
-                        ran.status
-                    ),
-                )
-            }
-        };
-        if matches!(case.outcome, CaseOutcome::Failed(_) | CaseOutcome::Error(_))
+        let case =
+            case.unwrap_or_else(|| live.stand_in(pos, &ids[pos], timed_out, &|| reason.clone()));
+        if case.outcome.is_not_run() {
+            kind = BatchKind::Error.max_with(kind);
+        } else if matches!(case.outcome, CaseOutcome::Failed(_) | CaseOutcome::Error(_))
             && kind == BatchKind::Success
         {
             kind = BatchKind::Failure;
@@ -363,7 +530,7 @@ async fn collect_results(
             case,
         });
     }
-    if timed_out {
+    if timed_out.is_some() {
         kind = BatchKind::Failure;
     }
     BatchReport::new(kind, attempts)
@@ -519,24 +686,4 @@ fn timed_out_case(id: &str, timeout: Duration) -> TestCase {
         }),
         ..TestCase::default()
     }
-}
-
-fn not_run_all(job: &Job, ids: &[String], reason: &str) -> Vec<AttemptReport> {
-    ids.iter()
-        .zip(&job.tests)
-        .map(|(id, &test)| AttemptReport {
-            test,
-            case: not_run_case(id, reason),
-        })
-        .collect()
-}
-
-fn timed_out_all(job: &Job, ids: &[String], timeout: Duration) -> Vec<AttemptReport> {
-    ids.iter()
-        .zip(&job.tests)
-        .map(|(id, &test)| AttemptReport {
-            test,
-            case: timed_out_case(id, timeout),
-        })
-        .collect()
 }

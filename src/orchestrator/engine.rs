@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::{self, AttemptReport, BatchContext, BatchReport, Job};
+use super::batch::{self, AttemptReport, BatchContext, BatchReport, Job, LiveSink, LiveUpdate};
 use super::events::{RunEvent, Subscriber};
 use crate::framework::{Framework, TestRecord};
 use crate::provider::{Provider, Sandbox};
@@ -111,11 +111,21 @@ pub async fn run(
 enum Event {
     Ready(usize),
     SandboxFailed(usize, anyhow::Error),
+    /// A test of a running batch started or finished.
+    Live(LiveUpdate),
     Finished(usize, Job, BatchReport),
     /// A sandbox was replaced; it existed this many seconds.
     Replaced(f64),
     /// A worker ended; its last sandbox existed this many seconds.
     Gone(f64),
+}
+
+/// What the pool passes on to the coordinator.
+enum News {
+    /// A test of a running batch started or finished.
+    Live(LiveUpdate),
+    /// A batch ended.
+    Finished(Job, BatchReport),
 }
 
 /// One test's attempts so far, and its verdict once decided.
@@ -229,8 +239,10 @@ impl<'a> Coordinator<'a> {
                 }
             };
             let Some(event) = event else { return };
-            if let Some((job, report)) = pool.on_event(event) {
-                self.batch_finished(pool, job, report);
+            match pool.on_event(event) {
+                Some(News::Live(update)) => self.live(update),
+                Some(News::Finished(job, report)) => self.batch_finished(pool, job, report),
+                None => {}
             }
         }
     }
@@ -257,6 +269,35 @@ impl<'a> Coordinator<'a> {
                 }
                 Err(job) => self.queue.push_front(job.tests),
             }
+        }
+    }
+
+    /// Tells the subscriber that a test of a running batch started or finished; under
+    /// fail-fast, a failure stops the run at once (the finished tests of the cancelled
+    /// batches keep their results).
+    fn live(&mut self, update: LiveUpdate) {
+        let test = update.test;
+        let (id, group) = (self.ids[test].as_str(), self.records[test].group.as_str());
+        let Some((outcome, time)) = &update.finished else {
+            self.subscriber.notify(&RunEvent::TestStarted {
+                id,
+                group,
+                batch: update.batch,
+            });
+            return;
+        };
+        self.subscriber.notify(&RunEvent::TestFinished {
+            id,
+            group,
+            batch: update.batch,
+            outcome,
+            time: *time,
+        });
+        let failed = matches!(outcome, CaseOutcome::Failed(_) | CaseOutcome::Error(_));
+        if failed && self.fail_fast && !self.stop.is_cancelled() {
+            tracing::info!("fail-fast: `{id}` failed, cancelling the rest of the run");
+            self.stopping("cancelled by --fail-fast after the first failure");
+            self.stop.cancel();
         }
     }
 
@@ -525,9 +566,9 @@ impl Pool {
         })
     }
 
-    /// Updates the pool for `event`; a finished batch is returned for the
+    /// Updates the pool for `event`; what concerns the tests is returned for the
     /// coordinator.
-    fn on_event(&mut self, event: Event) -> Option<(Job, BatchReport)> {
+    fn on_event(&mut self, event: Event) -> Option<News> {
         match event {
             Event::Ready(w) => {
                 self.creating -= 1;
@@ -547,6 +588,7 @@ impl Pool {
                 self.sandbox_seconds += secs;
                 self.gone += 1;
             }
+            Event::Live(update) => return Some(News::Live(update)),
             Event::Finished(w, job, report) => {
                 self.running -= 1;
                 if report.sandbox_failed {
@@ -554,7 +596,7 @@ impl Pool {
                 } else {
                     self.idle.push(w);
                 }
-                return Some((job, report));
+                return Some(News::Finished(job, report));
             }
         }
         None
@@ -575,7 +617,7 @@ impl Pool {
                     // Created too late to matter, or not at all: nothing to say now.
                     Some(Event::SandboxFailed(..)) => self.gone += 1,
                     // Nothing runs any more: a late report has no batch to go back to.
-                    Some(Event::Ready(_) | Event::Finished(..)) => {}
+                    Some(Event::Ready(_) | Event::Live(_) | Event::Finished(..)) => {}
                     None => break,
                 },
                 () = &mut deadline => {
@@ -617,11 +659,18 @@ async fn worker(
     let _ = events.send(Event::Ready(index));
     let mut sandbox = sandbox;
     let mut created = created;
+    let sink: LiveSink = {
+        let events = events.clone();
+        Arc::new(move |update| {
+            let _ = events.send(Event::Live(update));
+        })
+    };
     while let Some(job) = jobs.recv().await {
         if stop.is_cancelled() {
             break;
         }
-        let mut report = batch::execute(sandbox.as_ref(), &job, &cx, &stop).await;
+        let mut report =
+            batch::execute(sandbox.as_ref(), &job, &cx, &stop, Arc::clone(&sink)).await;
         if report.timed_out && !report.sandbox_failed && !sandbox.is_clean_after_timeout() {
             // The killed command may still run remotely: start the next batch afresh.
             tracing::info!("replacing sandbox `{}` after a timeout", sandbox.id());
@@ -725,6 +774,8 @@ mod tests {
         files: Mutex<HashMap<String, String>>,
         failing_creates: Vec<usize>,
         dirty_after_timeout: bool,
+        /// Batches report each test as it starts and finishes.
+        live: bool,
         created: AtomicUsize,
         destroyed: AtomicUsize,
     }
@@ -765,11 +816,30 @@ mod tests {
             command: &CommandSpec,
             timeout: Duration,
             cancel: &CancellationToken,
-            _: &UnboundedSender<OutputLine>,
+            output: &UnboundedSender<OutputLine>,
         ) -> Result<ExitOutcome> {
             let mut cases = String::new();
             let mut hang = false;
+            // With `live`, the tests run in order and say so, as the pytest plugin does.
+            let say = |event: String| {
+                if self.0.live {
+                    let text = format!("{}{event}", crate::framework::live::MARKER);
+                    let _ = output.send(OutputLine {
+                        stream: crate::process::Stream::Stderr,
+                        text,
+                    });
+                }
+            };
             for id in &command.args {
+                if hang && self.0.live {
+                    break;
+                }
+                say(format!(r#"{{"event": "started", "id": "{id}"}}"#));
+                let finished = |outcome: &str| {
+                    say(format!(
+                        r#"{{"event": "finished", "id": "{id}", "outcome": "{outcome}"}}"#
+                    ))
+                };
                 let n = {
                     let mut attempts = self.0.attempts.lock().unwrap();
                     let n = attempts.entry(id.clone()).or_default();
@@ -778,10 +848,16 @@ mod tests {
                 };
                 let acts = &self.0.script[id];
                 match acts[(n - 1).min(acts.len() - 1)] {
-                    Act::Pass => cases.push_str(&format!("<testcase name=\"{id}\"/>")),
-                    Act::Fail => cases.push_str(&format!(
-                        "<testcase name=\"{id}\"><failure message=\"boom\"/></testcase>"
-                    )),
+                    Act::Pass => {
+                        finished("passed");
+                        cases.push_str(&format!("<testcase name=\"{id}\"/>"));
+                    }
+                    Act::Fail => {
+                        finished("failed");
+                        cases.push_str(&format!(
+                            "<testcase name=\"{id}\"><failure message=\"boom\"/></testcase>"
+                        ));
+                    }
                     Act::NoResult => {}
                     Act::Hang => hang = true,
                 }
@@ -845,17 +921,26 @@ mod tests {
                     format!("batch {number} started with {tests}")
                 }
                 RunEvent::AttemptFinished { id, attempt, .. } => {
-                    let kind = match &attempt.case.outcome {
-                        CaseOutcome::Passed => "passed",
-                        CaseOutcome::Failed(_) => "failed",
-                        CaseOutcome::Error(_) => "error",
-                        CaseOutcome::Skipped(_) => "skipped",
-                    };
+                    let kind = kind_of(&attempt.case.outcome);
                     format!("{id} {kind} in batch {}", attempt.batch)
                 }
                 RunEvent::TestDecided { id, verdict, .. } => format!("{id} is {verdict:?}"),
+                RunEvent::TestStarted { id, batch, .. } => format!("{id} started in {batch}"),
+                RunEvent::TestFinished { id, outcome, .. } => {
+                    format!("{id} finished: {}", kind_of(outcome))
+                }
                 RunEvent::Stopping { reason } => format!("stopping: {reason}"),
             });
+        }
+    }
+
+    fn kind_of(outcome: &CaseOutcome) -> &'static str {
+        match outcome {
+            _ if outcome.is_not_run() => "not run",
+            CaseOutcome::Passed => "passed",
+            CaseOutcome::Failed(_) => "failed",
+            CaseOutcome::Error(_) => "error",
+            CaseOutcome::Skipped(_) => "skipped",
         }
     }
 
@@ -1114,5 +1199,66 @@ mod tests {
         let slow = events.iter().position(|e| e == "slow is NotRun").unwrap();
         assert!(bad < stop && stop < slow, "{events:?}");
         assert_eq!(events.iter().filter(|e| e.contains(" is ")).count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_test_that_finished_before_its_batch_timed_out_keeps_its_result() {
+        let mut world = script(&[
+            ("quick", &[Act::Pass]),
+            ("stuck", &[Act::Hang]),
+            ("later", &[Act::Pass]),
+        ]);
+        world.live = true;
+        let mut recorder = Recorder::default();
+        let records = [record("quick", 0), record("stuck", 0), record("later", 0)];
+        let timeout = Duration::from_millis(200);
+        let (outcome, _) = run_observed(world, &records, 1, false, timeout, &mut recorder).await;
+        assert_eq!(
+            verdicts(&outcome),
+            vec![
+                ("quick".into(), Verdict::Passed, 1),
+                ("stuck".into(), Verdict::Failed, 1),
+                ("later".into(), Verdict::NotRun, 1),
+            ]
+        );
+        let message = |i: usize| {
+            let detail = outcome.results[i].attempts[0].case.outcome.detail();
+            detail.and_then(|d| d.message.clone()).unwrap_or_default()
+        };
+        assert!(message(1).contains("timed out"), "{}", message(1));
+        assert!(
+            message(2).contains("before the test started"),
+            "{}",
+            message(2)
+        );
+        // Live events come before the batch ends, the attempts after.
+        let events = &recorder.0;
+        let live = events.iter().position(|e| e == "quick finished: passed");
+        let recorded = events.iter().position(|e| e == "quick passed in batch 0");
+        assert!(live.is_some() && live < recorded, "{events:?}");
+    }
+
+    #[tokio::test]
+    async fn fail_fast_stops_at_a_failure_inside_a_batch_and_keeps_what_finished() {
+        let mut world = script(&[
+            ("ok", &[Act::Pass]),
+            ("bad", &[Act::Fail]),
+            ("slow", &[Act::Hang]),
+        ]);
+        world.live = true;
+        let records = [record("ok", 0), record("bad", 0), record("slow", 0)];
+        let mut recorder = Recorder::default();
+        let started = Instant::now();
+        // One batch: the failure is only known from its live event.
+        let (outcome, _) = run_observed(world, &records, 1, true, T * 12, &mut recorder).await;
+        assert!(started.elapsed() < T * 6, "the run waited for the hang");
+        assert_eq!(
+            verdicts(&outcome),
+            vec![
+                ("ok".into(), Verdict::Passed, 1),
+                ("bad".into(), Verdict::Failed, 1),
+                ("slow".into(), Verdict::NotRun, 1),
+            ]
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! coordinator's task: a subscriber must return quickly (no blocking I/O of unbounded
 //! length), or it holds up the run.
 
+use crate::report::junit::CaseOutcome;
 use crate::report::verdict::{Attempt, Verdict};
 
 /// One thing that happened in a run.
@@ -21,6 +22,31 @@ pub enum RunEvent<'a> {
         sandbox: usize,
         /// How many tests it holds.
         tests: usize,
+    },
+    /// A test of a running batch started, as its runner said (not every runner says:
+    /// see [`crate::framework::live`]).
+    TestStarted {
+        /// The test's ID, as discovered.
+        id: &'a str,
+        /// The group that selected it.
+        group: &'a str,
+        /// The batch it runs in.
+        batch: usize,
+    },
+    /// A test of a running batch finished, as its runner said while the batch went
+    /// on. Provisional: the batch's result file may add details, and the attempt is
+    /// recorded when the batch ends ([`RunEvent::AttemptFinished`]).
+    TestFinished {
+        /// The test's ID, as discovered.
+        id: &'a str,
+        /// The group that selected it.
+        group: &'a str,
+        /// The batch it ran in.
+        batch: usize,
+        /// How it ended, with the one-line reason when it did not pass.
+        outcome: &'a CaseOutcome,
+        /// How long it took, in seconds.
+        time: f64,
     },
     /// One attempt of a test came back from its batch. A test that is retried has
     /// several; the last one is followed by [`RunEvent::TestDecided`].
