@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands;
 use crate::exit;
+use crate::orchestrator::progress::StatusLevel;
+use crate::report::summary::FinalStatusLevel;
 
 /// Offload: run a test suite in parallel sandboxes, retry failures, tell flaky tests
 /// from broken ones and write one JUnit report.
@@ -80,6 +82,14 @@ pub struct RunArgs {
     /// Plain progress lines instead of a progress bar (also when `CI=true`).
     #[arg(long)]
     pub ci: bool,
+    /// Status lines while tests run: none, fail, retry (also flaky), slow, pass, skip
+    /// or all; each level shows those before it. Default: slow (pass with -v).
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub status_level: Option<StatusLevel>,
+    /// Tests named at the end, with their reason: none, fail (also errors and tests not
+    /// run), flaky, slow, skip, pass or all; each level names those before it.
+    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = FinalStatusLevel::Flaky)]
+    pub final_status_level: FinalStatusLevel,
 }
 
 /// Output formats of `offload collect`.
@@ -225,7 +235,7 @@ fn init_logging(verbose: u8) {
     let ansi = crate::output::use_color(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| crate::output::StderrWriter)
         .with_ansi(ansi)
         // Its own report of a failed write is an `eprintln!`, which panics when stderr
         // is a closed pipe (`offload run 2>&1 | head`).
@@ -238,7 +248,13 @@ fn init_logging(verbose: u8) {
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let config = cli.config;
     match cli.command {
-        Command::Run(args) => commands::run::run(&config, args.into()).await,
+        Command::Run(args) => {
+            let mut options: commands::run::RunOptions = args.into();
+            if cli.verbose > 0 && options.status_level.is_none() {
+                options.status_level = Some(StatusLevel::Pass);
+            }
+            commands::run::run(&config, options).await
+        }
         Command::Collect(args) => {
             commands::collect::run(&config, args.format == CollectFormat::Json).await
         }
@@ -261,6 +277,8 @@ impl From<RunArgs> for commands::run::RunOptions {
             fail_fast: a.fail_fast,
             show_estimated_cost: a.show_estimated_cost,
             ci: a.ci || std::env::var("CI").is_ok_and(|v| v == "true"),
+            status_level: a.status_level,
+            final_status_level: a.final_status_level,
         }
     }
 }

@@ -3,8 +3,50 @@
 //! the progress and status lines on stderr ([`status!`](crate::status),
 //! [`statusln!`](crate::statusln)): `eprint!` would panic on a closed pipe and end the
 //! run without cleaning up. [`ellipsize`] keeps values quoted in messages short.
+//!
+//! While a progress bar is drawn ([`set_active_bar`]), everything written to stderr
+//! through here — status lines and the diagnostics of [`StderrWriter`] — is written
+//! above it, so no frame of the bar is left behind on the screen.
 
 use std::io::Write;
+use std::sync::Mutex;
+
+use indicatif::ProgressBar;
+
+/// The progress bar on the terminal, if one is drawn.
+static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Sets (or clears, with `None`) the progress bar that stderr output goes above.
+pub fn set_active_bar(bar: Option<ProgressBar>) {
+    *ACTIVE_BAR.lock().unwrap_or_else(|e| e.into_inner()) = bar;
+}
+
+/// Runs `write` with the progress bar, if any, cleared from the screen, then redraws it.
+fn above_bar<T>(write: impl FnOnce() -> T) -> T {
+    let bar = ACTIVE_BAR.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match bar {
+        Some(bar) => bar.suspend(write),
+        None => write(),
+    }
+}
+
+/// stderr for diagnostics (`tracing`), written above the progress bar.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StderrWriter;
+
+impl Write for StderrWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        above_bar(|| std::io::stderr().lock().write(buf))
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        above_bar(|| std::io::stderr().lock().write_all(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
 
 /// Whether to colour output for a stream that `is_terminal`: only on a terminal, and
 /// never when `NO_COLOR` is set to anything but the empty string.
@@ -35,9 +77,12 @@ pub fn print(text: &str) {
     }
 }
 
-/// Writes to stderr, ignoring any error: there is nowhere left to report it.
+/// Writes to stderr (above the progress bar), ignoring any error: there is nowhere
+/// left to report it.
 pub fn stderr(args: std::fmt::Arguments<'_>) {
-    let _ = std::io::stderr().lock().write_fmt(args);
+    above_bar(|| {
+        let _ = std::io::stderr().lock().write_fmt(args);
+    });
 }
 
 /// Like `eprint!`, but a closed or broken stderr is ignored instead of a panic.

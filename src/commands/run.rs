@@ -23,13 +23,14 @@ use crate::framework::cache::DiscoveryCache;
 use crate::framework::cargo::Cargo;
 use crate::framework::{self, Framework, TestRecord, discovery};
 use crate::image::PreparedImage;
-use crate::orchestrator::progress::Progress;
+use crate::orchestrator::progress::{Progress, StatusLevel};
 use crate::orchestrator::{self, EngineOutcome, EngineSettings};
 use crate::output::plural;
 use crate::provider::default::{self as default_provider, PrepareLog};
 use crate::provider::default_image::ImagePlan;
 use crate::provider::{self, Setup};
-use crate::report::{junit, output_dir, summary};
+use crate::report::summary::{self, FinalStatusLevel};
+use crate::report::{junit, output_dir};
 use crate::signal::Signals;
 
 /// Options of `offload run`.
@@ -51,6 +52,10 @@ pub struct RunOptions {
     pub show_estimated_cost: bool,
     /// Plain progress lines.
     pub ci: bool,
+    /// Status lines while tests run (default: slow).
+    pub status_level: Option<StatusLevel>,
+    /// Tests named at the end.
+    pub final_status_level: FinalStatusLevel,
 }
 
 /// Runs the test suite configured at `config_path`.
@@ -279,7 +284,8 @@ async fn execute(
     settings: &EngineSettings,
     s: &Start<'_>,
 ) -> EngineOutcome {
-    let mut progress = Progress::new(records.len(), s.options.ci, false);
+    let level = s.options.status_level.unwrap_or(StatusLevel::Slow);
+    let mut progress = Progress::new(records.len(), s.options.ci, false, level);
     let outcome = orchestrator::run(
         records,
         framework,
@@ -326,7 +332,9 @@ fn report(
         (_, false) => None,
     };
     let color = crate::output::use_color(std::io::stdout().is_terminal());
-    crate::output::print(&summary::render(counts, outcome.elapsed, cost, color));
+    let mut text = summary::final_lines(&outcome.results, options.final_status_level, color);
+    text.push_str(&summary::render(counts, outcome.elapsed, cost, color));
+    crate::output::print(&text);
 
     // The process exits next: freeing tens of thousands of results one by one takes
     // longer (10 ms for 20 000 tests) than the kernel takes to reclaim them at once.

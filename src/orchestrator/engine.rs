@@ -26,6 +26,9 @@ use crate::report::junit::{CaseOutcome, Detail, TestCase};
 use crate::report::verdict::{Attempt, TestResult, Verdict};
 use crate::scheduler::{self, Item};
 
+/// How often subscribers hear [`RunEvent::Tick`].
+const TICK: Duration = Duration::from_secs(1);
+
 /// How long destroying one sandbox may take before it is abandoned.
 pub const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -133,6 +136,8 @@ struct TestState {
     failures: u32,
     attempts: Vec<Attempt>,
     verdict: Option<Verdict>,
+    /// The batch whose runner last told that this test finished.
+    announced_in: Option<usize>,
 }
 
 /// What recording one attempt means for the run.
@@ -192,18 +197,27 @@ impl<'a> Coordinator<'a> {
         let estimates = scheduler::estimate(&items, &settings.durations);
         let planned = scheduler::plan(&items, &estimates, settings.parallel, !shares_local_cpus);
         drop(items);
+        let expected = estimates
+            .any_known
+            .then(|| expected_makespan(&planned, settings.parallel));
         let queue: VecDeque<Vec<usize>> = planned.into_iter().map(|b| b.items).collect();
         tracing::info!(
             "scheduled {} tests into {} batches",
             records.len(),
             queue.len()
         );
+        subscriber.notify(&RunEvent::Planned {
+            tests: records.len(),
+            batches: queue.len(),
+            expected,
+        });
         let tests = records
             .iter()
             .map(|_| TestState {
                 failures: 0,
                 attempts: Vec::new(),
                 verdict: None,
+                announced_in: None,
             })
             .collect();
         Self {
@@ -223,6 +237,8 @@ impl<'a> Coordinator<'a> {
     /// Hands out batches and takes back what the workers report until the run is
     /// over.
     async fn drive(&mut self, pool: &mut Pool) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if !self.stop.is_cancelled() {
                 self.dispatch(pool).await;
@@ -235,6 +251,10 @@ impl<'a> Coordinator<'a> {
                 event = pool.events.recv() => event,
                 () = self.stop.cancelled(), if !self.stop.is_cancelled() => {
                     self.stopping("the run was interrupted");
+                    continue;
+                }
+                _ = tick.tick() => {
+                    self.subscriber.notify(&RunEvent::Tick);
                     continue;
                 }
             };
@@ -286,12 +306,16 @@ impl<'a> Coordinator<'a> {
             });
             return;
         };
+        let state = &mut self.tests[test];
+        state.announced_in = Some(update.batch);
         self.subscriber.notify(&RunEvent::TestFinished {
             id,
             group,
             batch: update.batch,
             outcome,
             time: *time,
+            number: state.attempts.len() + 1,
+            retries_left: state.failures < self.records[test].retry_count,
         });
         let failed = matches!(outcome, CaseOutcome::Failed(_) | CaseOutcome::Error(_));
         if failed && self.fail_fast && !self.stop.is_cancelled() {
@@ -315,6 +339,8 @@ impl<'a> Coordinator<'a> {
                 }
             }
         }
+        self.subscriber
+            .notify(&RunEvent::BatchFinished { number: job.number });
         if failed && self.fail_fast && !self.stop.is_cancelled() {
             tracing::info!(
                 "fail-fast: batch {} had a failure, cancelling the rest of the run",
@@ -374,6 +400,9 @@ impl<'a> Coordinator<'a> {
                 id,
                 group: &record.group,
                 attempt,
+                number: state.attempts.len(),
+                retried: verdict.is_none(),
+                announced: state.announced_in == Some(batch),
             });
         }
         if let Some(verdict) = verdict {
@@ -448,6 +477,18 @@ impl<'a> Coordinator<'a> {
             })
             .collect()
     }
+}
+
+/// How long `batches` (longest first, as planned) take on `parallel` sandboxes, each
+/// taking the next batch when it is free.
+fn expected_makespan(batches: &[scheduler::PlannedBatch], parallel: usize) -> Duration {
+    let mut free_at = vec![Duration::ZERO; parallel.clamp(1, batches.len().max(1))];
+    for batch in batches {
+        if let Some(first) = free_at.iter_mut().min() {
+            *first += batch.load;
+        }
+    }
+    free_at.into_iter().max().unwrap_or_default()
 }
 
 /// The results of tests the runner lists but does not run unless asked: skipped, with
@@ -917,6 +958,9 @@ mod tests {
     impl Subscriber for Recorder {
         fn notify(&mut self, event: &RunEvent<'_>) {
             self.0.push(match event {
+                RunEvent::Planned { .. } | RunEvent::BatchFinished { .. } | RunEvent::Tick => {
+                    return;
+                }
                 RunEvent::BatchStarted { number, tests, .. } => {
                     format!("batch {number} started with {tests}")
                 }

@@ -7,12 +7,24 @@
 //! coordinator's task: a subscriber must return quickly (no blocking I/O of unbounded
 //! length), or it holds up the run.
 
+use std::time::Duration;
+
 use crate::report::junit::CaseOutcome;
 use crate::report::verdict::{Attempt, Verdict};
 
 /// One thing that happened in a run.
 #[derive(Debug)]
 pub enum RunEvent<'a> {
+    /// The tests are planned into batches; first of all events.
+    Planned {
+        /// How many tests will run (the ignored ones are not counted).
+        tests: usize,
+        /// Into how many batches.
+        batches: usize,
+        /// How long the run should take, from the known durations; `None` when no
+        /// duration is known.
+        expected: Option<Duration>,
+    },
     /// Batch `number`, holding `tests` tests, was handed to the sandbox of worker
     /// `sandbox`.
     BatchStarted {
@@ -35,7 +47,7 @@ pub enum RunEvent<'a> {
     },
     /// A test of a running batch finished, as its runner said while the batch went
     /// on. Provisional: the batch's result file may add details, and the attempt is
-    /// recorded when the batch ends ([`RunEvent::AttemptFinished`]).
+    /// recorded when the batch ends ([`RunEvent::AttemptFinished`], `announced`).
     TestFinished {
         /// The test's ID, as discovered.
         id: &'a str,
@@ -47,6 +59,10 @@ pub enum RunEvent<'a> {
         outcome: &'a CaseOutcome,
         /// How long it took, in seconds.
         time: f64,
+        /// Which attempt of the test this is (1 for the first run).
+        number: usize,
+        /// Whether a failure now would be retried.
+        retries_left: bool,
     },
     /// One attempt of a test came back from its batch. A test that is retried has
     /// several; the last one is followed by [`RunEvent::TestDecided`].
@@ -57,6 +73,17 @@ pub enum RunEvent<'a> {
         group: &'a str,
         /// What the attempt produced.
         attempt: &'a Attempt,
+        /// Which attempt of the test this is (1 for the first run).
+        number: usize,
+        /// The test goes again (it failed with retries left).
+        retried: bool,
+        /// A [`RunEvent::TestFinished`] already told of this attempt.
+        announced: bool,
+    },
+    /// Batch `number` ended; its attempts were told just before.
+    BatchFinished {
+        /// The run-wide batch number.
+        number: usize,
     },
     /// A test reached its final verdict; no attempt of it follows.
     TestDecided {
@@ -67,6 +94,9 @@ pub enum RunEvent<'a> {
         /// The verdict.
         verdict: Verdict,
     },
+    /// About once a second while the run goes on, for whatever a subscriber shows by
+    /// time (slow tests, a heartbeat).
+    Tick,
     /// The run stops early (fail-fast or a signal): no batch starts any more and the
     /// running ones are cancelled. Tests without a verdict get "not run" afterwards,
     /// each announced by [`RunEvent::TestDecided`].

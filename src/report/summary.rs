@@ -1,7 +1,9 @@
-//! The `Test Results:` summary printed at the end of `offload run`.
+//! The end of `offload run` on stdout: the final status lines and the `Test Results:`
+//! summary.
 //!
-//! [`Counts`] tallies the final verdicts and maps them to the exit code; [`render`] turns
-//! them into the text block. Whether to colour it is the caller's decision (stdout is a
+//! [`final_lines`] names the tests worth a look (by default every failed, errored,
+//! not-run and flaky test, each with its one-line reason); [`Counts`] tallies the final
+//! verdicts and maps them to the exit code; [`render`] turns them into the text block. Whether to colour it is the caller's decision (stdout is a
 //! terminal and `NO_COLOR` is unset); nothing here looks at the environment.
 
 use std::fmt::Write as _;
@@ -9,6 +11,92 @@ use std::time::Duration;
 
 use super::verdict::{TestResult, Verdict};
 use crate::exit;
+
+/// Which tests the final status lines name; each level names the ones before it too.
+/// Names as nextest's `--final-status-level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, clap::ValueEnum)]
+pub enum FinalStatusLevel {
+    /// None.
+    None,
+    /// Failed and errored tests, and tests that were not run.
+    Fail,
+    /// Flaky tests.
+    #[default]
+    Flaky,
+    /// Tests whose last attempt took over a minute.
+    Slow,
+    /// Skipped tests.
+    Skip,
+    /// Passed tests.
+    Pass,
+    /// Every test.
+    All,
+}
+
+/// A test's last attempt slower than this is `SLOW` in the final lines.
+const SLOW_SECS: f64 = 60.0;
+
+/// One line per test `level` names, worst first (failed, errored and not run; flaky;
+/// slow; skipped; passed), each in report order: the word, the ID and, when it did not
+/// pass, ` - ` and the first line of its reason. Empty when no test is named; else
+/// starts with an empty line.
+pub fn final_lines(results: &[TestResult], level: FinalStatusLevel, color: bool) -> String {
+    let mut lines: Vec<(u8, String)> = Vec::new();
+    for result in results {
+        let last = result.attempts.last().map(|a| &a.case);
+        let reason = last
+            .and_then(|case| case.outcome.detail())
+            .and_then(|d| d.message.as_deref())
+            .and_then(|m| m.lines().find(|l| !l.trim().is_empty()))
+            .map(|m| crate::output::ellipsize(m.trim(), 200).into_owned());
+        let slow = last.is_some_and(|case| case.time > SLOW_SECS);
+        let (rank, needed, word, style) = match result.verdict {
+            Verdict::Failed => (0, FinalStatusLevel::Fail, "FAIL", RED),
+            Verdict::Errored => (0, FinalStatusLevel::Fail, "ERROR", RED),
+            Verdict::NotRun => (0, FinalStatusLevel::Fail, "NOT RUN", BOLD_RED),
+            Verdict::Flaky => (1, FinalStatusLevel::Flaky, "FLAKY", YELLOW),
+            Verdict::Passed if slow => (2, FinalStatusLevel::Slow, "SLOW", YELLOW),
+            Verdict::Skipped => (3, FinalStatusLevel::Skip, "SKIP", ""),
+            Verdict::Passed => (4, FinalStatusLevel::Pass, "PASS", GREEN),
+        };
+        if needed > level {
+            continue;
+        }
+        let word = format!("{word:>7}");
+        let word = if color && !style.is_empty() {
+            format!("{style}{word}{RESET}")
+        } else {
+            word
+        };
+        let mut line = format!("  {word}  {}", result.id);
+        match (result.verdict, reason) {
+            (Verdict::Flaky, _) => {
+                let failed = result.attempts.len().saturating_sub(1);
+                let _ = write!(
+                    line,
+                    " - passed on attempt {} after {failed} failed",
+                    result.attempts.len()
+                );
+            }
+            (Verdict::Passed, _) | (_, None) => {}
+            (_, Some(reason)) => {
+                let _ = write!(line, " - {reason}");
+            }
+        }
+        lines.push((rank, line));
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    // Stable: report order within a rank.
+    lines.sort_by_key(|(rank, _)| *rank);
+    let mut out = String::from("\n");
+    for (_, line) in lines {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
 
 /// How many tests ended with each verdict.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -68,6 +156,7 @@ const YELLOW: &str = "\x1b[33m";
 const BOLD: &str = "\x1b[1m";
 const BOLD_GREEN: &str = "\x1b[1;32m";
 const BOLD_RED: &str = "\x1b[1;31m";
+const BOLD_YELLOW: &str = "\x1b[1;33m";
 const RESET: &str = "\x1b[0m";
 
 /// The summary block, starting with an empty line and ending with a newline:
@@ -137,17 +226,31 @@ pub fn render(counts: Counts, duration: Duration, cost: Option<(f64, f64)>, colo
         );
     }
     out.push('\n');
-    let (style, verdict) = if counts.failed == 0 && counts.errors == 0 && counts.not_run == 0 {
-        (BOLD_GREEN, "All tests passed!")
-    } else if counts.failed > 0 || counts.errors > 0 {
-        (BOLD_RED, "Some tests failed.")
-    } else {
+    let broken = counts.failed > 0 || counts.errors > 0;
+    let (style, verdict) = if broken || counts.not_run > 0 {
+        let verdict = if broken {
+            "Some tests failed."
+        } else {
+            "Some tests were not run."
+        };
+        (if broken { BOLD_RED } else { BOLD }, verdict.to_owned())
+    } else if counts.flaky > 0 {
         (
-            BOLD,
-            "Some tests were not run (see `offload logs --errors`).",
+            BOLD_YELLOW,
+            format!(
+                "All tests passed, {} (exit {}).",
+                crate::output::plural(counts.flaky, "flaky test"),
+                exit::FLAKY
+            ),
         )
+    } else {
+        (BOLD_GREEN, "All tests passed!".to_owned())
     };
-    out.push_str(&paint(style, verdict.to_owned()));
+    out.push_str(&paint(style, verdict));
+    if broken || counts.not_run > 0 {
+        let flag = if broken { "--failures" } else { "--errors" };
+        let _ = write!(out, "\nWhy: offload logs {flag}");
+    }
     out.push('\n');
     out
 }
@@ -238,7 +341,10 @@ mod tests {
         assert_eq!(errored.exit_code(), exit::FAILURE);
         let text = render(errored, Duration::ZERO, None, false);
         assert!(text.contains("\n  Errors:  1\n"), "{text}");
-        assert!(text.ends_with("\n\nSome tests failed.\n"), "{text}");
+        assert!(
+            text.ends_with("\n\nSome tests failed.\nWhy: offload logs --failures\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -253,7 +359,7 @@ mod tests {
             text,
             "\nTest Results:\n  Total:   12\n  Passed:  10\n  Failed:  1\n  Skipped: 1\n  \
              Flaky:   1\n  Duration: 6.01s\n  Estimated cost: $0.0004 (11.1 CPU-seconds)\n\n\
-             Some tests failed.\n"
+             Some tests failed.\nWhy: offload logs --failures\n"
         );
     }
 
@@ -270,10 +376,12 @@ mod tests {
             "\nTest Results:\n  Total:   2\n  Passed:  2\n  Failed:  0\n  Duration: 0.40s\n\n\
              All tests passed!\n"
         );
-        // Flaky tests still pass.
+        // Flaky tests pass, but not green: the exit code is 2.
         let text = render(counts(1, 0, 1, 0, 0), Duration::ZERO, None, false);
         assert!(
-            text.ends_with("  Flaky:   1\n  Duration: 0.00s\n\nAll tests passed!\n"),
+            text.ends_with(
+                "  Flaky:   1\n  Duration: 0.00s\n\nAll tests passed, 1 flaky test (exit 2).\n"
+            ),
             "{text}"
         );
     }
@@ -284,11 +392,14 @@ mod tests {
         assert_eq!(
             text,
             "\nTest Results:\n  Total:   3\n  Passed:  1\n  Failed:  0\n  Not Run: 2\n  \
-             Duration: 1.00s\n\nSome tests were not run (see `offload logs --errors`).\n"
+             Duration: 1.00s\n\nSome tests were not run.\nWhy: offload logs --errors\n"
         );
         // Failures take precedence in the final line.
         let text = render(counts(0, 1, 0, 0, 2), Duration::ZERO, None, false);
-        assert!(text.ends_with("\n\nSome tests failed.\n"), "{text}");
+        assert!(
+            text.ends_with("\n\nSome tests failed.\nWhy: offload logs --failures\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -309,7 +420,8 @@ mod tests {
             "{coloured:?}"
         );
         assert!(
-            coloured.ends_with("\x1b[1;31mSome tests failed.\x1b[0m\n"),
+            coloured
+                .ends_with("\x1b[1;31mSome tests failed.\x1b[0m\nWhy: offload logs --failures\n"),
             "{coloured:?}"
         );
         let ok = render(counts(1, 0, 0, 0, 0), Duration::ZERO, None, true);
@@ -331,5 +443,68 @@ mod tests {
         assert_eq!(format_duration(ms(59_996)), "1m 00.00s");
         assert_eq!(format_duration(ms(123_120)), "2m 03.12s");
         assert_eq!(format_duration(ms(3_723_120)), "1h 02m 03.12s");
+    }
+
+    fn result(id: &str, verdict: Verdict, messages: &[Option<&str>]) -> TestResult {
+        use crate::report::junit::{CaseOutcome, Detail, TestCase};
+        let attempts = messages
+            .iter()
+            .map(|message| {
+                let detail = Detail {
+                    message: message.map(str::to_owned),
+                    ..Detail::default()
+                };
+                let outcome = match (verdict, message) {
+                    (Verdict::Errored, Some(_)) => CaseOutcome::Error(detail),
+                    (Verdict::Skipped, _) => CaseOutcome::Skipped(detail),
+                    (_, Some(_)) => CaseOutcome::Failed(detail),
+                    (_, None) => CaseOutcome::Passed,
+                };
+                Attempt {
+                    case: TestCase {
+                        name: id.to_owned(),
+                        outcome,
+                        ..TestCase::default()
+                    },
+                    batch: 0,
+                }
+            })
+            .collect();
+        TestResult {
+            id: id.to_owned(),
+            group: "g".to_owned(),
+            verdict,
+            attempts,
+        }
+    }
+
+    #[test]
+    fn final_lines_name_the_tests_worth_a_look_worst_first_with_reasons() {
+        let results = [
+            result("t::ok", Verdict::Passed, &[None]),
+            result("t::wobbly", Verdict::Flaky, &[Some("first"), None]),
+            result(
+                "t::bad",
+                Verdict::Failed,
+                &[Some("\nAssertionError: 1 != 2\nmore")],
+            ),
+            result("t::skip", Verdict::Skipped, &[Some("not today")]),
+            result("t::setup", Verdict::Errored, &[Some("fixture exploded")]),
+        ];
+        assert_eq!(
+            final_lines(&results, FinalStatusLevel::Flaky, false),
+            "\n     FAIL  t::bad - AssertionError: 1 != 2\n    ERROR  t::setup - fixture exploded\n\
+             \x20   FLAKY  t::wobbly - passed on attempt 2 after 1 failed\n"
+        );
+        assert_eq!(final_lines(&results, FinalStatusLevel::None, false), "");
+        let all = final_lines(&results, FinalStatusLevel::All, false);
+        assert!(
+            all.ends_with("     SKIP  t::skip - not today\n     PASS  t::ok\n"),
+            "{all}"
+        );
+        assert_eq!(
+            final_lines(&results[..1], FinalStatusLevel::Flaky, false),
+            ""
+        );
     }
 }
