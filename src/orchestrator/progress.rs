@@ -185,7 +185,7 @@ impl Progress {
             .collect();
         for id in slow {
             let word = format!("SLOW [> {:.3}s]", SLOW_AFTER.as_secs_f64());
-            self.line(StatusLevel::Slow, &format!("{word:>22} {id}"));
+            self.line(StatusLevel::Slow, &format!("{word:>24} {id}"));
         }
         let quiet_since = self.last_line.unwrap_or(self.started);
         if matches!(self.display, Display::Plain) && quiet_since.elapsed() >= HEARTBEAT {
@@ -197,7 +197,7 @@ impl Progress {
     /// A status line `WORD [ TIME s] ID`, when `level` is shown.
     fn status(&mut self, level: StatusLevel, word: &str, time: Option<f64>, id: &str) {
         let time = time.map_or_else(|| " ".repeat(11), |t| format!("[{t:>8.3}s]"));
-        self.line(level, &format!("{word:>10} {time} {id}"));
+        self.line(level, &format!("{word:>12} {time} {id}"));
     }
 
     fn line(&mut self, level: StatusLevel, text: &str) {
