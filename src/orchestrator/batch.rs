@@ -30,6 +30,8 @@ pub struct BatchContext {
     pub timeout: Duration,
     /// Pass the framework's stop flag.
     pub fail_fast: bool,
+    /// Echo output lines to Offload's own stdout and stderr too (`--no-capture`).
+    pub no_capture: bool,
     /// `{output_dir}/logs`.
     pub logs_dir: PathBuf,
     /// `{output_dir}/junit-parts`.
@@ -133,7 +135,8 @@ pub async fn execute(
                 "running {}",
                 command.display()
             );
-            run_logged(sandbox, &command, cx.timeout, cancel, &running_log).await
+            let echo = cx.no_capture;
+            run_logged(sandbox, &command, cx.timeout, cancel, &running_log, echo).await
         }
         Err(err) => Err(err),
     };
@@ -247,13 +250,15 @@ async fn prepare(
 }
 
 /// Runs the command, writing stdout lines as they are and stderr lines prefixed
-/// `[stderr] ` to `log`. A log that cannot be written is a warning: the batch runs.
+/// `[stderr] ` to `log`, and with `echo` each line as it comes to Offload's own stdout or
+/// stderr as well. A log that cannot be written is a warning: the batch runs.
 async fn run_logged(
     sandbox: &dyn Sandbox,
     command: &CommandSpec,
     timeout: Duration,
     cancel: &CancellationToken,
     log: &Path,
+    echo: bool,
 ) -> anyhow::Result<ExitOutcome> {
     let (tx, mut rx) = mpsc::unbounded_channel::<OutputLine>();
     let file = std::fs::File::create(log);
@@ -262,6 +267,9 @@ async fn run_logged(
         move || -> anyhow::Result<()> {
             let mut result = Ok(());
             while let Some(line) = rx.blocking_recv() {
+                if echo {
+                    echo_line(&line);
+                }
                 if let Ok(f) = file.as_mut() {
                     let written = match line.stream {
                         Stream::Stdout => writeln!(f, "{}", line.text),
@@ -292,6 +300,18 @@ async fn run_logged(
         tracing::warn!("cannot write the batch log `{}`: {err:#}", log.display());
     }
     outcome
+}
+
+/// Writes `line` to Offload's stdout or stderr, the stream it came from, at once. A
+/// closed terminal or pipe is ignored: the log file still gets the line.
+fn echo_line(line: &OutputLine) {
+    let _ = match line.stream {
+        Stream::Stdout => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", line.text).and_then(|()| out.flush())
+        }
+        Stream::Stderr => writeln!(std::io::stderr().lock(), "{}", line.text),
+    };
 }
 
 /// How a batch's command ended.
