@@ -115,7 +115,13 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     let Some(mut found) = discover(&start).await? else {
         return Ok(interrupted(&signals));
     };
-    selection.apply(&mut found.records)?;
+    if selection.is_active() {
+        selection.apply(&mut found.records)?;
+        crate::statusln!(
+            "{} selected by the command line",
+            plural(found.records.len(), "test")
+        );
+    }
 
     if options.collect_only {
         crate::commands::collect::print_listing(
