@@ -61,21 +61,6 @@ pub struct RunArgs {
     /// each. Nothing matching is an error (exit 1).
     #[arg(value_name = "FILTERS")]
     pub filters: Vec<String>,
-    /// Run only the tests matching EXPR: pytest's own `-k` expression (given to pytest's
-    /// discovery, e.g. `-k 'not slow and api'`); for cargo and default frameworks a
-    /// regular expression matched anywhere in the test ID.
-    #[arg(short = 'k', value_name = "EXPR")]
-    pub keyword: Option<String>,
-    /// Run only the tests that failed, errored or were not run in the last report
-    /// (`[report]` junit file); flaky tests passed in the end and are not rerun. Exits 0
-    /// when there is nothing to rerun.
-    #[arg(long)]
-    pub rerun_failed: bool,
-    /// Show the tests' output as it is printed (stdout to stdout, stderr to stderr), in
-    /// one sandbox (`max_parallel = 1`); pytest gets `-s`, nextest `--no-capture`. Logs
-    /// are still written.
-    #[arg(long)]
-    pub no_capture: bool,
     /// Maximum number of sandboxes running at once (overrides `max_parallel`).
     #[arg(short, long, value_name = "N")]
     pub parallel: Option<usize>,
@@ -100,6 +85,21 @@ pub struct RunArgs {
     /// Plain progress lines instead of a progress bar (also when `CI=true`).
     #[arg(long)]
     pub ci: bool,
+    /// Run only the tests matching EXPR: pytest's own `-k` expression (given to pytest's
+    /// discovery, e.g. `-k 'not slow and api'`); for cargo and default frameworks a
+    /// regular expression matched anywhere in the test ID.
+    #[arg(short = 'k', value_name = "EXPR")]
+    pub keyword: Option<String>,
+    /// Run only the tests that failed, errored or were not run in the last report
+    /// (`[report]` junit file); flaky tests passed in the end and are not rerun. Exits 0
+    /// when there is nothing to rerun.
+    #[arg(long)]
+    pub rerun_failed: bool,
+    /// Show the tests' output as it is printed (stdout to stdout, stderr to stderr), in
+    /// one sandbox (`max_parallel = 1`); pytest gets `-s`, nextest `--no-capture`. Logs
+    /// are still written.
+    #[arg(long)]
+    pub no_capture: bool,
 }
 
 /// Output formats of `offload collect`.
@@ -117,13 +117,13 @@ pub struct CollectArgs {
     /// List only the tests whose ID contains one of these strings.
     #[arg(value_name = "FILTERS")]
     pub filters: Vec<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = CollectFormat::Text)]
+    pub format: CollectFormat,
     /// List only the tests matching EXPR: pytest's own `-k` expression; for cargo and
     /// default frameworks a regular expression matched anywhere in the test ID.
     #[arg(short = 'k', value_name = "EXPR")]
     pub keyword: Option<String>,
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = CollectFormat::Text)]
-    pub format: CollectFormat,
 }
 
 /// Providers `offload init` can write a configuration for.

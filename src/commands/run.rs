@@ -3,8 +3,8 @@
 //! [`run`] reads as its phases: load the config and apply the flags; discover every
 //! group while the image is prepared, the previous durations are read and a local
 //! cargo build is checked ([`discover`]); keep the tests the command line selects
-//! ([`Selection`]: filters, `-k`, `--rerun-failed`); prepare the output directory and build the
-//! provider; hand everything to the [`orchestrator`](crate::orchestrator)
+//! ([`Selection`]: filters, `-k`, `--rerun-failed`); prepare the output directory and
+//! build the provider; hand everything to the [`orchestrator`](crate::orchestrator)
 //! ([`execute`]); write the merged report, print the summary and return the exit code
 //! ([`report`]). Each phase calls into the module that owns the decision.
 
