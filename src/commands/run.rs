@@ -504,4 +504,20 @@ mod tests {
         let err = apply_flags(&mut config, &bad_env).unwrap_err().to_string();
         assert!(err.contains("KEY=VALUE"), "{err}");
     }
+
+    #[test]
+    fn no_capture_runs_one_sandbox_whatever_parallel_says() {
+        let mut config: Config = toml::from_str(
+            "[offload]\nmax_parallel = 4\n[provider]\ntype = \"local\"\n\
+             [framework]\ntype = \"pytest\"\n[groups.all]\n",
+        )
+        .unwrap();
+        let options = RunOptions {
+            parallel: Some(3),
+            no_capture: true,
+            ..RunOptions::default()
+        };
+        apply_flags(&mut config, &options).unwrap();
+        assert_eq!(config.offload.max_parallel, 1);
+    }
 }
