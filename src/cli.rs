@@ -58,6 +58,11 @@ pub enum Command {
 /// Flags of `offload run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Run only the tests whose ID contains one of these strings (a full ID selects
+    /// exactly that test). Combined with `-k` and `--rerun-failed`, a test must match
+    /// each. Nothing matching is an error (exit 1).
+    #[arg(value_name = "FILTERS")]
+    pub filters: Vec<String>,
     /// Maximum number of sandboxes running at once (overrides `max_parallel`).
     #[arg(short, long, value_name = "N")]
     pub parallel: Option<usize>,
@@ -90,6 +95,21 @@ pub struct RunArgs {
     /// run), flaky, slow, skip, pass or all; each level names those before it.
     #[arg(long, value_enum, value_name = "LEVEL", default_value_t = FinalStatusLevel::Flaky)]
     pub final_status_level: FinalStatusLevel,
+    /// Run only the tests matching EXPR: pytest's own `-k` expression (given to pytest's
+    /// discovery, e.g. `-k 'not slow and api'`); for cargo and default frameworks a
+    /// regular expression matched anywhere in the test ID.
+    #[arg(short = 'k', value_name = "EXPR")]
+    pub keyword: Option<String>,
+    /// Run only the tests that failed, errored or were not run in the last report
+    /// (`[report]` junit file); flaky tests passed in the end and are not rerun. Exits 0
+    /// when there is nothing to rerun.
+    #[arg(long)]
+    pub rerun_failed: bool,
+    /// Show the tests' output as it is printed (stdout to stdout, stderr to stderr), in
+    /// one sandbox (`max_parallel = 1`); pytest gets `-s`, nextest `--no-capture`. Logs
+    /// are still written.
+    #[arg(long)]
+    pub no_capture: bool,
 }
 
 /// Output formats of `offload collect`.
@@ -104,9 +124,16 @@ pub enum CollectFormat {
 /// Flags of `offload collect`.
 #[derive(Debug, Args)]
 pub struct CollectArgs {
+    /// List only the tests whose ID contains one of these strings.
+    #[arg(value_name = "FILTERS")]
+    pub filters: Vec<String>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = CollectFormat::Text)]
     pub format: CollectFormat,
+    /// List only the tests matching EXPR: pytest's own `-k` expression; for cargo and
+    /// default frameworks a regular expression matched anywhere in the test ID.
+    #[arg(short = 'k', value_name = "EXPR")]
+    pub keyword: Option<String>,
 }
 
 /// Providers `offload init` can write a configuration for.
@@ -255,9 +282,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             }
             commands::run::run(&config, options).await
         }
-        Command::Collect(args) => {
-            commands::collect::run(&config, args.format == CollectFormat::Json).await
-        }
+        Command::Collect(args) => commands::collect::run(&config, args.into()).await,
         Command::Validate => commands::validate::run(&config),
         Command::Init(args) => commands::init::run(&config, args.into()),
         Command::Logs(args) => commands::logs::run(&config, args.into()),
@@ -279,6 +304,20 @@ impl From<RunArgs> for commands::run::RunOptions {
             ci: a.ci || std::env::var("CI").is_ok_and(|v| v == "true"),
             status_level: a.status_level,
             final_status_level: a.final_status_level,
+            filters: a.filters,
+            keyword: a.keyword,
+            rerun_failed: a.rerun_failed,
+            no_capture: a.no_capture,
+        }
+    }
+}
+
+impl From<CollectArgs> for commands::collect::CollectOptions {
+    fn from(a: CollectArgs) -> Self {
+        Self {
+            json: a.format == CollectFormat::Json,
+            filters: a.filters,
+            keyword: a.keyword,
         }
     }
 }
@@ -330,5 +369,27 @@ mod tests {
         assert_eq!(cli.verbose, 1);
         let cli = Cli::try_parse_from(["offload", "-c", "y.toml", "validate"]).unwrap();
         assert_eq!(cli.config, PathBuf::from("y.toml"));
+    }
+
+    #[test]
+    fn run_takes_filters_k_and_selection_flags() {
+        let cli = Cli::try_parse_from([
+            "offload",
+            "run",
+            "test_a",
+            "-k",
+            "not slow",
+            "tests/b.py::t",
+            "--rerun-failed",
+            "--no-capture",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run: {:?}", cli.command);
+        };
+        let options = commands::run::RunOptions::from(args);
+        assert_eq!(options.filters, ["test_a", "tests/b.py::t"]);
+        assert_eq!(options.keyword.as_deref(), Some("not slow"));
+        assert!(options.rerun_failed && options.no_capture);
     }
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::commands::selection::Selection;
 use crate::config;
 use crate::exit;
 use crate::framework::{self, TestRecord, discovery};
@@ -27,11 +28,34 @@ struct JsonRecord<'a> {
     schedule_individual: bool,
 }
 
-/// Discovers the tests of every group and prints them (JSON alone on stdout with `json`).
-pub async fn run(config: &Path, json: bool) -> Result<i32> {
+/// Options of `offload collect`.
+#[derive(Debug, Clone, Default)]
+pub struct CollectOptions {
+    /// JSON alone on stdout instead of text.
+    pub json: bool,
+    /// Positional filters: list the tests whose ID contains any of them.
+    pub filters: Vec<String>,
+    /// `-k EXPR`: pytest's own expression at discovery, else a regex on IDs.
+    pub keyword: Option<String>,
+}
+
+/// Discovers the tests of every group and prints those the filters select (JSON alone on
+/// stdout with `json`).
+pub async fn run(config: &Path, options: CollectOptions) -> Result<i32> {
+    let json = options.json;
     let loaded = config::load(config)?;
     let cfg = &loaded.config;
-    let framework = framework::from_config(&cfg.framework)?;
+    let mut framework = framework::from_config(&cfg.framework)?;
+    let keyword_at_discovery = options
+        .keyword
+        .as_deref()
+        .is_some_and(|expr| framework.select_by_expression(expr));
+    let selection = Selection::new(
+        options.filters,
+        options.keyword.as_deref(),
+        keyword_at_discovery,
+        None,
+    )?;
     let mut records = discovery::discover(
         framework.as_ref(),
         &cfg.groups,
@@ -40,6 +64,7 @@ pub async fn run(config: &Path, json: bool) -> Result<i32> {
     .await?;
     // The listing is what a run runs: `#[ignore]`d tests are only reported as skipped.
     records.retain(|r| !r.ignored);
+    selection.apply(&mut records)?;
     // Buffered: stdout alone would flush (one write) per line.
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     if json {

@@ -1,5 +1,5 @@
 //! One module per subcommand. Each takes plain options (no clap types) and returns the
-//! process exit code.
+//! process exit code. [`selection`] is the test selection `run` and `collect` share.
 
 pub mod apply_diff;
 pub mod checkpoint_status;
@@ -7,4 +7,5 @@ pub mod collect;
 pub mod init;
 pub mod logs;
 pub mod run;
+pub mod selection;
 pub mod validate;

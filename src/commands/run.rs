@@ -2,8 +2,9 @@
 //!
 //! [`run`] reads as its phases: load the config and apply the flags; discover every
 //! group while the image is prepared, the previous durations are read and a local
-//! cargo build is checked ([`discover`]); prepare the output directory and build the
-//! provider; hand everything to the [`orchestrator`](crate::orchestrator)
+//! cargo build is checked ([`discover`]); keep the tests the command line selects
+//! ([`Selection`]: filters, `-k`, `--rerun-failed`); prepare the output directory and
+//! build the provider; hand everything to the [`orchestrator`](crate::orchestrator)
 //! ([`execute`]); write the merged report, print the summary and return the exit code
 //! ([`report`]). Each phase calls into the module that owns the decision.
 
@@ -17,6 +18,7 @@ use anyhow::{Context, Result, bail};
 use rustc_hash::FxHashMap;
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::selection::Selection;
 use crate::config::{Config, ProviderConfig};
 use crate::exit;
 use crate::framework::cache::DiscoveryCache;
@@ -56,6 +58,14 @@ pub struct RunOptions {
     pub status_level: Option<StatusLevel>,
     /// Tests named at the end.
     pub final_status_level: FinalStatusLevel,
+    /// Positional filters: run the tests whose ID contains any of them.
+    pub filters: Vec<String>,
+    /// `-k EXPR`: pytest's own expression at discovery, else a regex on IDs.
+    pub keyword: Option<String>,
+    /// Only the tests that failed, errored or did not run in the last report.
+    pub rerun_failed: bool,
+    /// One sandbox, its output shown as it comes.
+    pub no_capture: bool,
 }
 
 /// Runs the test suite configured at `config_path`.
@@ -63,8 +73,33 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     let mut config = crate::config::load(config_path)?.config;
     apply_flags(&mut config, &options)?;
     let setup = Setup::of(&config.provider)?;
+    let (framework, keyword_at_discovery) = framework_of(&config, &options)?;
+    // Read before anything in the output dir changes (the run rewrites the report).
+    let rerun = if options.rerun_failed {
+        let path = config.report.junit_path();
+        let enabled = config.report.junit;
+        let ids = tokio::task::spawn_blocking(move || {
+            crate::commands::selection::previous_unfinished(&path, enabled)
+        })
+        .await
+        .context("reading the previous report stopped")??;
+        if ids.is_empty() {
+            crate::output::print(
+                "Nothing to rerun: no test failed, errored or was not run in the last report.\n",
+            );
+            return Ok(exit::SUCCESS);
+        }
+        Some(ids)
+    } else {
+        None
+    };
+    let selection = Selection::new(
+        options.filters.clone(),
+        options.keyword.as_deref(),
+        keyword_at_discovery,
+        rerun,
+    )?;
     let signals = Signals::install().context("cannot install the SIGINT/SIGTERM handlers")?;
-    let framework = framework_of(&config, options.fail_fast)?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let plan = match setup.commands() {
         Some(p) if !options.collect_only => {
@@ -82,9 +117,16 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         cwd: &cwd,
         interrupt: &interrupt,
     };
-    let Some(found) = discover(&start).await? else {
+    let Some(mut found) = discover(&start).await? else {
         return Ok(interrupted(&signals));
     };
+    if selection.is_active() {
+        selection.apply(&mut found.records)?;
+        crate::statusln!(
+            "{} selected by the command line",
+            plural(found.records.len(), "test")
+        );
+    }
 
     if options.collect_only {
         crate::commands::collect::print_listing(
@@ -107,7 +149,12 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         &interrupt,
     )?;
     let batch_framework: Arc<dyn Framework> = match found.reused {
-        Some(cargo) => Arc::new(cargo),
+        Some(mut cargo) => {
+            if options.no_capture {
+                cargo.set_no_capture();
+            }
+            Arc::new(cargo)
+        }
         None => Arc::clone(&framework),
     };
     let settings = EngineSettings {
@@ -116,6 +163,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         fail_fast: options.fail_fast,
         output_dir: config.report.output_dir.clone(),
         durations: found.durations,
+        no_capture: options.no_capture,
     };
     let outcome = execute(found.records, batch_framework, provider, &settings, &start).await;
     report(&config, &setup, &options, outcome, &signals)
@@ -145,17 +193,25 @@ struct Found {
     durations: FxHashMap<String, f64>,
 }
 
-/// The framework of `config`; under `fail_fast`, warns when it has no stop flag.
-fn framework_of(config: &Config, fail_fast: bool) -> Result<Arc<dyn Framework>> {
-    let framework: Arc<dyn Framework> = Arc::from(framework::from_config(&config.framework)?);
-    if fail_fast && !framework.has_stop_flag() {
+/// The framework of `config`, told about `-k` and `--no-capture`, and whether it applies
+/// `-k` itself at discovery; under `--fail-fast`, warns when it has no stop flag.
+fn framework_of(config: &Config, options: &RunOptions) -> Result<(Arc<dyn Framework>, bool)> {
+    let mut framework = framework::from_config(&config.framework)?;
+    let keyword_at_discovery = options
+        .keyword
+        .as_deref()
+        .is_some_and(|expr| framework.select_by_expression(expr));
+    if options.no_capture {
+        framework.set_no_capture();
+    }
+    if options.fail_fast && !framework.has_stop_flag() {
         tracing::warn!(
             "--fail-fast: the {} framework has no stop flag; running batches are cancelled at the first failure, \
              but a batch does not stop by itself",
             framework.name()
         );
     }
-    Ok(framework)
+    Ok((Arc::from(framework), keyword_at_discovery))
 }
 
 /// Discovers every group's tests while the image is prepared, the previous report's
@@ -285,7 +341,9 @@ async fn execute(
     s: &Start<'_>,
 ) -> EngineOutcome {
     let level = s.options.status_level.unwrap_or(StatusLevel::Slow);
-    let mut progress = Progress::new(records.len(), s.options.ci, false, level);
+    // Under `--no-capture` the batch's own lines go to the terminal: no bar to tear them.
+    let plain = s.options.ci || s.options.no_capture;
+    let mut progress = Progress::new(records.len(), plain, false, level);
     let outcome = orchestrator::run(
         records,
         framework,
@@ -363,13 +421,23 @@ fn interrupted(signals: &Signals) -> i32 {
         .map_or(exit::INTERRUPTED, |s| s.exit_code())
 }
 
-/// Applies `--parallel`, `--env` and `--copy-dir` to the loaded configuration.
+/// Applies `--parallel`, `--no-capture`, `--env` and `--copy-dir` to the loaded
+/// configuration.
 fn apply_flags(config: &mut Config, options: &RunOptions) -> Result<()> {
     if let Some(parallel) = options.parallel {
         if parallel == 0 {
             bail!("`--parallel 0` would run nothing: give at least 1");
         }
         config.offload.max_parallel = parallel;
+    }
+    if options.no_capture {
+        if options.parallel.is_some_and(|p| p > 1) {
+            tracing::warn!(
+                "--no-capture runs one sandbox at a time, so that its output reads in order; \
+                 --parallel is ignored"
+            );
+        }
+        config.offload.max_parallel = 1;
     }
     for pair in &options.env {
         let Some((key, value)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
@@ -443,5 +511,21 @@ mod tests {
         };
         let err = apply_flags(&mut config, &bad_env).unwrap_err().to_string();
         assert!(err.contains("KEY=VALUE"), "{err}");
+    }
+
+    #[test]
+    fn no_capture_runs_one_sandbox_whatever_parallel_says() {
+        let mut config: Config = toml::from_str(
+            "[offload]\nmax_parallel = 4\n[provider]\ntype = \"local\"\n\
+             [framework]\ntype = \"pytest\"\n[groups.all]\n",
+        )
+        .unwrap();
+        let options = RunOptions {
+            parallel: Some(3),
+            no_capture: true,
+            ..RunOptions::default()
+        };
+        apply_flags(&mut config, &options).unwrap();
+        assert_eq!(config.offload.max_parallel, 1);
     }
 }

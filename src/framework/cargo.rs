@@ -32,6 +32,8 @@ const PROFILE: &str = "offload-junit";
 pub struct Cargo {
     config: CargoConfig,
     reused: Option<ReusedBuild>,
+    /// `--no-capture` in batches.
+    no_capture: bool,
 }
 
 /// A build made once for a whole run (see [`Cargo::reuse_build`]): the files nextest's
@@ -50,6 +52,7 @@ impl Cargo {
         Self {
             config: config.clone(),
             reused: None,
+            no_capture: false,
         }
     }
 
@@ -62,6 +65,7 @@ impl Cargo {
         Self {
             config: self.config.clone(),
             reused: Some(build),
+            no_capture: self.no_capture,
         }
     }
 
@@ -226,6 +230,9 @@ impl Framework for Cargo {
             // says: Offload reads them as the tests finish (see `live_event`).
             "--status-level=pass".to_owned(),
         ];
+        if self.no_capture {
+            run.push("--no-capture".to_owned());
+        }
         match &self.reused {
             // nextest refuses cargo's build options next to a reused build.
             Some(build) => {
@@ -262,6 +269,11 @@ impl Framework for Cargo {
     /// tests::a`), besides Offload's own lines.
     fn live_event(&self, line: &str) -> Option<LiveEvent> {
         live::parse_marked(line).or_else(|| parse_status_line(line))
+    }
+
+    /// nextest's `--no-capture` (which also runs the batch's tests one at a time).
+    fn set_no_capture(&mut self) {
+        self.no_capture = true;
     }
 
     /// The test list follows from the sources, manifests and cargo/rustc settings, all
@@ -600,6 +612,30 @@ mod tests {
             .command;
         assert!(spec.args[1].contains(" --fail-fast "), "{}", spec.args[1]);
         assert!(!spec.args[1].contains("--config-file"), "{}", spec.args[1]);
+    }
+
+    #[test]
+    fn no_capture_reaches_the_batch_and_a_reused_build() {
+        let script = |fw: &Cargo| {
+            fw.batch_command(
+                &["nx t".to_owned()],
+                &crate::framework::test_paths("/r.xml"),
+                false,
+            )
+            .unwrap()
+            .command
+            .args[1]
+                .clone()
+        };
+        let mut fw = cargo(CargoConfig::default());
+        assert!(!script(&fw).contains("--no-capture"));
+        fw.set_no_capture();
+        assert!(script(&fw).contains(" --no-capture "), "{}", script(&fw));
+        let reused = fw.reuse_build(ReusedBuild {
+            binaries_metadata: "/b.json".into(),
+            cargo_metadata: "/m.json".into(),
+        });
+        assert!(script(&reused).contains(" --no-capture "));
     }
 
     #[test]

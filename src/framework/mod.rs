@@ -206,6 +206,19 @@ pub trait Framework: Send + Sync {
         None
     }
 
+    /// Makes discovery select the tests that match `expression` in the runner's own
+    /// expression language (`offload run -k`), when it has one: pytest's `-k`. `false`
+    /// when it has none; Offload then matches `expression` as a regular expression
+    /// against the discovered IDs.
+    fn select_by_expression(&mut self, _expression: &str) -> bool {
+        false
+    }
+
+    /// Makes batches let the tests' output through as it is printed instead of
+    /// capturing it (`offload run --no-capture`): pytest's `-s`, nextest's
+    /// `--no-capture`. Nothing changes for a runner Offload does not know.
+    fn set_no_capture(&mut self) {}
+
     /// Whether the runner itself can stop at the first failure (`--fail-fast`).
     fn has_stop_flag(&self) -> bool {
         true

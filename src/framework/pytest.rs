@@ -45,6 +45,10 @@ pub struct Pytest {
     paths: Vec<String>,
     /// `run_args` split, appended to batches only.
     run_args: Vec<String>,
+    /// `offload run -k`: pytest's own `-k` expression, added to discovery.
+    keyword: Option<String>,
+    /// `offload run --no-capture`: `-s` in batches.
+    no_capture: bool,
 }
 
 impl Pytest {
@@ -90,6 +94,8 @@ impl Pytest {
                 .map(|p| p.to_string_lossy().into_owned())
                 .collect(),
             run_args,
+            keyword: None,
+            no_capture: false,
         })
     }
 
@@ -111,7 +117,10 @@ impl Framework for Pytest {
     }
 
     fn discover_command(&self, filters: &str) -> Result<CommandSpec> {
-        let filters = shell_split("filters", filters)?;
+        let mut filters = shell_split("filters", filters)?;
+        if let Some(expression) = &self.keyword {
+            add_keyword(&mut filters, expression);
+        }
         let args = ["--collect-only".to_owned(), "-q".to_owned()]
             .into_iter()
             .chain(filters)
@@ -201,6 +210,9 @@ impl Framework for Pytest {
         if fail_fast {
             args.push("-x".to_owned());
         }
+        if self.no_capture {
+            args.push("-s".to_owned());
+        }
         args.extend(self.run_args.iter().cloned());
         let mut files: Vec<&str> = Vec::new();
         let mut seen = rustc_hash::FxHashSet::default();
@@ -260,6 +272,17 @@ impl Framework for Pytest {
         ]
     }
 
+    /// pytest's `-k`, at discovery: the batches then run what collection selected.
+    fn select_by_expression(&mut self, expression: &str) -> bool {
+        self.keyword = Some(expression.to_owned());
+        true
+    }
+
+    /// pytest's `-s`.
+    fn set_no_capture(&mut self) {
+        self.no_capture = true;
+    }
+
     /// The file of a node ID: pytest imports and collects it whole for any of its tests.
     fn locality<'a>(&self, id: &'a str) -> Option<&'a str> {
         id.split_once("::").map(|(file, _)| file)
@@ -294,6 +317,37 @@ impl Framework for Pytest {
             .args
             .splice(at..at, ["-p".to_owned(), PLUGIN_MODULE.to_owned()]);
         Ok(true)
+    }
+}
+
+/// Adds `-k expression` to a group's `filters`. pytest keeps only the last `-k` it is
+/// given, so a `-k OLD` (or `-kOLD`) already there becomes `-k '(OLD) and (expression)'`:
+/// the group's selection and the command line's both apply.
+fn add_keyword(filters: &mut Vec<String>, expression: &str) {
+    // Where the value of the last `-k` is, and whether it is glued to the flag.
+    let mut last: Option<(usize, bool)> = None;
+    let mut i = 0;
+    while i < filters.len() {
+        let word = &filters[i];
+        if word == "-k" && i + 1 < filters.len() {
+            last = Some((i + 1, false));
+            i += 1;
+        } else if word.len() > 2 && word.starts_with("-k") {
+            last = Some((i, true));
+        }
+        i += 1;
+    }
+    match last {
+        Some((at, glued)) => {
+            let old = if glued {
+                &filters[at][2..]
+            } else {
+                &filters[at]
+            };
+            let both = format!("({old}) and ({expression})");
+            filters[at] = if glued { format!("-k{both}") } else { both };
+        }
+        None => filters.extend(["-k".to_owned(), expression.to_owned()]),
     }
 }
 
@@ -453,6 +507,41 @@ mod tests {
             ]
         );
         assert_eq!(spec.cwd, None);
+    }
+
+    #[test]
+    fn a_keyword_joins_the_groups_own_k() {
+        let mut fw = Pytest::new(&config(Some("pytest"))).unwrap();
+        assert!(fw.select_by_expression("not slow"));
+        let tail = |filters: &str| {
+            let spec = fw.discover_command(filters).unwrap();
+            let at = spec.args.iter().position(|a| a == "-q").unwrap();
+            spec.args[at + 1..spec.args.len() - 2].to_vec()
+        };
+        assert_eq!(tail(""), ["-k", "not slow"]);
+        assert_eq!(tail("-m fast"), ["-m", "fast", "-k", "not slow"]);
+        assert_eq!(
+            tail("-k a -m m -k 'b or c'"),
+            ["-k", "a", "-m", "m", "-k", "(b or c) and (not slow)"]
+        );
+        assert_eq!(tail("-kfoo"), ["-k(foo) and (not slow)"]);
+    }
+
+    #[test]
+    fn no_capture_passes_s_to_batches_only() {
+        let mut fw = Pytest::new(&config(None)).unwrap();
+        let paths = crate::framework::test_paths("/r.xml");
+        let ids = ["t/a.py::x".to_owned()];
+        let args = |fw: &Pytest| fw.batch_command(&ids, &paths, false).unwrap().command.args;
+        assert!(!args(&fw).contains(&"-s".to_owned()));
+        fw.set_no_capture();
+        assert!(args(&fw).contains(&"-s".to_owned()));
+        assert!(
+            !fw.discover_command("")
+                .unwrap()
+                .args
+                .contains(&"-s".to_owned())
+        );
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct BatchContext {
     pub timeout: Duration,
     /// Pass the framework's stop flag.
     pub fail_fast: bool,
+    /// Echo output lines to Offload's own stdout and stderr too (`--no-capture`).
+    pub no_capture: bool,
     /// `{output_dir}/logs`.
     pub logs_dir: PathBuf,
     /// `{output_dir}/junit-parts`.
@@ -137,7 +139,17 @@ pub async fn execute(
                 command.display()
             );
             let reader = LiveReader::new(cx, job, sink);
-            run_logged(sandbox, &command, cx.timeout, cancel, &running_log, reader).await
+            let echo = cx.no_capture;
+            run_logged(
+                sandbox,
+                &command,
+                cx.timeout,
+                cancel,
+                &running_log,
+                reader,
+                echo,
+            )
+            .await
         }
         Err(err) => (Err(err), Live::default()),
     };
@@ -269,8 +281,9 @@ async fn prepare(
 /// Runs the command, writing stdout lines as they are and stderr lines prefixed
 /// `[stderr] ` to `log`, and reading the per-test events of its lines (see
 /// [`crate::framework::live`]): each goes to `live.sink` as it comes, Offload's own
-/// event lines stay out of the log. A log that cannot be written is a warning: the
-/// batch runs. Returns the outcome and what the events said.
+/// event lines stay out of the log. With `echo`, each other line also goes to
+/// Offload's own stdout or stderr as it comes. A log that cannot be written is a
+/// warning: the batch runs. Returns the outcome and what the events said.
 async fn run_logged(
     sandbox: &dyn Sandbox,
     command: &CommandSpec,
@@ -278,6 +291,7 @@ async fn run_logged(
     cancel: &CancellationToken,
     log: &Path,
     live: LiveReader,
+    echo: bool,
 ) -> (anyhow::Result<ExitOutcome>, Live) {
     let (tx, mut rx) = mpsc::unbounded_channel::<OutputLine>();
     let file = std::fs::File::create(log);
@@ -289,6 +303,9 @@ async fn run_logged(
             while let Some(line) = rx.blocking_recv() {
                 if live.read(&line.text) {
                     continue;
+                }
+                if echo {
+                    echo_line(&line);
                 }
                 if let Ok(f) = file.as_mut() {
                     let written = match line.stream {
@@ -461,6 +478,18 @@ impl LiveReader {
         });
         live::is_marked(line)
     }
+}
+
+/// Writes `line` to Offload's stdout or stderr, the stream it came from, at once. A
+/// closed terminal or pipe is ignored: the log file still gets the line.
+fn echo_line(line: &OutputLine) {
+    let _ = match line.stream {
+        Stream::Stdout => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", line.text).and_then(|()| out.flush())
+        }
+        Stream::Stderr => writeln!(std::io::stderr().lock(), "{}", line.text),
+    };
 }
 
 /// How a batch's command ended.

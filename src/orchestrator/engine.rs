@@ -48,6 +48,8 @@ pub struct EngineSettings {
     pub output_dir: PathBuf,
     /// Known test durations in seconds, by ID.
     pub durations: rustc_hash::FxHashMap<String, f64>,
+    /// Echo every batch's output to the terminal as it comes (`--no-capture`).
+    pub no_capture: bool,
 }
 
 /// What a run produced.
@@ -92,6 +94,7 @@ pub async fn run(
         ids: Arc::clone(&coordinator.ids),
         timeout: settings.timeout,
         fail_fast: settings.fail_fast,
+        no_capture: settings.no_capture,
         logs_dir: settings.output_dir.join("logs"),
         parts_dir: settings.output_dir.join("junit-parts"),
     });
@@ -1004,6 +1007,7 @@ mod tests {
             fail_fast,
             output_dir: dir.path().to_owned(),
             durations: Default::default(),
+            no_capture: false,
         };
         std::fs::create_dir_all(dir.path().join("logs")).unwrap();
         let outcome = run(

@@ -17,4 +17,5 @@ mod modal_script;
 mod outcomes;
 mod prepare;
 mod run;
+mod selection;
 mod support;

@@ -46,7 +46,7 @@ with open(result, "w") as f:
 "#;
 
 /// A project running `tests` (one per line) through the scripted runner.
-fn scripted(tests: &[&str], extra_offload: &str, groups: &str) -> Project {
+pub(crate) fn scripted(tests: &[&str], extra_offload: &str, groups: &str) -> Project {
     let p = Project::new();
     p.file("runner.py", RUNNER);
     p.file("tests.txt", &(tests.join("\n") + "\n"));
@@ -84,7 +84,7 @@ test_id_format = "{{name}}"
     p
 }
 
-fn junit(p: &Project) -> String {
+pub(crate) fn junit(p: &Project) -> String {
     std::fs::read_to_string(p.path().join("test-results/junit.xml")).expect("junit.xml written")
 }
 
