@@ -74,31 +74,9 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     apply_flags(&mut config, &options)?;
     let setup = Setup::of(&config.provider)?;
     let (framework, keyword_at_discovery) = framework_of(&config, &options)?;
-    // Read before anything in the output dir changes (the run rewrites the report).
-    let rerun = if options.rerun_failed {
-        let path = config.report.junit_path();
-        let enabled = config.report.junit;
-        let ids = tokio::task::spawn_blocking(move || {
-            crate::commands::selection::previous_unfinished(&path, enabled)
-        })
-        .await
-        .context("reading the previous report stopped")??;
-        if ids.is_empty() {
-            crate::output::print(
-                "Nothing to rerun: no test failed, errored or was not run in the last report.\n",
-            );
-            return Ok(exit::SUCCESS);
-        }
-        Some(ids)
-    } else {
-        None
+    let Some(selection) = selection_of(&config, &options, keyword_at_discovery).await? else {
+        return Ok(exit::SUCCESS);
     };
-    let selection = Selection::new(
-        options.filters.clone(),
-        options.keyword.as_deref(),
-        keyword_at_discovery,
-        rerun,
-    )?;
     let signals = Signals::install().context("cannot install the SIGINT/SIGTERM handlers")?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let plan = match setup.commands() {
@@ -167,6 +145,41 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     };
     let outcome = execute(found.records, batch_framework, provider, &settings, &start).await;
     report(&config, &setup, &options, outcome, &signals)
+}
+
+/// The selection of the command line (filters, `-k`, `--rerun-failed`). The previous
+/// report is read before anything in the output dir changes (the run rewrites it);
+/// `None` when it has nothing to rerun, which is said on stdout.
+async fn selection_of(
+    config: &Config,
+    options: &RunOptions,
+    keyword_at_discovery: bool,
+) -> Result<Option<Selection>> {
+    let rerun = if options.rerun_failed {
+        let path = config.report.junit_path();
+        let enabled = config.report.junit;
+        let ids = tokio::task::spawn_blocking(move || {
+            crate::commands::selection::previous_unfinished(&path, enabled)
+        })
+        .await
+        .context("reading the previous report stopped")??;
+        if ids.is_empty() {
+            crate::output::print(
+                "Nothing to rerun: no test failed, errored or was not run in the last report.\n",
+            );
+            return Ok(None);
+        }
+        Some(ids)
+    } else {
+        None
+    };
+    Selection::new(
+        options.filters.clone(),
+        options.keyword.as_deref(),
+        keyword_at_discovery,
+        rerun,
+    )
+    .map(Some)
 }
 
 /// What the phases before the run share.
