@@ -115,19 +115,22 @@ impl Input {
 }
 
 /// The inputs named in the trace file at `trace` (one path a line), less the paths
-/// inside `root` (the project fingerprint covers them), in caches of tools, and in
-/// kernel interfaces. `None` when the trace file cannot be read: the discovery did not
-/// trace (the plugin did not load), so its result must not be cached.
-pub fn traced_inputs(trace: &Path, root: &Path) -> Option<Vec<Input>> {
+/// inside `root` (the project fingerprint covers them), inside `own` (Offload's own
+/// scripts, which the trace plugin is one of: any Offload on the machine may rewrite
+/// them, and they select nothing at discovery), in caches of tools, and in kernel
+/// interfaces. `None` when the trace file cannot be read: the discovery did not trace
+/// (the plugin did not load), so its result must not be cached.
+pub fn traced_inputs(trace: &Path, root: &Path, own: &Path) -> Option<Vec<Input>> {
     let text = std::fs::read(trace).ok()?;
     let text = String::from_utf8_lossy(&text);
     let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_owned());
+    let own = std::fs::canonicalize(own).unwrap_or_else(|_| own.to_owned());
     let mut paths: Vec<PathBuf> = text
         .lines()
         .filter(|line| line.starts_with('/'))
         .filter(|line| !UNTRACKED_PREFIXES.iter().any(|p| line.starts_with(p)))
         .map(PathBuf::from)
-        .filter(|path| !path.starts_with(&root))
+        .filter(|path| !path.starts_with(&root) && !path.starts_with(&own))
         .filter(|path| {
             !path
                 .components()
@@ -375,9 +378,12 @@ mod tests {
         std::fs::create_dir(&pycache).unwrap();
         let inside = project.path().join("conftest.py");
         std::fs::write(&inside, "x").unwrap();
+        let own = outside.path().join("scripts");
         let trace = outside.path().join("trace");
         let lines = [
             data.display().to_string(),
+            own.display().to_string(),
+            own.join("offload_pytest_plugin.py").display().to_string(),
             pycache.join("m.pyc").display().to_string(),
             inside.display().to_string(),
             "/proc/self/status".to_owned(),
@@ -385,13 +391,14 @@ mod tests {
             outside.path().join("gone").display().to_string(),
         ];
         std::fs::write(&trace, lines.join("\n")).unwrap();
-        let inputs = traced_inputs(&trace, project.path()).unwrap();
+        let inputs = traced_inputs(&trace, project.path(), &own).unwrap();
         let paths: Vec<&Path> = inputs.iter().map(|i| i.path.as_path()).collect();
         assert_eq!(
             paths,
             [data.as_path(), outside.path().join("gone").as_path()]
         );
-        assert!(traced_inputs(&outside.path().join("no-trace"), project.path()).is_none());
+        let no_trace = outside.path().join("no-trace");
+        assert!(traced_inputs(&no_trace, project.path(), &own).is_none());
 
         let path = project.path().join(".cache.json");
         let skip = [PathBuf::from(".cache.json")];

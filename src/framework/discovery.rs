@@ -118,7 +118,8 @@ async fn discover_group(
         Ok(true) => {
             let discovered = run_discovery(framework, &traced).await?;
             let root = std::env::current_dir().context("cannot read the current directory")?;
-            let Some(inputs) = super::cache::traced_inputs(&trace, &root) else {
+            let own = crate::bundled::cache_dir();
+            let Some(inputs) = super::cache::traced_inputs(&trace, &root, &own) else {
                 tracing::info!(
                     "group `{name}`: discovery left no trace of what it read (is `command` \
                      pytest?), so its result is not cached"
