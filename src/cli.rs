@@ -1,7 +1,7 @@
 //! The command line: clap types, logging set-up and dispatch.
 //!
 //! Clap types stop here. Each subcommand is turned into a plain options struct from
-//! [`crate::commands`] and handed to that command's `run` function, which returns an
+//! `crate::commands` and handed to that command's `run` function, which returns an
 //! exit code. Errors are printed once, here, as an `anyhow` chain.
 
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ use crate::exit;
 /// from broken ones and write one JUnit report.
 #[derive(Debug, Parser)]
 #[command(name = "offload", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Configuration file.
     #[arg(
         short,
@@ -24,19 +24,19 @@ pub struct Cli {
         value_name = "PATH",
         default_value = "offload.toml"
     )]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
 
     /// More diagnostics on stderr (repeat for debug output).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    pub(crate) verbose: u8,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Discover the tests, run them in parallel sandboxes and report.
     Run(RunArgs),
     /// Discover tests without running them.
@@ -55,36 +55,36 @@ pub enum Command {
 
 /// Flags of `offload run`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Maximum number of sandboxes running at once (overrides `max_parallel`).
     #[arg(short, long, value_name = "N")]
-    pub parallel: Option<usize>,
+    pub(crate) parallel: Option<usize>,
     /// Discover tests, print them and stop.
     #[arg(long)]
-    pub collect_only: bool,
+    pub(crate) collect_only: bool,
     /// Copy a directory into each sandbox image (repeatable).
     #[arg(long = "copy-dir", value_name = "LOCAL:REMOTE")]
-    pub copy_dirs: Vec<String>,
+    pub(crate) copy_dirs: Vec<String>,
     /// Set an environment variable in the sandboxes (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
+    pub(crate) env: Vec<String>,
     /// Skip the image cache: no git-notes lookup, write, fetch or push.
     #[arg(long)]
-    pub no_cache: bool,
+    pub(crate) no_cache: bool,
     /// Stop scheduling after the first failure and cancel running batches.
     #[arg(long)]
-    pub fail_fast: bool,
+    pub(crate) fail_fast: bool,
     /// Print the estimated sandbox cost in the summary.
     #[arg(long)]
-    pub show_estimated_cost: bool,
+    pub(crate) show_estimated_cost: bool,
     /// Plain progress lines instead of a progress bar (also when `CI=true`).
     #[arg(long)]
-    pub ci: bool,
+    pub(crate) ci: bool,
 }
 
 /// Output formats of `offload collect`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CollectFormat {
+pub(crate) enum CollectFormat {
     /// Groups and test IDs, for people.
     Text,
     /// A JSON array of test records, alone on stdout.
@@ -93,15 +93,15 @@ pub enum CollectFormat {
 
 /// Flags of `offload collect`.
 #[derive(Debug, Args)]
-pub struct CollectArgs {
+pub(crate) struct CollectArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = CollectFormat::Text)]
-    pub format: CollectFormat,
+    pub(crate) format: CollectFormat,
 }
 
 /// Providers `offload init` can write a configuration for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InitProvider {
+pub(crate) enum InitProvider {
     /// Local child processes.
     Local,
     /// Your own shell commands drive the sandboxes.
@@ -112,7 +112,7 @@ pub enum InitProvider {
 
 /// Frameworks `offload init` can write a configuration for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InitFramework {
+pub(crate) enum InitFramework {
     /// pytest.
     Pytest,
     /// cargo-nextest.
@@ -124,54 +124,60 @@ pub enum InitFramework {
 
 /// Flags of `offload init`.
 #[derive(Debug, Args)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// Provider to configure.
     #[arg(short, long, value_enum, default_value_t = InitProvider::Local)]
-    pub provider: InitProvider,
+    pub(crate) provider: InitProvider,
     /// Test framework to configure.
     #[arg(short, long, value_enum, default_value_t = InitFramework::Pytest)]
-    pub framework: InitFramework,
+    pub(crate) framework: InitFramework,
     /// Overwrite an existing file.
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 /// Flags of `offload logs`.
 #[derive(Debug, Args)]
-pub struct LogsArgs {
+pub(crate) struct LogsArgs {
     /// Only failed tests.
     #[arg(long)]
-    pub failures: bool,
+    pub(crate) failures: bool,
     /// Only tests that ended in an error.
     #[arg(long)]
-    pub errors: bool,
+    pub(crate) errors: bool,
     /// Only the test with exactly this ID (repeatable).
     #[arg(long = "test", value_name = "ID")]
-    pub tests: Vec<String>,
+    pub(crate) tests: Vec<String>,
     /// Only tests whose ID matches this regular expression (anywhere in the ID).
     #[arg(long, value_name = "PATTERN")]
-    pub test_regex: Option<String>,
+    pub(crate) test_regex: Option<String>,
 }
 
 /// Flags of `offload apply-diff`.
 #[derive(Debug, Args)]
-pub struct ApplyDiffArgs {
+pub(crate) struct ApplyDiffArgs {
     /// The patch file (`git diff --binary` format).
-    pub patch: PathBuf,
+    pub(crate) patch: PathBuf,
     /// Directory the patch paths are relative to.
     #[arg(long, value_name = "DIR", default_value = ".")]
-    pub project_root: PathBuf,
+    pub(crate) project_root: PathBuf,
 }
 
 /// Flags of `offload checkpoint-status`.
 #[derive(Debug, Args)]
-pub struct CheckpointStatusArgs {
+pub(crate) struct CheckpointStatusArgs {
     /// Remote to fetch image notes from.
     #[arg(long, default_value = "origin")]
-    pub remote: String,
+    pub(crate) remote: String,
 }
 
-/// Parses the command line, runs the command and returns the process exit code.
+/// The whole `offload` program: parses the command line (from `std::env::args`), runs
+/// the subcommand and returns the process exit code for `main` to exit with.
+///
+/// It never returns an error: a usage error or a failed command is printed to stderr
+/// once (as an `anyhow` chain) and becomes exit code 1. The other codes are 0 (passed),
+/// 2 (passed, some only after a retry), 130 and 143 (stopped by SIGINT or SIGTERM).
+/// Child processes still alive at the end are killed before it returns.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -8,12 +8,12 @@ use std::io::Write;
 
 /// Whether to colour output for a stream that `is_terminal`: only on a terminal, and
 /// never when `NO_COLOR` is set to anything but the empty string.
-pub fn use_color(is_terminal: bool) -> bool {
+pub(crate) fn use_color(is_terminal: bool) -> bool {
     is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// `1 test`, `2 tests`: a count and its noun, for messages.
-pub fn plural(n: usize, noun: &str) -> String {
+pub(crate) fn plural(n: usize, noun: &str) -> String {
     if n == 1 {
         format!("1 {noun}")
     } else {
@@ -23,7 +23,7 @@ pub fn plural(n: usize, noun: &str) -> String {
 
 /// Writes `text` to stdout and flushes it. A closed pipe is ignored; any other error
 /// is logged, never a panic (unlike `print!`).
-pub fn print(text: &str) {
+pub(crate) fn print(text: &str) {
     let mut stdout = std::io::stdout().lock();
     if let Err(err) = stdout
         .write_all(text.as_bytes())
@@ -36,7 +36,7 @@ pub fn print(text: &str) {
 }
 
 /// Writes to stderr, ignoring any error: there is nowhere left to report it.
-pub fn stderr(args: std::fmt::Arguments<'_>) {
+pub(crate) fn stderr(args: std::fmt::Arguments<'_>) {
     let _ = std::io::stderr().lock().write_fmt(args);
 }
 
@@ -62,7 +62,7 @@ macro_rules! statusln {
 /// `text` as a message may quote it: whole when it has at most `max` characters,
 /// otherwise its first `max` characters and `…` with how much was cut, so that a 100 kB
 /// value cannot bury the message around it.
-pub fn ellipsize(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+pub(crate) fn ellipsize(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     match text.char_indices().nth(max) {
         None => std::borrow::Cow::Borrowed(text),
         Some((cut, _)) => {

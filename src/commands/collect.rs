@@ -28,7 +28,7 @@ struct JsonRecord<'a> {
 }
 
 /// Discovers the tests of every group and prints them (JSON alone on stdout with `json`).
-pub async fn run(config: &Path, json: bool) -> Result<i32> {
+pub(crate) async fn run(config: &Path, json: bool) -> Result<i32> {
     let loaded = config::load(config)?;
     let cfg = &loaded.config;
     let framework = framework::from_config(&cfg.framework)?;
@@ -73,7 +73,7 @@ pub async fn run(config: &Path, json: bool) -> Result<i32> {
 /// Prints, for each group of `groups` (in that order) that has tests, a blank line,
 /// `Group '<name>':` and one `  <id>` line per test. Used by `collect` and by
 /// `offload run --collect-only`.
-pub fn print_listing<'a>(records: &[TestRecord], groups: impl Iterator<Item = &'a str>) {
+pub(crate) fn print_listing<'a>(records: &[TestRecord], groups: impl Iterator<Item = &'a str>) {
     // Buffered: stdout alone would flush (one write) per line.
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     // A closed stdout (e.g. `| head`) is not worth an error here.

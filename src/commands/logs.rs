@@ -16,7 +16,7 @@ use crate::report::logs::{LogFilter, entries, render_entry};
 
 /// Filters of `offload logs`, combined with AND.
 #[derive(Debug, Clone, Default)]
-pub struct LogsOptions {
+pub(crate) struct LogsOptions {
     /// Only failed tests.
     pub failures: bool,
     /// Only errored tests.
@@ -32,7 +32,7 @@ pub struct LogsOptions {
 /// Exit codes: 0 when something was printed or nothing matched the filters, 1 when there
 /// is no report yet; errors (bad config, bad regex, unreadable report) exit 1 through the
 /// caller.
-pub fn run(config: &Path, options: LogsOptions) -> Result<i32> {
+pub(crate) fn run(config: &Path, options: LogsOptions) -> Result<i32> {
     let loaded = crate::config::load(config)?;
     let regex = match options.test_regex.as_deref() {
         Some(pattern) => Some(

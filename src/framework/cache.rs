@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use super::Discovered;
 
 /// Projects with more files than this are not fingerprinted (too slow to be worth it).
-pub const MAX_FINGERPRINT_FILES: usize = 50_000;
+pub(crate) const MAX_FINGERPRINT_FILES: usize = 50_000;
 
 /// Directory names never walked for the fingerprint: version control, build output and
 /// caches that tools rewrite on every run.
@@ -53,7 +53,7 @@ const SKIPPED_DIRS: &[&str] = &[
 /// Environment variables left out of the fingerprint: they differ between two shells of
 /// the same session (or between `-v` and not) and no test tool reads them. Every other
 /// variable counts, since a `conftest.py` may read any of them.
-pub const VOLATILE_ENV: &[&str] = &[
+pub(crate) const VOLATILE_ENV: &[&str] = &[
     "_",
     "OLDPWD",
     "SHLVL",
@@ -95,7 +95,7 @@ struct CachedGroup {
 /// time, a directory's modification time (it changes when an entry is added or
 /// removed), or `None` for a path that did not exist.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Input {
+pub(crate) struct Input {
     path: PathBuf,
     state: Option<(u64, i128)>,
 }
@@ -118,7 +118,7 @@ impl Input {
 /// inside `root` (the project fingerprint covers them), in caches of tools, and in
 /// kernel interfaces. `None` when the trace file cannot be read: the discovery did not
 /// trace (the plugin did not load), so its result must not be cached.
-pub fn traced_inputs(trace: &Path, root: &Path) -> Option<Vec<Input>> {
+pub(crate) fn traced_inputs(trace: &Path, root: &Path) -> Option<Vec<Input>> {
     let text = std::fs::read(trace).ok()?;
     let text = String::from_utf8_lossy(&text);
     let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_owned());
@@ -141,7 +141,7 @@ pub fn traced_inputs(trace: &Path, root: &Path) -> Option<Vec<Input>> {
 
 /// Discovery results of the previous run, valid for the current fingerprint.
 #[derive(Debug)]
-pub struct DiscoveryCache {
+pub(crate) struct DiscoveryCache {
     path: PathBuf,
     stored: Stored,
     dirty: bool,
@@ -152,7 +152,7 @@ impl DiscoveryCache {
     /// and directories in `skip` (relative to `root`: what Offload itself writes, the
     /// cache file included) in the fingerprint. Entries stored under another
     /// fingerprint are dropped. `None` when the project is too large to fingerprint.
-    pub fn open(path: PathBuf, root: &Path, skip: &[PathBuf]) -> Option<Self> {
+    pub(crate) fn open(path: PathBuf, root: &Path, skip: &[PathBuf]) -> Option<Self> {
         let fingerprint = fingerprint(root, skip)?;
         let stored = std::fs::read(&path)
             .ok()
@@ -172,7 +172,7 @@ impl DiscoveryCache {
 
     /// The cached result for `key` (a group and its discovery command), if every input
     /// it traced is unchanged.
-    pub fn get(&self, key: &str) -> Option<Discovered> {
+    pub(crate) fn get(&self, key: &str) -> Option<Discovered> {
         let group = self.stored.groups.get(key)?;
         if let Some(changed) = group.inputs.iter().find(|input| !input.unchanged()) {
             tracing::debug!(
@@ -190,7 +190,7 @@ impl DiscoveryCache {
 
     /// Stores the result for `key`, with the traced `inputs` it depends on besides the
     /// project and the environment.
-    pub fn put(&mut self, key: &str, discovered: &Discovered, inputs: Vec<Input>) {
+    pub(crate) fn put(&mut self, key: &str, discovered: &Discovered, inputs: Vec<Input>) {
         let group = CachedGroup {
             ids: discovered.ids.clone(),
             ignored: discovered.ignored.clone(),
@@ -202,7 +202,7 @@ impl DiscoveryCache {
     }
 
     /// Writes the cache back if it changed (atomically: a temporary file, then rename).
-    pub fn save(&self) -> Result<()> {
+    pub(crate) fn save(&self) -> Result<()> {
         if !self.dirty {
             return Ok(());
         }

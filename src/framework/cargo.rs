@@ -27,7 +27,7 @@ const PROFILE: &str = "offload-junit";
 
 /// The cargo-nextest framework, built from `[framework] type = "cargo"`.
 #[derive(Debug, Clone)]
-pub struct Cargo {
+pub(crate) struct Cargo {
     config: CargoConfig,
     reused: Option<ReusedBuild>,
 }
@@ -35,16 +35,16 @@ pub struct Cargo {
 /// A build made once for a whole run (see [`Cargo::reuse_build`]): the files nextest's
 /// `--binaries-metadata` and `--cargo-metadata` read instead of invoking cargo.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReusedBuild {
+pub(crate) struct ReusedBuild {
     /// Output of `cargo nextest list --list-type binaries-only --message-format json`.
-    pub binaries_metadata: String,
+    pub(crate) binaries_metadata: String,
     /// Output of `cargo metadata --format-version 1 --all-features --no-deps`.
-    pub cargo_metadata: String,
+    pub(crate) cargo_metadata: String,
 }
 
 impl Cargo {
     /// Builds the framework (nothing in its configuration can be malformed).
-    pub fn new(config: &CargoConfig) -> Self {
+    pub(crate) fn new(config: &CargoConfig) -> Self {
         Self {
             config: config.clone(),
             reused: None,
@@ -56,7 +56,7 @@ impl Cargo {
     /// concurrent ones queue on cargo's build lock: with eight batches that check cost
     /// a third of a suite of 0.2 s tests. Only for batches that run on this machine,
     /// in the directory and environment the build was listed in.
-    pub fn reuse_build(&self, build: ReusedBuild) -> Self {
+    pub(crate) fn reuse_build(&self, build: ReusedBuild) -> Self {
         Self {
             config: self.config.clone(),
             reused: Some(build),
@@ -64,7 +64,7 @@ impl Cargo {
     }
 
     /// The two commands whose stdout makes a [`ReusedBuild`] (building what is stale).
-    pub fn reuse_build_commands(&self) -> [CommandSpec; 2] {
+    pub(crate) fn reuse_build_commands(&self) -> [CommandSpec; 2] {
         let cargo = |args: Vec<String>| CommandSpec {
             program: "cargo".to_owned(),
             args,

@@ -22,7 +22,7 @@ use crate::process;
 /// The first failing group (in group order) fails the whole discovery with
 /// `discovery failed for group `NAME`: ...` and the tool's own output. An empty group
 /// is a warning, not an error.
-pub async fn discover(
+pub(crate) async fn discover(
     framework: &dyn Framework,
     groups: &IndexMap<String, GroupConfig>,
     max_concurrency: usize,
@@ -32,7 +32,7 @@ pub async fn discover(
 
 /// Like [`discover`], answering from `cache` where it holds a group's result and
 /// storing what it had to run (the caller saves the cache).
-pub async fn discover_with_cache(
+pub(crate) async fn discover_with_cache(
     framework: &dyn Framework,
     groups: &IndexMap<String, GroupConfig>,
     max_concurrency: usize,

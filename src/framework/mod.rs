@@ -1,7 +1,7 @@
 //! Test frameworks: how tests are discovered, how a batch is run, how results map back.
 //!
 //! A framework is pure: it builds commands and parses output; it never spawns anything
-//! itself. [`discovery`] runs the discovery commands (one per group, concurrently) and
+//! itself. `discovery` runs the discovery commands (one per group, concurrently) and
 //! the orchestrator runs batch commands in sandboxes. Adding a framework means one file
 //! implementing [`Framework`] and one line in [`from_config`].
 //!
@@ -9,11 +9,11 @@
 //! [`Framework::junit_key`] and looks each scheduled test up under the keys of
 //! [`Framework::id_keys`]. There is no fuzzy or suffix matching anywhere.
 
-pub mod cache;
-pub mod cargo;
-pub mod default;
-pub mod discovery;
-pub mod pytest;
+pub(crate) mod cache;
+pub(crate) mod cargo;
+pub(crate) mod default;
+pub(crate) mod discovery;
+pub(crate) mod pytest;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -25,30 +25,30 @@ use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
 
 /// One discovered test: its canonical ID and the group that selected it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct TestRecord {
+pub(crate) struct TestRecord {
     /// The canonical ID, exactly as discovery printed it.
-    pub id: String,
+    pub(crate) id: String,
     /// The group that discovered it.
-    pub group: String,
+    pub(crate) group: String,
     /// The group's retry count.
-    pub retry_count: u32,
+    pub(crate) retry_count: u32,
     /// The group's `schedule_individual`.
-    pub schedule_individual: bool,
+    pub(crate) schedule_individual: bool,
     /// Listed by the runner but not run unless asked (see [`Discovered::ignored`]): the
     /// test is reported as skipped without running.
-    pub ignored: bool,
+    pub(crate) ignored: bool,
 }
 
 impl TestRecord {
     /// The short name of the test (see [`test_name`]).
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         test_name(&self.id)
     }
 }
 
 /// The short name of a test ID: the part after the last `::` that is not inside a
 /// pytest `[params]` suffix, or the whole ID when there is none.
-pub fn test_name(id: &str) -> &str {
+pub(crate) fn test_name(id: &str) -> &str {
     let head = id.find('[').map_or(id, |open| &id[..open]);
     head.rfind("::").map_or(id, |at| &id[at + 2..])
 }
@@ -159,7 +159,13 @@ pub(crate) fn shell_batch(
     BatchCommand { command, inputs }
 }
 
-/// A test framework.
+/// A test framework (pytest, cargo-nextest, or shell commands the configuration gives):
+/// the commands that discover tests and run a batch of them, and how their output and
+/// JUnit results map back to test IDs.
+///
+/// It only builds commands and parses output; running them is up to the caller
+/// (discovery runs them locally, the orchestrator in sandboxes). [`from_config`] builds
+/// the one the configuration selects.
 pub trait Framework: Send + Sync {
     /// The framework's name as in `[framework] type`.
     fn name(&self) -> &'static str;
@@ -200,7 +206,7 @@ pub trait Framework: Send + Sync {
     /// What a batch loads whole for any one of the tests of `id`, when the runner has
     /// such a unit: pytest imports and collects the whole file of a node ID. With no
     /// durations known, the scheduler keeps neighbours of one locality together in
-    /// stretches rather than dealing them out one by one (see [`crate::scheduler`]).
+    /// stretches rather than dealing them out one by one (see `crate::scheduler`).
     fn locality<'a>(&self, _id: &'a str) -> Option<&'a str> {
         None
     }
@@ -211,7 +217,7 @@ pub trait Framework: Send + Sync {
     }
 
     /// Whether discovery's result may be reused while its inputs are unchanged (see
-    /// [`cache`]): the project's files and the environment, plus, for a framework that
+    /// `cache`): the project's files and the environment, plus, for a framework that
     /// traces its discovery, every file the discovery read.
     fn discovery_is_cacheable(&self) -> bool {
         false

@@ -52,7 +52,7 @@ use crate::output::plural;
 
 /// What a provider must do to take part in the pipeline.
 #[async_trait]
-pub trait ImageBuilder: Send + Sync {
+pub(crate) trait ImageBuilder: Send + Sync {
     /// Full build from a context directory (an exported commit tree or a working-tree
     /// snapshot). `Ok(None)`: this provider builds no images (the pipeline stops).
     async fn build_full(&self, context_dir: &Path) -> Result<Option<String>>;
@@ -72,7 +72,7 @@ pub trait ImageBuilder: Send + Sync {
 
 /// What [`prepare`] needs to know.
 #[derive(Debug, Clone)]
-pub struct PrepareOptions {
+pub(crate) struct PrepareOptions {
     /// The directory Offload runs in (the project; inside the repository, if any).
     pub repo_dir: PathBuf,
     /// The config file path as given on the command line; it keys the cache
@@ -97,7 +97,7 @@ pub struct PrepareOptions {
 
 /// The image to run sandboxes from, and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PreparedImage {
+pub(crate) struct PreparedImage {
     /// The image id.
     pub image_id: String,
     /// The base commit it was built on (`None` for full builds of the working tree).
@@ -123,7 +123,7 @@ impl std::fmt::Display for ModeKind {
 }
 
 /// Runs the pipeline; `Ok(None)` when the builder builds no images.
-pub async fn prepare(
+pub(crate) async fn prepare(
     builder: &dyn ImageBuilder,
     opts: &PrepareOptions,
 ) -> Result<Option<PreparedImage>> {

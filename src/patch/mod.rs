@@ -13,7 +13,5 @@ mod parse;
 mod path;
 mod text;
 
-pub use apply::{ApplySummary, apply_patch};
-pub use binary::{BinaryKind, BinaryPatch, apply_delta};
-pub use parse::{Content, FileMode, FilePatch, Hunk, HunkLine, LineKind, Operation, parse_patch};
-pub use path::RepoPath;
+pub(crate) use apply::apply_patch;
+pub(crate) use parse::parse_patch;

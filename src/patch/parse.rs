@@ -18,7 +18,7 @@ use super::path::{RepoPath, read_name, unquote};
 
 /// What a file section does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
+pub(crate) enum Operation {
     /// Creates `new_path`.
     Create,
     /// Deletes `old_path`.
@@ -33,7 +33,7 @@ pub enum Operation {
 
 /// A git file mode as written in a patch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileMode {
+pub(crate) enum FileMode {
     /// `100644`: a regular file.
     Regular,
     /// `100755`: an executable file.
@@ -58,7 +58,7 @@ impl FileMode {
 
 /// One text hunk: where it says it applies, and its lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hunk {
+pub(crate) struct Hunk {
     /// The `@@ -a,b +c,d @@` part of the header line, for messages.
     pub header: String,
     /// The `a` of `-a,b`: the first line of the old file the hunk covers (1-based; `0`
@@ -72,7 +72,7 @@ pub struct Hunk {
 
 /// What a hunk line does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LineKind {
+pub(crate) enum LineKind {
     /// ` `: in both the old and the new file.
     Context,
     /// `-`: only in the old file.
@@ -83,7 +83,7 @@ pub enum LineKind {
 
 /// One body line of a hunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HunkLine {
+pub(crate) struct HunkLine {
     /// What the line does.
     pub kind: LineKind,
     /// The line without its marker, with its `\n` unless a `\ No newline at end of file`
@@ -93,7 +93,7 @@ pub struct HunkLine {
 
 /// The content change of a file section.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Content {
+pub(crate) enum Content {
     /// No content change (mode change, pure rename, empty new or deleted file).
     None,
     /// Text hunks, in order.
@@ -106,7 +106,7 @@ pub enum Content {
 
 /// One file section of a patch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FilePatch {
+pub(crate) struct FilePatch {
     /// What the section does.
     pub operation: Operation,
     /// The source path (`None` for [`Operation::Create`]).
@@ -128,7 +128,7 @@ pub struct FilePatch {
 
 impl FilePatch {
     /// The path to name in messages: the target, or the source for a deletion.
-    pub fn display_path(&self) -> &RepoPath {
+    pub(crate) fn display_path(&self) -> &RepoPath {
         match (&self.new_path, &self.old_path) {
             (Some(p), _) | (None, Some(p)) => p,
             // The parser never builds a section without a path.
@@ -138,7 +138,7 @@ impl FilePatch {
 }
 
 /// Parses a whole patch. Empty (or whitespace-only) input is an empty patch.
-pub fn parse_patch(input: &[u8]) -> Result<Vec<FilePatch>> {
+pub(crate) fn parse_patch(input: &[u8]) -> Result<Vec<FilePatch>> {
     if input.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
     }

@@ -37,7 +37,7 @@ use crate::process::quote;
 use crate::template::substitute;
 
 /// What Offload hands `prepare_command`: `(placeholder, environment variable)`.
-pub const INPUTS: [(&str, &str); 7] = [
+pub(crate) const INPUTS: [(&str, &str); 7] = [
     ("context_dir", "OFFLOAD_CONTEXT_DIR"),
     ("base_image", "OFFLOAD_BASE_IMAGE"),
     ("patch_file", "OFFLOAD_PATCH_FILE"),
@@ -50,7 +50,7 @@ pub const INPUTS: [(&str, &str); 7] = [
 /// Whether `config`'s `prepare_command` builds incrementally, so the pipeline may give
 /// it a base image and a thin diff: `thin_diff = true`, or the command names
 /// `{base_image}` or `{patch_file}`. Any other prepare only ever gets full builds.
-pub fn opts_into_thin_diffs(config: &DefaultProviderConfig) -> bool {
+pub(crate) fn opts_into_thin_diffs(config: &DefaultProviderConfig) -> bool {
     config.thin_diff
         || config
             .prepare_command
@@ -67,7 +67,7 @@ type PrepareEnv = Vec<(&'static str, Option<String>)>;
 
 /// The image pipeline of one run, for a provider driven by `prepare_command`.
 #[derive(Debug, Clone)]
-pub struct ImagePlan {
+pub(crate) struct ImagePlan {
     /// The provider config (`modal` is translated to this form first).
     pub config: DefaultProviderConfig,
     /// `[offload] sandbox_init_cmd`.
@@ -84,7 +84,7 @@ pub struct ImagePlan {
 
 impl ImagePlan {
     /// The builder for this plan, with progress going to `log`.
-    pub fn builder<'a>(
+    pub(crate) fn builder<'a>(
         &'a self,
         log: &'a PrepareLog,
         cancel: &'a CancellationToken,
@@ -101,7 +101,7 @@ impl ImagePlan {
     }
 
     /// Runs the pipeline ([`crate::image::prepare`]).
-    pub async fn prepare(
+    pub(crate) async fn prepare(
         &self,
         log: &PrepareLog,
         cancel: &CancellationToken,
@@ -113,7 +113,7 @@ impl ImagePlan {
 /// Rebuilds a plan's image without reading the cache and replaces the cache entry:
 /// what a provider does when a cached image is gone.
 #[derive(Debug)]
-pub struct CacheRefresh {
+pub(crate) struct CacheRefresh {
     /// The run's plan.
     pub plan: Arc<ImagePlan>,
     /// Interrupts the rebuild.
@@ -135,7 +135,7 @@ impl ImageRebuild for CacheRefresh {
 }
 
 /// Builds images with the default provider's `prepare_command`.
-pub struct DefaultImageBuilder<'a> {
+pub(crate) struct DefaultImageBuilder<'a> {
     /// The provider config (must have a `prepare_command` to build anything).
     pub config: &'a DefaultProviderConfig,
     /// `[offload] sandbox_init_cmd`.

@@ -25,7 +25,7 @@ use crate::process::{CommandSpec, ExitOutcome};
 
 /// What every local sandbox of a run shares.
 #[derive(Debug, Clone)]
-pub struct LocalSandboxSettings {
+pub(crate) struct LocalSandboxSettings {
     /// Where commands run unless they name their own directory (relative command
     /// directories and download paths resolve against it).
     pub working_dir: PathBuf,
@@ -38,14 +38,14 @@ pub struct LocalSandboxSettings {
 
 /// Creates [`LocalSandbox`]es; owns the run's private directory for result files.
 #[derive(Debug)]
-pub struct LocalProvider {
+pub(crate) struct LocalProvider {
     settings: Arc<LocalSandboxSettings>,
     results: TempDir,
 }
 
 impl LocalProvider {
     /// A provider with these settings and a fresh private temporary directory.
-    pub fn new(settings: LocalSandboxSettings) -> Result<Self> {
+    pub(crate) fn new(settings: LocalSandboxSettings) -> Result<Self> {
         let results = tempfile::Builder::new()
             .prefix("offload-")
             .tempdir()
@@ -56,8 +56,9 @@ impl LocalProvider {
         })
     }
 
+    #[cfg(test)]
     /// The private directory holding result files (removed when the provider drops).
-    pub fn results_dir(&self) -> &Path {
+    pub(crate) fn results_dir(&self) -> &Path {
         self.results.path()
     }
 }
@@ -91,7 +92,7 @@ impl Provider for LocalProvider {
 
 /// One local sandbox: runs commands one after another on this machine.
 #[derive(Debug)]
-pub struct LocalSandbox {
+pub(crate) struct LocalSandbox {
     id: String,
     settings: Arc<LocalSandboxSettings>,
     results_dir: PathBuf,

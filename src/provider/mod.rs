@@ -6,14 +6,14 @@
 //! a variant of `config::ProviderKind`, and the arms the compiler then asks for in
 //! [`select`] (the one constructor, [`from_config`]).
 
-pub mod default;
-pub mod default_image;
-pub mod local;
-pub mod modal;
-pub mod running;
-pub mod select;
+pub(crate) mod default;
+pub(crate) mod default_image;
+pub(crate) mod local;
+pub(crate) mod modal;
+pub(crate) mod running;
+pub(crate) mod select;
 
-pub use select::{Setup, from_config, local_settings};
+pub(crate) use select::{Setup, from_config, local_settings};
 
 use std::path::Path;
 use std::time::Duration;
@@ -28,7 +28,7 @@ use crate::process::{CommandSpec, ExitOutcome, Stream};
 
 /// A line of output from a command running in a sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputLine {
+pub(crate) struct OutputLine {
     /// stdout or stderr.
     pub stream: Stream,
     /// The line, without its newline.
@@ -37,7 +37,7 @@ pub struct OutputLine {
 
 /// Creates sandboxes.
 #[async_trait]
-pub trait Provider: Send + Sync {
+pub(crate) trait Provider: Send + Sync {
     /// Creates sandbox number `index` (0-based, unique within the run).
     async fn create_sandbox(&self, index: usize) -> Result<Box<dyn Sandbox>>;
 
@@ -50,7 +50,7 @@ pub trait Provider: Send + Sync {
 
 /// A place where batches run, one at a time, reused across batches.
 #[async_trait]
-pub trait Sandbox: Send + Sync {
+pub(crate) trait Sandbox: Send + Sync {
     /// Its id (as printed by a create command, or chosen by Offload).
     fn id(&self) -> &str;
 

@@ -26,17 +26,17 @@ use crate::config::{DefaultProviderConfig, ModalProviderConfig};
 use crate::process::quote;
 
 /// How every generated command calls the bundled script.
-pub const SCRIPT: &str = "uv run @modal_sandbox.py";
+pub(crate) const SCRIPT: &str = "uv run @modal_sandbox.py";
 
 /// Bound of each lifecycle command (prepare, create, download, destroy), in seconds.
-pub const COMMAND_TIMEOUT_SECS: u64 = 3600;
+pub(crate) const COMMAND_TIMEOUT_SECS: u64 = 3600;
 
 /// The `default` provider configuration that drives Modal for `modal`.
 ///
 /// Copy dirs and env are carried over as they are (the caller has already added the
 /// `--copy-dir` and `--env` flags); fails only if `experimental_options` cannot be
 /// written as JSON.
-pub fn default_config(modal: &ModalProviderConfig) -> Result<DefaultProviderConfig> {
+pub(crate) fn default_config(modal: &ModalProviderConfig) -> Result<DefaultProviderConfig> {
     let mut prepare = format!("{SCRIPT} prepare");
     if let Some(dockerfile) = &modal.dockerfile {
         prepare.push(' ');

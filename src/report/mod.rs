@@ -5,7 +5,7 @@
 //! `offload logs` shows; [`verdict`] holds the per-test outcome model the orchestrator
 //! produces and everything here consumes.
 
-pub mod junit;
-pub mod logs;
-pub mod summary;
-pub mod verdict;
+pub(crate) mod junit;
+pub(crate) mod logs;
+pub(crate) mod summary;
+pub(crate) mod verdict;

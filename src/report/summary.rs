@@ -12,7 +12,7 @@ use crate::exit;
 
 /// How many tests ended with each verdict.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Every test.
     pub total: usize,
     /// Passed on the first attempt (flaky tests are counted in `flaky` only).
@@ -31,7 +31,7 @@ pub struct Counts {
 
 impl Counts {
     /// Tallies the verdicts of `results`.
-    pub fn from_results(results: &[TestResult]) -> Self {
+    pub(crate) fn from_results(results: &[TestResult]) -> Self {
         let mut counts = Self {
             total: results.len(),
             ..Self::default()
@@ -51,7 +51,7 @@ impl Counts {
 
     /// The exit code of the run: [`exit::FAILURE`] when a test failed, errored or was not
     /// run, else [`exit::FLAKY`] when a test was flaky, else [`exit::SUCCESS`].
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         if self.failed > 0 || self.errors > 0 || self.not_run > 0 {
             exit::FAILURE
         } else if self.flaky > 0 {
@@ -88,7 +88,12 @@ const RESET: &str = "\x1b[0m";
 /// `Passed:` counts flaky tests too; `Errors:`, `Skipped:`, `Not Run:` and `Flaky:` appear only when
 /// non-zero; `Estimated cost:` only when `cost` (USD, CPU-seconds) is given. With `color`,
 /// numbers and the final line carry ANSI colours.
-pub fn render(counts: Counts, duration: Duration, cost: Option<(f64, f64)>, color: bool) -> String {
+pub(crate) fn render(
+    counts: Counts,
+    duration: Duration,
+    cost: Option<(f64, f64)>,
+    color: bool,
+) -> String {
     let paint = |style: &str, text: String| {
         if color {
             format!("{style}{text}{RESET}")
@@ -153,7 +158,7 @@ pub fn render(counts: Counts, duration: Duration, cost: Option<(f64, f64)>, colo
 }
 
 /// A duration for people: `0.40s`, `6.01s`, `2m 03.12s`, `1h 02m 03.12s`.
-pub fn format_duration(duration: Duration) -> String {
+pub(crate) fn format_duration(duration: Duration) -> String {
     // Round once, to hundredths, so 59.996 s reads `1m 00.00s`, never `60.00s`.
     let centis = (duration.as_millis() + 5) / 10;
     let (secs, centis) = (centis / 100, centis % 100);
