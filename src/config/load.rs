@@ -43,7 +43,7 @@ use super::validate::shown;
 pub(crate) struct LoadedConfig {
     /// The file it was read from, as given on the command line.
     #[cfg(test)]
-    pub(crate) path: std::path::PathBuf,
+    path: std::path::PathBuf,
     /// The expanded, defaulted, validated configuration.
     pub(crate) config: Config,
     /// Soft problems (unknown keys, ignored legacy fields), already logged; sorted.
@@ -236,7 +236,7 @@ fn with_article(kind: &str) -> String {
 }
 
 /// The message for a config without any group table.
-pub(crate) const MISSING_GROUPS: &str = "missing `[groups.NAME]` table: define at least one test group, e.g.:\n\
+const MISSING_GROUPS: &str = "missing `[groups.NAME]` table: define at least one test group, e.g.:\n\
      [groups.all]\n\
      retry_count = 0\n\
      filters = \"\"";

@@ -4,10 +4,10 @@
 //! unknown keys without touching the environment) becomes a `Config` with every
 //! string expanded (`expand`), defaults filled and values checked (`validate`).
 
-pub(crate) mod expand;
+mod expand;
 pub(crate) mod load;
-pub(crate) mod schema;
-pub(crate) mod validate;
+mod schema;
+mod validate;
 
 pub(crate) use load::load;
 #[cfg(test)]

@@ -59,7 +59,7 @@ pub(crate) struct OffloadConfig {
     pub(crate) post_patch_cmd: Option<String>,
     /// Accepted for compatibility; Offload never runs speculative duplicates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) impatiently_requeue_batches: Option<bool>,
+    impatiently_requeue_batches: Option<bool>,
     /// How many groups are discovered at once (0: one per CPU).
     #[serde(default)]
     pub(crate) max_parallel_collection: usize,
@@ -119,7 +119,7 @@ impl ProviderKind {
 
 impl ProviderConfig {
     /// Its kind.
-    pub(crate) fn kind(&self) -> ProviderKind {
+    fn kind(&self) -> ProviderKind {
         match self {
             Self::Local(_) => ProviderKind::Local,
             Self::Default(_) => ProviderKind::Default,
@@ -283,7 +283,7 @@ impl FrameworkKind {
 
 impl FrameworkConfig {
     /// Its kind.
-    pub(crate) fn kind(&self) -> FrameworkKind {
+    fn kind(&self) -> FrameworkKind {
         match self {
             Self::Pytest(_) => FrameworkKind::Pytest,
             Self::Cargo(_) => FrameworkKind::Cargo,
@@ -398,7 +398,7 @@ pub(crate) struct ReportConfig {
     pub(crate) download_globs: Vec<String>,
     /// Fetch `download_globs` only for batches with failures.
     #[serde(default)]
-    pub(crate) download_globs_failure_only: bool,
+    download_globs_failure_only: bool,
 }
 
 impl Default for ReportConfig {
