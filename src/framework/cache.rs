@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use super::Discovered;
 
 /// Projects with more files than this are not fingerprinted (too slow to be worth it).
-pub(crate) const MAX_FINGERPRINT_FILES: usize = 50_000;
+const MAX_FINGERPRINT_FILES: usize = 50_000;
 
 /// Directory names never walked for the fingerprint: version control, build output and
 /// caches that tools rewrite on every run.
@@ -53,7 +53,7 @@ const SKIPPED_DIRS: &[&str] = &[
 /// Environment variables left out of the fingerprint: they differ between two shells of
 /// the same session (or between `-v` and not) and no test tool reads them. Every other
 /// variable counts, since a `conftest.py` may read any of them.
-pub(crate) const VOLATILE_ENV: &[&str] = &[
+const VOLATILE_ENV: &[&str] = &[
     "_",
     "OLDPWD",
     "SHLVL",

@@ -11,9 +11,9 @@
 
 pub(crate) mod cache;
 pub(crate) mod cargo;
-pub(crate) mod default;
+mod default;
 pub(crate) mod discovery;
-pub(crate) mod pytest;
+mod pytest;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -48,7 +48,7 @@ impl TestRecord {
 
 /// The short name of a test ID: the part after the last `::` that is not inside a
 /// pytest `[params]` suffix, or the whole ID when there is none.
-pub(crate) fn test_name(id: &str) -> &str {
+fn test_name(id: &str) -> &str {
     let head = id.find('[').map_or(id, |open| &id[..open]);
     head.rfind("::").map_or(id, |at| &id[at + 2..])
 }
@@ -126,10 +126,10 @@ impl From<CommandSpec> for BatchCommand {
 /// The longest command line (in bytes) a framework builds from a batch's tests before
 /// it falls back to a file: well under the kernel's 128 KiB for one argument, since a
 /// provider may quote the line again inside its own shell command.
-pub(crate) const ARGS_BUDGET: usize = 32 * 1024;
+const ARGS_BUDGET: usize = 32 * 1024;
 
 /// The content of a tests file: the IDs, one per line.
-pub(crate) fn tests_file_contents(tests: &[String]) -> String {
+fn tests_file_contents(tests: &[String]) -> String {
     let mut out = String::with_capacity(tests.iter().map(|t| t.len() + 1).sum());
     for test in tests {
         out.push_str(test);
@@ -140,7 +140,7 @@ pub(crate) fn tests_file_contents(tests: &[String]) -> String {
 
 /// `sh -c <script>` in `cwd`, or, when the script is longer than [`ARGS_BUDGET`],
 /// `sh <script_file>` with the script written there first (with `inputs`).
-pub(crate) fn shell_batch(
+fn shell_batch(
     script: String,
     script_file: &str,
     cwd: Option<std::path::PathBuf>,
@@ -247,7 +247,7 @@ pub fn from_config(config: &FrameworkConfig) -> Result<Box<dyn Framework>> {
 
 /// Splits `value` into words like a POSIX shell (quotes and backslashes), for the
 /// config field `field`.
-pub(crate) fn shell_split(field: &str, value: &str) -> Result<Vec<String>> {
+fn shell_split(field: &str, value: &str) -> Result<Vec<String>> {
     shell_words::split(value).map_err(|err| {
         anyhow::anyhow!(
             "cannot split `{field}` value `{value}` into arguments: {err}\n\
@@ -268,11 +268,7 @@ pub(crate) fn outcome_text(outcome: ExitOutcome) -> String {
 
 /// The error for a discovery command that failed: the command, how it ended and
 /// `detail` (the tool's own output).
-pub(crate) fn command_failed(
-    command: &CommandSpec,
-    outcome: ExitOutcome,
-    detail: &str,
-) -> anyhow::Error {
+fn command_failed(command: &CommandSpec, outcome: ExitOutcome, detail: &str) -> anyhow::Error {
     let detail = detail.trim_end();
     let detail = if detail.is_empty() {
         "(it printed nothing)"
@@ -288,7 +284,7 @@ pub(crate) fn command_failed(
 }
 
 /// The last `max_lines` lines of `text`, with a note when lines were cut.
-pub(crate) fn tail_lines(text: &str, max_lines: usize) -> String {
+fn tail_lines(text: &str, max_lines: usize) -> String {
     let lines: Vec<&str> = text.trim_end().lines().collect();
     if lines.len() <= max_lines {
         return lines.join("\n");
@@ -298,7 +294,7 @@ pub(crate) fn tail_lines(text: &str, max_lines: usize) -> String {
 }
 
 /// What a failed command said: its stderr, else the tail of its stdout.
-pub(crate) fn failure_output(output: &CapturedOutput) -> String {
+fn failure_output(output: &CapturedOutput) -> String {
     let stderr = output.stderr.trim();
     if !stderr.is_empty() {
         return tail_lines(stderr, 60);
@@ -308,7 +304,7 @@ pub(crate) fn failure_output(output: &CapturedOutput) -> String {
 
 /// Batch paths for unit tests: `result` and fixed paths under `/sb`.
 #[cfg(test)]
-pub(crate) fn test_paths(result: &str) -> BatchPaths {
+fn test_paths(result: &str) -> BatchPaths {
     BatchPaths {
         result: result.to_owned(),
         tests_file: "/sb/batch-1.tests".to_owned(),

@@ -312,7 +312,7 @@ fn junit_pair_key(classname: &str, name: &str) -> String {
 /// computes them (`mangle_test_address`): the `[params]` part is split off, the rest is
 /// split at `::`, the file path becomes dotted (`/` → `.`, a trailing `.py` removed),
 /// classname = every part but the last joined with `.`, name = the last part + params.
-pub(crate) fn mangle_node_id(id: &str) -> (String, String) {
+fn mangle_node_id(id: &str) -> (String, String) {
     let (path, params) = id.find('[').map_or((id, ""), |open| id.split_at(open));
     let mut parts: Vec<String> = path.split("::").map(str::to_owned).collect();
     if let Some(file) = parts.first_mut() {
