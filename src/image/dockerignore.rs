@@ -17,7 +17,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 /// The name of the file, at the root of the build context.
-pub(crate) const FILE_NAME: &str = ".dockerignore";
+const FILE_NAME: &str = ".dockerignore";
 
 /// The parsed patterns of one `.dockerignore` file (empty when there is none).
 #[derive(Debug, Clone, Default)]

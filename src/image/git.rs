@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use crate::process::ProcessGroup;
 
 /// How long a network git command (fetch, push) may take before it is killed.
-pub(crate) const NETWORK_TIMEOUT: Duration = Duration::from_secs(120);
+const NETWORK_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A git command runner bound to one directory.
 #[derive(Debug, Clone)]

@@ -17,10 +17,10 @@
 //! Applying patches (`offload apply-diff`) is not here but in `crate::patch`.
 
 pub(crate) mod base;
-pub(crate) mod cache_file;
+mod cache_file;
 pub(crate) mod diff;
 pub(crate) mod dockerignore;
-pub(crate) mod export;
+mod export;
 pub(crate) mod git;
 pub(crate) mod notes;
 pub(crate) mod pipeline;

@@ -80,7 +80,7 @@ fn normalize(path: &Path) -> PathBuf {
 pub(crate) type Note = Map<String, Value>;
 
 /// Parses a note body; not a JSON object is an error.
-pub(crate) fn parse_note(text: &str) -> Result<Note> {
+fn parse_note(text: &str) -> Result<Note> {
     let value: Value = serde_json::from_str(text).context("the note is not valid JSON")?;
     match value {
         Value::Object(map) => Ok(map),
@@ -98,7 +98,7 @@ pub(crate) fn lookup(note: &Note, key: &str) -> Option<String> {
 }
 
 /// Sets `key` to `{"image_id": image_id}`, keeping every other key unchanged.
-pub(crate) fn merge_entry(note: &mut Note, key: &str, image_id: &str) {
+fn merge_entry(note: &mut Note, key: &str, image_id: &str) {
     let mut entry = Map::new();
     entry.insert("image_id".to_owned(), Value::String(image_id.to_owned()));
     note.insert(key.to_owned(), Value::Object(entry));
