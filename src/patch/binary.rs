@@ -125,7 +125,7 @@ fn read_varint(delta: &[u8], pos: &mut usize) -> Result<usize> {
 /// The delta opens with the base size and the result size; then each command byte either
 /// copies a range of the base (high bit set; bits 0–3 select offset bytes, bits 4–6 size
 /// bytes, size 0 meaning 0x10000) or inserts the next 1–127 literal bytes.
-pub(crate) fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>> {
+fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>> {
     let mut pos = 0;
     let base_size = read_varint(delta, &mut pos)?;
     let result_size = read_varint(delta, &mut pos)?;
