@@ -44,7 +44,7 @@ use crate::process::{self, CommandSpec, ExitOutcome, Stream, quote};
 use crate::template::substitute;
 
 /// Pauses between attempts of a create or a download (so three attempts in all).
-pub(crate) const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(1)];
+const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(1)];
 
 /// How many stderr lines of a failed command its error message quotes.
 const STDERR_TAIL_LINES: usize = 20;
@@ -119,7 +119,7 @@ impl Settings {
 /// credentials); [`with_retry`] gives up on it at once.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub(crate) struct PermanentFailure(String);
+struct PermanentFailure(String);
 
 /// What an exit code of the bundled `modal_sandbox.py` means, for the codes where a
 /// retry cannot help. Applies to any command that calls the script, so a `default`
@@ -240,11 +240,7 @@ fn format_cores(cores: f64) -> String {
 
 /// Runs `attempt` up to `1 + delays.len()` times, sleeping `delays[i]` after failure
 /// `i` and logging each retry as a warning; returns the first success or the last error.
-pub(crate) async fn with_retry<T, F, Fut>(
-    what: &str,
-    delays: &[Duration],
-    mut attempt: F,
-) -> Result<T>
+async fn with_retry<T, F, Fut>(what: &str, delays: &[Duration], mut attempt: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -270,7 +266,7 @@ where
 }
 
 /// Whether `err` (or anything it wraps) is a [`PermanentFailure`].
-pub(crate) fn is_permanent(err: &anyhow::Error) -> bool {
+fn is_permanent(err: &anyhow::Error) -> bool {
     err.chain().any(|e| e.is::<PermanentFailure>())
 }
 
@@ -625,7 +621,7 @@ impl Provider for DefaultProvider {
 
 /// A sandbox of the `default` provider, known by the id its create command printed.
 #[derive(Debug)]
-pub(crate) struct DefaultSandbox {
+struct DefaultSandbox {
     id: String,
     /// The id as substituted into commands.
     quoted_id: String,

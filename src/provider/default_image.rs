@@ -37,7 +37,7 @@ use crate::process::quote;
 use crate::template::substitute;
 
 /// What Offload hands `prepare_command`: `(placeholder, environment variable)`.
-pub(crate) const INPUTS: [(&str, &str); 7] = [
+const INPUTS: [(&str, &str); 7] = [
     ("context_dir", "OFFLOAD_CONTEXT_DIR"),
     ("base_image", "OFFLOAD_BASE_IMAGE"),
     ("patch_file", "OFFLOAD_PATCH_FILE"),
@@ -84,7 +84,7 @@ pub(crate) struct ImagePlan {
 
 impl ImagePlan {
     /// The builder for this plan, with progress going to `log`.
-    pub(crate) fn builder<'a>(
+    fn builder<'a>(
         &'a self,
         log: &'a PrepareLog,
         cancel: &'a CancellationToken,
@@ -135,7 +135,7 @@ impl ImageRebuild for CacheRefresh {
 }
 
 /// Builds images with the default provider's `prepare_command`.
-pub(crate) struct DefaultImageBuilder<'a> {
+struct DefaultImageBuilder<'a> {
     /// The provider config (must have a `prepare_command` to build anything).
     pub config: &'a DefaultProviderConfig,
     /// `[offload] sandbox_init_cmd`.

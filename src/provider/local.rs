@@ -58,7 +58,7 @@ impl LocalProvider {
 
     #[cfg(test)]
     /// The private directory holding result files (removed when the provider drops).
-    pub(crate) fn results_dir(&self) -> &Path {
+    fn results_dir(&self) -> &Path {
         self.results.path()
     }
 }
@@ -92,7 +92,7 @@ impl Provider for LocalProvider {
 
 /// One local sandbox: runs commands one after another on this machine.
 #[derive(Debug)]
-pub(crate) struct LocalSandbox {
+struct LocalSandbox {
     id: String,
     settings: Arc<LocalSandboxSettings>,
     results_dir: PathBuf,

@@ -8,10 +8,10 @@
 
 pub(crate) mod default;
 pub(crate) mod default_image;
-pub(crate) mod local;
+mod local;
 pub(crate) mod modal;
-pub(crate) mod running;
-pub(crate) mod select;
+mod running;
+mod select;
 
 pub(crate) use select::{Setup, from_config, local_settings};
 

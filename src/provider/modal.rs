@@ -26,10 +26,10 @@ use crate::config::{DefaultProviderConfig, ModalProviderConfig};
 use crate::process::quote;
 
 /// How every generated command calls the bundled script.
-pub(crate) const SCRIPT: &str = "uv run @modal_sandbox.py";
+const SCRIPT: &str = "uv run @modal_sandbox.py";
 
 /// Bound of each lifecycle command (prepare, create, download, destroy), in seconds.
-pub(crate) const COMMAND_TIMEOUT_SECS: u64 = 3600;
+const COMMAND_TIMEOUT_SECS: u64 = 3600;
 
 /// The `default` provider configuration that drives Modal for `modal`.
 ///

@@ -70,15 +70,15 @@ impl SandboxCommands {
 
 /// The number of commands a sandbox is running; cloning shares the count.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct RunningCommands(Arc<AtomicUsize>);
+struct RunningCommands(Arc<AtomicUsize>);
 
 /// Counts one running command for as long as it lives.
 #[derive(Debug)]
-pub(crate) struct RunningGuard(Arc<AtomicUsize>);
+struct RunningGuard(Arc<AtomicUsize>);
 
 impl RunningCommands {
     /// Counts a command until the returned guard drops.
-    pub(crate) fn start(&self) -> RunningGuard {
+    fn start(&self) -> RunningGuard {
         self.0.fetch_add(1, Ordering::SeqCst);
         RunningGuard(Arc::clone(&self.0))
     }
@@ -87,7 +87,7 @@ impl RunningCommands {
     /// a sandbox is being destroyed its commands get SIGTERM, then SIGKILL after the
     /// grace period, as long as their callers keep polling them (a dropped one is
     /// killed at once).
-    pub(crate) async fn wait_until_idle(&self, sandbox: &str) {
+    async fn wait_until_idle(&self, sandbox: &str) {
         let deadline =
             tokio::time::Instant::now() + TERMINATE_GRACE_PERIOD + Duration::from_secs(1);
         while self.0.load(Ordering::SeqCst) > 0 {
