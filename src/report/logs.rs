@@ -28,7 +28,7 @@ pub(crate) enum LogStatus {
 
 impl LogStatus {
     /// Of a test case as read from a report.
-    pub(crate) fn of(case: &TestCase) -> Self {
+    fn of(case: &TestCase) -> Self {
         match case.outcome {
             CaseOutcome::Failed(_) => Self::Failed,
             CaseOutcome::Error(_) => Self::Error,
@@ -39,7 +39,7 @@ impl LogStatus {
     }
 
     /// The banner label: `PASSED`, `FAILED`, `ERROR`, `SKIPPED` or `FLAKY`.
-    pub(crate) fn label(self) -> &'static str {
+    fn label(self) -> &'static str {
         match self {
             Self::Passed => "PASSED",
             Self::Skipped => "SKIPPED",

@@ -158,7 +158,7 @@ pub(crate) fn render(
 }
 
 /// A duration for people: `0.40s`, `6.01s`, `2m 03.12s`, `1h 02m 03.12s`.
-pub(crate) fn format_duration(duration: Duration) -> String {
+fn format_duration(duration: Duration) -> String {
     // Round once, to hundredths, so 59.996 s reads `1m 00.00s`, never `60.00s`.
     let centis = (duration.as_millis() + 5) / 10;
     let (secs, centis) = (centis / 100, centis % 100);

@@ -26,7 +26,7 @@
 //! kept: a test whose deciding attempt (see [`TestResult::final_attempt_index`]) is an
 //! error ends [`Verdict::Errored`], and the merged report writes it as `<error>` again.
 
-pub(crate) use super::junit::NOT_RUN_KIND;
+use super::junit::NOT_RUN_KIND;
 use super::junit::{CaseOutcome, Detail, TestCase};
 
 /// The final verdict of a test.
@@ -53,7 +53,7 @@ impl Verdict {
     /// stands for: `<failure>` is failed, the `offload.NotRun` `<error>` is not run, any
     /// other `<error>` is errored, `<skipped>` is skipped, and a pass with
     /// `<flakyFailure>` / `<flakyError>` children is flaky.
-    pub(crate) fn of_report_case(case: &TestCase) -> Self {
+    fn of_report_case(case: &TestCase) -> Self {
         match &case.outcome {
             CaseOutcome::Failed(_) => Self::Failed,
             outcome @ CaseOutcome::Error(_) if outcome.is_not_run() => Self::NotRun,
@@ -106,7 +106,7 @@ impl Attempt {
     }
 
     /// Whether this attempt failed or errored (skipped and passed are not failures).
-    pub(crate) fn is_failure(&self) -> bool {
+    fn is_failure(&self) -> bool {
         self.case.outcome.is_failure()
     }
 
@@ -134,7 +134,7 @@ impl TestResult {
     /// passed or flaky test, the last failing one of a failed test (one with a result if
     /// any), the last skipped one of
     /// a skipped test, the last attempt otherwise. `None` when there are no attempts.
-    pub(crate) fn final_attempt_index(&self) -> Option<usize> {
+    fn final_attempt_index(&self) -> Option<usize> {
         let last_where = |pred: &dyn Fn(&Attempt) -> bool| self.attempts.iter().rposition(pred);
         let found = match self.verdict {
             Verdict::Passed | Verdict::Flaky => {
