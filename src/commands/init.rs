@@ -129,7 +129,7 @@ fn write_starter_scripts(force: bool) -> Result<Vec<&'static str>> {
 }
 
 /// The commented configuration file for `provider` and `framework`.
-pub(crate) fn template(provider: ProviderChoice, framework: FrameworkChoice) -> String {
+fn template(provider: ProviderChoice, framework: FrameworkChoice) -> String {
     let mut out = String::from(HEADER);
     out.push_str(OFFLOAD);
     if provider != ProviderChoice::Local {

@@ -28,7 +28,7 @@ pub(crate) fn run(config: &Path) -> Result<i32> {
 }
 
 /// The text printed for a valid configuration; groups in file order.
-pub(crate) fn summary(config: &Config) -> String {
+fn summary(config: &Config) -> String {
     let mut out = String::from("Configuration is valid!\n\nSettings:\n");
     // Writing to a String cannot fail.
     let _ = writeln!(out, "  Max parallel: {}", config.offload.max_parallel);
