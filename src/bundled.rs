@@ -26,7 +26,7 @@ pub(crate) struct Script {
 }
 
 /// Every bundled script. Adding one is one line here (and the file in `scripts/`).
-pub(crate) const SCRIPTS: &[Script] = &[
+const SCRIPTS: &[Script] = &[
     Script {
         name: "local_sandbox.sh",
         contents: include_bytes!("../scripts/local_sandbox.sh"),
@@ -55,7 +55,7 @@ fn reference_pattern() -> &'static Regex {
 
 /// One `@name.ext` reference in a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Reference {
+struct Reference {
     /// Byte offset of the `@`.
     pub start: usize,
     /// Byte offset just past the name.
@@ -65,7 +65,7 @@ pub(crate) struct Reference {
 }
 
 /// Every `@name.ext` reference in `command`, in order.
-pub(crate) fn references(command: &str) -> Vec<Reference> {
+fn references(command: &str) -> Vec<Reference> {
     reference_pattern()
         .captures_iter(command)
         .filter_map(|caps| caps.get(1))
@@ -79,7 +79,7 @@ pub(crate) fn references(command: &str) -> Vec<Reference> {
 }
 
 /// The bundled script called `name`, if there is one.
-pub(crate) fn find(name: &str) -> Option<&'static Script> {
+fn find(name: &str) -> Option<&'static Script> {
     SCRIPTS.iter().find(|s| s.name == name)
 }
 
@@ -110,7 +110,7 @@ pub(crate) fn extracted_dir() -> Result<&'static Path> {
 }
 
 /// Like [`expand`], with the scripts taken to be extracted in `dir` already.
-pub(crate) fn expand_in(command: &str, dir: &Path) -> Result<String> {
+fn expand_in(command: &str, dir: &Path) -> Result<String> {
     check_names(command)?;
     let mut out = String::with_capacity(command.len());
     let mut last = 0;
@@ -142,7 +142,7 @@ fn check_names(command: &str) -> Result<()> {
 /// Where scripts are extracted: `$XDG_CACHE_HOME/offload/scripts`, else
 /// `$HOME/.cache/offload/scripts`, else `offload-<uid>/scripts` in the temporary
 /// directory.
-pub(crate) fn cache_dir() -> PathBuf {
+fn cache_dir() -> PathBuf {
     let absolute = |var: &str| {
         std::env::var_os(var)
             .map(PathBuf::from)
@@ -163,7 +163,7 @@ pub(crate) fn cache_dir() -> PathBuf {
 
 /// Writes every bundled script into `dir` (created if missing) with mode 0755. A file
 /// whose content is already right is left untouched; others are replaced atomically.
-pub(crate) fn extract_all(dir: &Path) -> Result<()> {
+fn extract_all(dir: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).with_context(|| {
         format!(

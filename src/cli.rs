@@ -15,7 +15,7 @@ use crate::exit;
 /// from broken ones and write one JUnit report.
 #[derive(Debug, Parser)]
 #[command(name = "offload", version, about, long_about = None)]
-pub(crate) struct Cli {
+struct Cli {
     /// Configuration file.
     #[arg(
         short,
@@ -24,19 +24,19 @@ pub(crate) struct Cli {
         value_name = "PATH",
         default_value = "offload.toml"
     )]
-    pub(crate) config: PathBuf,
+    config: PathBuf,
 
     /// More diagnostics on stderr (repeat for debug output).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub(crate) verbose: u8,
+    verbose: u8,
 
     #[command(subcommand)]
-    pub(crate) command: Command,
+    command: Command,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub(crate) enum Command {
+enum Command {
     /// Discover the tests, run them in parallel sandboxes and report.
     Run(RunArgs),
     /// Discover tests without running them.
@@ -55,36 +55,36 @@ pub(crate) enum Command {
 
 /// Flags of `offload run`.
 #[derive(Debug, Args)]
-pub(crate) struct RunArgs {
+struct RunArgs {
     /// Maximum number of sandboxes running at once (overrides `max_parallel`).
     #[arg(short, long, value_name = "N")]
-    pub(crate) parallel: Option<usize>,
+    parallel: Option<usize>,
     /// Discover tests, print them and stop.
     #[arg(long)]
-    pub(crate) collect_only: bool,
+    collect_only: bool,
     /// Copy a directory into each sandbox image (repeatable).
     #[arg(long = "copy-dir", value_name = "LOCAL:REMOTE")]
-    pub(crate) copy_dirs: Vec<String>,
+    copy_dirs: Vec<String>,
     /// Set an environment variable in the sandboxes (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
-    pub(crate) env: Vec<String>,
+    env: Vec<String>,
     /// Skip the image cache: no git-notes lookup, write, fetch or push.
     #[arg(long)]
-    pub(crate) no_cache: bool,
+    no_cache: bool,
     /// Stop scheduling after the first failure and cancel running batches.
     #[arg(long)]
-    pub(crate) fail_fast: bool,
+    fail_fast: bool,
     /// Print the estimated sandbox cost in the summary.
     #[arg(long)]
-    pub(crate) show_estimated_cost: bool,
+    show_estimated_cost: bool,
     /// Plain progress lines instead of a progress bar (also when `CI=true`).
     #[arg(long)]
-    pub(crate) ci: bool,
+    ci: bool,
 }
 
 /// Output formats of `offload collect`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum CollectFormat {
+enum CollectFormat {
     /// Groups and test IDs, for people.
     Text,
     /// A JSON array of test records, alone on stdout.
@@ -93,15 +93,15 @@ pub(crate) enum CollectFormat {
 
 /// Flags of `offload collect`.
 #[derive(Debug, Args)]
-pub(crate) struct CollectArgs {
+struct CollectArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = CollectFormat::Text)]
-    pub(crate) format: CollectFormat,
+    format: CollectFormat,
 }
 
 /// Providers `offload init` can write a configuration for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum InitProvider {
+enum InitProvider {
     /// Local child processes.
     Local,
     /// Your own shell commands drive the sandboxes.
@@ -112,7 +112,7 @@ pub(crate) enum InitProvider {
 
 /// Frameworks `offload init` can write a configuration for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum InitFramework {
+enum InitFramework {
     /// pytest.
     Pytest,
     /// cargo-nextest.
@@ -124,51 +124,51 @@ pub(crate) enum InitFramework {
 
 /// Flags of `offload init`.
 #[derive(Debug, Args)]
-pub(crate) struct InitArgs {
+struct InitArgs {
     /// Provider to configure.
     #[arg(short, long, value_enum, default_value_t = InitProvider::Local)]
-    pub(crate) provider: InitProvider,
+    provider: InitProvider,
     /// Test framework to configure.
     #[arg(short, long, value_enum, default_value_t = InitFramework::Pytest)]
-    pub(crate) framework: InitFramework,
+    framework: InitFramework,
     /// Overwrite an existing file.
     #[arg(long)]
-    pub(crate) force: bool,
+    force: bool,
 }
 
 /// Flags of `offload logs`.
 #[derive(Debug, Args)]
-pub(crate) struct LogsArgs {
+struct LogsArgs {
     /// Only failed tests.
     #[arg(long)]
-    pub(crate) failures: bool,
+    failures: bool,
     /// Only tests that ended in an error.
     #[arg(long)]
-    pub(crate) errors: bool,
+    errors: bool,
     /// Only the test with exactly this ID (repeatable).
     #[arg(long = "test", value_name = "ID")]
-    pub(crate) tests: Vec<String>,
+    tests: Vec<String>,
     /// Only tests whose ID matches this regular expression (anywhere in the ID).
     #[arg(long, value_name = "PATTERN")]
-    pub(crate) test_regex: Option<String>,
+    test_regex: Option<String>,
 }
 
 /// Flags of `offload apply-diff`.
 #[derive(Debug, Args)]
-pub(crate) struct ApplyDiffArgs {
+struct ApplyDiffArgs {
     /// The patch file (`git diff --binary` format).
-    pub(crate) patch: PathBuf,
+    patch: PathBuf,
     /// Directory the patch paths are relative to.
     #[arg(long, value_name = "DIR", default_value = ".")]
-    pub(crate) project_root: PathBuf,
+    project_root: PathBuf,
 }
 
 /// Flags of `offload checkpoint-status`.
 #[derive(Debug, Args)]
-pub(crate) struct CheckpointStatusArgs {
+struct CheckpointStatusArgs {
     /// Remote to fetch image notes from.
     #[arg(long, default_value = "origin")]
-    pub(crate) remote: String,
+    remote: String,
 }
 
 /// The whole `offload` program: parses the command line (from `std::env::args`), runs

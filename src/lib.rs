@@ -32,7 +32,7 @@ mod template;
 /// seed, so every run (CI's included) tries the same inputs; `PROPTEST_RNG_SEED` and
 /// `PROPTEST_CASES` explore others.
 #[cfg(test)]
-pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+fn proptest_config(cases: u32) -> proptest::test_runner::Config {
     use proptest::test_runner::{Config, RngSeed};
     let defaults = Config::default();
     let cases = if std::env::var_os("PROPTEST_CASES").is_some() {

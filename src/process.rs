@@ -43,7 +43,7 @@ pub(crate) const TERMINATE_GRACE_PERIOD: Duration = Duration::from_secs(2);
 
 /// How long, after the direct child exited, a leftover process may keep the output
 /// pipes open before its group is killed and the call returns.
-pub(crate) const LEAK_TIMEOUT: Duration = Duration::from_millis(500);
+const LEAK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A program with its arguments, working directory and extra environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -417,7 +417,7 @@ fn exit_outcome(status: ExitStatus) -> ExitOutcome {
 /// that ran and failed: for a batch it is that batch's error, not the sandbox's.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub(crate) struct SpawnError(String);
+struct SpawnError(String);
 
 /// Whether `err` (or anything it wraps) is a [`SpawnError`].
 pub(crate) fn is_spawn_error(err: &anyhow::Error) -> bool {
@@ -521,7 +521,7 @@ pub(crate) fn kill_all_process_groups() {
 
 #[cfg(test)]
 /// The number of process groups currently registered (live children).
-pub(crate) fn live_process_group_count() -> usize {
+fn live_process_group_count() -> usize {
     live_groups().len()
 }
 

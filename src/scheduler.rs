@@ -44,11 +44,11 @@ use rustc_hash::FxHashMap;
 use crate::report::junit::MAX_DURATION_SECS;
 
 /// Duration assumed for a test of a group with no known duration at all.
-pub(crate) const UNKNOWN_DURATION: Duration = Duration::from_secs(1);
+const UNKNOWN_DURATION: Duration = Duration::from_secs(1);
 
 /// Added to every known duration: the runner's own work per test, which no report
 /// times (see the module docs).
-pub(crate) const PER_TEST_OVERHEAD: Duration = Duration::from_millis(2);
+const PER_TEST_OVERHEAD: Duration = Duration::from_millis(2);
 
 /// With nothing known, batches per sandbox, when each batch still gets at least
 /// [`MIN_TESTS_PER_SPLIT_BATCH`] tests.

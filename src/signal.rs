@@ -129,7 +129,7 @@ impl Signals {
     #[cfg(test)]
     /// The same object without any handler installed; [`Self::trigger`] plays the
     /// signal, and a second trigger never exits the process.
-    pub(crate) fn for_tests() -> Self {
+    fn for_tests() -> Self {
         Self {
             token: CancellationToken::new(),
             state: Arc::new(SignalState::default()),
@@ -140,7 +140,7 @@ impl Signals {
     #[cfg(test)]
     /// Acts as if `signal` had been received (records it and cancels the token), except
     /// that repeating it never kills or exits.
-    pub(crate) fn trigger(&self, signal: ShutdownSignal) {
+    fn trigger(&self, signal: ShutdownSignal) {
         self.state.record(signal, &self.token);
     }
 
@@ -156,7 +156,7 @@ impl Signals {
 
     #[cfg(test)]
     /// How many shutdown signals were received.
-    pub(crate) fn count(&self) -> usize {
+    fn count(&self) -> usize {
         self.state.count.load(Ordering::SeqCst)
     }
 }
