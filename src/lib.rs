@@ -28,6 +28,9 @@ mod scheduler;
 mod signal;
 mod template;
 
+// `crate::status!` and `crate::statusln!`, the panic-free `eprint!` and `eprintln!`.
+pub(crate) use output::{status, statusln};
+
 /// The configuration of the property tests beside the code: `cases` cases from a fixed
 /// seed, so every run (CI's included) tries the same inputs; `PROPTEST_RNG_SEED` and
 /// `PROPTEST_CASES` explore others.

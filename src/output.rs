@@ -41,15 +41,14 @@ pub(crate) fn stderr(args: std::fmt::Arguments<'_>) {
 }
 
 /// Like `eprint!`, but a closed or broken stderr is ignored instead of a panic.
-#[macro_export]
 macro_rules! status {
     ($($arg:tt)*) => {
         $crate::output::stderr(format_args!($($arg)*))
     };
 }
+pub(crate) use status;
 
 /// Like `eprintln!`, but a closed or broken stderr is ignored instead of a panic.
-#[macro_export]
 macro_rules! statusln {
     () => {
         $crate::output::stderr(format_args!("\n"))
@@ -58,6 +57,7 @@ macro_rules! statusln {
         $crate::output::stderr(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
+pub(crate) use statusln;
 
 /// `text` as a message may quote it: whole when it has at most `max` characters,
 /// otherwise its first `max` characters and `…` with how much was cut, so that a 100 kB
