@@ -519,8 +519,8 @@ pub(crate) fn kill_all_process_groups() {
     }
 }
 
-#[cfg(test)]
 /// The number of process groups currently registered (live children).
+#[cfg(test)]
 fn live_process_group_count() -> usize {
     live_groups().len()
 }

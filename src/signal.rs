@@ -126,9 +126,9 @@ impl Signals {
         })
     }
 
-    #[cfg(test)]
     /// The same object without any handler installed; [`Self::trigger`] plays the
     /// signal, and a second trigger never exits the process.
+    #[cfg(test)]
     fn for_tests() -> Self {
         Self {
             token: CancellationToken::new(),
@@ -137,9 +137,9 @@ impl Signals {
         }
     }
 
-    #[cfg(test)]
     /// Acts as if `signal` had been received (records it and cancels the token), except
     /// that repeating it never kills or exits.
+    #[cfg(test)]
     fn trigger(&self, signal: ShutdownSignal) {
         self.state.record(signal, &self.token);
     }
@@ -154,8 +154,8 @@ impl Signals {
         self.state.first.get().copied()
     }
 
-    #[cfg(test)]
     /// How many shutdown signals were received.
+    #[cfg(test)]
     fn count(&self) -> usize {
         self.state.count.load(Ordering::SeqCst)
     }

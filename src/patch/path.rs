@@ -68,8 +68,8 @@ impl RepoPath {
             .collect()
     }
 
-    #[cfg(test)]
     /// Whether `self` lies strictly under `dir`.
+    #[cfg(test)]
     fn is_under(&self, dir: &RepoPath) -> bool {
         self.0.len() > dir.0.len() && self.0.starts_with(&dir.0) && self.0[dir.0.len()] == b'/'
     }

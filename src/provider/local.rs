@@ -56,8 +56,8 @@ impl LocalProvider {
         })
     }
 
-    #[cfg(test)]
     /// The private directory holding result files (removed when the provider drops).
+    #[cfg(test)]
     fn results_dir(&self) -> &Path {
         self.results.path()
     }

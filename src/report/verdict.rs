@@ -48,11 +48,11 @@ pub(crate) enum Verdict {
 }
 
 impl Verdict {
-    #[cfg(test)]
     /// The verdict a testcase of a merged report (see [`super::junit::write_merged`])
     /// stands for: `<failure>` is failed, the `offload.NotRun` `<error>` is not run, any
     /// other `<error>` is errored, `<skipped>` is skipped, and a pass with
     /// `<flakyFailure>` / `<flakyError>` children is flaky.
+    #[cfg(test)]
     fn of_report_case(case: &TestCase) -> Self {
         match &case.outcome {
             CaseOutcome::Failed(_) => Self::Failed,
