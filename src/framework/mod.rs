@@ -60,9 +60,9 @@ pub struct Discovered {
     pub ids: Vec<String>,
     /// Tests the runner lists but does not run unless asked (cargo's `#[ignore]`d
     /// tests): reported as skipped, never scheduled.
-    pub ignored: Vec<String>,
+    ignored: Vec<String>,
     /// Why the list is empty or partial, when it is (shown as a warning).
-    pub warning: Option<String>,
+    warning: Option<String>,
 }
 
 /// Where a batch's results come from.
