@@ -28,9 +28,9 @@ const FINGERPRINT_PREFIX: &str = "# offload build-context fingerprint: ";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CacheFile {
     /// The cached image id.
-    pub image_id: String,
+    pub(crate) image_id: String,
     /// The fingerprint of the build context it was built from, if recorded.
-    pub fingerprint: Option<String>,
+    pub(crate) fingerprint: Option<String>,
 }
 
 /// Reads `<root>/.offload-image-cache`; `Ok(None)` when absent or empty.

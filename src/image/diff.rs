@@ -23,9 +23,9 @@ use super::git::Git;
 #[derive(Debug)]
 pub(crate) struct ThinDiff {
     /// The patch bytes; empty when the working tree matches the base.
-    pub patch: Vec<u8>,
+    patch: Vec<u8>,
     /// The repository-relative paths the patch changes.
-    pub files: Vec<String>,
+    pub(crate) files: Vec<String>,
 }
 
 impl ThinDiff {

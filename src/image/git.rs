@@ -34,11 +34,11 @@ pub(crate) struct Git {
 #[derive(Debug)]
 pub(crate) struct GitOutput {
     /// Whether git exited with status 0.
-    pub success: bool,
+    pub(crate) success: bool,
     /// Its stdout, as bytes.
-    pub stdout: Vec<u8>,
+    pub(crate) stdout: Vec<u8>,
     /// Its stderr, trimmed, lossily decoded.
-    pub stderr: String,
+    pub(crate) stderr: String,
 }
 
 impl GitOutput {
