@@ -27,15 +27,15 @@ use super::text::apply_hunks;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct ApplySummary {
     /// Files created.
-    pub created: usize,
+    pub(crate) created: usize,
     /// Files deleted.
-    pub deleted: usize,
+    pub(crate) deleted: usize,
     /// Files changed in place (content or mode).
-    pub modified: usize,
+    pub(crate) modified: usize,
     /// Files renamed.
-    pub renamed: usize,
+    pub(crate) renamed: usize,
     /// Files copied.
-    pub copied: usize,
+    pub(crate) copied: usize,
 }
 
 /// One path's state, on disk or in the patched tree.

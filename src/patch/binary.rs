@@ -24,9 +24,9 @@ pub(crate) enum BinaryKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BinaryPatch {
     /// Literal or delta.
-    pub kind: BinaryKind,
+    pub(crate) kind: BinaryKind,
     /// The inflated payload: the content (literal) or the delta instructions.
-    pub data: Vec<u8>,
+    pub(crate) data: Vec<u8>,
 }
 
 impl BinaryPatch {

@@ -60,14 +60,14 @@ impl FileMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Hunk {
     /// The `@@ -a,b +c,d @@` part of the header line, for messages.
-    pub header: String,
+    pub(crate) header: String,
     /// The `a` of `-a,b`: the first line of the old file the hunk covers (1-based; `0`
     /// for a hunk that adds to an empty file).
-    pub old_start: usize,
+    pub(crate) old_start: usize,
     /// The `c` of `+c,d`: where the hunk's result starts in the new file (1-based).
-    pub new_start: usize,
+    pub(crate) new_start: usize,
     /// The body lines, in order. At least one adds or removes a line.
-    pub lines: Vec<HunkLine>,
+    pub(crate) lines: Vec<HunkLine>,
 }
 
 /// What a hunk line does.
@@ -85,10 +85,10 @@ pub(crate) enum LineKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HunkLine {
     /// What the line does.
-    pub kind: LineKind,
+    pub(crate) kind: LineKind,
     /// The line without its marker, with its `\n` unless a `\ No newline at end of file`
     /// line follows it in the patch.
-    pub text: Vec<u8>,
+    pub(crate) text: Vec<u8>,
 }
 
 /// The content change of a file section.
@@ -108,22 +108,22 @@ pub(crate) enum Content {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FilePatch {
     /// What the section does.
-    pub operation: Operation,
+    pub(crate) operation: Operation,
     /// The source path (`None` for [`Operation::Create`]).
-    pub old_path: Option<RepoPath>,
+    pub(crate) old_path: Option<RepoPath>,
     /// The target path (`None` for [`Operation::Delete`]).
-    pub new_path: Option<RepoPath>,
+    pub(crate) new_path: Option<RepoPath>,
     /// The mode before, when the patch says (`old mode`, `deleted file mode`, `index`).
-    pub old_mode: Option<FileMode>,
+    pub(crate) old_mode: Option<FileMode>,
     /// The mode after, when the patch says (`new mode`, `new file mode`); `None` keeps the
     /// mode the file has.
-    pub new_mode: Option<FileMode>,
+    pub(crate) new_mode: Option<FileMode>,
     /// The content change.
-    pub content: Content,
+    pub(crate) content: Content,
     /// The full (40-hex) blob ids of the `index` line, before and after, when present.
-    pub index_ids: Option<(String, String)>,
+    pub(crate) index_ids: Option<(String, String)>,
     /// 1-based line of the `diff --git` header in the patch file.
-    pub line: usize,
+    pub(crate) line: usize,
 }
 
 impl FilePatch {
