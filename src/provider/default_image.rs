@@ -69,17 +69,17 @@ type PrepareEnv = Vec<(&'static str, Option<String>)>;
 #[derive(Debug, Clone)]
 pub(crate) struct ImagePlan {
     /// The provider config (`modal` is translated to this form first).
-    pub config: DefaultProviderConfig,
+    pub(crate) config: DefaultProviderConfig,
     /// `[offload] sandbox_init_cmd`.
-    pub init_cmd: Option<String>,
+    pub(crate) init_cmd: Option<String>,
     /// `[offload] post_patch_cmd`.
-    pub post_patch_cmd: Option<String>,
+    pub(crate) post_patch_cmd: Option<String>,
     /// The repository root inside the sandbox (where patches apply), if configured.
-    pub sandbox_repo_root: Option<String>,
+    pub(crate) sandbox_repo_root: Option<String>,
     /// Offload's directory.
-    pub cwd: PathBuf,
+    pub(crate) cwd: PathBuf,
     /// The pipeline options (`refresh_cache` is set by [`CacheRefresh`] only).
-    pub options: PrepareOptions,
+    pub(crate) options: PrepareOptions,
 }
 
 impl ImagePlan {
@@ -115,9 +115,9 @@ impl ImagePlan {
 #[derive(Debug)]
 pub(crate) struct CacheRefresh {
     /// The run's plan.
-    pub plan: Arc<ImagePlan>,
+    pub(crate) plan: Arc<ImagePlan>,
     /// Interrupts the rebuild.
-    pub cancel: CancellationToken,
+    pub(crate) cancel: CancellationToken,
 }
 
 #[async_trait]
@@ -137,19 +137,19 @@ impl ImageRebuild for CacheRefresh {
 /// Builds images with the default provider's `prepare_command`.
 struct DefaultImageBuilder<'a> {
     /// The provider config (must have a `prepare_command` to build anything).
-    pub config: &'a DefaultProviderConfig,
+    config: &'a DefaultProviderConfig,
     /// `[offload] sandbox_init_cmd`.
-    pub init_cmd: Option<&'a str>,
+    init_cmd: Option<&'a str>,
     /// `[offload] post_patch_cmd`.
-    pub post_patch_cmd: Option<&'a str>,
+    post_patch_cmd: Option<&'a str>,
     /// The repository root inside the sandbox (where patches apply), if configured.
-    pub sandbox_repo_root: Option<&'a str>,
+    sandbox_repo_root: Option<&'a str>,
     /// Offload's directory.
-    pub cwd: &'a Path,
+    cwd: &'a Path,
     /// Where progress goes.
-    pub log: &'a PrepareLog,
+    log: &'a PrepareLog,
     /// Interrupts.
-    pub cancel: &'a CancellationToken,
+    cancel: &'a CancellationToken,
 }
 
 impl DefaultImageBuilder<'_> {

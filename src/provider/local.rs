@@ -28,12 +28,12 @@ use crate::process::{CommandSpec, ExitOutcome};
 pub(crate) struct LocalSandboxSettings {
     /// Where commands run unless they name their own directory (relative command
     /// directories and download paths resolve against it).
-    pub working_dir: PathBuf,
+    pub(crate) working_dir: PathBuf,
     /// The shell that runs each command (`<shell> -c ...`), `/bin/sh` by default.
-    pub shell: String,
+    pub(crate) shell: String,
     /// Variables added to the inherited environment: the provider's `env` and
     /// `OFFLOAD_ROOT`, in order, as the caller assembled them.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// Creates [`LocalSandbox`]es; owns the run's private directory for result files.

@@ -30,9 +30,9 @@ use crate::process::{CommandSpec, ExitOutcome, Stream};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct OutputLine {
     /// stdout or stderr.
-    pub stream: Stream,
+    pub(crate) stream: Stream,
     /// The line, without its newline.
-    pub text: String,
+    pub(crate) text: String,
 }
 
 /// Creates sandboxes.
