@@ -54,9 +54,9 @@ impl LogStatus {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct LogEntry {
     /// Its status.
-    pub status: LogStatus,
+    status: LogStatus,
     /// The testcase it was read from (its `name` is the test ID).
-    pub case: TestCase,
+    case: TestCase,
 }
 
 /// One entry per testcase `name`, sorted by ID (byte-wise). When a name occurs more than
@@ -80,13 +80,13 @@ pub(crate) fn entries(suites: Vec<TestSuite>) -> Vec<LogEntry> {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LogFilter {
     /// Keep failed tests (with `errors`: failed or errored).
-    pub failures: bool,
+    pub(crate) failures: bool,
     /// Keep errored tests, including those not run (with `failures`: either).
-    pub errors: bool,
+    pub(crate) errors: bool,
     /// Keep only these exact IDs (none: no restriction).
-    pub tests: Vec<String>,
+    pub(crate) tests: Vec<String>,
     /// Keep only IDs in which this regex matches somewhere.
-    pub regex: Option<Regex>,
+    pub(crate) regex: Option<Regex>,
 }
 
 impl LogFilter {

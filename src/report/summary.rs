@@ -14,19 +14,19 @@ use crate::exit;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Counts {
     /// Every test.
-    pub total: usize,
+    total: usize,
     /// Passed on the first attempt (flaky tests are counted in `flaky` only).
-    pub passed: usize,
+    passed: usize,
     /// Failed on every attempt, the deciding attempt a failure.
-    pub failed: usize,
+    failed: usize,
     /// Failed on every attempt, the deciding attempt an error (setup, teardown, ...).
-    pub errors: usize,
+    errors: usize,
     /// Failed, then passed on a retry.
-    pub flaky: usize,
+    flaky: usize,
     /// Skipped by the test runner.
-    pub skipped: usize,
+    skipped: usize,
     /// Never produced a result.
-    pub not_run: usize,
+    not_run: usize,
 }
 
 impl Counts {

@@ -82,9 +82,9 @@ pub(crate) struct Attempt {
     /// The test case as read from JUnit, with `name` set to the canonical ID; `classname`
     /// keeps the framework's original when known (the merged report writes it). For
     /// attempts without a result, a case synthesized by [`Attempt::not_run`].
-    pub case: TestCase,
+    pub(crate) case: TestCase,
     /// The batch it ran in.
-    pub batch: usize,
+    pub(crate) batch: usize,
 }
 
 impl Attempt {
@@ -120,13 +120,13 @@ impl Attempt {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TestResult {
     /// The canonical ID.
-    pub id: String,
+    pub(crate) id: String,
     /// The group that selected it.
-    pub group: String,
+    pub(crate) group: String,
     /// The final verdict.
-    pub verdict: Verdict,
+    pub(crate) verdict: Verdict,
     /// Every attempt, in the order they finished.
-    pub attempts: Vec<Attempt>,
+    pub(crate) attempts: Vec<Attempt>,
 }
 
 impl TestResult {

@@ -9,29 +9,29 @@ pub(crate) const NOT_RUN_KIND: &str = "offload.NotRun";
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct TestSuite {
     /// `name` attribute.
-    pub name: String,
+    pub(crate) name: String,
     /// Its test cases, in document order.
-    pub cases: Vec<TestCase>,
+    pub(crate) cases: Vec<TestCase>,
 }
 
 /// One `<testcase>` as read from a result file.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct TestCase {
     /// `name` attribute.
-    pub name: String,
+    pub(crate) name: String,
     /// `classname` attribute, if present.
-    pub classname: Option<String>,
+    pub(crate) classname: Option<String>,
     /// `time` attribute in seconds (0 when missing).
-    pub time: f64,
+    pub(crate) time: f64,
     /// What happened.
-    pub outcome: CaseOutcome,
+    pub(crate) outcome: CaseOutcome,
     /// `<system-out>` text.
-    pub system_out: Option<String>,
+    pub(crate) system_out: Option<String>,
     /// `<system-err>` text.
-    pub system_err: Option<String>,
+    pub(crate) system_err: Option<String>,
     /// Earlier failed attempts recorded in the case (`<flakyFailure>`, `<rerunFailure>`,
     /// ...), in document order. Empty in the files of test runners we drive.
-    pub reruns: Vec<Rerun>,
+    pub(crate) reruns: Vec<Rerun>,
 }
 
 /// The outcome of one test case.
@@ -83,25 +83,25 @@ impl CaseOutcome {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Detail {
     /// `message` attribute.
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
     /// `type` attribute.
-    pub kind: Option<String>,
+    pub(crate) kind: Option<String>,
     /// Text content (CDATA included).
-    pub body: String,
+    pub(crate) body: String,
 }
 
 /// An earlier failed attempt recorded inside a testcase.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Rerun {
     /// Which element it was.
-    pub kind: RerunKind,
+    pub(crate) kind: RerunKind,
     /// `message` and `type` attributes; the body is the `<stackTrace>` child, or the
     /// element's own text when there is none.
-    pub detail: Detail,
+    pub(crate) detail: Detail,
     /// Its `<system-out>` child.
-    pub system_out: Option<String>,
+    pub(crate) system_out: Option<String>,
     /// Its `<system-err>` child.
-    pub system_err: Option<String>,
+    pub(crate) system_err: Option<String>,
 }
 
 /// The four surefire rerun elements: a flaky test's failed attempts, and a failed test's
