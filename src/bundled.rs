@@ -20,9 +20,9 @@ use regex::Regex;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Script {
     /// Its file name, as written after `@`.
-    pub name: &'static str,
+    name: &'static str,
     /// Its content.
-    pub contents: &'static [u8],
+    pub(crate) contents: &'static [u8],
 }
 
 /// Every bundled script. Adding one is one line here (and the file in `scripts/`).
@@ -57,11 +57,11 @@ fn reference_pattern() -> &'static Regex {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Reference {
     /// Byte offset of the `@`.
-    pub start: usize,
+    start: usize,
     /// Byte offset just past the name.
-    pub end: usize,
+    end: usize,
     /// The script name (without the `@`).
-    pub name: String,
+    name: String,
 }
 
 /// Every `@name.ext` reference in `command`, in order.

@@ -29,7 +29,7 @@ mod signal;
 mod template;
 
 // `crate::status!` and `crate::statusln!`, the panic-free `eprint!` and `eprintln!`.
-pub(crate) use output::{status, statusln};
+use output::{status, statusln};
 
 /// The configuration of the property tests beside the code: `cases` cases from a fixed
 /// seed, so every run (CI's included) tries the same inputs; `PROPTEST_RNG_SEED` and

@@ -72,23 +72,23 @@ const SMALL_TEST_SHARE: f64 = 0.1;
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Item<'a> {
     /// Its ID.
-    pub id: &'a str,
+    pub(crate) id: &'a str,
     /// Its group (unknown durations take the group's mean).
-    pub group: &'a str,
+    pub(crate) group: &'a str,
     /// Whether it runs in a batch of its own.
-    pub individual: bool,
+    pub(crate) individual: bool,
     /// What a batch loads whole for any one of its tests (see
     /// [`Framework::locality`](crate::framework::Framework::locality)).
-    pub locality: Option<&'a str>,
+    pub(crate) locality: Option<&'a str>,
 }
 
 /// A planned batch: indices into the item list, and its expected duration.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PlannedBatch {
     /// Indices of the items, in the order they were placed.
-    pub items: Vec<usize>,
+    pub(crate) items: Vec<usize>,
     /// Sum of the expected durations.
-    pub load: Duration,
+    load: Duration,
 }
 
 /// Expected durations of the items, and whether any was known.
@@ -96,9 +96,9 @@ pub(crate) struct PlannedBatch {
 pub(crate) struct Estimates {
     /// Per item: the known duration plus [`PER_TEST_OVERHEAD`], else the group mean of
     /// those, else [`UNKNOWN_DURATION`].
-    pub durations: Vec<Duration>,
+    pub(crate) durations: Vec<Duration>,
     /// Whether at least one item had a known duration.
-    pub any_known: bool,
+    any_known: bool,
 }
 
 /// Estimates each item's duration from `known` (seconds by ID).

@@ -37,11 +37,11 @@ pub(crate) enum FrameworkChoice {
 #[derive(Debug, Clone)]
 pub(crate) struct InitOptions {
     /// Provider.
-    pub provider: ProviderChoice,
+    pub(crate) provider: ProviderChoice,
     /// Framework.
-    pub framework: FrameworkChoice,
+    pub(crate) framework: FrameworkChoice,
     /// Overwrite an existing file.
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 /// Writes a configuration to `path` and returns the exit code.

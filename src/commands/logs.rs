@@ -18,13 +18,13 @@ use crate::report::logs::{LogFilter, entries, render_entry};
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LogsOptions {
     /// Only failed tests.
-    pub failures: bool,
+    pub(crate) failures: bool,
     /// Only errored tests.
-    pub errors: bool,
+    pub(crate) errors: bool,
     /// Only these exact IDs.
-    pub tests: Vec<String>,
+    pub(crate) tests: Vec<String>,
     /// Only IDs matching this regex.
-    pub test_regex: Option<String>,
+    pub(crate) test_regex: Option<String>,
 }
 
 /// Prints the results recorded by the last run of the config at `config`.
