@@ -30,7 +30,7 @@ pub(crate) struct Config {
     pub(crate) checkpoint: Option<CheckpointConfig>,
     /// `[history]`: timing history (parsed; durations also come from the last report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) history: Option<HistoryConfig>,
+    pub(super) history: Option<HistoryConfig>,
 }
 
 /// `[offload]`.
@@ -87,7 +87,7 @@ pub(crate) enum ProviderConfig {
 /// The kinds of provider: the one list of valid `[provider] type` values. Adding a
 /// provider adds a variant here; the compiler then names every match that must decide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ProviderKind {
+pub(super) enum ProviderKind {
     /// `local`.
     Local,
     /// `default`.
@@ -98,10 +98,10 @@ pub(crate) enum ProviderKind {
 
 impl ProviderKind {
     /// Every kind, in the order messages list them.
-    pub(crate) const ALL: [Self; 3] = [Self::Local, Self::Default, Self::Modal];
+    pub(super) const ALL: [Self; 3] = [Self::Local, Self::Default, Self::Modal];
 
     /// The `type` value.
-    pub(crate) fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Self::Local => "local",
             Self::Default => "default",
@@ -110,7 +110,7 @@ impl ProviderKind {
     }
 
     /// Other spellings of the `type` value.
-    pub(crate) fn aliases(self) -> &'static [&'static str] {
+    pub(super) fn aliases(self) -> &'static [&'static str] {
         match self {
             Self::Local | Self::Default | Self::Modal => &[],
         }
@@ -250,7 +250,7 @@ pub enum FrameworkConfig {
 /// The kinds of framework: the one list of valid `[framework] type` values (see
 /// [`ProviderKind`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FrameworkKind {
+pub(super) enum FrameworkKind {
     /// `pytest`.
     Pytest,
     /// `cargo`, also spelled `nextest`.
@@ -261,10 +261,10 @@ pub(crate) enum FrameworkKind {
 
 impl FrameworkKind {
     /// Every kind, in the order messages list them.
-    pub(crate) const ALL: [Self; 3] = [Self::Pytest, Self::Cargo, Self::Default];
+    pub(super) const ALL: [Self; 3] = [Self::Pytest, Self::Cargo, Self::Default];
 
     /// The `type` value (canonical spelling).
-    pub(crate) fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Self::Pytest => "pytest",
             Self::Cargo => "cargo",
@@ -273,7 +273,7 @@ impl FrameworkKind {
     }
 
     /// Other spellings of the `type` value.
-    pub(crate) fn aliases(self) -> &'static [&'static str] {
+    pub(super) fn aliases(self) -> &'static [&'static str] {
         match self {
             Self::Cargo => &["nextest"],
             Self::Pytest | Self::Default => &[],
@@ -395,7 +395,7 @@ pub(crate) struct ReportConfig {
     pub(crate) junit_file: String,
     /// Files to fetch from sandboxes after each batch (`find -path` patterns).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) download_globs: Vec<String>,
+    pub(super) download_globs: Vec<String>,
     /// Fetch `download_globs` only for batches with failures.
     #[serde(default)]
     download_globs_failure_only: bool,
@@ -441,7 +441,7 @@ pub(crate) struct CheckpointConfig {
 /// When history is recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum RecordHistory {
+pub(super) enum RecordHistory {
     /// After every run.
     Always,
     /// Only with `--record-history`.
@@ -480,19 +480,19 @@ impl<'de> Deserialize<'de> for RecordHistory {
 
 /// `[history]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-pub(crate) struct HistoryConfig {
+pub(super) struct HistoryConfig {
     /// When to record.
     #[serde(default = "default_record_history")]
-    pub(crate) record_history: RecordHistory,
+    pub(super) record_history: RecordHistory,
     /// JSONL history file.
     #[serde(default = "default_history_path")]
-    pub(crate) path: PathBuf,
+    pub(super) path: PathBuf,
     /// Samples kept per outcome per test.
     #[serde(default = "default_reservoir_size")]
-    pub(crate) reservoir_size: usize,
+    pub(super) reservoir_size: usize,
     /// Duration assumed for a test with no history, in seconds.
     #[serde(default = "default_duration_secs")]
-    pub(crate) default_duration_secs: f64,
+    pub(super) default_duration_secs: f64,
 }
 
 fn default_record_history() -> RecordHistory {
