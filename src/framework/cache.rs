@@ -95,7 +95,7 @@ struct CachedGroup {
 /// time, a directory's modification time (it changes when an entry is added or
 /// removed), or `None` for a path that did not exist.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Input {
+pub(super) struct Input {
     path: PathBuf,
     state: Option<(u64, i128)>,
 }
@@ -118,7 +118,7 @@ impl Input {
 /// inside `root` (the project fingerprint covers them), in caches of tools, and in
 /// kernel interfaces. `None` when the trace file cannot be read: the discovery did not
 /// trace (the plugin did not load), so its result must not be cached.
-pub(crate) fn traced_inputs(trace: &Path, root: &Path) -> Option<Vec<Input>> {
+pub(super) fn traced_inputs(trace: &Path, root: &Path) -> Option<Vec<Input>> {
     let text = std::fs::read(trace).ok()?;
     let text = String::from_utf8_lossy(&text);
     let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_owned());
@@ -172,7 +172,7 @@ impl DiscoveryCache {
 
     /// The cached result for `key` (a group and its discovery command), if every input
     /// it traced is unchanged.
-    pub(crate) fn get(&self, key: &str) -> Option<Discovered> {
+    pub(super) fn get(&self, key: &str) -> Option<Discovered> {
         let group = self.stored.groups.get(key)?;
         if let Some(changed) = group.inputs.iter().find(|input| !input.unchanged()) {
             tracing::debug!(
@@ -190,7 +190,7 @@ impl DiscoveryCache {
 
     /// Stores the result for `key`, with the traced `inputs` it depends on besides the
     /// project and the environment.
-    pub(crate) fn put(&mut self, key: &str, discovered: &Discovered, inputs: Vec<Input>) {
+    pub(super) fn put(&mut self, key: &str, discovered: &Discovered, inputs: Vec<Input>) {
         let group = CachedGroup {
             ids: discovered.ids.clone(),
             ignored: discovered.ignored.clone(),

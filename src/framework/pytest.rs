@@ -38,7 +38,7 @@ const EXIT_NO_TESTS_COLLECTED: i32 = 5;
 
 /// The pytest framework, built from `[framework] type = "pytest"`.
 #[derive(Debug, Clone)]
-pub(crate) struct Pytest {
+pub(super) struct Pytest {
     /// Program and leading arguments: `command` split, or `python [extra_args] -m pytest`.
     prefix: Vec<String>,
     /// `paths`, appended to discovery only.
@@ -50,7 +50,7 @@ pub(crate) struct Pytest {
 impl Pytest {
     /// Builds the framework. Fails when `command` or `run_args` cannot be split into
     /// arguments, or when `command` is empty.
-    pub(crate) fn new(config: &PytestConfig) -> Result<Self> {
+    pub(super) fn new(config: &PytestConfig) -> Result<Self> {
         let prefix = match &config.command {
             Some(command) => {
                 let words = shell_split("framework.command", command)?;
