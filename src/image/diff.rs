@@ -30,12 +30,12 @@ pub(crate) struct ThinDiff {
 
 impl ThinDiff {
     /// Whether there is nothing to apply.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
 
     /// Writes the patch to a new temporary file (removed when the handle drops).
-    pub(crate) fn to_temp_file(&self) -> Result<tempfile::NamedTempFile> {
+    pub(super) fn to_temp_file(&self) -> Result<tempfile::NamedTempFile> {
         let mut file = tempfile::Builder::new()
             .prefix("offload-thin-diff-")
             .suffix(".patch")

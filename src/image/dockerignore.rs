@@ -113,7 +113,7 @@ impl DockerIgnore {
     }
 
     /// Whether there are no patterns at all.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
 
@@ -122,7 +122,7 @@ impl DockerIgnore {
     /// Takes time proportional to (pattern length × path length) per rule, whatever the
     /// pattern: no backtracking search, so a pattern like `*a*a*a*a*b` or
     /// `**/**/**/**/z` cannot stall a tree walk.
-    pub(crate) fn is_ignored(&self, rel: &str) -> bool {
+    pub(super) fn is_ignored(&self, rel: &str) -> bool {
         if self.rules.is_empty() {
             return false;
         }

@@ -25,7 +25,7 @@ use super::dockerignore::DockerIgnore;
 use super::git::Git;
 
 /// Writes the tree of `sha` into the empty directory `dest`.
-pub(crate) fn export_commit(
+pub(super) fn export_commit(
     git: &Git,
     sha: &str,
     dest: &Path,
@@ -66,7 +66,7 @@ pub(crate) fn export_commit(
 /// Copies the directory at `root` into `dest` (skipping `.git`, the cache file and
 /// `.dockerignore`d paths) and returns a fingerprint of the copied content: paths,
 /// file kinds, executable bits and bytes. For a project outside git.
-pub(crate) fn snapshot_worktree(root: &Path, dest: &Path, ignore: &DockerIgnore) -> Result<String> {
+pub(super) fn snapshot_worktree(root: &Path, dest: &Path, ignore: &DockerIgnore) -> Result<String> {
     let mut hash = Fnv::new();
     copy_dir(root, dest, "", ignore, &mut hash)?;
     Ok(format!("{:016x}", hash.0))
@@ -76,7 +76,7 @@ pub(crate) fn snapshot_worktree(root: &Path, dest: &Path, ignore: &DockerIgnore)
 /// on disk: tracked files and untracked files that are not gitignored (deleted ones
 /// are left out), minus `.dockerignore`d paths. Returns the fingerprint of
 /// [`snapshot_worktree`].
-pub(crate) fn snapshot_git_worktree(
+pub(super) fn snapshot_git_worktree(
     git: &Git,
     dest: &Path,
     ignore: &DockerIgnore,

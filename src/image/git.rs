@@ -32,18 +32,18 @@ pub(crate) struct Git {
 
 /// The outcome of a git command that was allowed to fail.
 #[derive(Debug)]
-pub(crate) struct GitOutput {
+pub(super) struct GitOutput {
     /// Whether git exited with status 0.
-    pub(crate) success: bool,
+    pub(super) success: bool,
     /// Its stdout, as bytes.
-    pub(crate) stdout: Vec<u8>,
+    pub(super) stdout: Vec<u8>,
     /// Its stderr, trimmed, lossily decoded.
-    pub(crate) stderr: String,
+    pub(super) stderr: String,
 }
 
 impl GitOutput {
     /// Stdout decoded lossily and trimmed.
-    pub(crate) fn stdout_trimmed(&self) -> String {
+    pub(super) fn stdout_trimmed(&self) -> String {
         String::from_utf8_lossy(&self.stdout).trim().to_owned()
     }
 }
@@ -59,19 +59,19 @@ impl Git {
     }
 
     /// The directory commands run in.
-    pub(crate) fn dir(&self) -> &Path {
+    pub(super) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// A copy of this runner that uses `index` as its index file (`GIT_INDEX_FILE`).
-    pub(crate) fn with_index(&self, index: &Path) -> Self {
+    pub(super) fn with_index(&self, index: &Path) -> Self {
         let mut git = self.clone();
         git.index_file = Some(index.to_owned());
         git
     }
 
     /// A copy of this runner with one more environment variable.
-    pub(crate) fn with_env(&self, name: &str, value: &str) -> Self {
+    pub(super) fn with_env(&self, name: &str, value: &str) -> Self {
         let mut git = self.clone();
         git.env.push((name.to_owned(), value.to_owned()));
         git
@@ -103,7 +103,7 @@ impl Git {
     }
 
     /// Runs `git <args>` and returns its outcome, failing only when git cannot start.
-    pub(crate) fn try_run<I, S>(&self, args: I) -> Result<GitOutput>
+    pub(super) fn try_run<I, S>(&self, args: I) -> Result<GitOutput>
     where
         I: IntoIterator<Item = S> + Clone,
         S: AsRef<OsStr>,
@@ -122,7 +122,7 @@ impl Git {
 
     /// Runs `git <args>` and returns its stdout; a non-zero exit is an error that shows
     /// the command, its exit status and its stderr.
-    pub(crate) fn run<I, S>(&self, args: I) -> Result<Vec<u8>>
+    pub(super) fn run<I, S>(&self, args: I) -> Result<Vec<u8>>
     where
         I: IntoIterator<Item = S> + Clone,
         S: AsRef<OsStr>,
@@ -135,7 +135,7 @@ impl Git {
     }
 
     /// Like [`Self::run`], returning stdout decoded and trimmed.
-    pub(crate) fn run_text<I, S>(&self, args: I) -> Result<String>
+    pub(super) fn run_text<I, S>(&self, args: I) -> Result<String>
     where
         I: IntoIterator<Item = S> + Clone,
         S: AsRef<OsStr>,
@@ -145,7 +145,7 @@ impl Git {
     }
 
     /// Runs `git <args>` with `input` on stdin; a non-zero exit is an error.
-    pub(crate) fn run_with_stdin<I, S>(&self, args: I, input: &[u8]) -> Result<Vec<u8>>
+    pub(super) fn run_with_stdin<I, S>(&self, args: I, input: &[u8]) -> Result<Vec<u8>>
     where
         I: IntoIterator<Item = S> + Clone,
         S: AsRef<OsStr>,
@@ -179,7 +179,7 @@ impl Git {
 
     /// Runs a network command (`fetch`, `push`) with [`NETWORK_TIMEOUT`]; a command that
     /// runs longer is killed and reported as failed.
-    pub(crate) fn try_run_network<I, S>(&self, args: I) -> Result<GitOutput>
+    pub(super) fn try_run_network<I, S>(&self, args: I) -> Result<GitOutput>
     where
         I: IntoIterator<Item = S> + Clone,
         S: AsRef<OsStr>,
@@ -284,7 +284,7 @@ where
 
 /// `git init` plus an identity, for tests that need real repositories.
 #[cfg(test)]
-pub(crate) mod testing {
+pub(super) mod testing {
     use std::path::Path;
     use std::process::Command;
 

@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 use super::git::Git;
 
 /// The notes ref holding the cache.
-pub(crate) const NOTES_REF: &str = "refs/notes/offload-images";
+pub(super) const NOTES_REF: &str = "refs/notes/offload-images";
 
 /// The cache key of a config file: the path as given, one leading `./` stripped, and
 /// made relative to the repository top level when absolute.
@@ -77,7 +77,7 @@ fn normalize(path: &Path) -> PathBuf {
 }
 
 /// The parsed body of one note.
-pub(crate) type Note = Map<String, Value>;
+pub(super) type Note = Map<String, Value>;
 
 /// Parses a note body; not a JSON object is an error.
 fn parse_note(text: &str) -> Result<Note> {
@@ -135,7 +135,7 @@ pub(crate) fn read(git: &Git, sha: &str) -> Result<Option<Note>> {
 }
 
 /// Records `image_id` for `key` on `sha`, merged into the existing note.
-pub(crate) fn write(git: &Git, sha: &str, key: &str, image_id: &str) -> Result<()> {
+pub(super) fn write(git: &Git, sha: &str, key: &str, image_id: &str) -> Result<()> {
     let mut note = read(git, sha)?.unwrap_or_default();
     merge_entry(&mut note, key, image_id);
     let mut body =
@@ -245,7 +245,7 @@ fn try_fetch(git: &Git, remote: &str) -> Result<SyncOutcome> {
 }
 
 /// Pushes [`NOTES_REF`] to `remote` (never forced). Never fails.
-pub(crate) fn push(git: &Git, remote: &str) -> SyncOutcome {
+pub(super) fn push(git: &Git, remote: &str) -> SyncOutcome {
     if !has_remote(git, remote) {
         return SyncOutcome::NoRemote;
     }
