@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 /// How the bytes of a [`BinaryPatch`] produce the new content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BinaryKind {
+pub(super) enum BinaryKind {
     /// The inflated bytes are the new content.
     Literal,
     /// The inflated bytes are a git delta against the old content.
@@ -22,18 +22,18 @@ pub(crate) enum BinaryKind {
 
 /// One decoded (base85-decoded and inflated) forward block of a `GIT binary patch`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct BinaryPatch {
+pub(super) struct BinaryPatch {
     /// Literal or delta.
-    pub(crate) kind: BinaryKind,
+    pub(super) kind: BinaryKind,
     /// The inflated payload: the content (literal) or the delta instructions.
-    pub(crate) data: Vec<u8>,
+    pub(super) data: Vec<u8>,
 }
 
 impl BinaryPatch {
     /// Decodes a block from its header values and its base85 lines (without newlines).
     ///
     /// `size` is the `N` of `literal N` / `delta N`, the inflated length.
-    pub(crate) fn decode(kind: BinaryKind, size: usize, lines: &[&[u8]]) -> Result<Self> {
+    pub(super) fn decode(kind: BinaryKind, size: usize, lines: &[&[u8]]) -> Result<Self> {
         let mut deflated = Vec::new();
         for (i, line) in lines.iter().enumerate() {
             decode_base85_line(line, &mut deflated)
@@ -54,7 +54,7 @@ impl BinaryPatch {
     }
 
     /// The new content, given the old content.
-    pub(crate) fn apply(&self, old: &[u8]) -> Result<Vec<u8>> {
+    pub(super) fn apply(&self, old: &[u8]) -> Result<Vec<u8>> {
         match self.kind {
             BinaryKind::Literal => Ok(self.data.clone()),
             BinaryKind::Delta => apply_delta(old, &self.data),

@@ -15,14 +15,14 @@ use anyhow::{Context, Result, bail};
 
 /// A `/`-separated path relative to the project root, checked to stay inside it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct RepoPath(Vec<u8>);
+pub(super) struct RepoPath(Vec<u8>);
 
 impl RepoPath {
     /// Checks `bytes` (a path as written in the patch, prefix already stripped).
     ///
     /// Refuses empty paths, absolute paths, empty, `.` and `..` components, `.git`
     /// components (git's own data is never patched) and NUL bytes.
-    pub(crate) fn new(bytes: &[u8]) -> Result<Self> {
+    pub(super) fn new(bytes: &[u8]) -> Result<Self> {
         let shown = String::from_utf8_lossy(bytes);
         if bytes.is_empty() {
             bail!("empty path");
@@ -49,17 +49,17 @@ impl RepoPath {
     }
 
     /// The raw bytes.
-    pub(crate) fn as_bytes(&self) -> &[u8] {
+    pub(super) fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
     /// The path as a relative [`PathBuf`].
-    pub(crate) fn to_path_buf(&self) -> PathBuf {
+    pub(super) fn to_path_buf(&self) -> PathBuf {
         PathBuf::from(OsStr::from_bytes(&self.0))
     }
 
     /// The proper ancestors, outermost first (`a`, `a/b` for `a/b/c`).
-    pub(crate) fn ancestors(&self) -> Vec<RepoPath> {
+    pub(super) fn ancestors(&self) -> Vec<RepoPath> {
         self.0
             .iter()
             .enumerate()
