@@ -285,7 +285,7 @@ impl PrepareLog {
     }
 
     /// Shows `line` as `[prepare] <line>` now, or later if held.
-    pub(crate) fn line(&self, line: &str) {
+    pub(super) fn line(&self, line: &str) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         match held.as_mut() {
             Some(lines) => lines.push(line.to_owned()),
@@ -326,7 +326,7 @@ pub(crate) fn warn_image_settings_without_image(config: &DefaultProviderConfig) 
 /// other output goes to `log`. Each variable of `env` with a value is set, and each
 /// without one is removed from the inherited environment, so the command never sees a
 /// stale value from the caller's shell.
-pub(crate) async fn run_prepare(
+pub(super) async fn run_prepare(
     config: &DefaultProviderConfig,
     command: &str,
     env: &[(&str, Option<String>)],
@@ -409,7 +409,7 @@ pub(crate) async fn run_prepare(
 /// Rebuilds the run's image when the one sandboxes are created from turns out to be
 /// gone (the image pipeline with [`crate::image::PrepareOptions::refresh_cache`]).
 #[async_trait]
-pub(crate) trait ImageRebuild: Send + Sync {
+pub(super) trait ImageRebuild: Send + Sync {
     /// Builds the image again, bypassing the cache, and returns its id.
     async fn rebuild(&self) -> Result<String>;
 }
@@ -432,7 +432,7 @@ enum HealState {
 }
 
 /// Creates sandboxes with the user's `create_command`.
-pub(crate) struct DefaultProvider {
+pub(super) struct DefaultProvider {
     settings: Arc<Settings>,
     /// `{image_id}`: what `prepare` produced (replaced by a rebuild).
     image: Mutex<Option<String>>,
@@ -456,7 +456,7 @@ impl DefaultProvider {
     /// directory. Expands `@name.ext` references; fails on an unknown script, on
     /// `{image_id}` without a prepare command and on an `exec_command` without
     /// `{command}`.
-    pub(crate) fn new(
+    pub(super) fn new(
         config: &DefaultProviderConfig,
         image_id: Option<String>,
         project_root: &str,
@@ -525,7 +525,7 @@ impl DefaultProvider {
     /// uses the new image, and the failed creation is tried once more on it. A failure
     /// after the rebuild is an ordinary create failure.
     #[must_use]
-    pub(crate) fn with_rebuild(mut self, rebuild: Arc<dyn ImageRebuild>) -> Self {
+    pub(super) fn with_rebuild(mut self, rebuild: Arc<dyn ImageRebuild>) -> Self {
         self.healing = Some(Healing {
             rebuild,
             state: tokio::sync::Mutex::new(HealState::Untried),

@@ -113,11 +113,11 @@ impl ImagePlan {
 /// Rebuilds a plan's image without reading the cache and replaces the cache entry:
 /// what a provider does when a cached image is gone.
 #[derive(Debug)]
-pub(crate) struct CacheRefresh {
+pub(super) struct CacheRefresh {
     /// The run's plan.
-    pub(crate) plan: Arc<ImagePlan>,
+    pub(super) plan: Arc<ImagePlan>,
     /// Interrupts the rebuild.
-    pub(crate) cancel: CancellationToken,
+    pub(super) cancel: CancellationToken,
 }
 
 #[async_trait]

@@ -30,7 +30,7 @@ pub(crate) struct LocalSandboxSettings {
     /// directories and download paths resolve against it).
     pub(crate) working_dir: PathBuf,
     /// The shell that runs each command (`<shell> -c ...`), `/bin/sh` by default.
-    pub(crate) shell: String,
+    pub(super) shell: String,
     /// Variables added to the inherited environment: the provider's `env` and
     /// `OFFLOAD_ROOT`, in order, as the caller assembled them.
     pub(crate) env: Vec<(String, String)>,
@@ -38,14 +38,14 @@ pub(crate) struct LocalSandboxSettings {
 
 /// Creates [`LocalSandbox`]es; owns the run's private directory for result files.
 #[derive(Debug)]
-pub(crate) struct LocalProvider {
+pub(super) struct LocalProvider {
     settings: Arc<LocalSandboxSettings>,
     results: TempDir,
 }
 
 impl LocalProvider {
     /// A provider with these settings and a fresh private temporary directory.
-    pub(crate) fn new(settings: LocalSandboxSettings) -> Result<Self> {
+    pub(super) fn new(settings: LocalSandboxSettings) -> Result<Self> {
         let results = tempfile::Builder::new()
             .prefix("offload-")
             .tempdir()

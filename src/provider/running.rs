@@ -18,7 +18,7 @@ use crate::process::{self, CommandSpec, ExitOutcome, TERMINATE_GRACE_PERIOD};
 
 /// Runs a sandbox's commands and ends them when the sandbox is destroyed.
 #[derive(Debug, Default)]
-pub(crate) struct SandboxCommands {
+pub(super) struct SandboxCommands {
     destroyed: CancellationToken,
     running: RunningCommands,
 }
@@ -26,7 +26,7 @@ pub(crate) struct SandboxCommands {
 impl SandboxCommands {
     /// Runs `spec` (the local process that executes `what` in `sandbox`), sending each
     /// output line to `output`; killed on `timeout`, on `cancel` and on destroy.
-    pub(crate) async fn run(
+    pub(super) async fn run(
         &self,
         sandbox: &str,
         what: &CommandSpec,
@@ -62,7 +62,7 @@ impl SandboxCommands {
 
     /// Refuses new commands, ends the running ones and waits (bounded) until they are
     /// gone.
-    pub(crate) async fn shut_down(&self, sandbox: &str) {
+    pub(super) async fn shut_down(&self, sandbox: &str) {
         self.destroyed.cancel();
         self.running.wait_until_idle(sandbox).await;
     }
