@@ -13,7 +13,7 @@ use super::junit::{CaseOutcome, Detail, TestCase, TestSuite};
 
 /// The status `offload logs` shows in a test's banner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum LogStatus {
+pub(super) enum LogStatus {
     /// No outcome child and no failed attempt.
     Passed,
     /// Skipped by the test runner.

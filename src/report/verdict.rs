@@ -152,12 +152,12 @@ impl TestResult {
     }
 
     /// The attempt that decided the verdict (see [`Self::final_attempt_index`]).
-    pub(crate) fn final_attempt(&self) -> Option<&Attempt> {
+    pub(super) fn final_attempt(&self) -> Option<&Attempt> {
         self.final_attempt_index().map(|i| &self.attempts[i])
     }
 
     /// Every failed attempt other than the final one, in order.
-    pub(crate) fn earlier_failures(&self) -> impl Iterator<Item = &Attempt> {
+    pub(super) fn earlier_failures(&self) -> impl Iterator<Item = &Attempt> {
         let last = self.final_attempt_index();
         self.attempts
             .iter()

@@ -121,7 +121,7 @@ pub(crate) enum RerunKind {
 
 impl RerunKind {
     /// The element name.
-    pub(crate) fn element(self) -> &'static str {
+    pub(super) fn element(self) -> &'static str {
         match self {
             Self::FlakyFailure => "flakyFailure",
             Self::FlakyError => "flakyError",
