@@ -73,7 +73,7 @@ pub(crate) async fn run(config: &Path, json: bool) -> Result<i32> {
 /// Prints, for each group of `groups` (in that order) that has tests, a blank line,
 /// `Group '<name>':` and one `  <id>` line per test. Used by `collect` and by
 /// `offload run --collect-only`.
-pub(crate) fn print_listing<'a>(records: &[TestRecord], groups: impl Iterator<Item = &'a str>) {
+pub(super) fn print_listing<'a>(records: &[TestRecord], groups: impl Iterator<Item = &'a str>) {
     // Buffered: stdout alone would flush (one write) per line.
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     // A closed stdout (e.g. `| head`) is not worth an error here.
