@@ -72,7 +72,7 @@ fn base85_value(c: u8) -> Option<u32> {
 
 /// Decodes one line of a binary block: a length letter (`A`–`Z` = 1–26, `a`–`z` = 27–52
 /// bytes) and then five base85 characters per four bytes. Appends the bytes to `out`.
-pub(super) fn decode_base85_line(line: &[u8], out: &mut Vec<u8>) -> Result<()> {
+fn decode_base85_line(line: &[u8], out: &mut Vec<u8>) -> Result<()> {
     let (&len_char, body) = line.split_first().context("empty line")?;
     let len = match len_char {
         b'A'..=b'Z' => (len_char - b'A') as usize + 1,
