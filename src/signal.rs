@@ -9,8 +9,8 @@
 //! at once with the first signal's code, skipping the cleanup.
 //!
 //! This module does not clean up by itself on the first signal; it only reports it.
-//! [`Signals::for_tests`] builds the same object without touching the process's
-//! signal dispositions, with [`Signals::trigger`] standing in for a signal.
+//! `Signals::for_tests` (in tests only) builds the same object without touching the
+//! process's signal dispositions, with `Signals::trigger` standing in for a signal.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -77,7 +77,7 @@ impl SignalState {
 pub(crate) struct Signals {
     token: CancellationToken,
     state: Arc<SignalState>,
-    /// The task listening for signals; `None` for [`Signals::for_tests`].
+    /// The task listening for signals; `None` for `Signals::for_tests`.
     listener: Option<JoinHandle<()>>,
 }
 
