@@ -18,15 +18,15 @@ use regex::Regex;
 
 /// A script compiled into the binary.
 #[derive(Debug, Clone, Copy)]
-pub struct Script {
+pub(crate) struct Script {
     /// Its file name, as written after `@`.
-    pub name: &'static str,
+    name: &'static str,
     /// Its content.
-    pub contents: &'static [u8],
+    pub(crate) contents: &'static [u8],
 }
 
 /// Every bundled script. Adding one is one line here (and the file in `scripts/`).
-pub const SCRIPTS: &[Script] = &[
+const SCRIPTS: &[Script] = &[
     Script {
         name: "local_sandbox.sh",
         contents: include_bytes!("../scripts/local_sandbox.sh"),
@@ -39,7 +39,7 @@ pub const SCRIPTS: &[Script] = &[
 ];
 
 /// The pytest plugin that selects a batch's tests (see `crate::framework::pytest`).
-pub const PYTEST_PLUGIN: Script = Script {
+pub(crate) const PYTEST_PLUGIN: Script = Script {
     name: "offload_pytest_plugin.py",
     contents: include_bytes!("../scripts/offload_pytest_plugin.py"),
 };
@@ -55,17 +55,17 @@ fn reference_pattern() -> &'static Regex {
 
 /// One `@name.ext` reference in a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reference {
+struct Reference {
     /// Byte offset of the `@`.
-    pub start: usize,
+    start: usize,
     /// Byte offset just past the name.
-    pub end: usize,
+    end: usize,
     /// The script name (without the `@`).
-    pub name: String,
+    name: String,
 }
 
 /// Every `@name.ext` reference in `command`, in order.
-pub fn references(command: &str) -> Vec<Reference> {
+fn references(command: &str) -> Vec<Reference> {
     reference_pattern()
         .captures_iter(command)
         .filter_map(|caps| caps.get(1))
@@ -79,14 +79,14 @@ pub fn references(command: &str) -> Vec<Reference> {
 }
 
 /// The bundled script called `name`, if there is one.
-pub fn find(name: &str) -> Option<&'static Script> {
+fn find(name: &str) -> Option<&'static Script> {
     SCRIPTS.iter().find(|s| s.name == name)
 }
 
 /// Replaces every `@name.ext` in `command` with the path of the extracted script
 /// (shell-quoted when needed), extracting the scripts into [`cache_dir`] the first
 /// time a command holds a reference. A command without references is returned as is.
-pub fn expand(command: &str) -> Result<String> {
+pub(crate) fn expand(command: &str) -> Result<String> {
     if references(command).is_empty() {
         return Ok(command.to_owned());
     }
@@ -96,7 +96,7 @@ pub fn expand(command: &str) -> Result<String> {
 
 /// The directory holding every bundled script, extracting them into [`cache_dir`] on
 /// the first call of the process.
-pub fn extracted_dir() -> Result<&'static Path> {
+pub(crate) fn extracted_dir() -> Result<&'static Path> {
     static EXTRACTED: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     EXTRACTED
         .get_or_init(|| {
@@ -110,7 +110,7 @@ pub fn extracted_dir() -> Result<&'static Path> {
 }
 
 /// Like [`expand`], with the scripts taken to be extracted in `dir` already.
-pub fn expand_in(command: &str, dir: &Path) -> Result<String> {
+fn expand_in(command: &str, dir: &Path) -> Result<String> {
     check_names(command)?;
     let mut out = String::with_capacity(command.len());
     let mut last = 0;
@@ -142,7 +142,7 @@ fn check_names(command: &str) -> Result<()> {
 /// Where scripts are extracted: `$XDG_CACHE_HOME/offload/scripts`, else
 /// `$HOME/.cache/offload/scripts`, else `offload-<uid>/scripts` in the temporary
 /// directory.
-pub fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     let absolute = |var: &str| {
         std::env::var_os(var)
             .map(PathBuf::from)
@@ -163,7 +163,7 @@ pub fn cache_dir() -> PathBuf {
 
 /// Writes every bundled script into `dir` (created if missing) with mode 0755. A file
 /// whose content is already right is left untouched; others are replaced atomically.
-pub fn extract_all(dir: &Path) -> Result<()> {
+fn extract_all(dir: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).with_context(|| {
         format!(

@@ -1,7 +1,7 @@
 //! The command line: clap types, logging set-up and dispatch.
 //!
 //! Clap types stop here. Each subcommand is turned into a plain options struct from
-//! [`crate::commands`] and handed to that command's `run` function, which returns an
+//! `crate::commands` and handed to that command's `run` function, which returns an
 //! exit code. Errors are printed once, here, as an `anyhow` chain.
 
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ use crate::report::summary::FinalStatusLevel;
 /// from broken ones and write one JUnit report.
 #[derive(Debug, Parser)]
 #[command(name = "offload", version, about, long_about = None)]
-pub struct Cli {
+struct Cli {
     /// Configuration file.
     #[arg(
         short,
@@ -26,19 +26,19 @@ pub struct Cli {
         value_name = "PATH",
         default_value = "offload.toml"
     )]
-    pub config: PathBuf,
+    config: PathBuf,
 
     /// More diagnostics on stderr (repeat for debug output).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    verbose: u8,
 
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+enum Command {
     /// Discover the tests, run them in parallel sandboxes and report.
     Run(RunArgs),
     /// Discover tests without running them.
@@ -57,7 +57,7 @@ pub enum Command {
 
 /// Flags of `offload run`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+struct RunArgs {
     /// Run only the tests whose ID contains one of these strings (a full ID selects
     /// exactly that test). Combined with `-k` and `--rerun-failed`, a test must match
     /// each. Nothing matching is an error (exit 1).
@@ -65,28 +65,28 @@ pub struct RunArgs {
     pub filters: Vec<String>,
     /// Maximum number of sandboxes running at once (overrides `max_parallel`).
     #[arg(short, long, value_name = "N")]
-    pub parallel: Option<usize>,
+    parallel: Option<usize>,
     /// Discover tests, print them and stop.
     #[arg(long)]
-    pub collect_only: bool,
+    collect_only: bool,
     /// Copy a directory into each sandbox image (repeatable).
     #[arg(long = "copy-dir", value_name = "LOCAL:REMOTE")]
-    pub copy_dirs: Vec<String>,
+    copy_dirs: Vec<String>,
     /// Set an environment variable in the sandboxes (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
+    env: Vec<String>,
     /// Skip the image cache: no git-notes lookup, write, fetch or push.
     #[arg(long)]
-    pub no_cache: bool,
+    no_cache: bool,
     /// Stop scheduling after the first failure and cancel running batches.
     #[arg(long)]
-    pub fail_fast: bool,
+    fail_fast: bool,
     /// Print the estimated sandbox cost in the summary.
     #[arg(long)]
-    pub show_estimated_cost: bool,
+    show_estimated_cost: bool,
     /// Plain progress lines instead of a progress bar (also when `CI=true`).
     #[arg(long)]
-    pub ci: bool,
+    ci: bool,
     /// Status lines while tests run: none, fail, retry (also flaky), slow, pass, skip
     /// or all; each level shows those before it. Default: slow (pass with -v).
     #[arg(long, value_enum, value_name = "LEVEL")]
@@ -114,7 +114,7 @@ pub struct RunArgs {
 
 /// Output formats of `offload collect`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CollectFormat {
+enum CollectFormat {
     /// Groups and test IDs, for people.
     Text,
     /// A JSON array of test records, alone on stdout.
@@ -123,13 +123,13 @@ pub enum CollectFormat {
 
 /// Flags of `offload collect`.
 #[derive(Debug, Args)]
-pub struct CollectArgs {
+struct CollectArgs {
     /// List only the tests whose ID contains one of these strings.
     #[arg(value_name = "FILTERS")]
     pub filters: Vec<String>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = CollectFormat::Text)]
-    pub format: CollectFormat,
+    format: CollectFormat,
     /// List only the tests matching EXPR: pytest's own `-k` expression; for cargo and
     /// default frameworks a regular expression matched anywhere in the test ID.
     #[arg(short = 'k', value_name = "EXPR")]
@@ -138,7 +138,7 @@ pub struct CollectArgs {
 
 /// Providers `offload init` can write a configuration for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InitProvider {
+enum InitProvider {
     /// Local child processes.
     Local,
     /// Your own shell commands drive the sandboxes.
@@ -149,7 +149,7 @@ pub enum InitProvider {
 
 /// Frameworks `offload init` can write a configuration for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InitFramework {
+enum InitFramework {
     /// pytest.
     Pytest,
     /// cargo-nextest.
@@ -161,54 +161,60 @@ pub enum InitFramework {
 
 /// Flags of `offload init`.
 #[derive(Debug, Args)]
-pub struct InitArgs {
+struct InitArgs {
     /// Provider to configure.
     #[arg(short, long, value_enum, default_value_t = InitProvider::Local)]
-    pub provider: InitProvider,
+    provider: InitProvider,
     /// Test framework to configure.
     #[arg(short, long, value_enum, default_value_t = InitFramework::Pytest)]
-    pub framework: InitFramework,
+    framework: InitFramework,
     /// Overwrite an existing file.
     #[arg(long)]
-    pub force: bool,
+    force: bool,
 }
 
 /// Flags of `offload logs`.
 #[derive(Debug, Args)]
-pub struct LogsArgs {
+struct LogsArgs {
     /// Only failed tests.
     #[arg(long)]
-    pub failures: bool,
+    failures: bool,
     /// Only tests that ended in an error.
     #[arg(long)]
-    pub errors: bool,
+    errors: bool,
     /// Only the test with exactly this ID (repeatable).
     #[arg(long = "test", value_name = "ID")]
-    pub tests: Vec<String>,
+    tests: Vec<String>,
     /// Only tests whose ID matches this regular expression (anywhere in the ID).
     #[arg(long, value_name = "PATTERN")]
-    pub test_regex: Option<String>,
+    test_regex: Option<String>,
 }
 
 /// Flags of `offload apply-diff`.
 #[derive(Debug, Args)]
-pub struct ApplyDiffArgs {
+struct ApplyDiffArgs {
     /// The patch file (`git diff --binary` format).
-    pub patch: PathBuf,
+    patch: PathBuf,
     /// Directory the patch paths are relative to.
     #[arg(long, value_name = "DIR", default_value = ".")]
-    pub project_root: PathBuf,
+    project_root: PathBuf,
 }
 
 /// Flags of `offload checkpoint-status`.
 #[derive(Debug, Args)]
-pub struct CheckpointStatusArgs {
+struct CheckpointStatusArgs {
     /// Remote to fetch image notes from.
     #[arg(long, default_value = "origin")]
-    pub remote: String,
+    remote: String,
 }
 
-/// Parses the command line, runs the command and returns the process exit code.
+/// The whole `offload` program: parses the command line (from `std::env::args`), runs
+/// the subcommand and returns the process exit code for `main` to exit with.
+///
+/// It never returns an error: a usage error or a failed command is printed to stderr
+/// once (as an `anyhow` chain) and becomes exit code 1. The other codes are 0 (passed),
+/// 2 (passed, some only after a retry), 130 and 143 (stopped by SIGINT or SIGTERM).
+/// Child processes still alive at the end are killed before it returns.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -5,12 +5,12 @@
 //! "passed, some flaky".
 
 /// Every test passed (or there was nothing to run).
-pub const SUCCESS: i32 = 0;
+pub(crate) const SUCCESS: i32 = 0;
 /// Tests failed or were not run, or an error stopped the command.
-pub const FAILURE: i32 = 1;
+pub(crate) const FAILURE: i32 = 1;
 /// Every test passed, but some only after a retry.
-pub const FLAKY: i32 = 2;
+pub(crate) const FLAKY: i32 = 2;
 /// The run was stopped by SIGINT (128 + 2).
-pub const INTERRUPTED: i32 = 130;
+pub(crate) const INTERRUPTED: i32 = 130;
 /// The run was stopped by SIGTERM (128 + 15).
-pub const TERMINATED: i32 = 143;
+pub(crate) const TERMINATED: i32 = 143;

@@ -17,7 +17,7 @@ use indicatif::ProgressBar;
 static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
 /// Sets (or clears, with `None`) the progress bar that stderr output goes above.
-pub fn set_active_bar(bar: Option<ProgressBar>) {
+pub(crate) fn set_active_bar(bar: Option<ProgressBar>) {
     *ACTIVE_BAR.lock().unwrap_or_else(|e| e.into_inner()) = bar;
 }
 
@@ -32,7 +32,7 @@ fn above_bar<T>(write: impl FnOnce() -> T) -> T {
 
 /// stderr for diagnostics (`tracing`), written above the progress bar.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct StderrWriter;
+pub(crate) struct StderrWriter;
 
 impl Write for StderrWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -50,12 +50,12 @@ impl Write for StderrWriter {
 
 /// Whether to colour output for a stream that `is_terminal`: only on a terminal, and
 /// never when `NO_COLOR` is set to anything but the empty string.
-pub fn use_color(is_terminal: bool) -> bool {
+pub(crate) fn use_color(is_terminal: bool) -> bool {
     is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// `1 test`, `2 tests`: a count and its noun, for messages.
-pub fn plural(n: usize, noun: &str) -> String {
+pub(crate) fn plural(n: usize, noun: &str) -> String {
     if n == 1 {
         format!("1 {noun}")
     } else {
@@ -65,7 +65,7 @@ pub fn plural(n: usize, noun: &str) -> String {
 
 /// Writes `text` to stdout and flushes it. A closed pipe is ignored; any other error
 /// is logged, never a panic (unlike `print!`).
-pub fn print(text: &str) {
+pub(crate) fn print(text: &str) {
     let mut stdout = std::io::stdout().lock();
     if let Err(err) = stdout
         .write_all(text.as_bytes())
@@ -79,22 +79,21 @@ pub fn print(text: &str) {
 
 /// Writes to stderr (above the progress bar), ignoring any error: there is nowhere
 /// left to report it.
-pub fn stderr(args: std::fmt::Arguments<'_>) {
+pub(crate) fn stderr(args: std::fmt::Arguments<'_>) {
     above_bar(|| {
         let _ = std::io::stderr().lock().write_fmt(args);
     });
 }
 
 /// Like `eprint!`, but a closed or broken stderr is ignored instead of a panic.
-#[macro_export]
 macro_rules! status {
     ($($arg:tt)*) => {
         $crate::output::stderr(format_args!($($arg)*))
     };
 }
+pub(crate) use status;
 
 /// Like `eprintln!`, but a closed or broken stderr is ignored instead of a panic.
-#[macro_export]
 macro_rules! statusln {
     () => {
         $crate::output::stderr(format_args!("\n"))
@@ -103,11 +102,12 @@ macro_rules! statusln {
         $crate::output::stderr(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
+pub(crate) use statusln;
 
 /// `text` as a message may quote it: whole when it has at most `max` characters,
 /// otherwise its first `max` characters and `…` with how much was cut, so that a 100 kB
 /// value cannot bury the message around it.
-pub fn ellipsize(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+pub(crate) fn ellipsize(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     match text.char_indices().nth(max) {
         None => std::borrow::Cow::Borrowed(text),
         Some((cut, _)) => {

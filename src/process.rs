@@ -5,16 +5,16 @@
 //! while the child runs so a full pipe can never block it. Used by discovery, by the
 //! local provider and by the shell-command providers.
 //!
-//! The life of a child ([`capture`], [`stream`], [`stream_until`]):
+//! The life of a child (`capture`, `stream`, `stream_until`):
 //!
 //! 1. It is spawned with stdin null, piped stdout/stderr, and `setpgid(0, 0)`, and its
-//!    group is recorded in a process-wide registry ([`kill_all_process_groups`] is what
+//!    group is recorded in a process-wide registry (`kill_all_process_groups` is what
 //!    a second Ctrl-C uses).
 //! 2. On timeout or cancel the group gets SIGTERM, output keeps draining for
-//!    [`TERMINATE_GRACE_PERIOD`], then the group gets SIGKILL. The outcome is
+//!    `TERMINATE_GRACE_PERIOD`, then the group gets SIGKILL. The outcome is
 //!    [`ExitOutcome::TimedOut`] or [`ExitOutcome::Cancelled`], whatever the exit status.
 //! 3. Once the direct child is reaped, a grandchild still holding the pipes gets
-//!    [`LEAK_TIMEOUT`] to close them; then the group is killed and we return.
+//!    `LEAK_TIMEOUT` to close them; then the group is killed and we return.
 //! 4. At the end, and whenever the future is dropped early, the group gets SIGKILL, so
 //!    nothing the command started outlives it (short of a `setsid` escape).
 //!
@@ -39,11 +39,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// How long a process group may take to exit after SIGTERM before it gets SIGKILL.
-pub const TERMINATE_GRACE_PERIOD: Duration = Duration::from_secs(2);
+pub(crate) const TERMINATE_GRACE_PERIOD: Duration = Duration::from_secs(2);
 
 /// How long, after the direct child exited, a leftover process may keep the output
 /// pipes open before its group is killed and the call returns.
-pub const LEAK_TIMEOUT: Duration = Duration::from_millis(500);
+const LEAK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A program with its arguments, working directory and extra environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub struct CommandSpec {
 
 impl CommandSpec {
     /// A spec that runs `program` with no arguments, in the caller's directory.
-    pub fn new(program: impl Into<String>) -> Self {
+    pub(crate) fn new(program: impl Into<String>) -> Self {
         Self {
             program: program.into(),
             ..Self::default()
@@ -68,18 +68,18 @@ impl CommandSpec {
     }
 
     /// `sh -c <script>`: runs a shell script written by the user.
-    pub fn shell(script: &str) -> Self {
+    pub(crate) fn shell(script: &str) -> Self {
         Self::new("sh").arg("-c").arg(script)
     }
 
     /// Appends one argument.
-    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+    pub(crate) fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
         self
     }
 
     /// Appends arguments.
-    pub fn args<I, S>(mut self, args: I) -> Self
+    pub(crate) fn args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -89,19 +89,19 @@ impl CommandSpec {
     }
 
     /// Sets the working directory.
-    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+    pub(crate) fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cwd = Some(dir.into());
         self
     }
 
     /// Adds an environment variable (later additions win).
-    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub(crate) fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((name.into(), value.into()));
         self
     }
 
     /// The program and its arguments, shell-quoted, for messages (`pytest -k 'a b'`).
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         std::iter::once(&self.program)
             .chain(&self.args)
             .map(|word| quote(word))
@@ -117,7 +117,7 @@ impl CommandSpec {
     /// a shell name, or the program starts with `-`, it falls back to
     /// `exec env -- K=v ... <program> <args>...` (then a program containing `=` would be
     /// misread by `env`; no real program is named so).
-    pub fn to_shell_string(&self) -> String {
+    pub(crate) fn to_shell_string(&self) -> String {
         let mut out = String::new();
         if let Some(cwd) = &self.cwd {
             let dir = cwd.to_string_lossy();
@@ -161,7 +161,7 @@ impl CommandSpec {
 
 /// Quotes one shell word, only when needed (`shell_words::quote`, plus braces, which
 /// bash would brace-expand).
-pub fn quote(word: &str) -> Cow<'_, str> {
+pub(crate) fn quote(word: &str) -> Cow<'_, str> {
     let quoted = shell_words::quote(word);
     if matches!(quoted, Cow::Borrowed(_)) && word.contains(['{', '}']) {
         return Cow::Owned(format!("'{word}'"));
@@ -178,7 +178,7 @@ fn is_shell_name(name: &str) -> bool {
 
 /// Which stream a line of output came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
+pub(crate) enum Stream {
     /// Standard output.
     Stdout,
     /// Standard error.
@@ -196,13 +196,6 @@ pub enum ExitOutcome {
     TimedOut,
     /// It was cancelled (interrupt, fail-fast) and its process group was killed.
     Cancelled,
-}
-
-impl ExitOutcome {
-    /// Whether the child exited with code 0.
-    pub fn is_success(self) -> bool {
-        self == Self::Exited(0)
-    }
 }
 
 impl std::fmt::Display for ExitOutcome {
@@ -229,7 +222,10 @@ pub struct CapturedOutput {
 
 /// Runs `spec` to the end and returns all it wrote. With a `timeout`, the process group
 /// is killed when it passes and the outcome is [`ExitOutcome::TimedOut`].
-pub async fn capture(spec: &CommandSpec, timeout: Option<Duration>) -> Result<CapturedOutput> {
+pub(crate) async fn capture(
+    spec: &CommandSpec,
+    timeout: Option<Duration>,
+) -> Result<CapturedOutput> {
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
     let outcome = supervise(
@@ -257,7 +253,7 @@ pub async fn capture(spec: &CommandSpec, timeout: Option<Duration>) -> Result<Ca
 /// The process group is killed when `timeout` passes ([`ExitOutcome::TimedOut`]) or
 /// `cancel` fires ([`ExitOutcome::Cancelled`]; an already cancelled token spawns
 /// nothing).
-pub async fn stream(
+pub(crate) async fn stream(
     spec: &CommandSpec,
     timeout: Option<Duration>,
     cancel: &CancellationToken,
@@ -271,7 +267,7 @@ pub async fn stream(
 
 /// Like [`stream`], but cancelled when the future `stop` completes (so a caller can
 /// combine several reasons to stop).
-pub async fn stream_until(
+pub(crate) async fn stream_until(
     spec: &CommandSpec,
     timeout: Option<Duration>,
     stop: impl Future<Output = ()>,
@@ -454,10 +450,10 @@ fn exit_outcome(status: ExitStatus) -> ExitOutcome {
 /// that ran and failed: for a batch it is that batch's error, not the sandbox's.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct SpawnError(String);
+struct SpawnError(String);
 
 /// Whether `err` (or anything it wraps) is a [`SpawnError`].
-pub fn is_spawn_error(err: &anyhow::Error) -> bool {
+pub(crate) fn is_spawn_error(err: &anyhow::Error) -> bool {
     err.chain().any(|e| e.is::<SpawnError>())
 }
 
@@ -549,7 +545,7 @@ fn live_groups() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
 /// Sends SIGKILL to the process group of every child still running (best effort), as
 /// the last thing before the process exits (on a second interrupt, or with work left
 /// behind by a first one).
-pub fn kill_all_process_groups() {
+pub(crate) fn kill_all_process_groups() {
     for &pgid in live_groups().iter() {
         // SAFETY: killpg has no memory-safety preconditions.
         let _ = unsafe { libc::killpg(pgid, libc::SIGKILL) };
@@ -557,7 +553,8 @@ pub fn kill_all_process_groups() {
 }
 
 /// The number of process groups currently registered (live children).
-pub fn live_process_group_count() -> usize {
+#[cfg(test)]
+fn live_process_group_count() -> usize {
     live_groups().len()
 }
 
@@ -571,13 +568,13 @@ pub fn live_process_group_count() -> usize {
 /// what kills leftovers and what makes an aborted run leave no orphan. After the leader
 /// is reaped its pid stays reserved while any group member lives, and the drop comes at
 /// most [`LEAK_TIMEOUT`] later, so the signal cannot reach an unrelated process.
-pub struct ProcessGroup {
+pub(crate) struct ProcessGroup {
     pgid: i32,
 }
 
 impl ProcessGroup {
     /// Registers the group that the child `pid` leads.
-    pub fn register(pid: u32) -> Self {
+    pub(crate) fn register(pid: u32) -> Self {
         // Pids fit in i32 on every Unix (pid_t).
         let pgid = pid as i32;
         live_groups().insert(pgid);

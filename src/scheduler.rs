@@ -44,11 +44,11 @@ use rustc_hash::FxHashMap;
 use crate::report::junit::MAX_DURATION_SECS;
 
 /// Duration assumed for a test of a group with no known duration at all.
-pub const UNKNOWN_DURATION: Duration = Duration::from_secs(1);
+const UNKNOWN_DURATION: Duration = Duration::from_secs(1);
 
 /// Added to every known duration: the runner's own work per test, which no report
 /// times (see the module docs).
-pub const PER_TEST_OVERHEAD: Duration = Duration::from_millis(2);
+const PER_TEST_OVERHEAD: Duration = Duration::from_millis(2);
 
 /// With nothing known, batches per sandbox, when each batch still gets at least
 /// [`MIN_TESTS_PER_SPLIT_BATCH`] tests.
@@ -70,39 +70,39 @@ const SMALL_TEST_SHARE: f64 = 0.1;
 
 /// One test to schedule.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Item<'a> {
+pub(crate) struct Item<'a> {
     /// Its ID.
-    pub id: &'a str,
+    pub(crate) id: &'a str,
     /// Its group (unknown durations take the group's mean).
-    pub group: &'a str,
+    pub(crate) group: &'a str,
     /// Whether it runs in a batch of its own.
-    pub individual: bool,
+    pub(crate) individual: bool,
     /// What a batch loads whole for any one of its tests (see
     /// [`Framework::locality`](crate::framework::Framework::locality)).
-    pub locality: Option<&'a str>,
+    pub(crate) locality: Option<&'a str>,
 }
 
 /// A planned batch: indices into the item list, and its expected duration.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PlannedBatch {
+pub(crate) struct PlannedBatch {
     /// Indices of the items, in the order they were placed.
-    pub items: Vec<usize>,
+    pub(crate) items: Vec<usize>,
     /// Sum of the expected durations.
-    pub load: Duration,
+    pub(crate) load: Duration,
 }
 
 /// Expected durations of the items, and whether any was known.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Estimates {
+pub(crate) struct Estimates {
     /// Per item: the known duration plus [`PER_TEST_OVERHEAD`], else the group mean of
     /// those, else [`UNKNOWN_DURATION`].
-    pub durations: Vec<Duration>,
+    pub(crate) durations: Vec<Duration>,
     /// Whether at least one item had a known duration.
-    pub any_known: bool,
+    pub(crate) any_known: bool,
 }
 
 /// Estimates each item's duration from `known` (seconds by ID).
-pub fn estimate(items: &[Item<'_>], known: &FxHashMap<String, f64>) -> Estimates {
+pub(crate) fn estimate(items: &[Item<'_>], known: &FxHashMap<String, f64>) -> Estimates {
     // One lookup per test: at 20 000 tests the hashing is most of the planning time.
     let found: Vec<Option<f64>> = items
         .iter()
@@ -148,7 +148,7 @@ pub fn estimate(items: &[Item<'_>], known: &FxHashMap<String, f64>) -> Estimates
 ///
 /// `own_cpus` says the sandboxes do not share this machine's CPUs, which makes the
 /// finer split of a first run worth its start-ups however many tests there are.
-pub fn plan(
+pub(crate) fn plan(
     items: &[Item<'_>],
     estimates: &Estimates,
     parallel: usize,
@@ -191,7 +191,11 @@ pub fn plan(
 
 /// Splits `tests` (indices of tests to retry) into at most `parts` batches of similar
 /// expected duration.
-pub fn split_retries(tests: &[usize], durations: &[Duration], parts: usize) -> Vec<PlannedBatch> {
+pub(crate) fn split_retries(
+    tests: &[usize],
+    durations: &[Duration],
+    parts: usize,
+) -> Vec<PlannedBatch> {
     lpt(
         durations,
         tests.iter().map(|&i| vec![i]).collect(),

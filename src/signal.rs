@@ -9,8 +9,8 @@
 //! at once with the first signal's code, skipping the cleanup.
 //!
 //! This module does not clean up by itself on the first signal; it only reports it.
-//! [`Signals::for_tests`] builds the same object without touching the process's
-//! signal dispositions, with [`Signals::trigger`] standing in for a signal.
+//! `Signals::for_tests` (in tests only) builds the same object without touching the
+//! process's signal dispositions, with `Signals::trigger` standing in for a signal.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -24,7 +24,7 @@ use crate::exit;
 
 /// A signal asking Offload to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ShutdownSignal {
+pub(crate) enum ShutdownSignal {
     /// SIGINT (Ctrl-C).
     Interrupt,
     /// SIGTERM.
@@ -33,7 +33,7 @@ pub enum ShutdownSignal {
 
 impl ShutdownSignal {
     /// The exit code of a run this signal stopped: 130 for SIGINT, 143 for SIGTERM.
-    pub fn exit_code(self) -> i32 {
+    pub(crate) fn exit_code(self) -> i32 {
         match self {
             Self::Interrupt => exit::INTERRUPTED,
             Self::Terminate => exit::TERMINATED,
@@ -41,7 +41,7 @@ impl ShutdownSignal {
     }
 
     /// The signal's name (`SIGINT`, `SIGTERM`).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Interrupt => "SIGINT",
             Self::Terminate => "SIGTERM",
@@ -74,10 +74,10 @@ impl SignalState {
 
 /// The process's shutdown signals: a token cancelled on the first one, and which came.
 #[derive(Debug)]
-pub struct Signals {
+pub(crate) struct Signals {
     token: CancellationToken,
     state: Arc<SignalState>,
-    /// The task listening for signals; `None` for [`Signals::for_tests`].
+    /// The task listening for signals; `None` for `Signals::for_tests`.
     listener: Option<JoinHandle<()>>,
 }
 
@@ -85,7 +85,7 @@ impl Signals {
     /// Installs the SIGINT and SIGTERM handlers. Must be called inside the tokio
     /// runtime. From then on these signals no longer kill the process by default: the
     /// first cancels [`Self::token`], the second kills every child group and exits.
-    pub fn install() -> Result<Self> {
+    pub(crate) fn install() -> Result<Self> {
         let mut interrupt =
             signal(SignalKind::interrupt()).context("failed to install the SIGINT handler")?;
         let mut terminate =
@@ -128,7 +128,8 @@ impl Signals {
 
     /// The same object without any handler installed; [`Self::trigger`] plays the
     /// signal, and a second trigger never exits the process.
-    pub fn for_tests() -> Self {
+    #[cfg(test)]
+    fn for_tests() -> Self {
         Self {
             token: CancellationToken::new(),
             state: Arc::new(SignalState::default()),
@@ -138,22 +139,24 @@ impl Signals {
 
     /// Acts as if `signal` had been received (records it and cancels the token), except
     /// that repeating it never kills or exits.
-    pub fn trigger(&self, signal: ShutdownSignal) {
+    #[cfg(test)]
+    fn trigger(&self, signal: ShutdownSignal) {
         self.state.record(signal, &self.token);
     }
 
     /// A token cancelled when the first shutdown signal arrives.
-    pub fn token(&self) -> CancellationToken {
+    pub(crate) fn token(&self) -> CancellationToken {
         self.token.clone()
     }
 
     /// The first shutdown signal received, if any.
-    pub fn received(&self) -> Option<ShutdownSignal> {
+    pub(crate) fn received(&self) -> Option<ShutdownSignal> {
         self.state.first.get().copied()
     }
 
     /// How many shutdown signals were received.
-    pub fn count(&self) -> usize {
+    #[cfg(test)]
+    fn count(&self) -> usize {
         self.state.count.load(Ordering::SeqCst)
     }
 }

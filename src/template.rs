@@ -6,7 +6,7 @@
 
 /// Replaces each `{name}` of `values` in `template` by its value, in one left-to-right
 /// pass; other braces stay as written.
-pub fn substitute(template: &str, values: &[(&str, &str)]) -> String {
+pub(crate) fn substitute(template: &str, values: &[(&str, &str)]) -> String {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(open) = rest.find('{') {

@@ -12,7 +12,7 @@ use crate::exit;
 use crate::patch::{apply_patch, parse_patch};
 
 /// Applies the patch file `patch` under `root`; returns the exit code.
-pub fn run(patch: &Path, root: &Path) -> Result<i32> {
+pub(crate) fn run(patch: &Path, root: &Path) -> Result<i32> {
     let bytes = std::fs::read(patch)
         .with_context(|| format!("failed to read the patch file `{}`", patch.display()))?;
     let files = parse_patch(&bytes)

@@ -40,7 +40,7 @@ use crate::provider::modal;
 const LABEL_WIDTH: usize = 20;
 
 /// Prints the checkpoint state for the config at `config`.
-pub fn run(config: &Path, remote: &str) -> Result<i32> {
+pub(crate) fn run(config: &Path, remote: &str) -> Result<i32> {
     let loaded = crate::config::load(config)?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let state = RepoState::detect(&Git::new(&cwd))?;

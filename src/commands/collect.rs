@@ -30,7 +30,7 @@ struct JsonRecord<'a> {
 
 /// Options of `offload collect`.
 #[derive(Debug, Clone, Default)]
-pub struct CollectOptions {
+pub(crate) struct CollectOptions {
     /// JSON alone on stdout instead of text.
     pub json: bool,
     /// Positional filters: list the tests whose ID contains any of them.
@@ -41,7 +41,7 @@ pub struct CollectOptions {
 
 /// Discovers the tests of every group and prints those the filters select (JSON alone on
 /// stdout with `json`).
-pub async fn run(config: &Path, options: CollectOptions) -> Result<i32> {
+pub(crate) async fn run(config: &Path, options: CollectOptions) -> Result<i32> {
     let json = options.json;
     let loaded = config::load(config)?;
     let cfg = &loaded.config;
@@ -98,7 +98,7 @@ pub async fn run(config: &Path, options: CollectOptions) -> Result<i32> {
 /// Prints, for each group of `groups` (in that order) that has tests, a blank line,
 /// `Group '<name>':` and one `  <id>` line per test. Used by `collect` and by
 /// `offload run --collect-only`.
-pub fn print_listing<'a>(records: &[TestRecord], groups: impl Iterator<Item = &'a str>) {
+pub(super) fn print_listing<'a>(records: &[TestRecord], groups: impl Iterator<Item = &'a str>) {
     // Buffered: stdout alone would flush (one write) per line.
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     // A closed stdout (e.g. `| head`) is not worth an error here.

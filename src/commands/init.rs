@@ -13,7 +13,7 @@ use crate::exit;
 
 /// The provider to write a configuration for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderChoice {
+pub(crate) enum ProviderChoice {
     /// Local processes.
     Local,
     /// Shell-command sandboxes.
@@ -24,7 +24,7 @@ pub enum ProviderChoice {
 
 /// The framework to write a configuration for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameworkChoice {
+pub(crate) enum FrameworkChoice {
     /// pytest.
     Pytest,
     /// cargo-nextest.
@@ -35,17 +35,17 @@ pub enum FrameworkChoice {
 
 /// Options of `offload init`.
 #[derive(Debug, Clone)]
-pub struct InitOptions {
+pub(crate) struct InitOptions {
     /// Provider.
-    pub provider: ProviderChoice,
+    pub(crate) provider: ProviderChoice,
     /// Framework.
-    pub framework: FrameworkChoice,
+    pub(crate) framework: FrameworkChoice,
     /// Overwrite an existing file.
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 /// Writes a configuration to `path` and returns the exit code.
-pub fn run(path: &Path, options: InitOptions) -> Result<i32> {
+pub(crate) fn run(path: &Path, options: InitOptions) -> Result<i32> {
     let text = template(options.provider, options.framework);
     let mut open = std::fs::OpenOptions::new();
     open.write(true);
@@ -129,7 +129,7 @@ fn write_starter_scripts(force: bool) -> Result<Vec<&'static str>> {
 }
 
 /// The commented configuration file for `provider` and `framework`.
-pub fn template(provider: ProviderChoice, framework: FrameworkChoice) -> String {
+fn template(provider: ProviderChoice, framework: FrameworkChoice) -> String {
     let mut out = String::from(HEADER);
     out.push_str(OFFLOAD);
     if provider != ProviderChoice::Local {

@@ -16,15 +16,15 @@ use crate::report::logs::{LogFilter, entries, render_entry};
 
 /// Filters of `offload logs`, combined with AND.
 #[derive(Debug, Clone, Default)]
-pub struct LogsOptions {
+pub(crate) struct LogsOptions {
     /// Only failed tests.
-    pub failures: bool,
+    pub(crate) failures: bool,
     /// Only errored tests.
-    pub errors: bool,
+    pub(crate) errors: bool,
     /// Only these exact IDs.
-    pub tests: Vec<String>,
+    pub(crate) tests: Vec<String>,
     /// Only IDs matching this regex.
-    pub test_regex: Option<String>,
+    pub(crate) test_regex: Option<String>,
 }
 
 /// Prints the results recorded by the last run of the config at `config`.
@@ -32,7 +32,7 @@ pub struct LogsOptions {
 /// Exit codes: 0 when something was printed or nothing matched the filters, 1 when there
 /// is no report yet; errors (bad config, bad regex, unreadable report) exit 1 through the
 /// caller.
-pub fn run(config: &Path, options: LogsOptions) -> Result<i32> {
+pub(crate) fn run(config: &Path, options: LogsOptions) -> Result<i32> {
     let loaded = crate::config::load(config)?;
     let regex = match options.test_regex.as_deref() {
         Some(pattern) => Some(

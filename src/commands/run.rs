@@ -37,7 +37,7 @@ use crate::signal::Signals;
 
 /// Options of `offload run`.
 #[derive(Debug, Clone, Default)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     /// Overrides `max_parallel`.
     pub parallel: Option<usize>,
     /// Discover and print only.
@@ -69,7 +69,7 @@ pub struct RunOptions {
 }
 
 /// Runs the test suite configured at `config_path`.
-pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
+pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
     let mut config = crate::config::load(config_path)?.config;
     apply_flags(&mut config, &options)?;
     let setup = Setup::of(&config.provider)?;

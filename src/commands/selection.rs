@@ -23,7 +23,7 @@ use crate::report::verdict::Verdict;
 
 /// The tests the command line selects among the discovered ones.
 #[derive(Debug, Default)]
-pub struct Selection {
+pub(crate) struct Selection {
     /// Positional filters: an ID is kept when it contains any of them.
     filters: Vec<String>,
     /// `-k` as written, for messages.
@@ -39,7 +39,7 @@ impl Selection {
     /// [`previous_unfinished`]). `keyword_at_discovery`: the framework applied `-k`
     /// itself, so it selects nothing more here; otherwise it is a regular expression
     /// matched anywhere in an ID, and an invalid one is an error naming `-k`.
-    pub fn new(
+    pub(crate) fn new(
         filters: Vec<String>,
         keyword: Option<&str>,
         keyword_at_discovery: bool,
@@ -64,12 +64,12 @@ impl Selection {
     }
 
     /// Whether the command line selects anything at all (otherwise every test runs).
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         !self.filters.is_empty() || self.keyword.is_some() || self.rerun.is_some()
     }
 
     /// Whether the test `id` is selected.
-    pub fn keeps(&self, id: &str) -> bool {
+    pub(crate) fn keeps(&self, id: &str) -> bool {
         (self.filters.is_empty() || self.filters.iter().any(|f| id.contains(f.as_str())))
             && self.pattern.as_ref().is_none_or(|p| p.is_match(id))
             && self.rerun.as_ref().is_none_or(|ids| ids.contains(id))
@@ -78,7 +78,7 @@ impl Selection {
     /// Keeps the selected records of `records`, in their order; fails when tests were
     /// there to select and none is, since a CI job whose filter has a typo must not go
     /// green having run nothing.
-    pub fn apply(&self, records: &mut Vec<TestRecord>) -> Result<()> {
+    pub(crate) fn apply(&self, records: &mut Vec<TestRecord>) -> Result<()> {
         if !self.is_active() {
             return Ok(());
         }
@@ -125,7 +125,7 @@ impl Selection {
 /// The IDs whose final verdict in the merged report at `path` (the last run's) was
 /// failed, errored or not run, in report order. Flaky tests passed in the end and are
 /// not among them. No report is an error that says how to get one.
-pub fn previous_unfinished(path: &Path, junit_enabled: bool) -> Result<Vec<String>> {
+pub(crate) fn previous_unfinished(path: &Path, junit_enabled: bool) -> Result<Vec<String>> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {

@@ -14,7 +14,7 @@ use crate::config::{self, Config};
 use crate::exit;
 
 /// Validates the config at `config` and returns the exit code.
-pub fn run(config: &Path) -> Result<i32> {
+pub(crate) fn run(config: &Path) -> Result<i32> {
     match config::load(config) {
         Ok(loaded) => {
             crate::output::print(&summary(&loaded.config));
@@ -28,7 +28,7 @@ pub fn run(config: &Path) -> Result<i32> {
 }
 
 /// The text printed for a valid configuration; groups in file order.
-pub fn summary(config: &Config) -> String {
+fn summary(config: &Config) -> String {
     let mut out = String::from("Configuration is valid!\n\nSettings:\n");
     // Writing to a String cannot fail.
     let _ = writeln!(out, "  Max parallel: {}", config.offload.max_parallel);

@@ -16,7 +16,7 @@ use thiserror::Error;
 
 /// Why a string could not be expanded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum ExpandError {
+pub(super) enum ExpandError {
     /// `${NAME}` where `NAME` is not set.
     #[error("environment variable `{name}` is not set")]
     Missing {
@@ -43,7 +43,10 @@ pub enum ExpandError {
 /// Expands every `${VAR}` and `${VAR:-default}` in `input`, and `$$` to `$`.
 ///
 /// `lookup` returns the value of an environment variable, or `None` when it is unset.
-pub fn expand(input: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, ExpandError> {
+pub(super) fn expand(
+    input: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, ExpandError> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(dollar) = rest.find('$') {

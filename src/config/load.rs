@@ -16,11 +16,11 @@
 //! 5. [`super::validate`] checks the rules that span fields and fills derived values.
 //!
 //! Unknown keys and ignored legacy fields are warnings, never errors: they are logged and
-//! returned in [`LoadedConfig::warnings`].
+//! kept in `LoadedConfig::warnings` for the tests to check.
 
 use std::fmt::Write as _;
 use std::marker::PhantomData;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Result, anyhow};
 use indexmap::IndexMap;
@@ -40,19 +40,21 @@ use super::schema::{
 
 /// A configuration that passed every check, with where it came from.
 #[derive(Debug, Clone)]
-pub struct LoadedConfig {
+pub(crate) struct LoadedConfig {
     /// The file it was read from, as given on the command line.
-    pub path: PathBuf,
+    #[cfg(test)]
+    path: std::path::PathBuf,
     /// The expanded, defaulted, validated configuration.
-    pub config: Config,
+    pub(crate) config: Config,
     /// Soft problems (unknown keys, ignored legacy fields), already logged; sorted.
-    pub warnings: Vec<String>,
+    #[cfg(test)]
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Reads, expands and validates the configuration file at `path`.
 ///
 /// Errors name the file, and the line and column or the field at fault.
-pub fn load(path: &Path) -> Result<LoadedConfig> {
+pub(crate) fn load(path: &Path) -> Result<LoadedConfig> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -68,12 +70,12 @@ pub fn load(path: &Path) -> Result<LoadedConfig> {
 }
 
 /// Like [`load`], for text already read; `path` is used in messages only.
-pub fn load_str(text: &str, path: &Path) -> Result<LoadedConfig> {
+pub(crate) fn load_str(text: &str, path: &Path) -> Result<LoadedConfig> {
     load_str_with_env(text, path, &|name| std::env::var(name).ok())
 }
 
 /// Like [`load_str`], with the environment given as a lookup (`None`: unset).
-pub fn load_str_with_env(
+pub(crate) fn load_str_with_env(
     text: &str,
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
@@ -95,8 +97,10 @@ pub fn load_str_with_env(
     warnings.dedup();
     emit_warnings(path, &warnings);
     Ok(LoadedConfig {
+        #[cfg(test)]
         path: path.to_owned(),
         config,
+        #[cfg(test)]
         warnings,
     })
 }
@@ -232,7 +236,7 @@ fn with_article(kind: &str) -> String {
 }
 
 /// The message for a config without any group table.
-pub(crate) const MISSING_GROUPS: &str = "missing `[groups.NAME]` table: define at least one test group, e.g.:\n\
+const MISSING_GROUPS: &str = "missing `[groups.NAME]` table: define at least one test group, e.g.:\n\
      [groups.all]\n\
      retry_count = 0\n\
      filters = \"\"";
@@ -835,6 +839,8 @@ fn framework_no_effect(
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     const MINIMAL: &str = r#"

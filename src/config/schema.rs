@@ -14,56 +14,56 @@ use serde::{Deserialize, Serialize};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Config {
+pub(crate) struct Config {
     /// `[offload]`: core settings.
-    pub offload: OffloadConfig,
+    pub(crate) offload: OffloadConfig,
     /// `[provider]`: where batches run.
-    pub provider: ProviderConfig,
+    pub(crate) provider: ProviderConfig,
     /// `[framework]`: how tests are discovered and run.
-    pub framework: FrameworkConfig,
+    pub(crate) framework: FrameworkConfig,
     /// `[groups.NAME]`: at least one; kept in file order.
-    pub groups: IndexMap<String, GroupConfig>,
+    pub(crate) groups: IndexMap<String, GroupConfig>,
     /// `[report]`: output files. The defaults apply when the table is absent.
     #[serde(default)]
-    pub report: ReportConfig,
+    pub(crate) report: ReportConfig,
     /// `[checkpoint]`: its presence turns on checkpoint mode for image caching.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint: Option<CheckpointConfig>,
+    pub(crate) checkpoint: Option<CheckpointConfig>,
     /// `[history]`: timing history (parsed; durations also come from the last report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub history: Option<HistoryConfig>,
+    pub(super) history: Option<HistoryConfig>,
 }
 
 /// `[offload]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct OffloadConfig {
+pub(crate) struct OffloadConfig {
     /// Maximum number of sandboxes running at once.
     #[serde(default = "default_max_parallel")]
-    pub max_parallel: usize,
+    pub(crate) max_parallel: usize,
     /// Timeout of one batch, in seconds.
     #[serde(default = "default_test_timeout_secs")]
-    pub test_timeout_secs: u64,
+    pub(crate) test_timeout_secs: u64,
     /// Working directory of test processes (local provider).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub working_dir: Option<PathBuf>,
+    pub(crate) working_dir: Option<PathBuf>,
     /// Test working directory inside the sandbox, exported as `OFFLOAD_ROOT`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox_project_root: Option<String>,
+    pub(crate) sandbox_project_root: Option<String>,
     /// Repository root inside the sandbox (root of thin-diff patches).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox_repo_root: Option<String>,
+    pub(crate) sandbox_repo_root: Option<String>,
     /// Command run during the image build, after the tree and copy dirs are in place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox_init_cmd: Option<String>,
+    pub(crate) sandbox_init_cmd: Option<String>,
     /// Command run after a thin-diff patch is applied (`OFFLOAD_PATCH_FILE` set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub post_patch_cmd: Option<String>,
+    pub(crate) post_patch_cmd: Option<String>,
     /// Accepted for compatibility; Offload never runs speculative duplicates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub impatiently_requeue_batches: Option<bool>,
+    impatiently_requeue_batches: Option<bool>,
     /// How many groups are discovered at once (0: one per CPU).
     #[serde(default)]
-    pub max_parallel_collection: usize,
+    pub(crate) max_parallel_collection: usize,
 }
 
 fn default_max_parallel() -> usize {
@@ -76,7 +76,7 @@ fn default_test_timeout_secs() -> u64 {
 /// `[provider]`, selected by `type`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
-pub enum ProviderConfig {
+pub(crate) enum ProviderConfig {
     /// Local child processes.
     Local(LocalProviderConfig),
     /// User shell commands drive the sandbox lifecycle.
@@ -88,7 +88,7 @@ pub enum ProviderConfig {
 /// The kinds of provider: the one list of valid `[provider] type` values. Adding a
 /// provider adds a variant here; the compiler then names every match that must decide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderKind {
+pub(super) enum ProviderKind {
     /// `local`.
     Local,
     /// `default`.
@@ -99,10 +99,10 @@ pub enum ProviderKind {
 
 impl ProviderKind {
     /// Every kind, in the order messages list them.
-    pub const ALL: [Self; 3] = [Self::Local, Self::Default, Self::Modal];
+    pub(super) const ALL: [Self; 3] = [Self::Local, Self::Default, Self::Modal];
 
     /// The `type` value.
-    pub fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Self::Local => "local",
             Self::Default => "default",
@@ -111,7 +111,7 @@ impl ProviderKind {
     }
 
     /// Other spellings of the `type` value.
-    pub fn aliases(self) -> &'static [&'static str] {
+    pub(super) fn aliases(self) -> &'static [&'static str] {
         match self {
             Self::Local | Self::Default | Self::Modal => &[],
         }
@@ -120,7 +120,7 @@ impl ProviderKind {
 
 impl ProviderConfig {
     /// Its kind.
-    pub fn kind(&self) -> ProviderKind {
+    fn kind(&self) -> ProviderKind {
         match self {
             Self::Local(_) => ProviderKind::Local,
             Self::Default(_) => ProviderKind::Default,
@@ -129,21 +129,12 @@ impl ProviderConfig {
     }
 
     /// The `type` string as written in the file.
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         self.kind().name()
     }
 
-    /// Environment variables for test processes.
-    pub fn env(&self) -> &IndexMap<String, String> {
-        match self {
-            Self::Local(p) => &p.env,
-            Self::Default(p) => &p.env,
-            Self::Modal(p) => &p.env,
-        }
-    }
-
     /// Mutable access to the environment table (for `--env`).
-    pub fn env_mut(&mut self) -> &mut IndexMap<String, String> {
+    pub(crate) fn env_mut(&mut self) -> &mut IndexMap<String, String> {
         match self {
             Self::Local(p) => &mut p.env,
             Self::Default(p) => &mut p.env,
@@ -154,16 +145,16 @@ impl ProviderConfig {
 
 /// `[provider] type = "local"`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
-pub struct LocalProviderConfig {
+pub(crate) struct LocalProviderConfig {
     /// Working directory of spawned processes (default: the current directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub working_dir: Option<PathBuf>,
+    pub(crate) working_dir: Option<PathBuf>,
     /// Environment variables for test processes.
     #[serde(default)]
-    pub env: IndexMap<String, String>,
+    pub(crate) env: IndexMap<String, String>,
     /// Shell used to run commands.
     #[serde(default = "default_shell")]
-    pub shell: String,
+    pub(crate) shell: String,
 }
 
 fn default_shell() -> String {
@@ -172,39 +163,39 @@ fn default_shell() -> String {
 
 /// `[provider] type = "default"`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct DefaultProviderConfig {
+pub(crate) struct DefaultProviderConfig {
     /// Runs once before sandboxes are created; its last stdout line is the image id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prepare_command: Option<String>,
+    pub(crate) prepare_command: Option<String>,
     /// `prepare_command` builds incrementally from `OFFLOAD_BASE_IMAGE` and
     /// `OFFLOAD_PATCH_FILE` (thin diffs). Naming `{base_image}` or `{patch_file}` in the
     /// command opts in too.
     #[serde(default)]
-    pub thin_diff: bool,
+    pub(crate) thin_diff: bool,
     /// Creates a sandbox and prints its id (`{image_id}`).
-    pub create_command: String,
+    pub(crate) create_command: String,
     /// Runs a command in a sandbox (`{sandbox_id}`, `{command}`).
-    pub exec_command: String,
+    pub(crate) exec_command: String,
     /// Destroys a sandbox (`{sandbox_id}`).
-    pub destroy_command: String,
+    pub(crate) destroy_command: String,
     /// Downloads files from a sandbox (`{sandbox_id}`, `{paths}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub download_command: Option<String>,
+    pub(crate) download_command: Option<String>,
     /// Working directory of the lifecycle commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub working_dir: Option<PathBuf>,
+    pub(crate) working_dir: Option<PathBuf>,
     /// Timeout of lifecycle commands, in seconds.
     #[serde(default = "default_remote_timeout_secs")]
-    pub timeout_secs: u64,
+    pub(crate) timeout_secs: u64,
     /// Directories copied into the image, as `"local:remote"`.
     #[serde(default)]
-    pub copy_dirs: Vec<String>,
+    pub(crate) copy_dirs: Vec<String>,
     /// Environment variables for test processes.
     #[serde(default)]
-    pub env: IndexMap<String, String>,
+    pub(crate) env: IndexMap<String, String>,
     /// CPU cores per sandbox (`{cpu_cores}` and the cost estimate).
     #[serde(default = "default_cpu_cores")]
-    pub cpu_cores: f64,
+    pub(crate) cpu_cores: f64,
 }
 
 fn default_remote_timeout_secs() -> u64 {
@@ -216,28 +207,28 @@ fn default_cpu_cores() -> f64 {
 
 /// `[provider] type = "modal"`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct ModalProviderConfig {
+pub(crate) struct ModalProviderConfig {
     /// Dockerfile the sandbox image is built from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dockerfile: Option<PathBuf>,
+    pub(crate) dockerfile: Option<PathBuf>,
     /// Copy the working tree into the image.
     #[serde(default)]
-    pub include_cwd: bool,
+    pub(crate) include_cwd: bool,
     /// Directories copied into the image, as `"local:remote"`.
     #[serde(default)]
-    pub copy_dirs: Vec<String>,
+    pub(crate) copy_dirs: Vec<String>,
     /// Environment variables for test processes.
     #[serde(default)]
-    pub env: IndexMap<String, String>,
+    pub(crate) env: IndexMap<String, String>,
     /// CPU cores per sandbox.
     #[serde(default = "default_modal_cpu_cores")]
-    pub cpu_cores: f64,
+    pub(crate) cpu_cores: f64,
     /// Memory per sandbox, in GiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_gb: Option<f64>,
+    pub(crate) memory_gb: Option<f64>,
     /// Extra options passed to Modal as JSON.
     #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
-    pub experimental_options: toml::Table,
+    pub(crate) experimental_options: toml::Table,
 }
 
 fn default_modal_cpu_cores() -> f64 {
@@ -260,7 +251,7 @@ pub enum FrameworkConfig {
 /// The kinds of framework: the one list of valid `[framework] type` values (see
 /// [`ProviderKind`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameworkKind {
+pub(super) enum FrameworkKind {
     /// `pytest`.
     Pytest,
     /// `cargo`, also spelled `nextest`.
@@ -271,10 +262,10 @@ pub enum FrameworkKind {
 
 impl FrameworkKind {
     /// Every kind, in the order messages list them.
-    pub const ALL: [Self; 3] = [Self::Pytest, Self::Cargo, Self::Default];
+    pub(super) const ALL: [Self; 3] = [Self::Pytest, Self::Cargo, Self::Default];
 
     /// The `type` value (canonical spelling).
-    pub fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Self::Pytest => "pytest",
             Self::Cargo => "cargo",
@@ -283,7 +274,7 @@ impl FrameworkKind {
     }
 
     /// Other spellings of the `type` value.
-    pub fn aliases(self) -> &'static [&'static str] {
+    pub(super) fn aliases(self) -> &'static [&'static str] {
         match self {
             Self::Cargo => &["nextest"],
             Self::Pytest | Self::Default => &[],
@@ -293,7 +284,7 @@ impl FrameworkKind {
 
 impl FrameworkConfig {
     /// Its kind.
-    pub fn kind(&self) -> FrameworkKind {
+    fn kind(&self) -> FrameworkKind {
         match self {
             Self::Pytest(_) => FrameworkKind::Pytest,
             Self::Cargo(_) => FrameworkKind::Cargo,
@@ -302,7 +293,7 @@ impl FrameworkConfig {
     }
 
     /// The `type` string (canonical spelling).
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         self.kind().name()
     }
 }
@@ -345,70 +336,70 @@ fn default_python() -> String {
 pub struct CargoConfig {
     /// Only this package (`-p`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub package: Option<String>,
+    pub(crate) package: Option<String>,
     /// Cargo features to enable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub features: Vec<String>,
+    pub(crate) features: Vec<String>,
     /// Only this binary (`--bin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bin: Option<String>,
+    pub(crate) bin: Option<String>,
     /// Also run `#[ignore]` tests.
     #[serde(default)]
-    pub include_ignored: bool,
+    pub(crate) include_ignored: bool,
     /// Accepted for compatibility; nextest results are matched as `{classname} {name}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_id_format: Option<String>,
+    pub(crate) test_id_format: Option<String>,
 }
 
 /// `[framework] type = "default"`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct DefaultFrameworkConfig {
     /// Prints one test id per line; must contain `{filters}`.
-    pub discover_command: String,
+    pub(crate) discover_command: String,
     /// Runs a batch: `{tests}` and `{result_file}` are substituted.
-    pub run_command: String,
+    pub(crate) run_command: String,
     /// JUnit XML file the run command writes (none: pass/fail from the exit code).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result_file: Option<String>,
+    pub(crate) result_file: Option<String>,
     /// Working directory of the discover and run commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub working_dir: Option<PathBuf>,
+    pub(crate) working_dir: Option<PathBuf>,
     /// How JUnit `name`/`classname` form a test id (`{name}`, `{classname}`).
-    pub test_id_format: String,
+    pub(crate) test_id_format: String,
 }
 
 /// `[groups.NAME]`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
-pub struct GroupConfig {
+pub(crate) struct GroupConfig {
     /// How many times a failed test is retried.
     #[serde(default)]
-    pub retry_count: u32,
+    pub(crate) retry_count: u32,
     /// Passed to the framework during discovery.
     #[serde(default)]
-    pub filters: String,
+    pub(crate) filters: String,
     /// Run each test of the group in a batch of its own.
     #[serde(default)]
-    pub schedule_individual: bool,
+    pub(crate) schedule_individual: bool,
 }
 
 /// `[report]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct ReportConfig {
+pub(crate) struct ReportConfig {
     /// Directory for logs and the JUnit report.
     #[serde(default = "default_output_dir")]
-    pub output_dir: PathBuf,
+    pub(crate) output_dir: PathBuf,
     /// Write the merged JUnit report.
     #[serde(default = "default_true")]
-    pub junit: bool,
+    pub(crate) junit: bool,
     /// File name of the merged JUnit report inside `output_dir`.
     #[serde(default = "default_junit_file")]
-    pub junit_file: String,
+    pub(crate) junit_file: String,
     /// Files to fetch from sandboxes after each batch (`find -path` patterns).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub download_globs: Vec<String>,
+    pub(super) download_globs: Vec<String>,
     /// Fetch `download_globs` only for batches with failures.
     #[serde(default)]
-    pub download_globs_failure_only: bool,
+    download_globs_failure_only: bool,
 }
 
 impl Default for ReportConfig {
@@ -425,7 +416,7 @@ impl Default for ReportConfig {
 
 impl ReportConfig {
     /// `{output_dir}/{junit_file}`.
-    pub fn junit_path(&self) -> PathBuf {
+    pub(crate) fn junit_path(&self) -> PathBuf {
         self.output_dir.join(&self.junit_file)
     }
 }
@@ -442,16 +433,16 @@ fn default_true() -> bool {
 
 /// `[checkpoint]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct CheckpointConfig {
+pub(crate) struct CheckpointConfig {
     /// Repo-relative files whose changes start a new base image.
     #[serde(default)]
-    pub build_inputs: Vec<String>,
+    pub(crate) build_inputs: Vec<String>,
 }
 
 /// When history is recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RecordHistory {
+pub(super) enum RecordHistory {
     /// After every run.
     Always,
     /// Only with `--record-history`.
@@ -487,19 +478,19 @@ impl<'de> Deserialize<'de> for RecordHistory {
 
 /// `[history]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct HistoryConfig {
+pub(super) struct HistoryConfig {
     /// When to record.
     #[serde(default = "default_record_history")]
-    pub record_history: RecordHistory,
+    pub(super) record_history: RecordHistory,
     /// JSONL history file.
     #[serde(default = "default_history_path")]
-    pub path: PathBuf,
+    pub(super) path: PathBuf,
     /// Samples kept per outcome per test.
     #[serde(default = "default_reservoir_size")]
-    pub reservoir_size: usize,
+    pub(super) reservoir_size: usize,
     /// Duration assumed for a test with no history, in seconds.
     #[serde(default = "default_duration_secs")]
-    pub default_duration_secs: f64,
+    pub(super) default_duration_secs: f64,
 }
 
 fn default_record_history() -> RecordHistory {

@@ -19,10 +19,10 @@ const GROUP_EXAMPLE: &str = "[groups.all]\nretry_count = 0\nfilters = \"\"";
 
 /// The longest `test_timeout_secs` and `provider.timeout_secs` accepted: a year. Longer
 /// values mean "never" to their authors, and would overflow the clock.
-pub const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+pub(super) const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
 
 /// Checks `config` and fills the values derived from others.
-pub fn validate(config: &mut Config) -> Result<()> {
+pub(super) fn validate(config: &mut Config) -> Result<()> {
     check_groups(config)?;
     check_offload(&config.offload)?;
     check_report(&config.report)?;

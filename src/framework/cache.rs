@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use super::Discovered;
 
 /// Projects with more files than this are not fingerprinted (too slow to be worth it).
-pub const MAX_FINGERPRINT_FILES: usize = 50_000;
+const MAX_FINGERPRINT_FILES: usize = 50_000;
 
 /// Directory names never walked for the fingerprint: version control, build output and
 /// caches that tools rewrite on every run.
@@ -53,7 +53,7 @@ const SKIPPED_DIRS: &[&str] = &[
 /// Environment variables left out of the fingerprint: they differ between two shells of
 /// the same session (or between `-v` and not) and no test tool reads them. Every other
 /// variable counts, since a `conftest.py` may read any of them.
-pub const VOLATILE_ENV: &[&str] = &[
+const VOLATILE_ENV: &[&str] = &[
     "_",
     "OLDPWD",
     "SHLVL",
@@ -95,7 +95,7 @@ struct CachedGroup {
 /// time, a directory's modification time (it changes when an entry is added or
 /// removed), or `None` for a path that did not exist.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Input {
+pub(super) struct Input {
     path: PathBuf,
     state: Option<(u64, i128)>,
 }
@@ -120,7 +120,7 @@ impl Input {
 /// them, and they select nothing at discovery), in caches of tools, and in kernel
 /// interfaces. `None` when the trace file cannot be read: the discovery did not trace
 /// (the plugin did not load), so its result must not be cached.
-pub fn traced_inputs(trace: &Path, root: &Path, own: &Path) -> Option<Vec<Input>> {
+pub(super) fn traced_inputs(trace: &Path, root: &Path, own: &Path) -> Option<Vec<Input>> {
     let text = std::fs::read(trace).ok()?;
     let text = String::from_utf8_lossy(&text);
     let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_owned());
@@ -144,7 +144,7 @@ pub fn traced_inputs(trace: &Path, root: &Path, own: &Path) -> Option<Vec<Input>
 
 /// Discovery results of the previous run, valid for the current fingerprint.
 #[derive(Debug)]
-pub struct DiscoveryCache {
+pub(crate) struct DiscoveryCache {
     path: PathBuf,
     stored: Stored,
     dirty: bool,
@@ -153,7 +153,7 @@ pub struct DiscoveryCache {
 impl DiscoveryCache {
     /// The discovery cache in `{output_dir}/cache/`, fingerprinting the project at `cwd`
     /// without the files Offload itself writes.
-    pub fn in_output_dir(cwd: &Path, report: &crate::config::ReportConfig) -> Option<Self> {
+    pub(crate) fn in_output_dir(cwd: &Path, report: &crate::config::ReportConfig) -> Option<Self> {
         let out = &report.output_dir;
         let skip = vec![
             out.join("logs"),
@@ -168,7 +168,7 @@ impl DiscoveryCache {
     /// and directories in `skip` (relative to `root`: what Offload itself writes, the
     /// cache file included) in the fingerprint. Entries stored under another
     /// fingerprint are dropped. `None` when the project is too large to fingerprint.
-    pub fn open(path: PathBuf, root: &Path, skip: &[PathBuf]) -> Option<Self> {
+    pub(crate) fn open(path: PathBuf, root: &Path, skip: &[PathBuf]) -> Option<Self> {
         let fingerprint = fingerprint(root, skip)?;
         let stored = std::fs::read(&path)
             .ok()
@@ -188,7 +188,7 @@ impl DiscoveryCache {
 
     /// The cached result for `key` (a group and its discovery command), if every input
     /// it traced is unchanged.
-    pub fn get(&self, key: &str) -> Option<Discovered> {
+    pub(super) fn get(&self, key: &str) -> Option<Discovered> {
         let group = self.stored.groups.get(key)?;
         if let Some(changed) = group.inputs.iter().find(|input| !input.unchanged()) {
             tracing::debug!(
@@ -206,7 +206,7 @@ impl DiscoveryCache {
 
     /// Stores the result for `key`, with the traced `inputs` it depends on besides the
     /// project and the environment.
-    pub fn put(&mut self, key: &str, discovered: &Discovered, inputs: Vec<Input>) {
+    pub(super) fn put(&mut self, key: &str, discovered: &Discovered, inputs: Vec<Input>) {
         let group = CachedGroup {
             ids: discovered.ids.clone(),
             ignored: discovered.ignored.clone(),
@@ -218,7 +218,7 @@ impl DiscoveryCache {
     }
 
     /// Writes the cache back if it changed (atomically: a temporary file, then rename).
-    pub fn save(&self) -> Result<()> {
+    pub(crate) fn save(&self) -> Result<()> {
         if !self.dirty {
             return Ok(());
         }

@@ -15,21 +15,20 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 
-use super::live::{self, LiveEvent};
+use super::live::{self, LiveEvent, LiveOutcome};
 use super::{
     ARGS_BUDGET, BatchCommand, BatchPaths, Discovered, Framework, command_failed, failure_output,
     shell_batch, shell_split,
 };
 use crate::config::CargoConfig;
 use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
-use crate::report::junit::{CaseOutcome, Detail};
 
 /// The nextest profile the batch command defines and selects.
 const PROFILE: &str = "offload-junit";
 
 /// The cargo-nextest framework, built from `[framework] type = "cargo"`.
 #[derive(Debug, Clone)]
-pub struct Cargo {
+pub(crate) struct Cargo {
     config: CargoConfig,
     reused: Option<ReusedBuild>,
     /// `--no-capture` in batches.
@@ -39,16 +38,16 @@ pub struct Cargo {
 /// A build made once for a whole run (see [`Cargo::reuse_build`]): the files nextest's
 /// `--binaries-metadata` and `--cargo-metadata` read instead of invoking cargo.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReusedBuild {
+pub(crate) struct ReusedBuild {
     /// Output of `cargo nextest list --list-type binaries-only --message-format json`.
-    pub binaries_metadata: String,
+    pub(crate) binaries_metadata: String,
     /// Output of `cargo metadata --format-version 1 --all-features --no-deps`.
-    pub cargo_metadata: String,
+    pub(crate) cargo_metadata: String,
 }
 
 impl Cargo {
     /// Builds the framework (nothing in its configuration can be malformed).
-    pub fn new(config: &CargoConfig) -> Self {
+    pub(crate) fn new(config: &CargoConfig) -> Self {
         Self {
             config: config.clone(),
             reused: None,
@@ -61,7 +60,7 @@ impl Cargo {
     /// concurrent ones queue on cargo's build lock: with eight batches that check cost
     /// a third of a suite of 0.2 s tests. Only for batches that run on this machine,
     /// in the directory and environment the build was listed in.
-    pub fn reuse_build(&self, build: ReusedBuild) -> Self {
+    pub(crate) fn reuse_build(&self, build: ReusedBuild) -> Self {
         Self {
             config: self.config.clone(),
             reused: Some(build),
@@ -70,7 +69,7 @@ impl Cargo {
     }
 
     /// The two commands whose stdout makes a [`ReusedBuild`] (building what is stale).
-    pub fn reuse_build_commands(&self) -> [CommandSpec; 2] {
+    pub(crate) fn reuse_build_commands(&self) -> [CommandSpec; 2] {
         let cargo = |args: Vec<String>| CommandSpec {
             program: "cargo".to_owned(),
             args,
@@ -308,24 +307,22 @@ fn parse_status_line(line: &str) -> Option<LiveEvent> {
     {
         return None;
     }
-    let outcome = match status {
-        "PASS" | "LEAK" => CaseOutcome::Passed,
-        "FAIL" | "LEAK-FAIL" | "TIMEOUT" | "ABORT" => CaseOutcome::Failed(Detail {
-            message: Some(format!("nextest: {status}")),
-            kind: None,
-            body: String::new(),
-        }),
-        signal if signal.starts_with("SIG") => CaseOutcome::Failed(Detail {
-            message: Some(format!("nextest: killed by {signal}")),
-            kind: None,
-            body: String::new(),
-        }),
+    let (outcome, message) = match status {
+        "PASS" | "LEAK" => (LiveOutcome::Passed, None),
+        "FAIL" | "LEAK-FAIL" | "TIMEOUT" | "ABORT" => {
+            (LiveOutcome::Failed, Some(format!("nextest: {status}")))
+        }
+        signal if signal.starts_with("SIG") => (
+            LiveOutcome::Failed,
+            Some(format!("nextest: killed by {signal}")),
+        ),
         _ => return None,
     };
     Some(LiveEvent::Finished {
         key: key.to_owned(),
         outcome,
         time,
+        message,
     })
 }
 
@@ -730,9 +727,9 @@ mod tests {
     #[test]
     fn nextest_status_lines_are_finish_events() {
         let event = |line| match parse_status_line(line) {
-            Some(LiveEvent::Finished { key, outcome, time }) => {
-                Some((key, matches!(outcome, CaseOutcome::Passed), time))
-            }
+            Some(LiveEvent::Finished {
+                key, outcome, time, ..
+            }) => Some((key, outcome == LiveOutcome::Passed, time)),
             _ => None,
         };
         assert_eq!(

@@ -21,13 +21,13 @@ use crate::template::substitute;
 
 /// The default framework, built from `[framework] type = "default"`.
 #[derive(Debug, Clone)]
-pub struct DefaultFramework {
+pub(super) struct DefaultFramework {
     config: DefaultFrameworkConfig,
 }
 
 impl DefaultFramework {
     /// Builds the framework.
-    pub fn new(config: &DefaultFrameworkConfig) -> Self {
+    pub(super) fn new(config: &DefaultFrameworkConfig) -> Self {
         Self {
             config: config.clone(),
         }

@@ -24,7 +24,7 @@ use crate::process;
 /// The first failing group (in group order) fails the whole discovery with
 /// `discovery failed for group `NAME`: ...` and the tool's own output. An empty group
 /// is a warning, not an error.
-pub async fn discover(
+pub(crate) async fn discover(
     framework: &dyn Framework,
     groups: &IndexMap<String, GroupConfig>,
     max_concurrency: usize,
@@ -34,7 +34,7 @@ pub async fn discover(
 
 /// Like [`discover`], answering from `cache` where it holds a group's result and
 /// storing what it had to run (the caller saves the cache).
-pub async fn discover_with_cache(
+pub(crate) async fn discover_with_cache(
     framework: &dyn Framework,
     groups: &IndexMap<String, GroupConfig>,
     max_concurrency: usize,
@@ -150,7 +150,7 @@ async fn run_discovery(
 
 /// Keeps the first record of each ID: a test selected by two groups runs once, in the
 /// first group (with the larger retry count of the two).
-pub fn dedupe(mut records: Vec<TestRecord>) -> Vec<TestRecord> {
+pub(crate) fn dedupe(mut records: Vec<TestRecord>) -> Vec<TestRecord> {
     // (first record, later record with the same ID), found without copying any ID.
     let mut first: rustc_hash::FxHashMap<&str, usize> = rustc_hash::FxHashMap::default();
     first.reserve(records.len());

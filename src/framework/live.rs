@@ -17,6 +17,19 @@ use serde::Deserialize;
 
 use crate::report::junit::{CaseOutcome, Detail};
 
+/// How a test ended, as its runner said while the batch ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveOutcome {
+    /// It passed.
+    Passed,
+    /// It failed.
+    Failed,
+    /// It errored (setup, teardown, ...).
+    Error,
+    /// It was skipped.
+    Skipped,
+}
+
 /// What starts each of Offload's event lines.
 pub const MARKER: &str = "##offload-event## ";
 
@@ -32,11 +45,28 @@ pub enum LiveEvent {
     Finished {
         /// The test's ID or one of its keys.
         key: String,
-        /// Its outcome, with the one-line reason when it did not pass.
-        outcome: CaseOutcome,
+        /// Its outcome.
+        outcome: LiveOutcome,
         /// How long it took, in seconds.
         time: f64,
+        /// The one-line reason when it did not pass, if the runner gave one.
+        message: Option<String>,
     },
+}
+
+/// The report model's outcome for a live `outcome` with `message`.
+pub(crate) fn case_outcome(outcome: LiveOutcome, message: Option<String>) -> CaseOutcome {
+    let detail = || Detail {
+        message: message.filter(|m| !m.is_empty()),
+        kind: None,
+        body: String::new(),
+    };
+    match outcome {
+        LiveOutcome::Passed => CaseOutcome::Passed,
+        LiveOutcome::Failed => CaseOutcome::Failed(detail()),
+        LiveOutcome::Error => CaseOutcome::Error(detail()),
+        LiveOutcome::Skipped => CaseOutcome::Skipped(detail()),
+    }
 }
 
 /// The JSON of one marked line.
@@ -67,16 +97,11 @@ pub fn parse_marked(line: &str) -> Option<LiveEvent> {
     match parsed.event.as_str() {
         "started" => Some(LiveEvent::Started { key }),
         "finished" => {
-            let detail = || Detail {
-                message: parsed.message.clone().filter(|m| !m.is_empty()),
-                kind: None,
-                body: String::new(),
-            };
             let outcome = match parsed.outcome.as_deref() {
-                Some("passed") => CaseOutcome::Passed,
-                Some("failed") => CaseOutcome::Failed(detail()),
-                Some("error") => CaseOutcome::Error(detail()),
-                Some("skipped") => CaseOutcome::Skipped(detail()),
+                Some("passed") => LiveOutcome::Passed,
+                Some("failed") => LiveOutcome::Failed,
+                Some("error") => LiveOutcome::Error,
+                Some("skipped") => LiveOutcome::Skipped,
                 other => {
                     tracing::debug!("event line with an unknown outcome {other:?}: `{line}`");
                     return None;
@@ -87,6 +112,7 @@ pub fn parse_marked(line: &str) -> Option<LiveEvent> {
                 key,
                 outcome,
                 time: time.unwrap_or(0.0),
+                message: parsed.message.filter(|m| !m.is_empty()),
             })
         }
         other => {
@@ -114,15 +140,23 @@ mod tests {
         let finished = parse_marked(
             r#"##offload-event## {"event": "finished", "id": "t::b", "outcome": "failed", "time": 0.5, "message": "AssertionError: x"}"#,
         );
-        let Some(LiveEvent::Finished { key, outcome, time }) = finished else {
+        let Some(LiveEvent::Finished {
+            key,
+            outcome,
+            time,
+            message,
+        }) = finished
+        else {
             panic!("{finished:?}");
         };
         assert_eq!((key.as_str(), time), ("t::b", 0.5));
+        assert_eq!(outcome, LiveOutcome::Failed);
+        let case = case_outcome(outcome, message);
+        assert!(matches!(case, CaseOutcome::Failed(_)));
         assert_eq!(
-            outcome.detail().and_then(|d| d.message.as_deref()),
+            case.detail().and_then(|d| d.message.as_deref()),
             Some("AssertionError: x")
         );
-        assert!(matches!(outcome, CaseOutcome::Failed(_)));
         for line in [
             "plain output",
             r#"{"event": "started", "id": "t::a"}"#,

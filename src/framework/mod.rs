@@ -1,7 +1,7 @@
 //! Test frameworks: how tests are discovered, how a batch is run, how results map back.
 //!
 //! A framework is pure: it builds commands and parses output; it never spawns anything
-//! itself. [`discovery`] runs the discovery commands (one per group, concurrently) and
+//! itself. `discovery` runs the discovery commands (one per group, concurrently) and
 //! the orchestrator runs batch commands in sandboxes. Adding a framework means one file
 //! implementing [`Framework`] and one line in [`from_config`].
 //!
@@ -9,12 +9,12 @@
 //! [`Framework::junit_key`] and looks each scheduled test up under the keys of
 //! [`Framework::id_keys`]. There is no fuzzy or suffix matching anywhere.
 
-pub mod cache;
-pub mod cargo;
-pub mod default;
-pub mod discovery;
+pub(crate) mod cache;
+pub(crate) mod cargo;
+mod default;
+pub(crate) mod discovery;
 pub mod live;
-pub mod pytest;
+mod pytest;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -26,30 +26,30 @@ use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
 
 /// One discovered test: its canonical ID and the group that selected it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct TestRecord {
+pub(crate) struct TestRecord {
     /// The canonical ID, exactly as discovery printed it.
-    pub id: String,
+    pub(crate) id: String,
     /// The group that discovered it.
-    pub group: String,
+    pub(crate) group: String,
     /// The group's retry count.
-    pub retry_count: u32,
+    pub(crate) retry_count: u32,
     /// The group's `schedule_individual`.
-    pub schedule_individual: bool,
+    pub(crate) schedule_individual: bool,
     /// Listed by the runner but not run unless asked (see [`Discovered::ignored`]): the
     /// test is reported as skipped without running.
-    pub ignored: bool,
+    pub(crate) ignored: bool,
 }
 
 impl TestRecord {
     /// The short name of the test (see [`test_name`]).
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         test_name(&self.id)
     }
 }
 
 /// The short name of a test ID: the part after the last `::` that is not inside a
 /// pytest `[params]` suffix, or the whole ID when there is none.
-pub fn test_name(id: &str) -> &str {
+pub(crate) fn test_name(id: &str) -> &str {
     let head = id.find('[').map_or(id, |open| &id[..open]);
     head.rfind("::").map_or(id, |at| &id[at + 2..])
 }
@@ -61,9 +61,9 @@ pub struct Discovered {
     pub ids: Vec<String>,
     /// Tests the runner lists but does not run unless asked (cargo's `#[ignore]`d
     /// tests): reported as skipped, never scheduled.
-    pub ignored: Vec<String>,
+    ignored: Vec<String>,
     /// Why the list is empty or partial, when it is (shown as a warning).
-    pub warning: Option<String>,
+    warning: Option<String>,
 }
 
 /// Where a batch's results come from.
@@ -127,10 +127,10 @@ impl From<CommandSpec> for BatchCommand {
 /// The longest command line (in bytes) a framework builds from a batch's tests before
 /// it falls back to a file: well under the kernel's 128 KiB for one argument, since a
 /// provider may quote the line again inside its own shell command.
-pub(crate) const ARGS_BUDGET: usize = 32 * 1024;
+const ARGS_BUDGET: usize = 32 * 1024;
 
 /// The content of a tests file: the IDs, one per line.
-pub(crate) fn tests_file_contents(tests: &[String]) -> String {
+fn tests_file_contents(tests: &[String]) -> String {
     let mut out = String::with_capacity(tests.iter().map(|t| t.len() + 1).sum());
     for test in tests {
         out.push_str(test);
@@ -141,7 +141,7 @@ pub(crate) fn tests_file_contents(tests: &[String]) -> String {
 
 /// `sh -c <script>` in `cwd`, or, when the script is longer than [`ARGS_BUDGET`],
 /// `sh <script_file>` with the script written there first (with `inputs`).
-pub(crate) fn shell_batch(
+fn shell_batch(
     script: String,
     script_file: &str,
     cwd: Option<std::path::PathBuf>,
@@ -160,7 +160,13 @@ pub(crate) fn shell_batch(
     BatchCommand { command, inputs }
 }
 
-/// A test framework.
+/// A test framework (pytest, cargo-nextest, or shell commands the configuration gives):
+/// the commands that discover tests and run a batch of them, and how their output and
+/// JUnit results map back to test IDs.
+///
+/// It only builds commands and parses output; running them is up to the caller
+/// (discovery runs them locally, the orchestrator in sandboxes). [`from_config`] builds
+/// the one the configuration selects.
 pub trait Framework: Send + Sync {
     /// The framework's name as in `[framework] type`.
     fn name(&self) -> &'static str;
@@ -201,7 +207,7 @@ pub trait Framework: Send + Sync {
     /// What a batch loads whole for any one of the tests of `id`, when the runner has
     /// such a unit: pytest imports and collects the whole file of a node ID. With no
     /// durations known, the scheduler keeps neighbours of one locality together in
-    /// stretches rather than dealing them out one by one (see [`crate::scheduler`]).
+    /// stretches rather than dealing them out one by one (see `crate::scheduler`).
     fn locality<'a>(&self, _id: &'a str) -> Option<&'a str> {
         None
     }
@@ -225,7 +231,7 @@ pub trait Framework: Send + Sync {
     }
 
     /// Whether discovery's result may be reused while its inputs are unchanged (see
-    /// [`cache`]): the project's files and the environment, plus, for a framework that
+    /// `cache`): the project's files and the environment, plus, for a framework that
     /// traces its discovery, every file the discovery read.
     fn discovery_is_cacheable(&self) -> bool {
         false
@@ -262,7 +268,7 @@ pub fn from_config(config: &FrameworkConfig) -> Result<Box<dyn Framework>> {
 
 /// Splits `value` into words like a POSIX shell (quotes and backslashes), for the
 /// config field `field`.
-pub(crate) fn shell_split(field: &str, value: &str) -> Result<Vec<String>> {
+fn shell_split(field: &str, value: &str) -> Result<Vec<String>> {
     shell_words::split(value).map_err(|err| {
         anyhow::anyhow!(
             "cannot split `{field}` value `{value}` into arguments: {err}\n\
@@ -283,11 +289,7 @@ pub(crate) fn outcome_text(outcome: ExitOutcome) -> String {
 
 /// The error for a discovery command that failed: the command, how it ended and
 /// `detail` (the tool's own output).
-pub(crate) fn command_failed(
-    command: &CommandSpec,
-    outcome: ExitOutcome,
-    detail: &str,
-) -> anyhow::Error {
+fn command_failed(command: &CommandSpec, outcome: ExitOutcome, detail: &str) -> anyhow::Error {
     let detail = detail.trim_end();
     let detail = if detail.is_empty() {
         "(it printed nothing)"
@@ -303,7 +305,7 @@ pub(crate) fn command_failed(
 }
 
 /// The last `max_lines` lines of `text`, with a note when lines were cut.
-pub(crate) fn tail_lines(text: &str, max_lines: usize) -> String {
+fn tail_lines(text: &str, max_lines: usize) -> String {
     let lines: Vec<&str> = text.trim_end().lines().collect();
     if lines.len() <= max_lines {
         return lines.join("\n");
@@ -313,7 +315,7 @@ pub(crate) fn tail_lines(text: &str, max_lines: usize) -> String {
 }
 
 /// What a failed command said: its stderr, else the tail of its stdout.
-pub(crate) fn failure_output(output: &CapturedOutput) -> String {
+fn failure_output(output: &CapturedOutput) -> String {
     let stderr = output.stderr.trim();
     if !stderr.is_empty() {
         return tail_lines(stderr, 60);
@@ -323,7 +325,7 @@ pub(crate) fn failure_output(output: &CapturedOutput) -> String {
 
 /// Batch paths for unit tests: `result` and fixed paths under `/sb`.
 #[cfg(test)]
-pub(crate) fn test_paths(result: &str) -> BatchPaths {
+fn test_paths(result: &str) -> BatchPaths {
     BatchPaths {
         result: result.to_owned(),
         tests_file: "/sb/batch-1.tests".to_owned(),

@@ -38,7 +38,7 @@ const EXIT_NO_TESTS_COLLECTED: i32 = 5;
 
 /// The pytest framework, built from `[framework] type = "pytest"`.
 #[derive(Debug, Clone)]
-pub struct Pytest {
+pub(super) struct Pytest {
     /// Program and leading arguments: `command` split, or `python [extra_args] -m pytest`.
     prefix: Vec<String>,
     /// `paths`, appended to discovery only.
@@ -54,7 +54,7 @@ pub struct Pytest {
 impl Pytest {
     /// Builds the framework. Fails when `command` or `run_args` cannot be split into
     /// arguments, or when `command` is empty.
-    pub fn new(config: &PytestConfig) -> Result<Self> {
+    pub(super) fn new(config: &PytestConfig) -> Result<Self> {
         let prefix = match &config.command {
             Some(command) => {
                 let words = shell_split("framework.command", command)?;
@@ -366,7 +366,7 @@ fn junit_pair_key(classname: &str, name: &str) -> String {
 /// computes them (`mangle_test_address`): the `[params]` part is split off, the rest is
 /// split at `::`, the file path becomes dotted (`/` → `.`, a trailing `.py` removed),
 /// classname = every part but the last joined with `.`, name = the last part + params.
-pub fn mangle_node_id(id: &str) -> (String, String) {
+fn mangle_node_id(id: &str) -> (String, String) {
     let (path, params) = id.find('[').map_or((id, ""), |open| id.split_at(open));
     let mut parts: Vec<String> = path.split("::").map(str::to_owned).collect();
     if let Some(file) = parts.first_mut() {

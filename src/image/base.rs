@@ -19,11 +19,11 @@ use anyhow::{Context, Result};
 use super::git::Git;
 
 /// How many first-parent commits the checkpoint search looks at before giving up.
-pub const CHECKPOINT_WALK_LIMIT: usize = 1000;
+pub(crate) const CHECKPOINT_WALK_LIMIT: usize = 1000;
 
 /// Where a directory stands with respect to git.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RepoState {
+pub(crate) enum RepoState {
     /// Not inside a git work tree.
     NotARepo,
     /// A repository without commits yet.
@@ -42,7 +42,7 @@ pub enum RepoState {
 
 impl RepoState {
     /// Finds the repository around `git`'s directory.
-    pub fn detect(git: &Git) -> Result<Self> {
+    pub(crate) fn detect(git: &Git) -> Result<Self> {
         let top = git.try_run(["rev-parse", "--show-toplevel"])?;
         if !top.success {
             let stderr = top.stderr.to_lowercase();
@@ -70,7 +70,7 @@ impl RepoState {
 
 /// The result of a checkpoint search.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckpointSearch {
+pub(crate) enum CheckpointSearch {
     /// The nearest checkpoint commit.
     Found {
         /// Its full sha.
@@ -89,7 +89,7 @@ pub enum CheckpointSearch {
 
 /// Searches `HEAD`'s first-parent history (at most `limit` commits) for the nearest
 /// commit touching any of `build_inputs` (repository-relative paths).
-pub fn find_checkpoint(
+pub(crate) fn find_checkpoint(
     git: &Git,
     build_inputs: &[String],
     limit: usize,

@@ -20,21 +20,21 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 /// The file name, at the project root.
-pub const FILE_NAME: &str = ".offload-image-cache";
+pub(super) const FILE_NAME: &str = ".offload-image-cache";
 
 const FINGERPRINT_PREFIX: &str = "# offload build-context fingerprint: ";
 
 /// What the file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheFile {
+pub(super) struct CacheFile {
     /// The cached image id.
-    pub image_id: String,
+    pub(super) image_id: String,
     /// The fingerprint of the build context it was built from, if recorded.
-    pub fingerprint: Option<String>,
+    pub(super) fingerprint: Option<String>,
 }
 
 /// Reads `<root>/.offload-image-cache`; `Ok(None)` when absent or empty.
-pub fn read(root: &Path) -> Result<Option<CacheFile>> {
+pub(super) fn read(root: &Path) -> Result<Option<CacheFile>> {
     let path = root.join(FILE_NAME);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
@@ -58,7 +58,7 @@ pub fn read(root: &Path) -> Result<Option<CacheFile>> {
 
 /// Writes `<root>/.offload-image-cache` for `image_id` built from a context with
 /// `fingerprint`.
-pub fn write(root: &Path, image_id: &str, fingerprint: &str) -> Result<()> {
+pub(super) fn write(root: &Path, image_id: &str, fingerprint: &str) -> Result<()> {
     let path = root.join(FILE_NAME);
     let text = format!("{image_id}\n{FINGERPRINT_PREFIX}{fingerprint}\n");
     std::fs::write(&path, text).with_context(|| format!("cannot write `{}`", path.display()))

@@ -21,21 +21,21 @@ use super::git::Git;
 
 /// A generated thin diff.
 #[derive(Debug)]
-pub struct ThinDiff {
+pub(crate) struct ThinDiff {
     /// The patch bytes; empty when the working tree matches the base.
-    pub patch: Vec<u8>,
+    patch: Vec<u8>,
     /// The repository-relative paths the patch changes.
-    pub files: Vec<String>,
+    pub(crate) files: Vec<String>,
 }
 
 impl ThinDiff {
     /// Whether there is nothing to apply.
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
 
     /// Writes the patch to a new temporary file (removed when the handle drops).
-    pub fn to_temp_file(&self) -> Result<tempfile::NamedTempFile> {
+    pub(super) fn to_temp_file(&self) -> Result<tempfile::NamedTempFile> {
         let mut file = tempfile::Builder::new()
             .prefix("offload-thin-diff-")
             .suffix(".patch")
@@ -50,7 +50,7 @@ impl ThinDiff {
 
 /// Computes the thin diff from `base` to the working tree of the repository whose
 /// top level is `toplevel`.
-pub fn thin_diff(toplevel: &Path, base: &str, ignore: &DockerIgnore) -> Result<ThinDiff> {
+pub(crate) fn thin_diff(toplevel: &Path, base: &str, ignore: &DockerIgnore) -> Result<ThinDiff> {
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
     // Literal pathspecs: file names with `*` or `:` are names, not patterns.
     let git = Git::new(toplevel)

@@ -17,11 +17,11 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 /// The name of the file, at the root of the build context.
-pub const FILE_NAME: &str = ".dockerignore";
+const FILE_NAME: &str = ".dockerignore";
 
 /// The parsed patterns of one `.dockerignore` file (empty when there is none).
 #[derive(Debug, Clone, Default)]
-pub struct DockerIgnore {
+pub(crate) struct DockerIgnore {
     rules: Vec<Rule>,
 }
 
@@ -71,7 +71,7 @@ impl Token {
 
 impl DockerIgnore {
     /// Reads `<root>/.dockerignore`; a missing file means nothing is ignored.
-    pub fn load(root: &Path) -> Result<Self> {
+    pub(crate) fn load(root: &Path) -> Result<Self> {
         let path = root.join(FILE_NAME);
         // A fifo (or a directory) there would block the read, or fail it obscurely.
         if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
@@ -88,7 +88,7 @@ impl DockerIgnore {
     }
 
     /// Parses the text of a `.dockerignore` file.
-    pub fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         let mut rules = Vec::new();
         for line in text.lines() {
             let line = line.trim();
@@ -113,7 +113,7 @@ impl DockerIgnore {
     }
 
     /// Whether there are no patterns at all.
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
 
@@ -122,7 +122,7 @@ impl DockerIgnore {
     /// Takes time proportional to (pattern length × path length) per rule, whatever the
     /// pattern: no backtracking search, so a pattern like `*a*a*a*a*b` or
     /// `**/**/**/**/z` cannot stall a tree walk.
-    pub fn is_ignored(&self, rel: &str) -> bool {
+    pub(super) fn is_ignored(&self, rel: &str) -> bool {
         if self.rules.is_empty() {
             return false;
         }

@@ -25,7 +25,12 @@ use super::dockerignore::DockerIgnore;
 use super::git::Git;
 
 /// Writes the tree of `sha` into the empty directory `dest`.
-pub fn export_commit(git: &Git, sha: &str, dest: &Path, ignore: &DockerIgnore) -> Result<()> {
+pub(super) fn export_commit(
+    git: &Git,
+    sha: &str,
+    dest: &Path,
+    ignore: &DockerIgnore,
+) -> Result<()> {
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
     let git = git.with_index(&scratch.path().join("index"));
     git.run(["read-tree", sha])
@@ -61,7 +66,7 @@ pub fn export_commit(git: &Git, sha: &str, dest: &Path, ignore: &DockerIgnore) -
 /// Copies the directory at `root` into `dest` (skipping `.git`, the cache file and
 /// `.dockerignore`d paths) and returns a fingerprint of the copied content: paths,
 /// file kinds, executable bits and bytes. For a project outside git.
-pub fn snapshot_worktree(root: &Path, dest: &Path, ignore: &DockerIgnore) -> Result<String> {
+pub(super) fn snapshot_worktree(root: &Path, dest: &Path, ignore: &DockerIgnore) -> Result<String> {
     let mut hash = Fnv::new();
     copy_dir(root, dest, "", ignore, &mut hash)?;
     Ok(format!("{:016x}", hash.0))
@@ -71,7 +76,11 @@ pub fn snapshot_worktree(root: &Path, dest: &Path, ignore: &DockerIgnore) -> Res
 /// on disk: tracked files and untracked files that are not gitignored (deleted ones
 /// are left out), minus `.dockerignore`d paths. Returns the fingerprint of
 /// [`snapshot_worktree`].
-pub fn snapshot_git_worktree(git: &Git, dest: &Path, ignore: &DockerIgnore) -> Result<String> {
+pub(super) fn snapshot_git_worktree(
+    git: &Git,
+    dest: &Path,
+    ignore: &DockerIgnore,
+) -> Result<String> {
     let listed = git
         .run([
             "ls-files",

@@ -20,11 +20,11 @@ use anyhow::{Context, Result, bail};
 use crate::process::ProcessGroup;
 
 /// How long a network git command (fetch, push) may take before it is killed.
-pub const NETWORK_TIMEOUT: Duration = Duration::from_secs(120);
+const NETWORK_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A git command runner bound to one directory.
 #[derive(Debug, Clone)]
-pub struct Git {
+pub(crate) struct Git {
     dir: PathBuf,
     index_file: Option<PathBuf>,
     env: Vec<(String, String)>,
@@ -32,25 +32,25 @@ pub struct Git {
 
 /// The outcome of a git command that was allowed to fail.
 #[derive(Debug)]
-pub struct GitOutput {
+pub(super) struct GitOutput {
     /// Whether git exited with status 0.
-    pub success: bool,
+    pub(super) success: bool,
     /// Its stdout, as bytes.
-    pub stdout: Vec<u8>,
+    pub(super) stdout: Vec<u8>,
     /// Its stderr, trimmed, lossily decoded.
-    pub stderr: String,
+    pub(super) stderr: String,
 }
 
 impl GitOutput {
     /// Stdout decoded lossily and trimmed.
-    pub fn stdout_trimmed(&self) -> String {
+    pub(super) fn stdout_trimmed(&self) -> String {
         String::from_utf8_lossy(&self.stdout).trim().to_owned()
     }
 }
 
 impl Git {
     /// A runner whose commands run in `dir`.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
             index_file: None,
@@ -59,19 +59,19 @@ impl Git {
     }
 
     /// The directory commands run in.
-    pub fn dir(&self) -> &Path {
+    pub(super) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// A copy of this runner that uses `index` as its index file (`GIT_INDEX_FILE`).
-    pub fn with_index(&self, index: &Path) -> Self {
+    pub(super) fn with_index(&self, index: &Path) -> Self {
         let mut git = self.clone();
         git.index_file = Some(index.to_owned());
         git
     }
 
     /// A copy of this runner with one more environment variable.
-    pub fn with_env(&self, name: &str, value: &str) -> Self {
+    pub(super) fn with_env(&self, name: &str, value: &str) -> Self {
         let mut git = self.clone();
         git.env.push((name.to_owned(), value.to_owned()));
         git
@@ -103,7 +103,7 @@ impl Git {
     }
 
     /// Runs `git <args>` and returns its outcome, failing only when git cannot start.
-    pub fn try_run<I, S>(&self, args: I) -> Result<GitOutput>
+    pub(super) fn try_run<I, S>(&self, args: I) -> Result<GitOutput>
     where
         I: IntoIterator<Item = S> + Clone,
         S: AsRef<OsStr>,
@@ -122,7 +122,7 @@ impl Git {
 
     /// Runs `git <args>` and returns its stdout; a non-zero exit is an error that shows
     /// the command, its exit status and its stderr.
-    pub fn run<I, S>(&self, args: I) -> Result<Vec<u8>>
+    pub(super) fn run<I, S>(&self, args: I) -> Result<Vec<u8>>
     where
         I: IntoIterator<Item = S> + Clone,
         S: AsRef<OsStr>,
@@ -135,7 +135,7 @@ impl Git {
     }
 
     /// Like [`Self::run`], returning stdout decoded and trimmed.
-    pub fn run_text<I, S>(&self, args: I) -> Result<String>
+    pub(super) fn run_text<I, S>(&self, args: I) -> Result<String>
     where
         I: IntoIterator<Item = S> + Clone,
         S: AsRef<OsStr>,
@@ -145,7 +145,7 @@ impl Git {
     }
 
     /// Runs `git <args>` with `input` on stdin; a non-zero exit is an error.
-    pub fn run_with_stdin<I, S>(&self, args: I, input: &[u8]) -> Result<Vec<u8>>
+    pub(super) fn run_with_stdin<I, S>(&self, args: I, input: &[u8]) -> Result<Vec<u8>>
     where
         I: IntoIterator<Item = S> + Clone,
         S: AsRef<OsStr>,
@@ -179,7 +179,7 @@ impl Git {
 
     /// Runs a network command (`fetch`, `push`) with [`NETWORK_TIMEOUT`]; a command that
     /// runs longer is killed and reported as failed.
-    pub fn try_run_network<I, S>(&self, args: I) -> Result<GitOutput>
+    pub(super) fn try_run_network<I, S>(&self, args: I) -> Result<GitOutput>
     where
         I: IntoIterator<Item = S> + Clone,
         S: AsRef<OsStr>,
@@ -284,12 +284,12 @@ where
 
 /// `git init` plus an identity, for tests that need real repositories.
 #[cfg(test)]
-pub(crate) mod testing {
+pub(super) mod testing {
     use std::path::Path;
     use std::process::Command;
 
     /// Runs git in `dir` and panics with its stderr on failure; returns trimmed stdout.
-    pub fn git(dir: &Path, args: &[&str]) -> String {
+    pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
         let out = Command::new("git")
             .current_dir(dir)
             .args(args)
@@ -305,7 +305,7 @@ pub(crate) mod testing {
     }
 
     /// A fresh repository in `dir` with a local identity.
-    pub fn init(dir: &Path) {
+    pub(crate) fn init(dir: &Path) {
         std::fs::create_dir_all(dir).expect("mkdir");
         git(dir, &["init", "-q", "-b", "main"]);
         git(dir, &["config", "user.email", "test@example.com"]);
@@ -314,7 +314,7 @@ pub(crate) mod testing {
     }
 
     /// Writes `files` and commits everything with `message`; returns the new sha.
-    pub fn commit(dir: &Path, files: &[(&str, &str)], message: &str) -> String {
+    pub(crate) fn commit(dir: &Path, files: &[(&str, &str)], message: &str) -> String {
         for (rel, text) in files {
             let path = dir.join(rel);
             if let Some(parent) = path.parent() {

@@ -16,13 +16,13 @@
 //!
 //! Applying patches (`offload apply-diff`) is not here but in `crate::patch`.
 
-pub mod base;
-pub mod cache_file;
-pub mod diff;
-pub mod dockerignore;
-pub mod export;
-pub mod git;
-pub mod notes;
-pub mod pipeline;
+pub(crate) mod base;
+mod cache_file;
+pub(crate) mod diff;
+pub(crate) mod dockerignore;
+mod export;
+pub(crate) mod git;
+pub(crate) mod notes;
+pub(crate) mod pipeline;
 
-pub use pipeline::{ImageBuilder, PrepareOptions, PreparedImage, prepare};
+pub(crate) use pipeline::{ImageBuilder, PrepareOptions, PreparedImage, prepare};

@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 use super::git::Git;
 
 /// The notes ref holding the cache.
-pub const NOTES_REF: &str = "refs/notes/offload-images";
+pub(super) const NOTES_REF: &str = "refs/notes/offload-images";
 
 /// The cache key of a config file: the path as given, one leading `./` stripped, and
 /// made relative to the repository top level when absolute.
@@ -38,7 +38,7 @@ pub const NOTES_REF: &str = "refs/notes/offload-images";
 /// A relative path is kept as written (so `-c offload.toml` is `offload.toml` from any
 /// directory, matching keys written by earlier Offload versions). An absolute path
 /// outside the repository is an error.
-pub fn config_key(config: &Path, toplevel: &Path) -> Result<String> {
+pub(crate) fn config_key(config: &Path, toplevel: &Path) -> Result<String> {
     let text = config.to_string_lossy();
     let stripped = text.strip_prefix("./").unwrap_or(&text);
     let path = Path::new(stripped);
@@ -77,10 +77,10 @@ fn normalize(path: &Path) -> PathBuf {
 }
 
 /// The parsed body of one note.
-pub type Note = Map<String, Value>;
+pub(super) type Note = Map<String, Value>;
 
 /// Parses a note body; not a JSON object is an error.
-pub fn parse_note(text: &str) -> Result<Note> {
+fn parse_note(text: &str) -> Result<Note> {
     let value: Value = serde_json::from_str(text).context("the note is not valid JSON")?;
     match value {
         Value::Object(map) => Ok(map),
@@ -89,7 +89,7 @@ pub fn parse_note(text: &str) -> Result<Note> {
 }
 
 /// The cached image id for `key`: a non-empty string `image_id` field.
-pub fn lookup(note: &Note, key: &str) -> Option<String> {
+pub(crate) fn lookup(note: &Note, key: &str) -> Option<String> {
     note.get(key)?
         .get("image_id")?
         .as_str()
@@ -98,7 +98,7 @@ pub fn lookup(note: &Note, key: &str) -> Option<String> {
 }
 
 /// Sets `key` to `{"image_id": image_id}`, keeping every other key unchanged.
-pub fn merge_entry(note: &mut Note, key: &str, image_id: &str) {
+fn merge_entry(note: &mut Note, key: &str, image_id: &str) {
     let mut entry = Map::new();
     entry.insert("image_id".to_owned(), Value::String(image_id.to_owned()));
     note.insert(key.to_owned(), Value::Object(entry));
@@ -107,7 +107,7 @@ pub fn merge_entry(note: &mut Note, key: &str, image_id: &str) {
 /// Reads the note on `sha`; `Ok(None)` when there is none (or no notes ref at all).
 ///
 /// A note that is not a JSON object is logged as a warning and read as no note.
-pub fn read(git: &Git, sha: &str) -> Result<Option<Note>> {
+pub(crate) fn read(git: &Git, sha: &str) -> Result<Option<Note>> {
     let out = git.try_run(["notes", "--ref", NOTES_REF, "show", sha])?;
     if !out.success {
         let stderr = out.stderr.to_lowercase();
@@ -135,7 +135,7 @@ pub fn read(git: &Git, sha: &str) -> Result<Option<Note>> {
 }
 
 /// Records `image_id` for `key` on `sha`, merged into the existing note.
-pub fn write(git: &Git, sha: &str, key: &str, image_id: &str) -> Result<()> {
+pub(super) fn write(git: &Git, sha: &str, key: &str, image_id: &str) -> Result<()> {
     let mut note = read(git, sha)?.unwrap_or_default();
     merge_entry(&mut note, key, image_id);
     let mut body =
@@ -165,7 +165,7 @@ fn with_identity(git: &Git) -> Git {
 
 /// What a best-effort fetch or push did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SyncOutcome {
+pub(crate) enum SyncOutcome {
     /// Notes were exchanged (or were already up to date).
     Done,
     /// The remote has no notes ref yet (fetch only); nothing to do.
@@ -186,7 +186,7 @@ fn has_remote(git: &Git, remote: &str) -> bool {
 /// Fast-forwards the local ref; when local and remote notes diverged, adopts the
 /// remote's (entries only local are lost, costing at most a rebuild) so the next push
 /// fast-forwards and the team converges. Never fails.
-pub fn fetch(git: &Git, remote: &str) -> SyncOutcome {
+pub(crate) fn fetch(git: &Git, remote: &str) -> SyncOutcome {
     if !has_remote(git, remote) {
         return SyncOutcome::NoRemote;
     }
@@ -245,7 +245,7 @@ fn try_fetch(git: &Git, remote: &str) -> Result<SyncOutcome> {
 }
 
 /// Pushes [`NOTES_REF`] to `remote` (never forced). Never fails.
-pub fn push(git: &Git, remote: &str) -> SyncOutcome {
+pub(super) fn push(git: &Git, remote: &str) -> SyncOutcome {
     if !has_remote(git, remote) {
         return SyncOutcome::NoRemote;
     }
@@ -261,7 +261,7 @@ pub fn push(git: &Git, remote: &str) -> SyncOutcome {
 }
 
 /// The first 8 characters of a sha, for messages.
-pub fn short(sha: &str) -> &str {
+pub(crate) fn short(sha: &str) -> &str {
     sha.get(..8).unwrap_or(sha)
 }
 

@@ -52,7 +52,7 @@ use crate::output::plural;
 
 /// What a provider must do to take part in the pipeline.
 #[async_trait]
-pub trait ImageBuilder: Send + Sync {
+pub(crate) trait ImageBuilder: Send + Sync {
     /// Full build from a context directory (an exported commit tree or a working-tree
     /// snapshot). `Ok(None)`: this provider builds no images (the pipeline stops).
     async fn build_full(&self, context_dir: &Path) -> Result<Option<String>>;
@@ -72,38 +72,38 @@ pub trait ImageBuilder: Send + Sync {
 
 /// What [`prepare`] needs to know.
 #[derive(Debug, Clone)]
-pub struct PrepareOptions {
+pub(crate) struct PrepareOptions {
     /// The directory Offload runs in (the project; inside the repository, if any).
-    pub repo_dir: PathBuf,
+    pub(crate) repo_dir: PathBuf,
     /// The config file path as given on the command line; it keys the cache
     /// ([`notes::config_key`]).
-    pub config_path: PathBuf,
+    pub(crate) config_path: PathBuf,
     /// `[checkpoint] build_inputs`; `None` is latest-commit mode.
-    pub build_inputs: Option<Vec<String>>,
+    pub(crate) build_inputs: Option<Vec<String>>,
     /// `--no-cache`: no note (or cache file) read, write, fetch or push.
-    pub no_cache: bool,
+    pub(crate) no_cache: bool,
     /// Read nothing from the cache but write the rebuilt image to it (self-healing).
-    pub refresh_cache: bool,
+    pub(crate) refresh_cache: bool,
     /// Whether `post_patch_cmd` is configured.
-    pub has_post_patch_cmd: bool,
+    pub(crate) has_post_patch_cmd: bool,
     /// Whether the builder takes thin diffs (`build_incremental`) on a base image.
     /// Without them, a repository with commits gets a full build of its working tree
     /// on every run, and nothing is cached: a base image in the git-notes cache holds a
     /// commit's tree, which only a thin diff brings up to the working tree.
-    pub thin_diff: bool,
+    pub(crate) thin_diff: bool,
     /// The git remote notes are shared through (`origin`).
-    pub remote: String,
+    pub(crate) remote: String,
 }
 
 /// The image to run sandboxes from, and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PreparedImage {
+pub(crate) struct PreparedImage {
     /// The image id.
-    pub image_id: String,
+    pub(crate) image_id: String,
     /// The base commit it was built on (`None` for full builds of the working tree).
-    pub base: Option<String>,
+    base: Option<String>,
     /// Whether it is a cached image (or one derived from it): see the module docs.
-    pub from_cache: bool,
+    pub(crate) from_cache: bool,
 }
 
 /// How the base commit was chosen, for messages.
@@ -123,7 +123,7 @@ impl std::fmt::Display for ModeKind {
 }
 
 /// Runs the pipeline; `Ok(None)` when the builder builds no images.
-pub async fn prepare(
+pub(crate) async fn prepare(
     builder: &dyn ImageBuilder,
     opts: &PrepareOptions,
 ) -> Result<Option<PreparedImage>> {

@@ -22,7 +22,7 @@ use crate::report::junit::{self, CaseOutcome, Detail, TestCase};
 use crate::report::verdict::Attempt;
 
 /// What every batch of a run shares.
-pub struct BatchContext {
+pub(crate) struct BatchContext {
     /// The framework that builds commands and maps results.
     pub framework: Arc<dyn Framework>,
     /// The canonical IDs of the run's tests (a batch holds indices into this).
@@ -41,7 +41,7 @@ pub struct BatchContext {
 
 /// One batch handed to a sandbox.
 #[derive(Debug, Clone)]
-pub struct Job {
+pub(crate) struct Job {
     /// The run-wide batch number (log file names use it).
     pub number: usize,
     /// Indices of its tests.
@@ -50,7 +50,7 @@ pub struct Job {
 
 /// How a batch ended, as the suffix of its log file says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchKind {
+pub(crate) enum BatchKind {
     /// Every test passed or was skipped.
     Success,
     /// Some test failed or timed out.
@@ -63,7 +63,7 @@ pub enum BatchKind {
 
 impl BatchKind {
     /// The log file suffix.
-    pub fn suffix(self) -> &'static str {
+    pub(crate) fn suffix(self) -> &'static str {
         match self {
             Self::Success => "success",
             Self::Failure => "failure",
@@ -75,7 +75,7 @@ impl BatchKind {
 
 /// What one attempt of one test produced.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AttemptReport {
+pub(crate) struct AttemptReport {
     /// Index of the test.
     pub test: usize,
     /// The result, `name` set to the canonical ID. For a test without a result, a
@@ -85,14 +85,14 @@ pub struct AttemptReport {
 
 impl AttemptReport {
     /// Whether this attempt produced no result at all.
-    pub fn is_not_run(&self) -> bool {
+    pub(crate) fn is_not_run(&self) -> bool {
         self.case.outcome.is_not_run()
     }
 }
 
 /// What a batch produced.
 #[derive(Debug, Clone)]
-pub struct BatchReport {
+pub(crate) struct BatchReport {
     /// How it ended.
     pub kind: BatchKind,
     /// One report per test that got an attempt (none when cancelled).
@@ -117,7 +117,7 @@ impl BatchReport {
 
 /// Runs `job` in `sandbox`, telling `sink` about each test as the runner reports it.
 /// Never fails: every problem becomes attempts with reasons.
-pub async fn execute(
+pub(crate) async fn execute(
     sandbox: &dyn Sandbox,
     job: &Job,
     cx: &BatchContext,
@@ -338,7 +338,7 @@ async fn run_logged(
 
 /// A test of a running batch started or finished, as its runner said.
 #[derive(Debug, Clone)]
-pub struct LiveUpdate {
+pub(crate) struct LiveUpdate {
     /// The batch's number.
     pub batch: usize,
     /// Index of the test in the run.
@@ -348,7 +348,7 @@ pub struct LiveUpdate {
 }
 
 /// Where a batch's live updates go as they come.
-pub type LiveSink = Arc<dyn Fn(LiveUpdate) + Send + Sync>;
+pub(crate) type LiveSink = Arc<dyn Fn(LiveUpdate) + Send + Sync>;
 
 /// What a batch's runner said about its tests while it ran.
 #[derive(Debug, Default)]
@@ -435,7 +435,12 @@ impl LiveReader {
         };
         let (key, finished) = match event {
             LiveEvent::Started { key } => (key, None),
-            LiveEvent::Finished { key, outcome, time } => (key, Some((outcome, time))),
+            LiveEvent::Finished {
+                key,
+                outcome,
+                time,
+                message,
+            } => (key, Some((live::case_outcome(outcome, message), time))),
         };
         let (framework, ids, tests) = (&self.framework, &self.ids, &self.job.tests);
         let keys = self.keys.get_or_insert_with(|| {
@@ -697,7 +702,7 @@ fn exit_code_fallback(job: &Job, ids: &[String], ran: &Ran) -> BatchReport {
 }
 
 /// A synthesized case for a test that produced no result.
-pub fn not_run_case(id: &str, reason: &str) -> TestCase {
+pub(crate) fn not_run_case(id: &str, reason: &str) -> TestCase {
     Attempt::not_run(id, reason, 0).case
 }
 

@@ -30,14 +30,14 @@ use crate::scheduler::{self, Item};
 const TICK: Duration = Duration::from_secs(1);
 
 /// How long destroying one sandbox may take before it is abandoned.
-pub const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The `type` of the skip of a test the runner lists but does not run unless asked.
-pub const IGNORED_KIND: &str = "offload.Ignored";
+pub(crate) const IGNORED_KIND: &str = "offload.Ignored";
 
 /// Settings of one run of the engine.
 #[derive(Debug, Clone)]
-pub struct EngineSettings {
+pub(crate) struct EngineSettings {
     /// Maximum number of sandboxes.
     pub parallel: usize,
     /// Timeout of one batch.
@@ -54,7 +54,7 @@ pub struct EngineSettings {
 
 /// What a run produced.
 #[derive(Debug)]
-pub struct EngineOutcome {
+pub(crate) struct EngineOutcome {
     /// One result per test: those that ran in the order of their records, then the
     /// ignored ones.
     pub results: Vec<TestResult>,
@@ -71,7 +71,7 @@ pub struct EngineOutcome {
 /// `interrupt` stops the run from outside (a signal); fail-fast stops it from inside.
 /// Either way running batches are killed, sandboxes destroyed and every test gets a
 /// verdict.
-pub async fn run(
+pub(crate) async fn run(
     records: Vec<TestRecord>,
     framework: Arc<dyn Framework>,
     provider: Arc<dyn Provider>,
@@ -209,11 +209,7 @@ impl<'a> Coordinator<'a> {
             records.len(),
             queue.len()
         );
-        subscriber.notify(&RunEvent::Planned {
-            tests: records.len(),
-            batches: queue.len(),
-            expected,
-        });
+        subscriber.notify(&RunEvent::Planned { expected });
         let tests = records
             .iter()
             .map(|_| TestState {
@@ -282,11 +278,10 @@ impl<'a> Coordinator<'a> {
             };
             let (number, size) = (job.number, job.tests.len());
             match pool.hand_out(job).await {
-                Ok(sandbox) => {
+                Ok(()) => {
                     self.next_batch += 1;
                     self.subscriber.notify(&RunEvent::BatchStarted {
                         number,
-                        sandbox,
                         tests: size,
                     });
                 }
@@ -300,21 +295,15 @@ impl<'a> Coordinator<'a> {
     /// batches keep their results).
     fn live(&mut self, update: LiveUpdate) {
         let test = update.test;
-        let (id, group) = (self.ids[test].as_str(), self.records[test].group.as_str());
+        let id = self.ids[test].as_str();
         let Some((outcome, time)) = &update.finished else {
-            self.subscriber.notify(&RunEvent::TestStarted {
-                id,
-                group,
-                batch: update.batch,
-            });
+            self.subscriber.notify(&RunEvent::TestStarted { id });
             return;
         };
         let state = &mut self.tests[test];
         state.announced_in = Some(update.batch);
         self.subscriber.notify(&RunEvent::TestFinished {
             id,
-            group,
-            batch: update.batch,
             outcome,
             time: *time,
             number: state.attempts.len() + 1,
@@ -401,7 +390,6 @@ impl<'a> Coordinator<'a> {
         if let Some(attempt) = state.attempts.last() {
             self.subscriber.notify(&RunEvent::AttemptFinished {
                 id,
-                group: &record.group,
                 attempt,
                 number: state.attempts.len(),
                 retried: verdict.is_none(),
@@ -410,11 +398,8 @@ impl<'a> Coordinator<'a> {
         }
         if let Some(verdict) = verdict {
             state.verdict = Some(verdict);
-            self.subscriber.notify(&RunEvent::TestDecided {
-                id,
-                group: &record.group,
-                verdict,
-            });
+            self.subscriber
+                .notify(&RunEvent::TestDecided { id, verdict });
         }
         Some(AttemptEffect {
             failed: is_failure && !not_run,
@@ -464,11 +449,7 @@ impl<'a> Coordinator<'a> {
                         state.attempts.push(Attempt::not_run(&id, &reason, batch));
                         Verdict::NotRun
                     };
-                    subscriber.notify(&RunEvent::TestDecided {
-                        id: &id,
-                        group: &record.group,
-                        verdict,
-                    });
+                    subscriber.notify(&RunEvent::TestDecided { id: &id, verdict });
                     verdict
                 });
                 TestResult {
@@ -502,7 +483,6 @@ fn skip_ignored(ignored: Vec<TestRecord>, subscriber: &mut dyn Subscriber) -> Ve
         .map(|record| {
             subscriber.notify(&RunEvent::TestDecided {
                 id: &record.id,
-                group: &record.group,
                 verdict: Verdict::Skipped,
             });
             let case = TestCase {
@@ -594,9 +574,8 @@ impl Pool {
         self.creating == 0 && self.idle.is_empty() && self.running == 0
     }
 
-    /// Hands `job` to an idle worker and returns the worker's index; gives the job
-    /// back when the worker is gone.
-    async fn hand_out(&mut self, job: Job) -> Result<usize, Job> {
+    /// Hands `job` to an idle worker; gives the job back when the worker is gone.
+    async fn hand_out(&mut self, job: Job) -> Result<(), Job> {
         let Some(w) = self.idle.pop() else {
             return Err(job);
         };
@@ -604,10 +583,7 @@ impl Pool {
             Some(tx) => tx.send(job).await.map_err(|e| e.0),
             None => Err(job),
         };
-        sent.map(|()| {
-            self.running += 1;
-            w
-        })
+        sent.map(|()| self.running += 1)
     }
 
     /// Updates the pool for `event`; what concerns the tests is returned for the
@@ -972,7 +948,7 @@ mod tests {
                     format!("{id} {kind} in batch {}", attempt.batch)
                 }
                 RunEvent::TestDecided { id, verdict, .. } => format!("{id} is {verdict:?}"),
-                RunEvent::TestStarted { id, batch, .. } => format!("{id} started in {batch}"),
+                RunEvent::TestStarted { id } => format!("{id} started"),
                 RunEvent::TestFinished { id, outcome, .. } => {
                     format!("{id} finished: {}", kind_of(outcome))
                 }

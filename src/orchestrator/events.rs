@@ -14,24 +14,17 @@ use crate::report::verdict::{Attempt, Verdict};
 
 /// One thing that happened in a run.
 #[derive(Debug)]
-pub enum RunEvent<'a> {
+pub(crate) enum RunEvent<'a> {
     /// The tests are planned into batches; first of all events.
     Planned {
-        /// How many tests will run (the ignored ones are not counted).
-        tests: usize,
-        /// Into how many batches.
-        batches: usize,
         /// How long the run should take, from the known durations; `None` when no
         /// duration is known.
         expected: Option<Duration>,
     },
-    /// Batch `number`, holding `tests` tests, was handed to the sandbox of worker
-    /// `sandbox`.
+    /// Batch `number`, holding `tests` tests, was handed to a sandbox.
     BatchStarted {
         /// The run-wide batch number (the log files are named after it).
         number: usize,
-        /// The worker (one sandbox at a time) that runs it.
-        sandbox: usize,
         /// How many tests it holds.
         tests: usize,
     },
@@ -40,10 +33,6 @@ pub enum RunEvent<'a> {
     TestStarted {
         /// The test's ID, as discovered.
         id: &'a str,
-        /// The group that selected it.
-        group: &'a str,
-        /// The batch it runs in.
-        batch: usize,
     },
     /// A test of a running batch finished, as its runner said while the batch went
     /// on. Provisional: the batch's result file may add details, and the attempt is
@@ -51,10 +40,6 @@ pub enum RunEvent<'a> {
     TestFinished {
         /// The test's ID, as discovered.
         id: &'a str,
-        /// The group that selected it.
-        group: &'a str,
-        /// The batch it ran in.
-        batch: usize,
         /// How it ended, with the one-line reason when it did not pass.
         outcome: &'a CaseOutcome,
         /// How long it took, in seconds.
@@ -69,8 +54,6 @@ pub enum RunEvent<'a> {
     AttemptFinished {
         /// The test's ID, as discovered.
         id: &'a str,
-        /// The group that selected it.
-        group: &'a str,
         /// What the attempt produced.
         attempt: &'a Attempt,
         /// Which attempt of the test this is (1 for the first run).
@@ -89,8 +72,6 @@ pub enum RunEvent<'a> {
     TestDecided {
         /// The test's ID, as discovered.
         id: &'a str,
-        /// The group that selected it.
-        group: &'a str,
         /// The verdict.
         verdict: Verdict,
     },
@@ -107,7 +88,7 @@ pub enum RunEvent<'a> {
 }
 
 /// Something that follows a run through its events.
-pub trait Subscriber: Send {
+pub(crate) trait Subscriber: Send {
     /// Called for every event, in order.
     fn notify(&mut self, event: &RunEvent<'_>);
 }

@@ -7,10 +7,9 @@
 //! the run is. See `DESIGN.md` beside this file for the life of a run and its
 //! invariants.
 
-pub mod batch;
-pub mod engine;
-pub mod events;
-pub mod progress;
+pub(crate) mod batch;
+pub(crate) mod engine;
+pub(crate) mod events;
+pub(crate) mod progress;
 
-pub use engine::{EngineOutcome, EngineSettings, run};
-pub use events::{RunEvent, Subscriber};
+pub(crate) use engine::{EngineOutcome, EngineSettings, run};

@@ -24,15 +24,15 @@ use crate::report::verdict::Verdict;
 const PLAIN_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The longest silence of plain output while tests run.
-pub const HEARTBEAT: Duration = Duration::from_secs(30);
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// A test running this long gets a `SLOW` line.
-pub const SLOW_AFTER: Duration = Duration::from_secs(60);
+pub(crate) const SLOW_AFTER: Duration = Duration::from_secs(60);
 
 /// Which status lines are shown while the run goes on; each level shows the ones
 /// before it too. Names as nextest's `--status-level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
-pub enum StatusLevel {
+pub(crate) enum StatusLevel {
     /// No status lines.
     None,
     /// Failures and errors (also tests that end not run).
@@ -57,7 +57,7 @@ enum Display {
 }
 
 /// The state of the display.
-pub struct Progress {
+pub(crate) struct Progress {
     display: Display,
     level: StatusLevel,
     total: usize,
@@ -82,7 +82,7 @@ impl Progress {
     /// A display for `total` tests: a bar when stderr is a terminal and `plain` is
     /// false, plain lines otherwise (CI), nothing when `hidden`. Status lines at
     /// `level`.
-    pub fn new(total: usize, plain: bool, hidden: bool, level: StatusLevel) -> Self {
+    pub(crate) fn new(total: usize, plain: bool, hidden: bool, level: StatusLevel) -> Self {
         let display = if hidden {
             Display::Hidden
         } else if !plain && std::io::stderr().is_terminal() {
@@ -111,7 +111,7 @@ impl Progress {
     }
 
     /// Clears the bar (the summary follows); plain output ends with its count line.
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         match std::mem::replace(&mut self.display, Display::Hidden) {
             Display::Bar(bar) => {
                 crate::output::set_active_bar(None);

@@ -25,17 +25,17 @@ use super::text::apply_hunks;
 
 /// What [`apply_patch`] changed, for a one-line summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ApplySummary {
+pub(crate) struct ApplySummary {
     /// Files created.
-    pub created: usize,
+    pub(crate) created: usize,
     /// Files deleted.
-    pub deleted: usize,
+    pub(crate) deleted: usize,
     /// Files changed in place (content or mode).
-    pub modified: usize,
+    pub(crate) modified: usize,
     /// Files renamed.
-    pub renamed: usize,
+    pub(crate) renamed: usize,
     /// Files copied.
-    pub copied: usize,
+    pub(crate) copied: usize,
 }
 
 /// One path's state, on disk or in the patched tree.
@@ -139,7 +139,7 @@ fn is_missing(err: &std::io::Error) -> bool {
 ///
 /// Errors name the file and, for a hunk that does not match, the hunk's number and
 /// header; the tree is then untouched.
-pub fn apply_patch(files: &[FilePatch], root: &Path) -> Result<ApplySummary> {
+pub(crate) fn apply_patch(files: &[FilePatch], root: &Path) -> Result<ApplySummary> {
     let root = root
         .canonicalize()
         .with_context(|| format!("the project root `{}` does not exist", root.display()))?;

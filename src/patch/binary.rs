@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 /// How the bytes of a [`BinaryPatch`] produce the new content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BinaryKind {
+pub(super) enum BinaryKind {
     /// The inflated bytes are the new content.
     Literal,
     /// The inflated bytes are a git delta against the old content.
@@ -22,18 +22,18 @@ pub enum BinaryKind {
 
 /// One decoded (base85-decoded and inflated) forward block of a `GIT binary patch`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BinaryPatch {
+pub(super) struct BinaryPatch {
     /// Literal or delta.
-    pub kind: BinaryKind,
+    pub(super) kind: BinaryKind,
     /// The inflated payload: the content (literal) or the delta instructions.
-    pub data: Vec<u8>,
+    pub(super) data: Vec<u8>,
 }
 
 impl BinaryPatch {
     /// Decodes a block from its header values and its base85 lines (without newlines).
     ///
     /// `size` is the `N` of `literal N` / `delta N`, the inflated length.
-    pub fn decode(kind: BinaryKind, size: usize, lines: &[&[u8]]) -> Result<Self> {
+    pub(super) fn decode(kind: BinaryKind, size: usize, lines: &[&[u8]]) -> Result<Self> {
         let mut deflated = Vec::new();
         for (i, line) in lines.iter().enumerate() {
             decode_base85_line(line, &mut deflated)
@@ -54,7 +54,7 @@ impl BinaryPatch {
     }
 
     /// The new content, given the old content.
-    pub fn apply(&self, old: &[u8]) -> Result<Vec<u8>> {
+    pub(super) fn apply(&self, old: &[u8]) -> Result<Vec<u8>> {
         match self.kind {
             BinaryKind::Literal => Ok(self.data.clone()),
             BinaryKind::Delta => apply_delta(old, &self.data),
@@ -72,7 +72,7 @@ fn base85_value(c: u8) -> Option<u32> {
 
 /// Decodes one line of a binary block: a length letter (`A`–`Z` = 1–26, `a`–`z` = 27–52
 /// bytes) and then five base85 characters per four bytes. Appends the bytes to `out`.
-pub fn decode_base85_line(line: &[u8], out: &mut Vec<u8>) -> Result<()> {
+fn decode_base85_line(line: &[u8], out: &mut Vec<u8>) -> Result<()> {
     let (&len_char, body) = line.split_first().context("empty line")?;
     let len = match len_char {
         b'A'..=b'Z' => (len_char - b'A') as usize + 1,
@@ -125,7 +125,7 @@ fn read_varint(delta: &[u8], pos: &mut usize) -> Result<usize> {
 /// The delta opens with the base size and the result size; then each command byte either
 /// copies a range of the base (high bit set; bits 0–3 select offset bytes, bits 4–6 size
 /// bytes, size 0 meaning 0x10000) or inserts the next 1–127 literal bytes.
-pub fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>> {
+fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>> {
     let mut pos = 0;
     let base_size = read_varint(delta, &mut pos)?;
     let result_size = read_varint(delta, &mut pos)?;

@@ -5,7 +5,7 @@
 use sha1::{Digest, Sha1};
 
 /// The git blob id of `data`, as 40 lowercase hex digits.
-pub fn blob_id(data: &[u8]) -> String {
+pub(super) fn blob_id(data: &[u8]) -> String {
     let mut hasher = Sha1::new();
     hasher.update(format!("blob {}\0", data.len()).as_bytes());
     hasher.update(data);

@@ -1,10 +1,10 @@
 //! Git patches without git: parse `git diff --binary` output and apply it, all or nothing.
 //!
-//! [`parse_patch`] turns the bytes of a patch into [`FilePatch`]es (paths checked to stay
-//! inside the root, binary blocks decoded); [`apply_patch`] applies them under a
-//! directory, checking every hunk of every file before it writes anything. Used by
-//! `offload apply-diff`, which ships the thin diff of an image into a sandbox. Producing
-//! patches is not done here (git does that).
+//! [`parse_patch`] turns the bytes of a patch into [`FilePatch`](parse::FilePatch)es
+//! (paths checked to stay inside the root, binary blocks decoded); [`apply_patch`]
+//! applies them under a directory, checking every hunk of every file before it writes
+//! anything. Used by `offload apply-diff`, which ships the thin diff of an image into a
+//! sandbox. Producing patches is not done here (git does that).
 
 mod apply;
 mod binary;
@@ -13,7 +13,5 @@ mod parse;
 mod path;
 mod text;
 
-pub use apply::{ApplySummary, apply_patch};
-pub use binary::{BinaryKind, BinaryPatch, apply_delta};
-pub use parse::{Content, FileMode, FilePatch, Hunk, HunkLine, LineKind, Operation, parse_patch};
-pub use path::RepoPath;
+pub(crate) use apply::apply_patch;
+pub(crate) use parse::parse_patch;

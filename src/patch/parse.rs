@@ -18,7 +18,7 @@ use super::path::{RepoPath, read_name, unquote};
 
 /// What a file section does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
+pub(super) enum Operation {
     /// Creates `new_path`.
     Create,
     /// Deletes `old_path`.
@@ -33,7 +33,7 @@ pub enum Operation {
 
 /// A git file mode as written in a patch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileMode {
+pub(super) enum FileMode {
     /// `100644`: a regular file.
     Regular,
     /// `100755`: an executable file.
@@ -58,21 +58,21 @@ impl FileMode {
 
 /// One text hunk: where it says it applies, and its lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hunk {
+pub(super) struct Hunk {
     /// The `@@ -a,b +c,d @@` part of the header line, for messages.
-    pub header: String,
+    pub(super) header: String,
     /// The `a` of `-a,b`: the first line of the old file the hunk covers (1-based; `0`
     /// for a hunk that adds to an empty file).
-    pub old_start: usize,
+    pub(super) old_start: usize,
     /// The `c` of `+c,d`: where the hunk's result starts in the new file (1-based).
-    pub new_start: usize,
+    pub(super) new_start: usize,
     /// The body lines, in order. At least one adds or removes a line.
-    pub lines: Vec<HunkLine>,
+    pub(super) lines: Vec<HunkLine>,
 }
 
 /// What a hunk line does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LineKind {
+pub(super) enum LineKind {
     /// ` `: in both the old and the new file.
     Context,
     /// `-`: only in the old file.
@@ -83,17 +83,17 @@ pub enum LineKind {
 
 /// One body line of a hunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HunkLine {
+pub(super) struct HunkLine {
     /// What the line does.
-    pub kind: LineKind,
+    pub(super) kind: LineKind,
     /// The line without its marker, with its `\n` unless a `\ No newline at end of file`
     /// line follows it in the patch.
-    pub text: Vec<u8>,
+    pub(super) text: Vec<u8>,
 }
 
 /// The content change of a file section.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Content {
+pub(super) enum Content {
     /// No content change (mode change, pure rename, empty new or deleted file).
     None,
     /// Text hunks, in order.
@@ -106,29 +106,29 @@ pub enum Content {
 
 /// One file section of a patch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FilePatch {
+pub(crate) struct FilePatch {
     /// What the section does.
-    pub operation: Operation,
+    pub(super) operation: Operation,
     /// The source path (`None` for [`Operation::Create`]).
-    pub old_path: Option<RepoPath>,
+    pub(super) old_path: Option<RepoPath>,
     /// The target path (`None` for [`Operation::Delete`]).
-    pub new_path: Option<RepoPath>,
+    pub(super) new_path: Option<RepoPath>,
     /// The mode before, when the patch says (`old mode`, `deleted file mode`, `index`).
-    pub old_mode: Option<FileMode>,
+    pub(super) old_mode: Option<FileMode>,
     /// The mode after, when the patch says (`new mode`, `new file mode`); `None` keeps the
     /// mode the file has.
-    pub new_mode: Option<FileMode>,
+    pub(super) new_mode: Option<FileMode>,
     /// The content change.
-    pub content: Content,
+    pub(super) content: Content,
     /// The full (40-hex) blob ids of the `index` line, before and after, when present.
-    pub index_ids: Option<(String, String)>,
+    pub(super) index_ids: Option<(String, String)>,
     /// 1-based line of the `diff --git` header in the patch file.
-    pub line: usize,
+    pub(super) line: usize,
 }
 
 impl FilePatch {
     /// The path to name in messages: the target, or the source for a deletion.
-    pub fn display_path(&self) -> &RepoPath {
+    pub(super) fn display_path(&self) -> &RepoPath {
         match (&self.new_path, &self.old_path) {
             (Some(p), _) | (None, Some(p)) => p,
             // The parser never builds a section without a path.
@@ -138,7 +138,7 @@ impl FilePatch {
 }
 
 /// Parses a whole patch. Empty (or whitespace-only) input is an empty patch.
-pub fn parse_patch(input: &[u8]) -> Result<Vec<FilePatch>> {
+pub(crate) fn parse_patch(input: &[u8]) -> Result<Vec<FilePatch>> {
     if input.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
     }

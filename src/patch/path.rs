@@ -15,14 +15,14 @@ use anyhow::{Context, Result, bail};
 
 /// A `/`-separated path relative to the project root, checked to stay inside it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RepoPath(Vec<u8>);
+pub(super) struct RepoPath(Vec<u8>);
 
 impl RepoPath {
     /// Checks `bytes` (a path as written in the patch, prefix already stripped).
     ///
     /// Refuses empty paths, absolute paths, empty, `.` and `..` components, `.git`
     /// components (git's own data is never patched) and NUL bytes.
-    pub fn new(bytes: &[u8]) -> Result<Self> {
+    pub(super) fn new(bytes: &[u8]) -> Result<Self> {
         let shown = String::from_utf8_lossy(bytes);
         if bytes.is_empty() {
             bail!("empty path");
@@ -49,17 +49,17 @@ impl RepoPath {
     }
 
     /// The raw bytes.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(super) fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
     /// The path as a relative [`PathBuf`].
-    pub fn to_path_buf(&self) -> PathBuf {
+    pub(super) fn to_path_buf(&self) -> PathBuf {
         PathBuf::from(OsStr::from_bytes(&self.0))
     }
 
     /// The proper ancestors, outermost first (`a`, `a/b` for `a/b/c`).
-    pub fn ancestors(&self) -> Vec<RepoPath> {
+    pub(super) fn ancestors(&self) -> Vec<RepoPath> {
         self.0
             .iter()
             .enumerate()
@@ -69,7 +69,8 @@ impl RepoPath {
     }
 
     /// Whether `self` lies strictly under `dir`.
-    pub fn is_under(&self, dir: &RepoPath) -> bool {
+    #[cfg(test)]
+    fn is_under(&self, dir: &RepoPath) -> bool {
         self.0.len() > dir.0.len() && self.0.starts_with(&dir.0) && self.0[dir.0.len()] == b'/'
     }
 }
@@ -83,7 +84,7 @@ impl fmt::Display for RepoPath {
 /// Undoes git's C-style quoting of a path that starts with `"`.
 ///
 /// Returns the unquoted bytes and the rest of the input after the closing quote.
-pub fn unquote(input: &[u8]) -> Result<(Vec<u8>, &[u8])> {
+pub(super) fn unquote(input: &[u8]) -> Result<(Vec<u8>, &[u8])> {
     let body = input
         .strip_prefix(b"\"")
         .context("a quoted path must start with `\"`")?;
@@ -130,7 +131,7 @@ pub fn unquote(input: &[u8]) -> Result<(Vec<u8>, &[u8])> {
 /// Reads a path that is either quoted (anything after the closing quote is returned as
 /// the rest) or plain (up to the first TAB, which git appends after names with spaces
 /// on `---`/`+++` lines, or the end).
-pub fn read_name(input: &[u8]) -> Result<Vec<u8>> {
+pub(super) fn read_name(input: &[u8]) -> Result<Vec<u8>> {
     if input.starts_with(b"\"") {
         Ok(unquote(input)?.0)
     } else {

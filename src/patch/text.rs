@@ -88,7 +88,7 @@ fn find_position(image: &[ImageLine], hunk: &Hunk, preimage: &[&[u8]]) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::patch::HunkLine;
+    use crate::patch::parse::HunkLine;
 
     /// A hunk from its header numbers and body lines (` a`, `-b`, `+c`).
     fn hunk(old_start: usize, new_start: usize, body: &[&str]) -> Hunk {

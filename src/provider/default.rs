@@ -44,7 +44,7 @@ use crate::process::{self, CommandSpec, ExitOutcome, Stream, quote};
 use crate::template::substitute;
 
 /// Pauses between attempts of a create or a download (so three attempts in all).
-pub const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(1)];
+const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(1)];
 
 /// How many stderr lines of a failed command its error message quotes.
 const STDERR_TAIL_LINES: usize = 20;
@@ -119,7 +119,7 @@ impl Settings {
 /// credentials); [`with_retry`] gives up on it at once.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct PermanentFailure(String);
+struct PermanentFailure(String);
 
 /// What an exit code of the bundled `modal_sandbox.py` means, for the codes where a
 /// retry cannot help. Applies to any command that calls the script, so a `default`
@@ -240,7 +240,7 @@ fn format_cores(cores: f64) -> String {
 
 /// Runs `attempt` up to `1 + delays.len()` times, sleeping `delays[i]` after failure
 /// `i` and logging each retry as a warning; returns the first success or the last error.
-pub async fn with_retry<T, F, Fut>(what: &str, delays: &[Duration], mut attempt: F) -> Result<T>
+async fn with_retry<T, F, Fut>(what: &str, delays: &[Duration], mut attempt: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -266,26 +266,26 @@ where
 }
 
 /// Whether `err` (or anything it wraps) is a [`PermanentFailure`].
-pub fn is_permanent(err: &anyhow::Error) -> bool {
+fn is_permanent(err: &anyhow::Error) -> bool {
     err.chain().any(|e| e.is::<PermanentFailure>())
 }
 
 /// Where prepare progress goes: held back while discovery prints, then on stderr.
 #[derive(Debug, Default)]
-pub struct PrepareLog {
+pub(crate) struct PrepareLog {
     held: Mutex<Option<Vec<String>>>,
 }
 
 impl PrepareLog {
     /// A log that holds lines until [`Self::release`].
-    pub fn held() -> Self {
+    pub(crate) fn held() -> Self {
         Self {
             held: Mutex::new(Some(Vec::new())),
         }
     }
 
     /// Shows `line` as `[prepare] <line>` now, or later if held.
-    pub fn line(&self, line: &str) {
+    pub(super) fn line(&self, line: &str) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         match held.as_mut() {
             Some(lines) => lines.push(line.to_owned()),
@@ -294,7 +294,7 @@ impl PrepareLog {
     }
 
     /// Prints what was held and shows later lines at once.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         for line in held.take().unwrap_or_default() {
             crate::statusln!("[prepare] {line}");
@@ -304,7 +304,7 @@ impl PrepareLog {
 
 /// Without a `prepare_command` there is no image: names the settings that only apply
 /// to one (copy dirs, `thin_diff`) when they are set.
-pub fn warn_image_settings_without_image(config: &DefaultProviderConfig) {
+pub(crate) fn warn_image_settings_without_image(config: &DefaultProviderConfig) {
     if config.prepare_command.is_some() {
         return;
     }
@@ -326,7 +326,7 @@ pub fn warn_image_settings_without_image(config: &DefaultProviderConfig) {
 /// other output goes to `log`. Each variable of `env` with a value is set, and each
 /// without one is removed from the inherited environment, so the command never sees a
 /// stale value from the caller's shell.
-pub async fn run_prepare(
+pub(super) async fn run_prepare(
     config: &DefaultProviderConfig,
     command: &str,
     env: &[(&str, Option<String>)],
@@ -409,7 +409,7 @@ pub async fn run_prepare(
 /// Rebuilds the run's image when the one sandboxes are created from turns out to be
 /// gone (the image pipeline with [`crate::image::PrepareOptions::refresh_cache`]).
 #[async_trait]
-pub trait ImageRebuild: Send + Sync {
+pub(super) trait ImageRebuild: Send + Sync {
     /// Builds the image again, bypassing the cache, and returns its id.
     async fn rebuild(&self) -> Result<String>;
 }
@@ -432,7 +432,7 @@ enum HealState {
 }
 
 /// Creates sandboxes with the user's `create_command`.
-pub struct DefaultProvider {
+pub(super) struct DefaultProvider {
     settings: Arc<Settings>,
     /// `{image_id}`: what `prepare` produced (replaced by a rebuild).
     image: Mutex<Option<String>>,
@@ -456,7 +456,7 @@ impl DefaultProvider {
     /// directory. Expands `@name.ext` references; fails on an unknown script, on
     /// `{image_id}` without a prepare command and on an `exec_command` without
     /// `{command}`.
-    pub fn new(
+    pub(super) fn new(
         config: &DefaultProviderConfig,
         image_id: Option<String>,
         project_root: &str,
@@ -525,7 +525,7 @@ impl DefaultProvider {
     /// uses the new image, and the failed creation is tried once more on it. A failure
     /// after the rebuild is an ordinary create failure.
     #[must_use]
-    pub fn with_rebuild(mut self, rebuild: Arc<dyn ImageRebuild>) -> Self {
+    pub(super) fn with_rebuild(mut self, rebuild: Arc<dyn ImageRebuild>) -> Self {
         self.healing = Some(Healing {
             rebuild,
             state: tokio::sync::Mutex::new(HealState::Untried),
@@ -621,7 +621,7 @@ impl Provider for DefaultProvider {
 
 /// A sandbox of the `default` provider, known by the id its create command printed.
 #[derive(Debug)]
-pub struct DefaultSandbox {
+struct DefaultSandbox {
     id: String,
     /// The id as substituted into commands.
     quoted_id: String,

@@ -37,7 +37,7 @@ use crate::process::quote;
 use crate::template::substitute;
 
 /// What Offload hands `prepare_command`: `(placeholder, environment variable)`.
-pub const INPUTS: [(&str, &str); 7] = [
+const INPUTS: [(&str, &str); 7] = [
     ("context_dir", "OFFLOAD_CONTEXT_DIR"),
     ("base_image", "OFFLOAD_BASE_IMAGE"),
     ("patch_file", "OFFLOAD_PATCH_FILE"),
@@ -50,7 +50,7 @@ pub const INPUTS: [(&str, &str); 7] = [
 /// Whether `config`'s `prepare_command` builds incrementally, so the pipeline may give
 /// it a base image and a thin diff: `thin_diff = true`, or the command names
 /// `{base_image}` or `{patch_file}`. Any other prepare only ever gets full builds.
-pub fn opts_into_thin_diffs(config: &DefaultProviderConfig) -> bool {
+pub(crate) fn opts_into_thin_diffs(config: &DefaultProviderConfig) -> bool {
     config.thin_diff
         || config
             .prepare_command
@@ -67,21 +67,21 @@ type PrepareEnv = Vec<(&'static str, Option<String>)>;
 
 /// The image pipeline of one run, for a provider driven by `prepare_command`.
 #[derive(Debug, Clone)]
-pub struct ImagePlan {
+pub(crate) struct ImagePlan {
     /// The provider config (`modal` is translated to this form first).
-    pub config: DefaultProviderConfig,
+    pub(crate) config: DefaultProviderConfig,
     /// Its `prepare_command`, as written.
     pub prepare_command: String,
     /// `[offload] sandbox_init_cmd`.
-    pub init_cmd: Option<String>,
+    pub(crate) init_cmd: Option<String>,
     /// `[offload] post_patch_cmd`.
-    pub post_patch_cmd: Option<String>,
+    pub(crate) post_patch_cmd: Option<String>,
     /// The repository root inside the sandbox (where patches apply), if configured.
-    pub sandbox_repo_root: Option<String>,
+    pub(crate) sandbox_repo_root: Option<String>,
     /// Offload's directory.
-    pub cwd: PathBuf,
+    pub(crate) cwd: PathBuf,
     /// The pipeline options (`refresh_cache` is set by [`CacheRefresh`] only).
-    pub options: PrepareOptions,
+    pub(crate) options: PrepareOptions,
 }
 
 impl ImagePlan {
@@ -89,7 +89,7 @@ impl ImagePlan {
     /// command-driven form); `None` when `p` has no `prepare_command` to build images
     /// with. Warns about settings that only apply to thin diffs when the command does not
     /// opt into them.
-    pub fn for_run(
+    pub(crate) fn for_run(
         config: &Config,
         p: &DefaultProviderConfig,
         config_path: &Path,
@@ -141,7 +141,7 @@ impl ImagePlan {
     }
 
     /// The builder for this plan, with progress going to `log`.
-    pub fn builder<'a>(
+    fn builder<'a>(
         &'a self,
         log: &'a PrepareLog,
         cancel: &'a CancellationToken,
@@ -159,7 +159,7 @@ impl ImagePlan {
     }
 
     /// Runs the pipeline ([`crate::image::prepare`]).
-    pub async fn prepare(
+    pub(crate) async fn prepare(
         &self,
         log: &PrepareLog,
         cancel: &CancellationToken,
@@ -171,11 +171,11 @@ impl ImagePlan {
 /// Rebuilds a plan's image without reading the cache and replaces the cache entry:
 /// what a provider does when a cached image is gone.
 #[derive(Debug)]
-pub struct CacheRefresh {
+pub(super) struct CacheRefresh {
     /// The run's plan.
-    pub plan: Arc<ImagePlan>,
+    pub(super) plan: Arc<ImagePlan>,
     /// Interrupts the rebuild.
-    pub cancel: CancellationToken,
+    pub(super) cancel: CancellationToken,
 }
 
 #[async_trait]
@@ -193,23 +193,23 @@ impl ImageRebuild for CacheRefresh {
 }
 
 /// Builds images with the default provider's `prepare_command`.
-pub struct DefaultImageBuilder<'a> {
+pub(crate) struct DefaultImageBuilder<'a> {
     /// The provider config.
-    pub config: &'a DefaultProviderConfig,
+    config: &'a DefaultProviderConfig,
     /// Its `prepare_command`.
     pub prepare_command: &'a str,
     /// `[offload] sandbox_init_cmd`.
-    pub init_cmd: Option<&'a str>,
+    init_cmd: Option<&'a str>,
     /// `[offload] post_patch_cmd`.
-    pub post_patch_cmd: Option<&'a str>,
+    post_patch_cmd: Option<&'a str>,
     /// The repository root inside the sandbox (where patches apply), if configured.
-    pub sandbox_repo_root: Option<&'a str>,
+    sandbox_repo_root: Option<&'a str>,
     /// Offload's directory.
-    pub cwd: &'a Path,
+    cwd: &'a Path,
     /// Where progress goes.
-    pub log: &'a PrepareLog,
+    log: &'a PrepareLog,
     /// Interrupts.
-    pub cancel: &'a CancellationToken,
+    cancel: &'a CancellationToken,
 }
 
 impl DefaultImageBuilder<'_> {

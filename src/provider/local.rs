@@ -25,27 +25,27 @@ use crate::process::{CommandSpec, ExitOutcome};
 
 /// What every local sandbox of a run shares.
 #[derive(Debug, Clone)]
-pub struct LocalSandboxSettings {
+pub(crate) struct LocalSandboxSettings {
     /// Where commands run unless they name their own directory (relative command
     /// directories and download paths resolve against it).
-    pub working_dir: PathBuf,
+    pub(crate) working_dir: PathBuf,
     /// The shell that runs each command (`<shell> -c ...`), `/bin/sh` by default.
-    pub shell: String,
+    pub(super) shell: String,
     /// Variables added to the inherited environment: the provider's `env` and
     /// `OFFLOAD_ROOT`, in order, as the caller assembled them.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// Creates [`LocalSandbox`]es; owns the run's private directory for result files.
 #[derive(Debug)]
-pub struct LocalProvider {
+pub(super) struct LocalProvider {
     settings: Arc<LocalSandboxSettings>,
     results: TempDir,
 }
 
 impl LocalProvider {
     /// A provider with these settings and a fresh private temporary directory.
-    pub fn new(settings: LocalSandboxSettings) -> Result<Self> {
+    pub(super) fn new(settings: LocalSandboxSettings) -> Result<Self> {
         let results = tempfile::Builder::new()
             .prefix("offload-")
             .tempdir()
@@ -57,7 +57,8 @@ impl LocalProvider {
     }
 
     /// The private directory holding result files (removed when the provider drops).
-    pub fn results_dir(&self) -> &Path {
+    #[cfg(test)]
+    fn results_dir(&self) -> &Path {
         self.results.path()
     }
 }
@@ -91,7 +92,7 @@ impl Provider for LocalProvider {
 
 /// One local sandbox: runs commands one after another on this machine.
 #[derive(Debug)]
-pub struct LocalSandbox {
+struct LocalSandbox {
     id: String,
     settings: Arc<LocalSandboxSettings>,
     results_dir: PathBuf,

@@ -6,14 +6,14 @@
 //! a variant of `config::ProviderKind`, and the arms the compiler then asks for in
 //! [`select`] (the one constructor, [`from_config`]).
 
-pub mod default;
-pub mod default_image;
-pub mod local;
-pub mod modal;
-pub mod reused_build;
-pub mod running;
+pub(crate) mod default;
+pub(crate) mod default_image;
+mod local;
+pub(crate) mod modal;
+pub(crate) mod reused_build;
+mod running;
 mod sandbox;
-pub mod select;
+mod select;
 
-pub use sandbox::{OutputLine, Provider, Sandbox};
-pub use select::{Setup, from_config, local_settings};
+pub(crate) use sandbox::{OutputLine, Provider, Sandbox};
+pub(crate) use select::{Setup, from_config, local_settings};

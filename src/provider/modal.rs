@@ -28,27 +28,27 @@ use crate::process::quote;
 /// Price of one CPU-second of a Modal sandbox in USD (non-preemptible, per core).
 /// `--show-estimated-cost` prices the CPU-seconds of `default` and `modal` sandboxes
 /// (each sandbox's lifetime × `cpu_cores`) with it.
-pub const USD_PER_CPU_SECOND: f64 = 0.000_039_42;
+pub(crate) const USD_PER_CPU_SECOND: f64 = 0.000_039_42;
 
 /// `(USD, CPU-seconds)` of sandboxes that lived `sandbox_seconds` in all, with
 /// `cpu_cores` each, at [`USD_PER_CPU_SECOND`].
-pub fn estimated_cost(sandbox_seconds: f64, cpu_cores: f64) -> (f64, f64) {
+pub(crate) fn estimated_cost(sandbox_seconds: f64, cpu_cores: f64) -> (f64, f64) {
     let cpu_seconds = sandbox_seconds * cpu_cores;
     (cpu_seconds * USD_PER_CPU_SECOND, cpu_seconds)
 }
 
 /// How every generated command calls the bundled script.
-pub const SCRIPT: &str = "uv run @modal_sandbox.py";
+const SCRIPT: &str = "uv run @modal_sandbox.py";
 
 /// Bound of each lifecycle command (prepare, create, download, destroy), in seconds.
-pub const COMMAND_TIMEOUT_SECS: u64 = 3600;
+const COMMAND_TIMEOUT_SECS: u64 = 3600;
 
 /// The `default` provider configuration that drives Modal for `modal`.
 ///
 /// Copy dirs and env are carried over as they are (the caller has already added the
 /// `--copy-dir` and `--env` flags); fails only if `experimental_options` cannot be
 /// written as JSON.
-pub fn default_config(modal: &ModalProviderConfig) -> Result<DefaultProviderConfig> {
+pub(crate) fn default_config(modal: &ModalProviderConfig) -> Result<DefaultProviderConfig> {
     let mut prepare = format!("{SCRIPT} prepare");
     if let Some(dockerfile) = &modal.dockerfile {
         prepare.push(' ');

@@ -16,7 +16,7 @@ use crate::process::{self, CapturedOutput, CommandSpec, ExitOutcome};
 /// whole run, where and as the sandboxes run commands, so that batches skip cargo (see
 /// [`Cargo::reuse_build`]). `None` for other frameworks and providers, and when
 /// listing fails — the batches then build for themselves and report any error.
-pub async fn for_local_cargo(config: &Config, cwd: &Path) -> Option<Cargo> {
+pub(crate) async fn for_local_cargo(config: &Config, cwd: &Path) -> Option<Cargo> {
     let (FrameworkConfig::Cargo(cargo_config), ProviderConfig::Local(local)) =
         (&config.framework, &config.provider)
     else {

@@ -18,7 +18,7 @@ use crate::process::{self, CommandSpec, ExitOutcome, TERMINATE_GRACE_PERIOD};
 
 /// Runs a sandbox's commands and ends them when the sandbox is destroyed.
 #[derive(Debug, Default)]
-pub struct SandboxCommands {
+pub(super) struct SandboxCommands {
     destroyed: CancellationToken,
     running: RunningCommands,
 }
@@ -26,7 +26,7 @@ pub struct SandboxCommands {
 impl SandboxCommands {
     /// Runs `spec` (the local process that executes `what` in `sandbox`), sending each
     /// output line to `output`; killed on `timeout`, on `cancel` and on destroy.
-    pub async fn run(
+    pub(super) async fn run(
         &self,
         sandbox: &str,
         what: &CommandSpec,
@@ -62,7 +62,7 @@ impl SandboxCommands {
 
     /// Refuses new commands, ends the running ones and waits (bounded) until they are
     /// gone.
-    pub async fn shut_down(&self, sandbox: &str) {
+    pub(super) async fn shut_down(&self, sandbox: &str) {
         self.destroyed.cancel();
         self.running.wait_until_idle(sandbox).await;
     }
@@ -70,15 +70,15 @@ impl SandboxCommands {
 
 /// The number of commands a sandbox is running; cloning shares the count.
 #[derive(Debug, Clone, Default)]
-pub struct RunningCommands(Arc<AtomicUsize>);
+struct RunningCommands(Arc<AtomicUsize>);
 
 /// Counts one running command for as long as it lives.
 #[derive(Debug)]
-pub struct RunningGuard(Arc<AtomicUsize>);
+struct RunningGuard(Arc<AtomicUsize>);
 
 impl RunningCommands {
     /// Counts a command until the returned guard drops.
-    pub fn start(&self) -> RunningGuard {
+    fn start(&self) -> RunningGuard {
         self.0.fetch_add(1, Ordering::SeqCst);
         RunningGuard(Arc::clone(&self.0))
     }
@@ -87,7 +87,7 @@ impl RunningCommands {
     /// a sandbox is being destroyed its commands get SIGTERM, then SIGKILL after the
     /// grace period, as long as their callers keep polling them (a dropped one is
     /// killed at once).
-    pub async fn wait_until_idle(&self, sandbox: &str) {
+    async fn wait_until_idle(&self, sandbox: &str) {
         let deadline =
             tokio::time::Instant::now() + TERMINATE_GRACE_PERIOD + Duration::from_secs(1);
         while self.0.load(Ordering::SeqCst) > 0 {

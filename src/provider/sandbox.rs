@@ -15,7 +15,7 @@ use crate::process::{CommandSpec, ExitOutcome, Stream};
 
 /// A line of output from a command running in a sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputLine {
+pub(crate) struct OutputLine {
     /// stdout or stderr.
     pub stream: Stream,
     /// The line, without its newline.
@@ -24,7 +24,7 @@ pub struct OutputLine {
 
 /// Creates sandboxes.
 #[async_trait]
-pub trait Provider: Send + Sync {
+pub(crate) trait Provider: Send + Sync {
     /// Creates sandbox number `index` (0-based, unique within the run).
     async fn create_sandbox(&self, index: usize) -> Result<Box<dyn Sandbox>>;
 
@@ -37,7 +37,7 @@ pub trait Provider: Send + Sync {
 
 /// A place where batches run, one at a time, reused across batches.
 #[async_trait]
-pub trait Sandbox: Send + Sync {
+pub(crate) trait Sandbox: Send + Sync {
     /// Its id (as printed by a create command, or chosen by Offload).
     fn id(&self) -> &str;
 

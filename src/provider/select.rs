@@ -21,7 +21,7 @@ use crate::image::PreparedImage;
 
 /// The provider of a configuration, in the form the run works with.
 #[derive(Debug)]
-pub enum Setup<'a> {
+pub(crate) enum Setup<'a> {
     /// Child processes on this machine.
     Local(&'a LocalProviderConfig),
     /// Sandboxes driven by shell commands (`default`, or `modal`'s generated ones).
@@ -31,7 +31,7 @@ pub enum Setup<'a> {
 impl<'a> Setup<'a> {
     /// The setup `provider` selects; fails only when Modal's generated commands cannot
     /// be made (see [`super::modal::default_config`]).
-    pub fn of(provider: &'a ProviderConfig) -> Result<Self> {
+    pub(crate) fn of(provider: &'a ProviderConfig) -> Result<Self> {
         Ok(match provider {
             ProviderConfig::Local(local) => Self::Local(local),
             ProviderConfig::Default(p) => Self::Commands(Box::new(p.clone())),
@@ -40,7 +40,7 @@ impl<'a> Setup<'a> {
     }
 
     /// The shell commands of a command-driven provider; `None` for `local`.
-    pub fn commands(&self) -> Option<&DefaultProviderConfig> {
+    pub(crate) fn commands(&self) -> Option<&DefaultProviderConfig> {
         match self {
             Self::Local(_) => None,
             Self::Commands(p) => Some(p),
@@ -51,7 +51,7 @@ impl<'a> Setup<'a> {
 /// Builds the provider of `setup` for a run. `prepared` is what the image preparation
 /// produced through `plan`: a cached image gets the self-healing rebuild (interrupted
 /// by `cancel`).
-pub fn from_config(
+pub(crate) fn from_config(
     setup: &Setup<'_>,
     config: &Config,
     prepared: Option<PreparedImage>,
@@ -86,7 +86,7 @@ pub fn from_config(
 }
 
 /// Where and with which environment local sandboxes run their commands.
-pub fn local_settings(
+pub(crate) fn local_settings(
     config: &Config,
     local: &LocalProviderConfig,
     cwd: &Path,

@@ -13,7 +13,7 @@ use super::junit::{CaseOutcome, Detail, TestCase, TestSuite};
 
 /// The status `offload logs` shows in a test's banner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogStatus {
+pub(super) enum LogStatus {
     /// No outcome child and no failed attempt.
     Passed,
     /// Skipped by the test runner.
@@ -28,7 +28,7 @@ pub enum LogStatus {
 
 impl LogStatus {
     /// Of a test case as read from a report.
-    pub fn of(case: &TestCase) -> Self {
+    fn of(case: &TestCase) -> Self {
         match case.outcome {
             CaseOutcome::Failed(_) => Self::Failed,
             CaseOutcome::Error(_) => Self::Error,
@@ -39,7 +39,7 @@ impl LogStatus {
     }
 
     /// The banner label: `PASSED`, `FAILED`, `ERROR`, `SKIPPED` or `FLAKY`.
-    pub fn label(self) -> &'static str {
+    fn label(self) -> &'static str {
         match self {
             Self::Passed => "PASSED",
             Self::Skipped => "SKIPPED",
@@ -52,17 +52,17 @@ impl LogStatus {
 
 /// One test of a report.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LogEntry {
+pub(crate) struct LogEntry {
     /// Its status.
-    pub status: LogStatus,
+    status: LogStatus,
     /// The testcase it was read from (its `name` is the test ID).
-    pub case: TestCase,
+    case: TestCase,
 }
 
 /// One entry per testcase `name`, sorted by ID (byte-wise). When a name occurs more than
 /// once (a report written by another tool, with one testcase per attempt), the worst
 /// status is kept, and the first of equals.
-pub fn entries(suites: Vec<TestSuite>) -> Vec<LogEntry> {
+pub(crate) fn entries(suites: Vec<TestSuite>) -> Vec<LogEntry> {
     let mut by_id: BTreeMap<String, LogEntry> = BTreeMap::new();
     for case in suites.into_iter().flat_map(|s| s.cases) {
         let status = LogStatus::of(&case);
@@ -78,20 +78,20 @@ pub fn entries(suites: Vec<TestSuite>) -> Vec<LogEntry> {
 
 /// The filters of `offload logs`, combined with AND.
 #[derive(Debug, Clone, Default)]
-pub struct LogFilter {
+pub(crate) struct LogFilter {
     /// Keep failed tests (with `errors`: failed or errored).
-    pub failures: bool,
+    pub(crate) failures: bool,
     /// Keep errored tests, including those not run (with `failures`: either).
-    pub errors: bool,
+    pub(crate) errors: bool,
     /// Keep only these exact IDs (none: no restriction).
-    pub tests: Vec<String>,
+    pub(crate) tests: Vec<String>,
     /// Keep only IDs in which this regex matches somewhere.
-    pub regex: Option<Regex>,
+    pub(crate) regex: Option<Regex>,
 }
 
 impl LogFilter {
     /// Whether `entry` passes every filter.
-    pub fn matches(&self, entry: &LogEntry) -> bool {
+    pub(crate) fn matches(&self, entry: &LogEntry) -> bool {
         let status_ok = match (self.failures, self.errors) {
             (false, false) => true,
             (true, false) => entry.status == LogStatus::Failed,
@@ -107,7 +107,7 @@ impl LogFilter {
 
 /// Appends the text of one test to `out`: the banner, the final message and body, the
 /// earlier failed attempts, the captured output, and an empty line.
-pub fn render_entry(entry: &LogEntry, out: &mut String) {
+pub(crate) fn render_entry(entry: &LogEntry, out: &mut String) {
     let case = &entry.case;
     let _ = writeln!(out, "=== {} [{}] ===", case.name, entry.status.label());
     if let Some(detail) = case.outcome.detail() {

@@ -5,8 +5,8 @@
 //! `offload logs` shows; [`verdict`] holds the per-test outcome model the orchestrator
 //! produces and everything here consumes.
 
-pub mod junit;
-pub mod logs;
-pub mod output_dir;
-pub mod summary;
-pub mod verdict;
+pub(crate) mod junit;
+pub(crate) mod logs;
+pub(crate) mod output_dir;
+pub(crate) mod summary;
+pub(crate) mod verdict;

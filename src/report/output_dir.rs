@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 /// Creates `{output_dir}/logs` and `{output_dir}/junit-parts` and removes the files a
 /// previous run wrote there. Nothing else in the directory is touched.
-pub fn prepare(output_dir: &Path) -> Result<()> {
+pub(crate) fn prepare(output_dir: &Path) -> Result<()> {
     for sub in ["logs", "junit-parts"] {
         let dir = output_dir.join(sub);
         std::fs::create_dir_all(&dir)

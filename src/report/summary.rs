@@ -15,7 +15,7 @@ use crate::exit;
 /// Which tests the final status lines name; each level names the ones before it too.
 /// Names as nextest's `--final-status-level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, clap::ValueEnum)]
-pub enum FinalStatusLevel {
+pub(crate) enum FinalStatusLevel {
     /// None.
     None,
     /// Failed and errored tests, and tests that were not run.
@@ -40,7 +40,7 @@ const SLOW_SECS: f64 = 60.0;
 /// slow; skipped; passed), each in report order: the word, the ID and, when it did not
 /// pass, ` - ` and the first line of its reason. Empty when no test is named; else
 /// starts with an empty line.
-pub fn final_lines(results: &[TestResult], level: FinalStatusLevel, color: bool) -> String {
+pub(crate) fn final_lines(results: &[TestResult], level: FinalStatusLevel, color: bool) -> String {
     let mut lines: Vec<(u8, String)> = Vec::new();
     for result in results {
         let last = result.attempts.last().map(|a| &a.case);
@@ -100,26 +100,26 @@ pub fn final_lines(results: &[TestResult], level: FinalStatusLevel, color: bool)
 
 /// How many tests ended with each verdict.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Every test.
-    pub total: usize,
+    total: usize,
     /// Passed on the first attempt (flaky tests are counted in `flaky` only).
-    pub passed: usize,
+    passed: usize,
     /// Failed on every attempt, the deciding attempt a failure.
-    pub failed: usize,
+    failed: usize,
     /// Failed on every attempt, the deciding attempt an error (setup, teardown, ...).
-    pub errors: usize,
+    errors: usize,
     /// Failed, then passed on a retry.
-    pub flaky: usize,
+    flaky: usize,
     /// Skipped by the test runner.
-    pub skipped: usize,
+    skipped: usize,
     /// Never produced a result.
-    pub not_run: usize,
+    not_run: usize,
 }
 
 impl Counts {
     /// Tallies the verdicts of `results`.
-    pub fn from_results(results: &[TestResult]) -> Self {
+    pub(crate) fn from_results(results: &[TestResult]) -> Self {
         let mut counts = Self {
             total: results.len(),
             ..Self::default()
@@ -139,7 +139,7 @@ impl Counts {
 
     /// The exit code of the run: [`exit::FAILURE`] when a test failed, errored or was not
     /// run, else [`exit::FLAKY`] when a test was flaky, else [`exit::SUCCESS`].
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         if self.failed > 0 || self.errors > 0 || self.not_run > 0 {
             exit::FAILURE
         } else if self.flaky > 0 {
@@ -177,7 +177,12 @@ const RESET: &str = "\x1b[0m";
 /// `Passed:` counts flaky tests too; `Errors:`, `Skipped:`, `Not Run:` and `Flaky:` appear only when
 /// non-zero; `Estimated cost:` only when `cost` (USD, CPU-seconds) is given. With `color`,
 /// numbers and the final line carry ANSI colours.
-pub fn render(counts: Counts, duration: Duration, cost: Option<(f64, f64)>, color: bool) -> String {
+pub(crate) fn render(
+    counts: Counts,
+    duration: Duration,
+    cost: Option<(f64, f64)>,
+    color: bool,
+) -> String {
     let paint = |style: &str, text: String| {
         if color {
             format!("{style}{text}{RESET}")
@@ -256,7 +261,7 @@ pub fn render(counts: Counts, duration: Duration, cost: Option<(f64, f64)>, colo
 }
 
 /// A duration for people: `0.40s`, `6.01s`, `2m 03.12s`, `1h 02m 03.12s`.
-pub fn format_duration(duration: Duration) -> String {
+fn format_duration(duration: Duration) -> String {
     // Round once, to hundredths, so 59.996 s reads `1m 00.00s`, never `60.00s`.
     let centis = (duration.as_millis() + 5) / 10;
     let (secs, centis) = (centis / 100, centis % 100);

@@ -26,12 +26,12 @@
 //! kept: a test whose deciding attempt (see [`TestResult::final_attempt_index`]) is an
 //! error ends [`Verdict::Errored`], and the merged report writes it as `<error>` again.
 
-pub use super::junit::NOT_RUN_KIND;
+use super::junit::NOT_RUN_KIND;
 use super::junit::{CaseOutcome, Detail, TestCase};
 
 /// The final verdict of a test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Passed on its first attempt.
     Passed,
     /// Failed on every attempt, the deciding one a failure.
@@ -52,7 +52,7 @@ impl Verdict {
     /// stands for: `<failure>` is failed, the `offload.NotRun` `<error>` is not run, any
     /// other `<error>` is errored, `<skipped>` is skipped, and a pass with
     /// `<flakyFailure>` / `<flakyError>` children is flaky.
-    pub fn of_report_case(case: &TestCase) -> Self {
+    pub(crate) fn of_report_case(case: &TestCase) -> Self {
         match &case.outcome {
             CaseOutcome::Failed(_) => Self::Failed,
             outcome @ CaseOutcome::Error(_) if outcome.is_not_run() => Self::NotRun,
@@ -66,7 +66,7 @@ impl Verdict {
     /// The verdict of a test whose attempts all failed (`attempts` non-empty): not run
     /// when none of them produced a result, else errored or failed after the kind of the
     /// last attempt that produced one.
-    pub fn of_failed_attempts(attempts: &[Attempt]) -> Self {
+    pub(crate) fn of_failed_attempts(attempts: &[Attempt]) -> Self {
         match attempts.iter().rev().find(|a| !a.is_not_run()) {
             None => Self::NotRun,
             Some(a) if matches!(a.case.outcome, CaseOutcome::Error(_)) => Self::Errored,
@@ -77,19 +77,19 @@ impl Verdict {
 
 /// One execution of one test.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     /// The test case as read from JUnit, with `name` set to the canonical ID; `classname`
     /// keeps the framework's original when known (the merged report writes it). For
     /// attempts without a result, a case synthesized by [`Attempt::not_run`].
-    pub case: TestCase,
+    pub(crate) case: TestCase,
     /// The batch it ran in.
-    pub batch: usize,
+    pub(crate) batch: usize,
 }
 
 impl Attempt {
     /// The attempt of a test that produced no result, for the reason given
     /// (see the module docs for the convention).
-    pub fn not_run(id: &str, reason: impl Into<String>, batch: usize) -> Self {
+    pub(crate) fn not_run(id: &str, reason: impl Into<String>, batch: usize) -> Self {
         Self {
             case: TestCase {
                 name: id.to_owned(),
@@ -105,27 +105,27 @@ impl Attempt {
     }
 
     /// Whether this attempt failed or errored (skipped and passed are not failures).
-    pub fn is_failure(&self) -> bool {
+    fn is_failure(&self) -> bool {
         self.case.outcome.is_failure()
     }
 
     /// Whether this attempt is a synthesized "not run" one.
-    pub fn is_not_run(&self) -> bool {
+    pub(crate) fn is_not_run(&self) -> bool {
         self.case.outcome.is_not_run()
     }
 }
 
 /// Everything known about one test at the end of a run.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TestResult {
+pub(crate) struct TestResult {
     /// The canonical ID.
-    pub id: String,
+    pub(crate) id: String,
     /// The group that selected it.
-    pub group: String,
+    pub(crate) group: String,
     /// The final verdict.
-    pub verdict: Verdict,
+    pub(crate) verdict: Verdict,
     /// Every attempt, in the order they finished.
-    pub attempts: Vec<Attempt>,
+    pub(crate) attempts: Vec<Attempt>,
 }
 
 impl TestResult {
@@ -133,7 +133,7 @@ impl TestResult {
     /// passed or flaky test, the last failing one of a failed test (one with a result if
     /// any), the last skipped one of
     /// a skipped test, the last attempt otherwise. `None` when there are no attempts.
-    pub fn final_attempt_index(&self) -> Option<usize> {
+    fn final_attempt_index(&self) -> Option<usize> {
         let last_where = |pred: &dyn Fn(&Attempt) -> bool| self.attempts.iter().rposition(pred);
         let found = match self.verdict {
             Verdict::Passed | Verdict::Flaky => {
@@ -151,12 +151,12 @@ impl TestResult {
     }
 
     /// The attempt that decided the verdict (see [`Self::final_attempt_index`]).
-    pub fn final_attempt(&self) -> Option<&Attempt> {
+    pub(super) fn final_attempt(&self) -> Option<&Attempt> {
         self.final_attempt_index().map(|i| &self.attempts[i])
     }
 
     /// Every failed attempt other than the final one, in order.
-    pub fn earlier_failures(&self) -> impl Iterator<Item = &Attempt> {
+    pub(super) fn earlier_failures(&self) -> impl Iterator<Item = &Attempt> {
         let last = self.final_attempt_index();
         self.attempts
             .iter()

@@ -18,9 +18,11 @@ mod model;
 mod parse;
 mod write;
 
-pub use model::*;
-pub use parse::{MAX_DURATION_SECS, parse, read_durations};
-pub use write::{render_merged, write_merged};
+pub(crate) use model::*;
+pub(crate) use parse::{MAX_DURATION_SECS, parse, read_durations};
+#[cfg(test)]
+pub(crate) use write::render_merged;
+pub(crate) use write::write_merged;
 
 #[cfg(test)]
 mod tests;

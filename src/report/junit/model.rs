@@ -3,40 +3,40 @@
 
 /// The `type` of the synthesized error of an attempt that produced no result (see
 /// `crate::report::verdict`).
-pub const NOT_RUN_KIND: &str = "offload.NotRun";
+pub(crate) const NOT_RUN_KIND: &str = "offload.NotRun";
 
 /// One `<testsuite>`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct TestSuite {
+pub(crate) struct TestSuite {
     /// `name` attribute.
-    pub name: String,
+    pub(crate) name: String,
     /// Its test cases, in document order.
-    pub cases: Vec<TestCase>,
+    pub(crate) cases: Vec<TestCase>,
 }
 
 /// One `<testcase>` as read from a result file.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct TestCase {
+pub(crate) struct TestCase {
     /// `name` attribute.
-    pub name: String,
+    pub(crate) name: String,
     /// `classname` attribute, if present.
-    pub classname: Option<String>,
+    pub(crate) classname: Option<String>,
     /// `time` attribute in seconds (0 when missing).
-    pub time: f64,
+    pub(crate) time: f64,
     /// What happened.
-    pub outcome: CaseOutcome,
+    pub(crate) outcome: CaseOutcome,
     /// `<system-out>` text.
-    pub system_out: Option<String>,
+    pub(crate) system_out: Option<String>,
     /// `<system-err>` text.
-    pub system_err: Option<String>,
+    pub(crate) system_err: Option<String>,
     /// Earlier failed attempts recorded in the case (`<flakyFailure>`, `<rerunFailure>`,
     /// ...), in document order. Empty in the files of test runners we drive.
-    pub reruns: Vec<Rerun>,
+    pub(crate) reruns: Vec<Rerun>,
 }
 
 /// The outcome of one test case.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub enum CaseOutcome {
+pub(crate) enum CaseOutcome {
     /// No failure, error or skipped child.
     #[default]
     Passed,
@@ -50,7 +50,7 @@ pub enum CaseOutcome {
 
 impl CaseOutcome {
     /// The detail of a failure, error or skip; `None` for a pass.
-    pub fn detail(&self) -> Option<&Detail> {
+    pub(crate) fn detail(&self) -> Option<&Detail> {
         match self {
             Self::Passed => None,
             Self::Failed(d) | Self::Error(d) | Self::Skipped(d) => Some(d),
@@ -58,13 +58,13 @@ impl CaseOutcome {
     }
 
     /// Whether this is a failure or an error.
-    pub fn is_failure(&self) -> bool {
+    pub(crate) fn is_failure(&self) -> bool {
         matches!(self, Self::Failed(_) | Self::Error(_))
     }
 
     /// Whether this is the synthesized error of a test that produced no result
     /// (see [`super::verdict`]).
-    pub fn is_not_run(&self) -> bool {
+    pub(crate) fn is_not_run(&self) -> bool {
         matches!(self, Self::Error(d) if d.kind.as_deref() == Some(NOT_RUN_KIND))
     }
 
@@ -81,33 +81,33 @@ impl CaseOutcome {
 
 /// The message and body of a `<failure>`, `<error>` or `<skipped>` element.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Detail {
+pub(crate) struct Detail {
     /// `message` attribute.
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
     /// `type` attribute.
-    pub kind: Option<String>,
+    pub(crate) kind: Option<String>,
     /// Text content (CDATA included).
-    pub body: String,
+    pub(crate) body: String,
 }
 
 /// An earlier failed attempt recorded inside a testcase.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Rerun {
+pub(crate) struct Rerun {
     /// Which element it was.
-    pub kind: RerunKind,
+    pub(crate) kind: RerunKind,
     /// `message` and `type` attributes; the body is the `<stackTrace>` child, or the
     /// element's own text when there is none.
-    pub detail: Detail,
+    pub(crate) detail: Detail,
     /// Its `<system-out>` child.
-    pub system_out: Option<String>,
+    pub(crate) system_out: Option<String>,
     /// Its `<system-err>` child.
-    pub system_err: Option<String>,
+    pub(crate) system_err: Option<String>,
 }
 
 /// The four surefire rerun elements: a flaky test's failed attempts, and a failed test's
 /// earlier failed attempts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum RerunKind {
+pub(crate) enum RerunKind {
     /// `<flakyFailure>`: a failed attempt of a test that passed later.
     #[default]
     FlakyFailure,
@@ -121,7 +121,7 @@ pub enum RerunKind {
 
 impl RerunKind {
     /// The element name.
-    pub fn element(self) -> &'static str {
+    pub(super) fn element(self) -> &'static str {
         match self {
             Self::FlakyFailure => "flakyFailure",
             Self::FlakyError => "flakyError",
@@ -131,7 +131,7 @@ impl RerunKind {
     }
 
     /// Whether this records a failed attempt of a test that finally passed.
-    pub fn is_flaky(self) -> bool {
+    pub(crate) fn is_flaky(self) -> bool {
         matches!(self, Self::FlakyFailure | Self::FlakyError)
     }
 

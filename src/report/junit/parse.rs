@@ -17,7 +17,7 @@ use super::model::*;
 /// unparsable `time` is 0, an undefined entity is kept as written, a testcase outside any
 /// suite goes into a suite named ""), strict about structure: malformed XML, a truncated
 /// file or a document without any element is an error naming the line and column.
-pub fn parse(xml: &str) -> Result<Vec<TestSuite>> {
+pub(crate) fn parse(xml: &str) -> Result<Vec<TestSuite>> {
     let mut reader = Reader::from_str(xml);
     let mut parser = Parser::default();
     let mut seen_element = false;
@@ -75,7 +75,7 @@ fn tag_name_before(xml: &str, end: u64) -> &str {
 
 /// The longest test time, in seconds, taken as a real duration (a week). A report is
 /// user input: a larger, negative or non-numeric `time` means nothing for scheduling.
-pub const MAX_DURATION_SECS: f64 = 7.0 * 24.0 * 3600.0;
+pub(crate) const MAX_DURATION_SECS: f64 = 7.0 * 24.0 * 3600.0;
 
 /// For every testcase `name` in the JUnit file at `path`, the largest `time` seen.
 ///
@@ -83,7 +83,7 @@ pub const MAX_DURATION_SECS: f64 = 7.0 * 24.0 * 3600.0;
 /// an unreadable one (with a debug log). A `time` that is not a number from 0 to
 /// [`MAX_DURATION_SECS`] (`1e20`, `-1`, `NaN`, `inf`) leaves its test's duration unknown,
 /// with one warning naming the file.
-pub fn read_durations(path: &Path) -> FxHashMap<String, f64> {
+pub(crate) fn read_durations(path: &Path) -> FxHashMap<String, f64> {
     let mut durations = FxHashMap::default();
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,

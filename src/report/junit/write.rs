@@ -35,14 +35,18 @@ use crate::report::verdict::{Attempt, TestResult, Verdict};
 /// Counts are per unique test: `failures` counts failed tests, `errors` errored tests and
 /// tests not run.
 /// The root `time` is `total_time`, a suite's the sum of its tests' times.
-pub fn write_merged(path: &Path, results: &[TestResult], total_time: Duration) -> Result<()> {
+pub(crate) fn write_merged(
+    path: &Path,
+    results: &[TestResult],
+    total_time: Duration,
+) -> Result<()> {
     let xml = render_merged(results, total_time);
     write_atomically(path, xml.as_bytes())
         .with_context(|| format!("cannot write the junit report `{}`", path.display()))
 }
 
 /// The text [`write_merged`] writes.
-pub fn render_merged(results: &[TestResult], total_time: Duration) -> String {
+pub(crate) fn render_merged(results: &[TestResult], total_time: Duration) -> String {
     let mut groups: Vec<(&str, Vec<&TestResult>)> = Vec::new();
     for result in results {
         match groups.iter_mut().find(|(g, _)| *g == result.group) {
