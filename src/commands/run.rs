@@ -39,33 +39,33 @@ use crate::signal::Signals;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RunOptions {
     /// Overrides `max_parallel`.
-    pub parallel: Option<usize>,
+    pub(crate) parallel: Option<usize>,
     /// Discover and print only.
-    pub collect_only: bool,
+    pub(crate) collect_only: bool,
     /// `--copy-dir LOCAL:REMOTE` values, unparsed.
-    pub copy_dirs: Vec<String>,
+    pub(crate) copy_dirs: Vec<String>,
     /// `--env KEY=VALUE` values, unparsed.
-    pub env: Vec<String>,
+    pub(crate) env: Vec<String>,
     /// Skip the image cache.
-    pub no_cache: bool,
+    pub(crate) no_cache: bool,
     /// Stop at the first failure.
-    pub fail_fast: bool,
+    pub(crate) fail_fast: bool,
     /// Print the cost estimate.
-    pub show_estimated_cost: bool,
+    pub(crate) show_estimated_cost: bool,
     /// Plain progress lines.
-    pub ci: bool,
+    pub(crate) ci: bool,
     /// Status lines while tests run (default: slow).
-    pub status_level: Option<StatusLevel>,
+    pub(crate) status_level: Option<StatusLevel>,
     /// Tests named at the end.
-    pub final_status_level: FinalStatusLevel,
+    pub(crate) final_status_level: FinalStatusLevel,
     /// Positional filters: run the tests whose ID contains any of them.
-    pub filters: Vec<String>,
+    pub(crate) filters: Vec<String>,
     /// `-k EXPR`: pytest's own expression at discovery, else a regex on IDs.
-    pub keyword: Option<String>,
+    pub(crate) keyword: Option<String>,
     /// Only the tests that failed, errored or did not run in the last report.
-    pub rerun_failed: bool,
+    pub(crate) rerun_failed: bool,
     /// One sandbox, its output shown as it comes.
-    pub no_capture: bool,
+    pub(crate) no_capture: bool,
 }
 
 /// Runs the test suite configured at `config_path`.

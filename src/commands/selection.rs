@@ -69,7 +69,7 @@ impl Selection {
     }
 
     /// Whether the test `id` is selected.
-    pub(crate) fn keeps(&self, id: &str) -> bool {
+    fn keeps(&self, id: &str) -> bool {
         (self.filters.is_empty() || self.filters.iter().any(|f| id.contains(f.as_str())))
             && self.pattern.as_ref().is_none_or(|p| p.is_match(id))
             && self.rerun.as_ref().is_none_or(|ids| ids.contains(id))

@@ -31,7 +31,7 @@ pub enum LiveOutcome {
 }
 
 /// What starts each of Offload's event lines.
-pub const MARKER: &str = "##offload-event## ";
+pub(crate) const MARKER: &str = "##offload-event## ";
 
 /// One event from inside a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,7 +84,7 @@ struct Line {
 
 /// The event of a line of Offload's own form (see the module docs); `None` for any
 /// other line, and for a marked line that does not parse (it is logged at debug level).
-pub fn parse_marked(line: &str) -> Option<LiveEvent> {
+pub(crate) fn parse_marked(line: &str) -> Option<LiveEvent> {
     let json = line.strip_prefix(MARKER)?;
     let parsed: Line = match serde_json::from_str(json) {
         Ok(parsed) => parsed,
@@ -123,7 +123,7 @@ pub fn parse_marked(line: &str) -> Option<LiveEvent> {
 }
 
 /// Whether `line` is one of Offload's event lines, which stay out of the batch log.
-pub fn is_marked(line: &str) -> bool {
+pub(crate) fn is_marked(line: &str) -> bool {
     line.starts_with(MARKER)
 }
 

@@ -24,33 +24,33 @@ use crate::report::verdict::Attempt;
 /// What every batch of a run shares.
 pub(crate) struct BatchContext {
     /// The framework that builds commands and maps results.
-    pub framework: Arc<dyn Framework>,
+    pub(crate) framework: Arc<dyn Framework>,
     /// The canonical IDs of the run's tests (a batch holds indices into this).
-    pub ids: Arc<Vec<String>>,
+    pub(crate) ids: Arc<Vec<String>>,
     /// Timeout of one batch.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Pass the framework's stop flag.
-    pub fail_fast: bool,
+    pub(crate) fail_fast: bool,
     /// Echo output lines to Offload's own stdout and stderr too (`--no-capture`).
-    pub no_capture: bool,
+    pub(crate) no_capture: bool,
     /// `{output_dir}/logs`.
-    pub logs_dir: PathBuf,
+    pub(crate) logs_dir: PathBuf,
     /// `{output_dir}/junit-parts`.
-    pub parts_dir: PathBuf,
+    pub(crate) parts_dir: PathBuf,
 }
 
 /// One batch handed to a sandbox.
 #[derive(Debug, Clone)]
 pub(crate) struct Job {
     /// The run-wide batch number (log file names use it).
-    pub number: usize,
+    pub(crate) number: usize,
     /// Indices of its tests.
-    pub tests: Vec<usize>,
+    pub(crate) tests: Vec<usize>,
 }
 
 /// How a batch ended, as the suffix of its log file says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BatchKind {
+enum BatchKind {
     /// Every test passed or was skipped.
     Success,
     /// Some test failed or timed out.
@@ -63,7 +63,7 @@ pub(crate) enum BatchKind {
 
 impl BatchKind {
     /// The log file suffix.
-    pub(crate) fn suffix(self) -> &'static str {
+    fn suffix(self) -> &'static str {
         match self {
             Self::Success => "success",
             Self::Failure => "failure",
@@ -77,10 +77,10 @@ impl BatchKind {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct AttemptReport {
     /// Index of the test.
-    pub test: usize,
+    pub(crate) test: usize,
     /// The result, `name` set to the canonical ID. For a test without a result, a
     /// synthesized not-run case carrying the reason (see [`Attempt::not_run`]).
-    pub case: TestCase,
+    pub(crate) case: TestCase,
 }
 
 impl AttemptReport {
@@ -94,13 +94,13 @@ impl AttemptReport {
 #[derive(Debug, Clone)]
 pub(crate) struct BatchReport {
     /// How it ended.
-    pub kind: BatchKind,
+    kind: BatchKind,
     /// One report per test that got an attempt (none when cancelled).
-    pub attempts: Vec<AttemptReport>,
+    pub(crate) attempts: Vec<AttemptReport>,
     /// Whether the sandbox itself failed (the worker retires it).
-    pub sandbox_failed: bool,
+    pub(crate) sandbox_failed: bool,
     /// Whether the batch outlived its timeout and was killed.
-    pub timed_out: bool,
+    pub(crate) timed_out: bool,
 }
 
 impl BatchReport {
@@ -340,11 +340,11 @@ async fn run_logged(
 #[derive(Debug, Clone)]
 pub(crate) struct LiveUpdate {
     /// The batch's number.
-    pub batch: usize,
+    pub(crate) batch: usize,
     /// Index of the test in the run.
-    pub test: usize,
+    pub(crate) test: usize,
     /// `None` when it started; its outcome and duration (seconds) when it finished.
-    pub finished: Option<(CaseOutcome, f64)>,
+    pub(crate) finished: Option<(CaseOutcome, f64)>,
 }
 
 /// Where a batch's live updates go as they come.
@@ -702,7 +702,7 @@ fn exit_code_fallback(job: &Job, ids: &[String], ran: &Ran) -> BatchReport {
 }
 
 /// A synthesized case for a test that produced no result.
-pub(crate) fn not_run_case(id: &str, reason: &str) -> TestCase {
+fn not_run_case(id: &str, reason: &str) -> TestCase {
     Attempt::not_run(id, reason, 0).case
 }
 

@@ -30,26 +30,26 @@ use crate::scheduler::{self, Item};
 const TICK: Duration = Duration::from_secs(1);
 
 /// How long destroying one sandbox may take before it is abandoned.
-pub(crate) const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
+const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The `type` of the skip of a test the runner lists but does not run unless asked.
-pub(crate) const IGNORED_KIND: &str = "offload.Ignored";
+const IGNORED_KIND: &str = "offload.Ignored";
 
 /// Settings of one run of the engine.
 #[derive(Debug, Clone)]
 pub(crate) struct EngineSettings {
     /// Maximum number of sandboxes.
-    pub parallel: usize,
+    pub(crate) parallel: usize,
     /// Timeout of one batch.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Stop at the first failure.
-    pub fail_fast: bool,
+    pub(crate) fail_fast: bool,
     /// `{output_dir}`: `logs/` and `junit-parts/` go there.
-    pub output_dir: PathBuf,
+    pub(crate) output_dir: PathBuf,
     /// Known test durations in seconds, by ID.
-    pub durations: rustc_hash::FxHashMap<String, f64>,
+    pub(crate) durations: rustc_hash::FxHashMap<String, f64>,
     /// Echo every batch's output to the terminal as it comes (`--no-capture`).
-    pub no_capture: bool,
+    pub(crate) no_capture: bool,
 }
 
 /// What a run produced.
@@ -57,11 +57,11 @@ pub(crate) struct EngineSettings {
 pub(crate) struct EngineOutcome {
     /// One result per test: those that ran in the order of their records, then the
     /// ignored ones.
-    pub results: Vec<TestResult>,
+    pub(crate) results: Vec<TestResult>,
     /// Wall-clock time from the first sandbox request to the last destroy.
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
     /// Sum over sandboxes of the seconds each existed (for cost estimates).
-    pub sandbox_seconds: f64,
+    pub(crate) sandbox_seconds: f64,
 }
 
 /// Runs `records` (unique IDs) through `framework` in sandboxes of `provider`, telling

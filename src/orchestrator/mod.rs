@@ -7,9 +7,9 @@
 //! the run is. See `DESIGN.md` beside this file for the life of a run and its
 //! invariants.
 
-pub(crate) mod batch;
-pub(crate) mod engine;
-pub(crate) mod events;
+mod batch;
+mod engine;
+mod events;
 pub(crate) mod progress;
 
 pub(crate) use engine::{EngineOutcome, EngineSettings, run};

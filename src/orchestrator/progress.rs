@@ -24,10 +24,10 @@ use crate::report::verdict::Verdict;
 const PLAIN_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The longest silence of plain output while tests run.
-pub(crate) const HEARTBEAT: Duration = Duration::from_secs(30);
+const HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// A test running this long gets a `SLOW` line.
-pub(crate) const SLOW_AFTER: Duration = Duration::from_secs(60);
+const SLOW_AFTER: Duration = Duration::from_secs(60);
 
 /// Which status lines are shown while the run goes on; each level shows the ones
 /// before it too. Names as nextest's `--status-level`.
