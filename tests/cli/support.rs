@@ -236,8 +236,12 @@ pub struct JunitCase {
     pub kind: String,
     /// The outcome child's `message` attribute.
     pub message: String,
+    /// The outcome child's text (the stack trace or failure output).
+    pub body: String,
     /// The rerun children (`flakyFailure`, `rerunError`, ...), in order.
     pub reruns: Vec<String>,
+    /// `name` of the enclosing `<testsuite>`.
+    pub suite: String,
 }
 
 /// A JUnit report parsed with a real XML reader: the counts of the root element
@@ -256,6 +260,9 @@ impl Junit {
         use quick_xml::events::Event;
         let mut reader = quick_xml::Reader::from_str(xml);
         let mut report = Junit::default();
+        let mut suite = String::new();
+        // Inside the outcome child of the last testcase: its text is the body.
+        let mut in_outcome = false;
         let attrs = |e: &quick_xml::events::BytesStart<'_>| {
             e.attributes()
                 .map(|a| {
@@ -268,17 +275,39 @@ impl Junit {
         loop {
             match reader.read_event().expect("well-formed JUnit XML") {
                 Event::Eof => break,
-                Event::Start(e) | Event::Empty(e) => {
+                Event::Text(text) if in_outcome => {
+                    let text = text.unescape().expect("well-formed text");
+                    let case = report.cases.last_mut().expect("outcome inside a testcase");
+                    case.body.push_str(&text);
+                }
+                Event::CData(text) if in_outcome => {
+                    let case = report.cases.last_mut().expect("outcome inside a testcase");
+                    case.body.push_str(&String::from_utf8_lossy(&text));
+                }
+                Event::End(e) => {
+                    if matches!(e.name().as_ref(), b"failure" | b"error" | b"skipped") {
+                        in_outcome = false;
+                    }
+                }
+                ref event @ (Event::Start(ref e) | Event::Empty(ref e)) => {
+                    let is_start = matches!(event, Event::Start(_));
                     let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
-                    let mut a = attrs(&e);
+                    let mut a = attrs(e);
                     let get = |a: &mut std::collections::BTreeMap<String, String>, k: &str| {
                         a.remove(k).unwrap_or_default()
                     };
                     match name.as_str() {
-                        "testsuites" | "testsuite" if report.root.is_empty() => report.root = a,
+                        "testsuites" | "testsuite" if report.root.is_empty() => {
+                            if name == "testsuite" {
+                                suite = a.get("name").cloned().unwrap_or_default();
+                            }
+                            report.root = a;
+                        }
+                        "testsuite" => suite = get(&mut a, "name"),
                         "testcase" => report.cases.push(JunitCase {
                             name: get(&mut a, "name"),
                             classname: get(&mut a, "classname"),
+                            suite: suite.clone(),
                             ..JunitCase::default()
                         }),
                         "failure" | "error" | "skipped" => {
@@ -286,6 +315,7 @@ impl Junit {
                             case.outcome = name;
                             case.kind = get(&mut a, "type");
                             case.message = get(&mut a, "message");
+                            in_outcome = is_start;
                         }
                         "flakyFailure" | "flakyError" | "rerunFailure" | "rerunError" => {
                             let case = report.cases.last_mut().expect("rerun inside a testcase");
@@ -298,6 +328,17 @@ impl Junit {
             }
         }
         report
+    }
+
+    /// Reads and parses the merged report of `project` (`test-results/junit.xml`).
+    pub fn of(project: &Project) -> Self {
+        let path = project.path().join("test-results/junit.xml");
+        Self::parse(&std::fs::read_to_string(&path).expect("the merged report junit.xml"))
+    }
+
+    /// The testcases named `name` (a test appears once in the merged report).
+    pub fn cases_named(&self, name: &str) -> Vec<&JunitCase> {
+        self.cases.iter().filter(|c| c.name == name).collect()
     }
 
     /// The testcase named `name`; panics when there is none.
@@ -379,14 +420,27 @@ pub fn pid_alive(pid: i32) -> bool {
     }
 }
 
-/// Fails the test unless `pid` is gone within 5 s.
+/// Fails the test unless `pid` is gone within 30 s. A killed process dies a moment
+/// after the signal, later still on a loaded machine; the processes this guards against
+/// sleep for minutes.
 pub fn assert_dead_soon(pid: i32) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while pid_alive(pid) {
+    wait_until(
+        &format!("process {pid} to die"),
+        std::time::Duration::from_secs(30),
+        || !pid_alive(pid),
+    );
+}
+
+/// Polls `done` until it holds; fails the test naming `what` once `limit` passed. For
+/// waiting on an event another process causes (a pid file, a directory), with a limit
+/// far above what a loaded machine needs.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
         assert!(
             std::time::Instant::now() < deadline,
-            "process {pid} survived"
+            "waited {limit:?} for {what}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
