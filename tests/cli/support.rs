@@ -230,6 +230,8 @@ pub struct JunitCase {
     pub name: String,
     /// `classname`.
     pub classname: String,
+    /// `time`, as written.
+    pub time: String,
     /// The outcome child: `failure`, `error` or `skipped`; empty for a pass.
     pub outcome: String,
     /// The outcome child's `type` attribute.
@@ -307,6 +309,7 @@ impl Junit {
                         "testcase" => report.cases.push(JunitCase {
                             name: get(&mut a, "name"),
                             classname: get(&mut a, "classname"),
+                            time: get(&mut a, "time"),
                             suite: suite.clone(),
                             ..JunitCase::default()
                         }),
