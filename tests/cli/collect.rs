@@ -9,7 +9,7 @@ use offload::config::{CargoConfig, FrameworkConfig, PytestConfig};
 use offload::framework::{self, BatchPaths, Framework};
 use offload::process::{CapturedOutput, CommandSpec, ExitOutcome};
 
-use crate::support::{Project, path_with, python_bin_dir, run};
+use crate::support::{Junit, Project, path_with, python_bin_dir, run};
 
 const PYTEST_FILE: &str = r#"import pytest
 
@@ -518,10 +518,13 @@ fn nextest_batch_results_map_back() {
     );
     assert_results_map_back(fw.as_ref(), &batch, &cases);
     // The project's config still applies (its retry shows up) and is untouched.
-    let xml = std::fs::read_to_string(&result).unwrap();
+    let report = Junit::parse(&std::fs::read_to_string(&result).unwrap());
     assert!(
-        xml.contains("<rerunFailure"),
-        "project retries not applied: {xml}"
+        report
+            .cases
+            .iter()
+            .any(|c| c.reruns.iter().any(|r| r == "rerunFailure")),
+        "project retries not applied: {report:#?}"
     );
     assert_eq!(
         std::fs::read_to_string(p.path().join(".config/nextest.toml")).unwrap(),
