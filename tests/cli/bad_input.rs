@@ -4,7 +4,7 @@
 //! huge values, each as a user would meet it.
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::{self, Junit, Project, Run, run};
@@ -180,25 +180,6 @@ fn a_report_that_cannot_be_written_fails_the_run() {
     }
 }
 
-/// Waits for `child` at most `limit`; kills it (and fails) past that.
-fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> Run {
-    let started = Instant::now();
-    loop {
-        match child.try_wait().unwrap() {
-            Some(_) => return child.wait_with_output().unwrap().into(),
-            None if started.elapsed() > limit => {
-                let _ = child.kill();
-                let out: Run = child.wait_with_output().unwrap().into();
-                panic!(
-                    "{what}: still running after {limit:?}\n{}\n{}",
-                    out.stdout, out.stderr
-                );
-            }
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
-
 /// A project built through the `default` provider, whose prepare command lists the
 /// build context into `context.txt`.
 fn image_project() -> Project {
@@ -254,7 +235,7 @@ fn pathological_dockerignore_patterns_match_in_bounded_time() {
     p.file(&format!("{deep}/y"), "kept");
     p.file(&format!("{deep}/z"), "ignored");
     let child = support::spawn_piped(p.offload().arg("run"));
-    let out = wait_bounded(child, Duration::from_secs(30), "offload run");
+    let out = support::wait_bounded(child, Duration::from_secs(30), "offload run");
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let context = std::fs::read_to_string(p.path().join("context.txt")).unwrap();
     let names: Vec<&str> = context.lines().collect();
@@ -285,7 +266,7 @@ fn sigterm_stops_promptly(p: &Project, pid_file: &Path) {
     let sent = Instant::now();
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = wait_bounded(child, Duration::from_secs(90), "offload run after SIGTERM");
+    let out = support::wait_bounded(child, Duration::from_secs(90), "offload run after SIGTERM");
     let took = sent.elapsed();
     assert!(took < STOP_LIMIT, "took {took:?} to stop\n{}", out.stderr);
     assert_eq!(out.code, 143, "{}\n{}", out.stdout, out.stderr);
@@ -388,7 +369,7 @@ fn sigterm_does_not_wait_for_the_previous_report() {
     let sent = Instant::now();
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = wait_bounded(child, Duration::from_secs(90), "offload run after SIGTERM");
+    let out = support::wait_bounded(child, Duration::from_secs(90), "offload run after SIGTERM");
     let took = sent.elapsed();
     // Reading this report takes about 14 s in a debug build on an idle machine, and
     // longer on a loaded one, where a prompt stop still takes well under a second.

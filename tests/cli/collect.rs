@@ -369,33 +369,14 @@ fn capture(spec: &CommandSpec, cwd: &Path, path_dir: Option<&Path>) -> CapturedO
     }
 }
 
-/// `(name, classname)` of every `<testcase>` in a JUnit file.
+/// `(name, classname)` of every `<testcase>` in a JUnit file (no classname when empty).
 fn junit_testcases(path: &Path) -> Vec<(String, Option<String>)> {
-    use quick_xml::events::Event;
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut reader = quick_xml::Reader::from_str(&text);
-    let mut cases = Vec::new();
-    loop {
-        match reader.read_event().expect("well-formed JUnit") {
-            Event::Start(e) | Event::Empty(e) if e.name().as_ref() == b"testcase" => {
-                let mut name = None;
-                let mut classname = None;
-                for attr in e.attributes() {
-                    let attr = attr.unwrap();
-                    let value = attr.unescape_value().unwrap().into_owned();
-                    match attr.key.as_ref() {
-                        b"name" => name = Some(value),
-                        b"classname" => classname = Some(value),
-                        _ => {}
-                    }
-                }
-                cases.push((name.expect("testcase name"), classname));
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    cases
+    Junit::parse(&text)
+        .cases
+        .into_iter()
+        .map(|c| (c.name, Some(c.classname).filter(|c| !c.is_empty())))
+        .collect()
 }
 
 /// Every testcase maps to exactly one ID, and every ID gets exactly one testcase.

@@ -160,11 +160,7 @@ retry_count = 0
     }
 
     fn pids(&self) -> Vec<i32> {
-        std::fs::read_dir(self.state.path().join("pids"))
-            .unwrap()
-            .flatten()
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
-            .collect()
+        support::read_pids(&self.state.path().join("pids"))
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::{self, Project, Run};
 
@@ -61,27 +61,7 @@ fn script_without_modal(p: &Project, args: &[&str]) -> Run {
 
 /// Runs `cmd`, killing it (and failing the test) if it outlives `limit`.
 fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Run {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn python");
-    let start = Instant::now();
-    while child.try_wait().expect("poll python").is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("reap python");
-            panic!(
-                "still running after {limit:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
-        .wait_with_output()
-        .expect("collect python output")
-        .into()
+    support::wait_bounded(support::spawn_piped(cmd), limit, "the script")
 }
 
 #[test]

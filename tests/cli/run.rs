@@ -1,11 +1,10 @@
 //! `offload run` end to end with the local provider: real pytest, real nextest and a
 //! scripted runner through the default framework.
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::{self, Junit, Project, Run, assert_dead_soon};
+use crate::support::{self, Junit, Project, Run, assert_dead_soon, read_pids};
 
 /// A test runner for the default framework: `python3 runner.py RESULT_FILE ID...`.
 ///
@@ -116,16 +115,6 @@ fn log_names(p: &Project) -> Vec<String> {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect()
-}
-
-fn read_pids(dir: &Path) -> Vec<i32> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]

@@ -215,7 +215,46 @@ pub fn spawn_piped(cmd: &mut Command) -> std::process::Child {
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("spawn offload")
+        .expect("spawn the command under test")
+}
+
+/// Collects `child` (started by [`spawn_piped`]) once it exits; past `limit` kills it
+/// and fails the test naming `what`. Output is read while waiting, so a child writing
+/// more than a pipe holds still gets to exit.
+pub fn wait_bounded(child: std::process::Child, limit: std::time::Duration, what: &str) -> Run {
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // The receiver outlives this thread unless the test already failed.
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait for the command under test").into(),
+        Err(_) => {
+            // SAFETY: kill(2) on our own child, which the waiting thread has not reaped
+            // (it has not sent its output).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let out: Run = rx
+                .recv()
+                .expect("the waiting thread reports")
+                .expect("wait for the killed command")
+                .into();
+            panic!("{what}: still running after {limit:?}\n{}", out.show());
+        }
+    }
+}
+
+/// The pids the scripted tests wrote, one file each, into `dir` (none when it does
+/// not exist).
+pub fn read_pids(dir: &Path) -> Vec<i32> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Runs `cmd` to completion.
