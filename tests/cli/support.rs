@@ -9,6 +9,8 @@ use std::sync::OnceLock;
 /// A temporary project directory, removed when dropped.
 pub struct Project {
     dir: tempfile::TempDir,
+    /// `XDG_CACHE_HOME` of its runs (see [`Self::offload`]).
+    cache: tempfile::TempDir,
 }
 
 impl Project {
@@ -17,6 +19,10 @@ impl Project {
         Self {
             dir: tempfile::Builder::new()
                 .prefix("offload-test-")
+                .tempdir()
+                .expect("temp dir"),
+            cache: tempfile::Builder::new()
+                .prefix("offload-test-cache-")
                 .tempdir()
                 .expect("temp dir"),
         }
@@ -56,6 +62,11 @@ impl Project {
                 cmd.env_remove(name);
             }
         }
+        // Bundled scripts go to a cache of this project's own. The shared one is
+        // rewritten by any Offload of another version on the machine, and pytest
+        // discovery traces the plugin's directory: a rewrite between two runs would
+        // (rightly) discard the cached discovery a test expects to be reused.
+        cmd.env("XDG_CACHE_HOME", self.cache.path());
         cmd.env("NO_COLOR", "1");
         cmd
     }
