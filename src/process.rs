@@ -615,10 +615,15 @@ mod tests {
     use std::path::Path;
     use std::time::Instant as StdInstant;
 
+    /// How long a test waits for something that takes milliseconds on an idle machine
+    /// (a killed process to go, a shell to write a file). Far above what a loaded
+    /// machine needs, far below the minutes the processes these tests kill would run.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
     /// Waits (bounded) until `pid` is gone: no `/proc/<pid>`, or a zombie (dead, only
     /// waiting for its new parent to reap it).
     fn wait_gone(pid: i32) -> bool {
-        let deadline = StdInstant::now() + Duration::from_secs(3);
+        let deadline = StdInstant::now() + PATIENCE;
         while StdInstant::now() < deadline {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
             match stat {
@@ -637,7 +642,7 @@ mod tests {
     }
 
     fn read_pid(path: &Path) -> i32 {
-        let deadline = StdInstant::now() + Duration::from_secs(3);
+        let deadline = StdInstant::now() + PATIENCE;
         loop {
             if let Ok(text) = std::fs::read_to_string(path) {
                 if let Ok(pid) = text.trim().parse() {
@@ -680,15 +685,15 @@ mod tests {
     async fn capture_of_megabytes_on_both_streams_does_not_deadlock() {
         let script = "head -c 5000000 /dev/zero | tr '\\0' x; \
                       head -c 5000000 /dev/zero | tr '\\0' y >&2";
-        let started = StdInstant::now();
-        let out = capture(&CommandSpec::shell(script), Some(Duration::from_secs(20)))
+        // A deadlock (the child blocked on a full pipe nobody reads) ends in the
+        // timeout, which the outcome shows.
+        let out = capture(&CommandSpec::shell(script), Some(PATIENCE))
             .await
             .unwrap();
         assert_eq!(out.outcome, ExitOutcome::Exited(0));
         assert_eq!(out.stdout.len(), 5_000_000);
         assert_eq!(out.stderr.len(), 5_000_000);
         assert!(out.stdout.bytes().all(|b| b == b'x'));
-        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[tokio::test]
@@ -701,14 +706,26 @@ mod tests {
 
     #[tokio::test]
     async fn stream_delivers_lines_in_order_with_the_last_partial_line() {
-        let spec = CommandSpec::shell(
-            // Pauses between streams long enough that a loaded machine cannot
-            // deliver the two pipes out of order.
-            "echo one; sleep 0.3; echo two >&2; sleep 0.3; printf 'three\\r\\n'; \
+        // The two pipes are read concurrently, so the order across them is only defined
+        // when the child waits for each line to arrive before it writes the next: it
+        // waits for a file the callback creates on seeing `one`, then `two`.
+        let dir = tempfile::tempdir().unwrap();
+        let seen = |line: &str| dir.path().join(format!("seen-{line}"));
+        let wait = |line: &str| {
+            format!(
+                "while [ ! -e {} ]; do sleep 0.01; done",
+                quote(&seen(line).to_string_lossy())
+            )
+        };
+        let spec = CommandSpec::shell(&format!(
+            "echo one; {}; echo two >&2; {}; printf 'three\\r\\n'; \
              printf '\\377x\\n'; printf last",
-        );
+            wait("one"),
+            wait("two")
+        ));
         let mut lines = Vec::new();
-        let outcome = stream(&spec, None, &CancellationToken::new(), |s, l| {
+        let outcome = stream(&spec, Some(PATIENCE), &CancellationToken::new(), |s, l| {
+            std::fs::write(seen(&l), "").unwrap();
             lines.push((s, l))
         })
         .await
@@ -750,7 +767,7 @@ mod tests {
         let mut lines = Vec::new();
         let outcome = stream(
             &CommandSpec::shell(&script),
-            Some(Duration::from_secs(5)),
+            Some(PATIENCE),
             &CancellationToken::new(),
             |_, l| {
                 if l == "ready" {
@@ -773,17 +790,22 @@ mod tests {
         ))
     }
 
+    /// A timeout the shells of these tests reach their `wait` well within, loaded
+    /// machine or not.
+    const SHORT_TIMEOUT: Duration = Duration::from_secs(2);
+
     #[tokio::test]
     async fn timeout_kills_the_whole_process_tree() {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("pid");
         let started = StdInstant::now();
-        let out = capture(&hanging_tree(&pid_file), Some(Duration::from_millis(300)))
+        let out = capture(&hanging_tree(&pid_file), Some(SHORT_TIMEOUT))
             .await
             .unwrap();
         assert_eq!(out.outcome, ExitOutcome::TimedOut);
         assert_eq!(out.stdout, "started\n");
-        assert!(started.elapsed() < Duration::from_secs(4));
+        // The tree would sleep 300 s.
+        assert!(started.elapsed() < SHORT_TIMEOUT + PATIENCE);
         assert!(wait_gone(read_pid(&pid_file)), "the grandchild survived");
     }
 
@@ -796,16 +818,21 @@ mod tests {
             quote(&pid_file.to_string_lossy())
         );
         let started = StdInstant::now();
-        let out = capture(
-            &CommandSpec::shell(&script),
-            Some(Duration::from_millis(200)),
-        )
-        .await
-        .unwrap();
+        let out = capture(&CommandSpec::shell(&script), Some(SHORT_TIMEOUT))
+            .await
+            .unwrap();
         assert_eq!(out.outcome, ExitOutcome::TimedOut);
+        // SIGKILL comes after the grace period, never before (timers do not fire early),
+        // and long before the 300 s sleep would end.
         let elapsed = started.elapsed();
-        assert!(elapsed >= TERMINATE_GRACE_PERIOD, "{elapsed:?}");
-        assert!(elapsed < TERMINATE_GRACE_PERIOD + Duration::from_secs(2));
+        assert!(
+            elapsed >= SHORT_TIMEOUT + TERMINATE_GRACE_PERIOD,
+            "{elapsed:?}"
+        );
+        assert!(
+            elapsed < SHORT_TIMEOUT + TERMINATE_GRACE_PERIOD + PATIENCE,
+            "{elapsed:?}"
+        );
         assert!(wait_gone(read_pid(&pid_file)));
     }
 
@@ -823,7 +850,8 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(outcome, ExitOutcome::Cancelled);
-        assert!(started.elapsed() < Duration::from_secs(4));
+        // The tree would sleep 300 s.
+        assert!(started.elapsed() < PATIENCE);
         assert!(wait_gone(read_pid(&pid_file)), "the grandchild survived");
     }
 
@@ -876,7 +904,8 @@ mod tests {
         let out = capture(&CommandSpec::shell(&script), None).await.unwrap();
         assert_eq!(out.outcome, ExitOutcome::Exited(0));
         assert_eq!(out.stdout, "bye\n");
-        assert!(started.elapsed() < Duration::from_secs(3));
+        // Held pipes end the capture after LEAK_TIMEOUT, not after the 300 s sleep.
+        assert!(started.elapsed() < LEAK_TIMEOUT + PATIENCE);
         assert!(
             wait_gone(read_pid(&pid_file)),
             "the leaked grandchild survived"
@@ -894,7 +923,8 @@ mod tests {
         let started = StdInstant::now();
         let out = capture(&CommandSpec::shell(&script), None).await.unwrap();
         assert_eq!(out.outcome, ExitOutcome::Exited(0));
-        assert!(started.elapsed() < Duration::from_secs(2));
+        // Nothing holds the pipes: the capture ends with the shell, not the 300 s sleep.
+        assert!(started.elapsed() < PATIENCE);
         let pid = read_pid(&pid_file);
         assert!(wait_gone(pid), "the background sleep survived");
     }
@@ -935,7 +965,7 @@ mod tests {
             .env("A", "first")
             .env("B", "x y")
             .env("A", "second");
-        let out = capture(&spec, Some(Duration::from_secs(5))).await.unwrap();
+        let out = capture(&spec, Some(PATIENCE)).await.unwrap();
         let real = dir.path().canonicalize().unwrap();
         assert_eq!(out.stdout, format!("{}\nsecond|x y\neof\n", real.display()));
     }
@@ -1002,7 +1032,7 @@ mod tests {
             spec = spec.env(*k, *v);
         }
         let shell = CommandSpec::new("sh").arg("-c").arg(spec.to_shell_string());
-        let out = capture(&shell, Some(Duration::from_secs(5))).await.unwrap();
+        let out = capture(&shell, Some(PATIENCE)).await.unwrap();
         assert_eq!(out.outcome, ExitOutcome::Exited(0), "{}", out.stderr);
         out.stdout
     }

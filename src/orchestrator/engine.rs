@@ -1124,10 +1124,12 @@ mod tests {
             &[record("bad", 0), record("slow", 0)],
             2,
             true,
-            Duration::from_secs(60),
+            Duration::from_secs(600),
         )
         .await;
-        assert!(started.elapsed() < Duration::from_secs(10));
+        // Cancelled, not left hanging to its 600 s timeout (generous for a loaded
+        // machine; the verdict below tells the two apart as well).
+        assert!(started.elapsed() < Duration::from_secs(60));
         assert_eq!(
             verdicts(&outcome),
             vec![

@@ -973,9 +973,30 @@ mod tests {
         let started = std::time::Instant::now();
         let sandbox = provider.create_sandbox(0).await.unwrap();
         assert_eq!(sandbox.id(), "sb-2");
+        assert_eq!(std::fs::read_to_string(&counter).unwrap(), "2\n");
+        // The first delay came between the attempts (a timer never fires early); the
+        // exact schedule is checked on paused time below.
         let waited = started.elapsed();
-        assert!(waited >= Duration::from_millis(500), "{waited:?}");
-        assert!(waited < Duration::from_millis(1400), "{waited:?}");
+        assert!(waited >= RETRY_DELAYS[0], "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_waits_the_delays_in_order_between_attempts() {
+        let started = tokio::time::Instant::now();
+        let attempts = Mutex::new(Vec::new());
+        let result: Result<()> = with_retry("thing", &RETRY_DELAYS, || async {
+            attempts.lock().unwrap().push(started.elapsed());
+            bail!("broke")
+        })
+        .await;
+        assert!(result.is_err());
+        let first = RETRY_DELAYS[0];
+        let second = first + RETRY_DELAYS[1];
+        assert_eq!(
+            *attempts.lock().unwrap(),
+            [Duration::ZERO, first, second],
+            "attempts at these times since the start"
+        );
     }
 
     #[tokio::test]
@@ -1013,16 +1034,25 @@ mod tests {
 
     #[tokio::test]
     async fn modal_script_credentials_and_usage_failures_are_not_retried() {
-        // Any command calling the script reads its exit codes the same way.
+        // Any command calling the script reads its exit codes the same way. Each
+        // attempt adds a line to `calls`.
+        let dir = tempfile::tempdir().unwrap();
+        let calls = dir.path().join("calls");
         let cfg = config(
-            "echo 'not logged in' >&2; exit 3 # modal_sandbox.py",
+            &format!(
+                "echo call >> {}; echo 'not logged in' >&2; exit 3 # modal_sandbox.py",
+                quote(&calls.to_string_lossy())
+            ),
             "x {command}",
             "true",
         );
         let provider = DefaultProvider::new(&cfg, None, ".", Path::new("/")).unwrap();
-        let started = std::time::Instant::now();
         let err = provider.create_sandbox(0).await.err().unwrap();
-        assert!(started.elapsed() < Duration::from_millis(450), "retried");
+        assert_eq!(
+            std::fs::read_to_string(&calls).unwrap(),
+            "call\n",
+            "retried"
+        );
         let msg = format!("{err:#}");
         assert!(
             msg.contains("`modal token new`") && msg.contains("not logged in"),
@@ -1150,7 +1180,7 @@ mod tests {
             .arg("echo \"$FOO|$OFFLOAD_ROOT\"; pwd -P; exit 5");
         let cancel = CancellationToken::new();
         let outcome = sb
-            .exec(&spec, Duration::from_secs(5), &cancel, &tx)
+            .exec(&spec, Duration::from_secs(60), &cancel, &tx)
             .await
             .unwrap();
         assert_eq!(outcome, ExitOutcome::Exited(5));
@@ -1164,7 +1194,7 @@ mod tests {
         let started = std::time::Instant::now();
         let outcome = sb
             .exec(
-                &CommandSpec::new("sleep").arg("30"),
+                &CommandSpec::new("sleep").arg("300"),
                 Duration::from_millis(200),
                 &cancel,
                 &tx,
@@ -1172,7 +1202,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(outcome, ExitOutcome::TimedOut);
-        assert!(started.elapsed() < Duration::from_secs(5));
+        // Killed at the timeout, not left to sleep its 300 s (generous for a loaded
+        // machine).
+        assert!(started.elapsed() < Duration::from_secs(30));
     }
 
     #[tokio::test]

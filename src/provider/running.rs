@@ -113,7 +113,9 @@ impl Drop for RunningGuard {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    // Paused time: the waiter's polls and deadline follow the test's sleeps exactly,
+    // however busy the machine is.
+    #[tokio::test(start_paused = true)]
     async fn waits_for_guards_to_drop() {
         let running = RunningCommands::default();
         let guard = running.start();
@@ -121,12 +123,25 @@ mod tests {
             let running = running.clone();
             async move { running.wait_until_idle("sb").await }
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(TERMINATE_GRACE_PERIOD).await;
         assert!(!waiter.is_finished());
         drop(guard);
-        tokio::time::timeout(Duration::from_secs(1), waiter)
+        // The next poll, 20 ms on, sees the count at zero.
+        tokio::time::timeout(Duration::from_millis(100), waiter)
             .await
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stops_waiting_a_second_after_the_grace_period() {
+        let running = RunningCommands::default();
+        let _guard = running.start();
+        let started = tokio::time::Instant::now();
+        running.wait_until_idle("sb").await;
+        let waited = started.elapsed();
+        let limit = TERMINATE_GRACE_PERIOD + Duration::from_secs(1);
+        assert!(waited >= limit, "{waited:?}");
+        assert!(waited < limit + Duration::from_millis(100), "{waited:?}");
     }
 }

@@ -9,7 +9,7 @@ use offload::config::{CargoConfig, FrameworkConfig, PytestConfig};
 use offload::framework::{self, BatchPaths, Framework};
 use offload::process::{CapturedOutput, CommandSpec, ExitOutcome};
 
-use crate::support::{Project, path_with, python_bin_dir, run};
+use crate::support::{Junit, Project, path_with, python_bin_dir, run};
 
 const PYTEST_FILE: &str = r#"import pytest
 
@@ -369,33 +369,14 @@ fn capture(spec: &CommandSpec, cwd: &Path, path_dir: Option<&Path>) -> CapturedO
     }
 }
 
-/// `(name, classname)` of every `<testcase>` in a JUnit file.
+/// `(name, classname)` of every `<testcase>` in a JUnit file (no classname when empty).
 fn junit_testcases(path: &Path) -> Vec<(String, Option<String>)> {
-    use quick_xml::events::Event;
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut reader = quick_xml::Reader::from_str(&text);
-    let mut cases = Vec::new();
-    loop {
-        match reader.read_event().expect("well-formed JUnit") {
-            Event::Start(e) | Event::Empty(e) if e.name().as_ref() == b"testcase" => {
-                let mut name = None;
-                let mut classname = None;
-                for attr in e.attributes() {
-                    let attr = attr.unwrap();
-                    let value = attr.unescape_value().unwrap().into_owned();
-                    match attr.key.as_ref() {
-                        b"name" => name = Some(value),
-                        b"classname" => classname = Some(value),
-                        _ => {}
-                    }
-                }
-                cases.push((name.expect("testcase name"), classname));
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    cases
+    Junit::parse(&text)
+        .cases
+        .into_iter()
+        .map(|c| (c.name, Some(c.classname).filter(|c| !c.is_empty())))
+        .collect()
 }
 
 /// Every testcase maps to exactly one ID, and every ID gets exactly one testcase.
@@ -518,10 +499,13 @@ fn nextest_batch_results_map_back() {
     );
     assert_results_map_back(fw.as_ref(), &batch, &cases);
     // The project's config still applies (its retry shows up) and is untouched.
-    let xml = std::fs::read_to_string(&result).unwrap();
+    let report = Junit::parse(&std::fs::read_to_string(&result).unwrap());
     assert!(
-        xml.contains("<rerunFailure"),
-        "project retries not applied: {xml}"
+        report
+            .cases
+            .iter()
+            .any(|c| c.reruns.iter().any(|r| r == "rerunFailure")),
+        "project retries not applied: {report:#?}"
     );
     assert_eq!(
         std::fs::read_to_string(p.path().join(".config/nextest.toml")).unwrap(),

@@ -3,10 +3,10 @@
 //! `OFFLOAD_SANDBOX_HOME`, scripts extracted into a temporary `XDG_CACHE_HOME`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{self, Project, Run, assert_dead_soon};
+use crate::support::{self, Junit, Project, Run, assert_dead_soon};
 
 /// A runner for the default framework: `sh runner.sh RESULT ID...`. `pass-*` passes,
 /// `fail-*` fails, `hang-*` writes its pid to `$PIDS/<id>` and sleeps. It prints the
@@ -145,9 +145,8 @@ retry_count = 0
         assert_eq!(self.count("image"), images, "unexpected image count");
     }
 
-    fn junit(&self) -> String {
-        std::fs::read_to_string(self.project.path().join("test-results/junit.xml"))
-            .expect("junit.xml written")
+    fn junit(&self) -> Junit {
+        Junit::of(&self.project)
     }
 
     /// Every batch log's content, concatenated.
@@ -161,11 +160,7 @@ retry_count = 0
     }
 
     fn pids(&self) -> Vec<i32> {
-        std::fs::read_dir(self.state.path().join("pids"))
-            .unwrap()
-            .flatten()
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
-            .collect()
+        support::read_pids(&self.state.path().join("pids"))
     }
 }
 
@@ -198,8 +193,14 @@ fn scripted_tests_run_in_private_sandboxes_that_are_all_destroyed() {
     assert_eq!(run.code, 1, "{}", run.show());
     run.assert_summary("Passed: 4");
     run.assert_summary("Failed: 1");
-    let xml = s.junit();
-    assert!(xml.contains("pass 5") && xml.contains("boom"), "{xml}");
+    let report = s.junit();
+    assert_eq!(report.case("pass 5").outcome, "", "{report:#?}");
+    let failed = report.case("fail-4");
+    assert_eq!(
+        (failed.outcome.as_str(), failed.message.as_str()),
+        ("failure", "boom"),
+        "{failed:#?}"
+    );
 
     // Env, root and directory reached the test command inside a sandbox directory.
     let logs = s.logs();
@@ -282,20 +283,38 @@ fn a_create_that_always_fails_ends_the_run_with_tests_not_run() {
     assert_eq!(run.code, 1, "{}", run.show());
     run.assert_summary("Not Run: 2");
     assert!(run.stderr.contains("no capacity"), "{}", run.show());
-    assert!(started.elapsed() < Duration::from_secs(30));
+    // Three attempts a sandbox, 1.5 s of delays: generous for a loaded machine, and
+    // still far from retrying without end.
+    assert!(started.elapsed() < Duration::from_secs(60));
     s.assert_all_destroyed(1);
-    assert!(s.junit().contains("no capacity"), "{}", s.junit());
+    let report = s.junit();
+    for name in ["pass-1", "pass-2"] {
+        let case = report.case(name);
+        assert_eq!(case.kind, "offload.NotRun", "{case:#?}");
+        assert!(
+            format!("{} {}", case.message, case.body).contains("no capacity"),
+            "{case:#?}"
+        );
+    }
 }
 
 #[test]
 fn a_timeout_kills_the_exec_and_every_sandbox_is_destroyed() {
-    let s = Setup::scripted(&["hang-a", "pass-b"], "test_timeout_secs = 2\n", &[]);
+    // 5 s: ample for the exec to start the test on a loaded machine; it sleeps 300 s.
+    let s = Setup::scripted(&["hang-a", "pass-b"], "test_timeout_secs = 5\n", &[]);
     let run = support::run(s.offload().arg("run"));
     assert_eq!(run.code, 1, "{}", run.show());
     let pids = s.pids();
     assert_eq!(pids.len(), 1);
     assert_dead_soon(pids[0]);
-    assert!(s.junit().contains("timed out after 2 s"), "{}", s.junit());
+    let report = s.junit();
+    let hang = report.case("hang-a");
+    assert_eq!(hang.outcome, "failure", "{hang:#?}");
+    assert!(
+        format!("{} {}", hang.message, hang.body).contains("timed out after 5 s"),
+        "{hang:#?}"
+    );
+    assert_eq!(report.case("pass-b").outcome, "", "{report:#?}");
     s.assert_all_destroyed(1);
 }
 
@@ -314,11 +333,11 @@ fn fail_fast_destroys_every_sandbox() {
 fn sigint_kills_the_batches_and_destroys_every_sandbox() {
     let s = Setup::scripted(&["hang-a", "hang-b"], "", &[]);
     let child = support::spawn_piped(s.offload().arg("run"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while s.pids().len() < 2 {
-        assert!(Instant::now() < deadline, "the hanging tests never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::wait_until(
+        "the hanging tests to start",
+        Duration::from_secs(60),
+        || s.pids().len() >= 2,
+    );
     assert_eq!(s.count("sandbox"), 2);
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -389,12 +408,21 @@ retry_count = 0
     assert_eq!(run.code, 1, "{}", run.show());
     run.assert_summary("Passed: 4");
     run.assert_summary("Failed: 1");
-    let xml = s.junit();
-    assert!(
-        xml.contains("tests/test_things.py::test_param[a b]"),
-        "{xml}"
+    let report = s.junit();
+    assert_eq!(
+        report.case("tests/test_things.py::test_param[a b]").outcome,
+        ""
     );
-    assert!(xml.contains("tests/test_things.py::test_fails"), "{xml}");
+    assert_eq!(
+        report.case("tests/test_things.py::test_fails").outcome,
+        "failure"
+    );
+    assert_eq!(
+        report
+            .case("tests/test_things.py::test_runs_inside_a_sandbox")
+            .outcome,
+        ""
+    );
     s.assert_all_destroyed(1);
 }
 
@@ -436,22 +464,11 @@ fn image_id_without_a_prepare_command_is_an_error() {
 fn local_sandbox_exports_the_work_tree_and_removes_only_its_own_directories() {
     let s = Setup::new();
     let root = s.project.path();
-    let git = |args: &[&str]| {
-        let status = Command::new("git")
-            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
-            .args(args)
-            .current_dir(root)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "git {args:?}");
-    };
     s.project.file(".gitignore", "*.log\n");
     s.project.file("tracked.txt", "committed");
     s.project.file("sub dir/deleted.txt", "gone soon");
-    git(&["init", "-q"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-qm", "init"]);
+    support::init_repo(root);
+    support::commit_all(root, "init");
     s.project.file("tracked.txt", "edited");
     s.project.file("new.txt", "untracked");
     s.project.file("build.log", "ignored");

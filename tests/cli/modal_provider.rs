@@ -10,11 +10,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{self, Project, Run, assert_dead_soon};
+use crate::support::{self, Junit, Project, Run, assert_dead_soon};
 
 /// The stand-in `uv`: `uv run SCRIPT SUBCOMMAND ARGS...`, recorded, then emulated.
 const STAND_IN: &str = r#"#!/usr/bin/env python3
@@ -89,21 +89,6 @@ copy_dirs = ["extra:copied"]
 cpu_cores = 2
 "#;
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.email=t@t", "-c", "user.name=t"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// A git project with scripted tests, the stand-in `uv` and the directories it uses.
 struct Setup {
     project: Project,
@@ -145,9 +130,8 @@ impl Setup {
         p.file("app.txt", "committed\n");
         p.file(".gitignore", "test-results/\n");
         s.write_config("offload.toml", offload_extra, provider);
-        git(p.path(), &["init", "-q", "-b", "main"]);
-        git(p.path(), &["add", "-A"]);
-        git(p.path(), &["commit", "-qm", "base"]);
+        support::init_repo(p.path());
+        support::commit_all(p.path(), "base");
         p.file("app.txt", "in the thin diff\n");
         s
     }
@@ -217,11 +201,7 @@ retry_count = 0
     }
 
     fn pids(&self) -> Vec<i32> {
-        std::fs::read_dir(self.state.path().join("pids"))
-            .unwrap()
-            .flatten()
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
-            .collect()
+        support::read_pids(&self.state.path().join("pids"))
     }
 
     /// The extracted script every call names.
@@ -442,19 +422,26 @@ fn modal_generates_the_script_commands_and_matches_the_default_provider() {
 
 #[test]
 fn a_timeout_and_fail_fast_still_destroy_every_modal_sandbox() {
+    // 5 s: ample for the exec to start the test on a loaded machine; it sleeps 300 s.
     let s = Setup::new(
         &["hang-a", "pass-b"],
-        "test_timeout_secs = 2\n",
+        "test_timeout_secs = 5\n",
         MODAL_PROVIDER,
     );
     let run = support::run(s.offload().arg("run"));
     assert_eq!(run.code, 1, "{}", run.show());
-    for pid in s.pids() {
+    let pids = s.pids();
+    assert_eq!(pids.len(), 1, "hang-a ran\n{}", run.show());
+    for pid in pids {
         assert_dead_soon(pid);
     }
     s.assert_clean(&run);
-    let junit = std::fs::read_to_string(s.project.path().join("test-results/junit.xml")).unwrap();
-    assert!(junit.contains("timed out after 2 s"), "{junit}");
+    let hang = Junit::of(&s.project).case("hang-a").clone();
+    assert_eq!(hang.outcome, "failure", "{hang:#?}");
+    assert!(
+        format!("{} {}", hang.message, hang.body).contains("timed out after 5 s"),
+        "{hang:#?}"
+    );
 
     let s = Setup::new(
         &["fail-a", "hang-b"],
@@ -473,11 +460,11 @@ fn a_timeout_and_fail_fast_still_destroy_every_modal_sandbox() {
 fn sigint_destroys_every_modal_sandbox() {
     let s = Setup::new(&["hang-a", "hang-b"], "", MODAL_PROVIDER);
     let child = support::spawn_piped(s.offload().arg("run"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while s.pids().len() < 2 {
-        assert!(Instant::now() < deadline, "the hanging tests never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::wait_until(
+        "the hanging tests to start",
+        Duration::from_secs(60),
+        || s.pids().len() >= 2,
+    );
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let run: Run = child.wait_with_output().unwrap().into();
@@ -564,9 +551,8 @@ fn a_gone_cached_image_with_a_clean_tree_is_rebuilt_once_and_the_note_replaced()
     );
     p.file(".gitignore", "test-results/\n");
     p.file("app.txt", "ok\n");
-    git(p.path(), &["init", "-q", "-b", "main"]);
-    git(p.path(), &["add", "-A"]);
-    git(p.path(), &["commit", "-qm", "base"]);
+    support::init_repo(p.path());
+    support::commit_all(p.path(), "base");
     let run = || {
         support::run(
             p.offload()
@@ -581,7 +567,7 @@ fn a_gone_cached_image_with_a_clean_tree_is_rebuilt_once_and_the_note_replaced()
             .lines()
             .count()
     };
-    let note = || git(p.path(), &["notes", "--ref=offload-images", "show", "HEAD"]);
+    let note = || support::git(p.path(), &["notes", "--ref=offload-images", "show", "HEAD"]);
 
     let first = run();
     assert_eq!(first.code, 0, "{}", first.show());

@@ -1,27 +1,47 @@
 //! `offload run` end to end with the local provider: real pytest, real nextest and a
 //! scripted runner through the default framework.
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::{self, Project, Run, pid_alive};
+use crate::support::{self, Junit, Project, Run, assert_dead_soon, read_pids};
 
 /// A test runner for the default framework: `python3 runner.py RESULT_FILE ID...`.
 ///
 /// Each ID says what the test does: `pass-*` passes, `fail-*` fails, `skip-*` skips,
 /// `flaky-*` fails on its first attempt (marker file) then passes, `sleep-<secs>-*`
-/// sleeps then passes, `hang-*` writes its pid to `pids/` and sleeps forever. Every
-/// test appends `<id> <start> <end>` to `times.log`.
+/// sleeps then passes, `hang-*` writes its pid to `pids/` and sleeps forever,
+/// `meet-<n>-*` passes once `n` `meet-` tests are running at the same time (it fails
+/// after 60 s without them). An ID ending in `-after-<other>` first waits until the
+/// `hang-` test `<other>` runs. Every test appends `<id> <start> <end>` to `times.log`.
 const RUNNER: &str = r#"
 import os, sys, time, html
 result, ids = sys.argv[1], sys.argv[2:]
 cases = []
 os.makedirs("pids", exist_ok=True)
+os.makedirs("met", exist_ok=True)
+
+def wait_for(done, limit=60):
+    deadline = time.time() + limit
+    while not done():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
 for tid in ids:
+    if "-after-" in tid:
+        other = tid.split("-after-")[1]
+        wait_for(lambda: os.path.exists(os.path.join("pids", other)))
     start = time.time()
     outcome = ""
-    if tid.startswith("fail-"):
+    if tid.startswith("meet-"):
+        # Arrive, then wait for the others: only tests running at once all pass.
+        n = int(tid.split("-")[1])
+        open(os.path.join("met", tid), "w").close()
+        if not wait_for(lambda: len(os.listdir("met")) >= n):
+            outcome = f'<failure message="only {len(os.listdir("met"))} of {n} ran at once"/>'
+    elif tid.startswith("fail-"):
         outcome = '<failure message="boom">assert False</failure>'
     elif tid.startswith("skip-"):
         outcome = '<skipped message="not today"/>'
@@ -84,8 +104,9 @@ test_id_format = "{{name}}"
     p
 }
 
-pub(crate) fn junit(p: &Project) -> String {
-    std::fs::read_to_string(p.path().join("test-results/junit.xml")).expect("junit.xml written")
+/// The merged report.
+fn junit(p: &Project) -> Junit {
+    Junit::of(p)
 }
 
 /// The file names in `test-results/logs`.
@@ -94,16 +115,6 @@ fn log_names(p: &Project) -> Vec<String> {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect()
-}
-
-fn read_pids(dir: &Path) -> Vec<i32> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]
@@ -128,9 +139,11 @@ fn exit_codes_follow_the_verdicts() {
     let run = support::run(p.offload().arg("run"));
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("Flaky:   1"), "{}", run.stdout);
-    let xml = junit(&p);
-    assert!(xml.contains("flakyFailure"), "{xml}");
-    assert_eq!(xml.matches("name=\"flaky-b\"").count(), 1, "{xml}");
+    let report = junit(&p);
+    assert_eq!(report.cases_named("flaky-b").len(), 1, "{report:#?}");
+    let flaky = report.case("flaky-b");
+    assert_eq!(flaky.outcome, "", "{flaky:#?}");
+    assert_eq!(flaky.reruns, ["flakyFailure"], "{flaky:#?}");
 }
 
 #[test]
@@ -147,9 +160,10 @@ fn groups_have_their_own_filters_and_retries() {
     let p = scripted(&["pass-a", "pass-b", "flaky-c"], "", groups);
     let run = support::run(p.offload().arg("run"));
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
-    let xml = junit(&p);
-    assert!(xml.contains("testsuite name=\"steady\""), "{xml}");
-    assert!(xml.contains("testsuite name=\"wobbly\""), "{xml}");
+    let report = junit(&p);
+    assert_eq!(report.case("pass-a").suite, "steady", "{report:#?}");
+    assert_eq!(report.case("pass-b").suite, "steady", "{report:#?}");
+    assert_eq!(report.case("flaky-c").suite, "wobbly", "{report:#?}");
 }
 
 #[test]
@@ -170,14 +184,15 @@ test_id_format = "{name}"
 retry_count = 2
 "#,
     );
-    let started = Instant::now();
     let run = support::run(p.offload().arg("run"));
-    assert!(started.elapsed() < Duration::from_secs(60));
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("Not Run: 2"), "{}", run.stdout);
-    let xml = junit(&p);
-    assert!(xml.contains("offload.NotRun"), "{xml}");
-    assert!(xml.contains("beta one"), "{xml}");
+    let report = junit(&p);
+    for name in ["alpha", "beta one"] {
+        let case = report.case(name);
+        assert_eq!(case.outcome, "error", "{case:#?}");
+        assert_eq!(case.kind, "offload.NotRun", "{case:#?}");
+    }
     let logs = log_names(&p);
     assert!(logs.iter().any(|n| n.ends_with(".error")), "{logs:?}");
 }
@@ -206,19 +221,24 @@ test_id_format = "{name}"
 
 #[test]
 fn a_hanging_batch_is_killed_with_its_whole_process_tree() {
-    let p = scripted(&["pass-a", "hang-b"], "test_timeout_secs = 2", "");
+    // 5 s: ample for the runner to start on a loaded machine; the test sleeps 300 s.
+    let p = scripted(&["pass-a", "hang-b"], "test_timeout_secs = 5", "");
     let started = Instant::now();
     let run = support::run(p.offload().args(["run", "--parallel", "1"]));
     let took = started.elapsed();
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert!(took < Duration::from_secs(120), "took {took:?}");
     let pids = read_pids(&p.path().join("pids"));
     assert!(!pids.is_empty(), "the hanging test never started");
     for pid in pids {
-        assert!(!pid_alive(pid), "process {pid} survived the timeout");
+        assert_dead_soon(pid);
     }
-    let xml = junit(&p);
-    assert!(xml.contains("timed out after 2 s"), "{xml}");
+    let report = junit(&p);
+    let hang = report.case("hang-b");
+    assert!(
+        format!("{} {}", hang.message, hang.body).contains("timed out after 5 s"),
+        "{hang:#?}"
+    );
 }
 
 #[test]
@@ -235,17 +255,18 @@ fn stop_with_signal(signal: i32, expected_code: i32) {
     let p = scripted(&["hang-a", "hang-b", "pass-c"], "", "");
     let child = support::spawn_piped(p.offload().arg("run"));
     let pids_dir = p.path().join("pids");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while read_pids(&pids_dir).len() < 2 {
-        assert!(Instant::now() < deadline, "the hanging tests never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::wait_until(
+        "the hanging tests to start",
+        Duration::from_secs(60),
+        || read_pids(&pids_dir).len() >= 2,
+    );
     let sent = Instant::now();
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, signal) };
     let out = child.wait_with_output().unwrap();
+    // Generous for a loaded machine; the hanging tests would sleep 300 s.
     assert!(
-        sent.elapsed() < Duration::from_secs(10),
+        sent.elapsed() < Duration::from_secs(60),
         "took {:?} to stop",
         sent.elapsed()
     );
@@ -255,10 +276,12 @@ fn stop_with_signal(signal: i32, expected_code: i32) {
     // pass-c shares a batch with hang-a, so it never ran either.
     assert!(run.stdout.contains("Not Run: 3"), "{}", run.stdout);
     for pid in read_pids(&pids_dir) {
-        assert!(!pid_alive(pid), "process {pid} survived the signal");
+        assert_dead_soon(pid);
     }
-    let xml = junit(&p);
-    assert!(xml.contains("hang-a"), "{xml}");
+    let report = junit(&p);
+    for name in ["hang-a", "hang-b", "pass-c"] {
+        assert_eq!(report.case(name).kind, "offload.NotRun", "{report:#?}");
+    }
     let logs = log_names(&p);
     assert!(logs.iter().all(|n| !n.ends_with(".running")), "{logs:?}");
     assert!(logs.iter().any(|n| n.ends_with(".cancelled")), "{logs:?}");
@@ -316,17 +339,21 @@ fn max_overlap(iv: &[(String, f64, f64)]) -> usize {
 
 #[test]
 fn parallel_runs_that_many_batches_at_once() {
-    // Long enough that a slow interpreter start under load cannot separate them.
-    let tests = ["sleep-2-a", "sleep-2-b", "sleep-2-c", "sleep-2-d"];
+    // Each test waits until all four run: they pass only if four batches run at once,
+    // however slowly each starts.
+    let tests = ["meet-4-a", "meet-4-b", "meet-4-c", "meet-4-d"];
     let p = scripted(&tests, "", "");
     let run = support::run(p.offload().args(["run", "--parallel", "4"]));
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert_eq!(max_overlap(&intervals(&p)), 4);
+    assert_eq!(run.code, 0, "{}", run.show());
+    run.assert_summary("Passed: 4");
 
-    let p = scripted(&tests[..2], "", "");
+    // One at a time: no test starts before the previous one ended.
+    let p = scripted(&["sleep-0.5-a", "sleep-0.5-b"], "", "");
     let run = support::run(p.offload().args(["run", "--parallel", "1"]));
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert_eq!(max_overlap(&intervals(&p)), 1);
+    assert_eq!(run.code, 0, "{}", run.show());
+    let times = intervals(&p);
+    assert_eq!(times.len(), 2, "{times:?}");
+    assert_eq!(max_overlap(&times), 1, "{times:?}");
 }
 
 /// The IDs each batch ran, from the batch logs (`ran <id>` lines).
@@ -350,7 +377,7 @@ fn batches(p: &Project) -> Vec<Vec<String>> {
 
 #[test]
 fn the_previous_reports_durations_drive_lpt() {
-    // Discovery order puts the slow test first; round-robin pairs it with two fast ones.
+    // Nothing known: the five tests are dealt to two batches, so the slow one shares.
     let p = scripted(
         &["sleep-1.5-slow", "pass-a", "pass-b", "pass-c", "pass-d"],
         "",
@@ -358,17 +385,21 @@ fn the_previous_reports_durations_drive_lpt() {
     );
     let run = support::run(p.offload().arg("run"));
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let first = batches(&p);
+    let mut ran: Vec<&String> = first.iter().flatten().collect();
+    ran.sort();
     assert_eq!(
-        batches(&p),
-        vec![
-            vec!["pass-a", "pass-c"],
-            vec!["pass-b", "pass-d", "sleep-1.5-slow"]
-        ]
-        .into_iter()
-        .map(|b| b.into_iter().map(String::from).collect::<Vec<_>>())
-        .collect::<Vec<_>>()
+        ran,
+        ["pass-a", "pass-b", "pass-c", "pass-d", "sleep-1.5-slow"],
+        "{first:?}"
     );
-    // The second run knows the slow test is slow and gives it a batch of its own.
+    let slow_batch = first
+        .iter()
+        .find(|b| b.iter().any(|t| t == "sleep-1.5-slow"))
+        .unwrap();
+    assert!(slow_batch.len() > 1, "{first:?}");
+    // The second run knows the slow test is slow (its report says at least 1.5 s, the
+    // others about nothing) and gives it a batch of its own.
     let run = support::run(p.offload().arg("run"));
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(
@@ -385,11 +416,13 @@ fn the_previous_reports_durations_drive_lpt() {
 
 #[test]
 fn fail_fast_cancels_the_rest() {
-    let p = scripted(&["fail-a", "hang-b"], "", "");
+    // The failure comes only once the other batch runs, so there is one to cancel.
+    let p = scripted(&["fail-a-after-hang-b", "hang-b"], "", "");
     let started = Instant::now();
     let run = support::run(p.offload().args(["run", "--fail-fast", "--parallel", "2"]));
+    // Generous for a loaded machine; hang-b would sleep 300 s.
     assert!(
-        started.elapsed() < Duration::from_secs(30),
+        started.elapsed() < Duration::from_secs(120),
         "took {:?}",
         started.elapsed()
     );
@@ -397,9 +430,14 @@ fn fail_fast_cancels_the_rest() {
     assert!(run.stdout.contains("Not Run: 1"), "{}", run.stdout);
     let logs = log_names(&p);
     assert!(logs.iter().any(|n| n.ends_with(".cancelled")), "{logs:?}");
-    for pid in read_pids(&p.path().join("pids")) {
-        assert!(!pid_alive(pid), "process {pid} survived fail-fast");
+    let pids = read_pids(&p.path().join("pids"));
+    assert_eq!(pids.len(), 1, "hang-b ran");
+    for pid in pids {
+        assert_dead_soon(pid);
     }
+    let report = junit(&p);
+    assert_eq!(report.case("fail-a-after-hang-b").outcome, "failure");
+    assert_eq!(report.case("hang-b").kind, "offload.NotRun");
 }
 
 #[test]
@@ -514,11 +552,20 @@ fn pytest_verdicts_map_back_to_node_ids() {
     assert!(run.stdout.contains("Flaky:   1"), "{}", run.stdout);
     assert!(run.stdout.contains("Skipped: 1"), "{}", run.stdout);
     assert!(!run.stdout.contains("Not Run"), "{}", run.stdout);
-    let xml = junit(&p);
-    assert!(xml.contains("tests/test_mix.py::test_param[a b]"), "{xml}");
-    assert!(
-        xml.contains("tests/test_mix.py::TestThing::test_method"),
-        "{xml}"
+    let report = junit(&p);
+    assert_eq!(
+        report.case("tests/test_mix.py::test_param[a b]").outcome,
+        ""
+    );
+    assert_eq!(
+        report
+            .case("tests/test_mix.py::TestThing::test_method")
+            .outcome,
+        ""
+    );
+    assert_eq!(
+        report.case("tests/test_mix.py::test_fail").outcome,
+        "failure"
     );
 
     let logs = support::run(p.offload().args(["logs", "--failures"]));
@@ -600,9 +647,11 @@ mod tests {
         run.stdout,
         run.stderr
     );
-    let xml = junit(&p);
-    assert!(xml.contains("tiny tests::fails"), "{xml}");
-    assert!(xml.contains("rerunFailure"), "{xml}");
+    let report = junit(&p);
+    let fails = report.case("tiny tests::fails");
+    assert_eq!(fails.outcome, "failure", "{fails:#?}");
+    assert_eq!(fails.reruns, ["rerunFailure"], "{fails:#?}");
+    assert_eq!(report.case("tiny tests::flaky").reruns, ["flakyFailure"]);
 }
 
 #[test]
@@ -680,10 +729,11 @@ fn a_first_pytest_run_keeps_the_tests_of_a_file_in_one_batch() {
     let mut batches_of_file = vec![0; 40];
     let mut batches = 0;
     for part in std::fs::read_dir(p.path().join("test-results/junit-parts")).unwrap() {
-        let xml = std::fs::read_to_string(part.unwrap().path()).unwrap();
+        let part = Junit::parse(&std::fs::read_to_string(part.unwrap().path()).unwrap());
         batches += 1;
         for (f, count) in batches_of_file.iter_mut().enumerate() {
-            if xml.contains(&format!("classname=\"tests.test_f{f}\"")) {
+            let classname = format!("tests.test_f{f}");
+            if part.cases.iter().any(|c| c.classname == classname) {
                 *count += 1;
             }
         }
@@ -714,7 +764,7 @@ fn a_closed_stderr_neither_panics_nor_changes_the_exit_code() {
     drop(stderr);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}");
-    assert!(junit(&p).contains("sleep-0.5-a"));
+    assert_eq!(junit(&p).case("sleep-0.5-a").outcome, "");
 }
 
 #[test]
@@ -753,5 +803,5 @@ fn nextest_batches_reuse_one_build_and_see_changed_sources() {
     let run = support::run(p.offload().arg("run"));
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("Passed:  5"), "{}", run.stdout);
-    assert!(junit(&p).contains("tiny tests::e"));
+    assert_eq!(junit(&p).case("tiny tests::e").outcome, "");
 }

@@ -3,7 +3,7 @@
 
 use std::io::BufRead;
 
-use crate::run::{junit, scripted};
+use crate::run::scripted;
 use crate::support::{self, Junit, Project};
 
 const PYTEST_TESTS: &str = r#"
@@ -37,11 +37,7 @@ fn pytest_project() -> Project {
 
 /// The testcase names of the merged report, sorted.
 fn ran(p: &Project) -> Vec<String> {
-    let mut names: Vec<String> = Junit::parse(&junit(p))
-        .cases
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
+    let mut names: Vec<String> = Junit::of(p).cases.into_iter().map(|c| c.name).collect();
     names.sort();
     names
 }

@@ -9,6 +9,8 @@ use std::sync::OnceLock;
 /// A temporary project directory, removed when dropped.
 pub struct Project {
     dir: tempfile::TempDir,
+    /// `XDG_CACHE_HOME` of its runs (see [`Self::offload`]).
+    cache: tempfile::TempDir,
 }
 
 impl Project {
@@ -17,6 +19,10 @@ impl Project {
         Self {
             dir: tempfile::Builder::new()
                 .prefix("offload-test-")
+                .tempdir()
+                .expect("temp dir"),
+            cache: tempfile::Builder::new()
+                .prefix("offload-test-cache-")
                 .tempdir()
                 .expect("temp dir"),
         }
@@ -56,6 +62,11 @@ impl Project {
                 cmd.env_remove(name);
             }
         }
+        // Bundled scripts go to a cache of this project's own. The shared one is
+        // rewritten by any Offload of another version on the machine, and pytest
+        // discovery traces the plugin's directory: a rewrite between two runs would
+        // (rightly) discard the cached discovery a test expects to be reused.
+        cmd.env("XDG_CACHE_HOME", self.cache.path());
         cmd.env("NO_COLOR", "1");
         cmd
     }
@@ -215,7 +226,46 @@ pub fn spawn_piped(cmd: &mut Command) -> std::process::Child {
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("spawn offload")
+        .expect("spawn the command under test")
+}
+
+/// Collects `child` (started by [`spawn_piped`]) once it exits; past `limit` kills it
+/// and fails the test naming `what`. Output is read while waiting, so a child writing
+/// more than a pipe holds still gets to exit.
+pub fn wait_bounded(child: std::process::Child, limit: std::time::Duration, what: &str) -> Run {
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // The receiver outlives this thread unless the test already failed.
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait for the command under test").into(),
+        Err(_) => {
+            // SAFETY: kill(2) on our own child, which the waiting thread has not reaped
+            // (it has not sent its output).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let out: Run = rx
+                .recv()
+                .expect("the waiting thread reports")
+                .expect("wait for the killed command")
+                .into();
+            panic!("{what}: still running after {limit:?}\n{}", out.show());
+        }
+    }
+}
+
+/// The pids the scripted tests wrote, one file each, into `dir` (none when it does
+/// not exist).
+pub fn read_pids(dir: &Path) -> Vec<i32> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Runs `cmd` to completion.
@@ -230,14 +280,20 @@ pub struct JunitCase {
     pub name: String,
     /// `classname`.
     pub classname: String,
+    /// `time`, as written.
+    pub time: String,
     /// The outcome child: `failure`, `error` or `skipped`; empty for a pass.
     pub outcome: String,
     /// The outcome child's `type` attribute.
     pub kind: String,
     /// The outcome child's `message` attribute.
     pub message: String,
+    /// The outcome child's text (the stack trace or failure output).
+    pub body: String,
     /// The rerun children (`flakyFailure`, `rerunError`, ...), in order.
     pub reruns: Vec<String>,
+    /// `name` of the enclosing `<testsuite>`.
+    pub suite: String,
 }
 
 /// A JUnit report parsed with a real XML reader: the counts of the root element
@@ -256,6 +312,9 @@ impl Junit {
         use quick_xml::events::Event;
         let mut reader = quick_xml::Reader::from_str(xml);
         let mut report = Junit::default();
+        let mut suite = String::new();
+        // Inside the outcome child of the last testcase: its text is the body.
+        let mut in_outcome = false;
         let attrs = |e: &quick_xml::events::BytesStart<'_>| {
             e.attributes()
                 .map(|a| {
@@ -268,17 +327,40 @@ impl Junit {
         loop {
             match reader.read_event().expect("well-formed JUnit XML") {
                 Event::Eof => break,
-                Event::Start(e) | Event::Empty(e) => {
+                Event::Text(text) if in_outcome => {
+                    let text = text.unescape().expect("well-formed text");
+                    let case = report.cases.last_mut().expect("outcome inside a testcase");
+                    case.body.push_str(&text);
+                }
+                Event::CData(text) if in_outcome => {
+                    let case = report.cases.last_mut().expect("outcome inside a testcase");
+                    case.body.push_str(&String::from_utf8_lossy(&text));
+                }
+                Event::End(e) => {
+                    if matches!(e.name().as_ref(), b"failure" | b"error" | b"skipped") {
+                        in_outcome = false;
+                    }
+                }
+                ref event @ (Event::Start(ref e) | Event::Empty(ref e)) => {
+                    let is_start = matches!(event, Event::Start(_));
                     let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
-                    let mut a = attrs(&e);
+                    let mut a = attrs(e);
                     let get = |a: &mut std::collections::BTreeMap<String, String>, k: &str| {
                         a.remove(k).unwrap_or_default()
                     };
                     match name.as_str() {
-                        "testsuites" | "testsuite" if report.root.is_empty() => report.root = a,
+                        "testsuites" | "testsuite" if report.root.is_empty() => {
+                            if name == "testsuite" {
+                                suite = a.get("name").cloned().unwrap_or_default();
+                            }
+                            report.root = a;
+                        }
+                        "testsuite" => suite = get(&mut a, "name"),
                         "testcase" => report.cases.push(JunitCase {
                             name: get(&mut a, "name"),
                             classname: get(&mut a, "classname"),
+                            time: get(&mut a, "time"),
+                            suite: suite.clone(),
                             ..JunitCase::default()
                         }),
                         "failure" | "error" | "skipped" => {
@@ -286,6 +368,7 @@ impl Junit {
                             case.outcome = name;
                             case.kind = get(&mut a, "type");
                             case.message = get(&mut a, "message");
+                            in_outcome = is_start;
                         }
                         "flakyFailure" | "flakyError" | "rerunFailure" | "rerunError" => {
                             let case = report.cases.last_mut().expect("rerun inside a testcase");
@@ -298,6 +381,17 @@ impl Junit {
             }
         }
         report
+    }
+
+    /// Reads and parses the merged report of `project` (`test-results/junit.xml`).
+    pub fn of(project: &Project) -> Self {
+        let path = project.path().join("test-results/junit.xml");
+        Self::parse(&std::fs::read_to_string(&path).expect("the merged report junit.xml"))
+    }
+
+    /// The testcases named `name` (a test appears once in the merged report).
+    pub fn cases_named(&self, name: &str) -> Vec<&JunitCase> {
+        self.cases.iter().filter(|c| c.name == name).collect()
     }
 
     /// The testcase named `name`; panics when there is none.
@@ -379,14 +473,27 @@ pub fn pid_alive(pid: i32) -> bool {
     }
 }
 
-/// Fails the test unless `pid` is gone within 5 s.
+/// Fails the test unless `pid` is gone within 30 s. A killed process dies a moment
+/// after the signal, later still on a loaded machine; the processes this guards against
+/// sleep for minutes.
 pub fn assert_dead_soon(pid: i32) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while pid_alive(pid) {
+    wait_until(
+        &format!("process {pid} to die"),
+        std::time::Duration::from_secs(30),
+        || !pid_alive(pid),
+    );
+}
+
+/// Polls `done` until it holds; fails the test naming `what` once `limit` passed. For
+/// waiting on an event another process causes (a pid file, a directory), with a limit
+/// far above what a loaded machine needs.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
         assert!(
             std::time::Instant::now() < deadline,
-            "process {pid} survived"
+            "waited {limit:?} for {what}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
