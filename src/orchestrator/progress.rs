@@ -264,9 +264,16 @@ impl Progress {
         if let Some(left) = self.time_left() {
             message.push_str(&format!(" · ETA {}s", left.as_secs() + 1));
         }
-        if let Some(running) = self.now_running(50) {
+        let room = terminal_width()
+            .saturating_sub(BAR_PREFIX + usize::from(RIGHT_MARGIN) + 2)
+            .max(20);
+        if let Some(running) = self.now_running(room.saturating_sub(message.len() + 14)) {
             message.push_str(" · running: ");
             message.push_str(&running);
+        }
+        if message.chars().count() > room {
+            message = message.chars().take(room - 1).collect();
+            message.push('…');
         }
         bar.set_message(message);
     }
@@ -322,13 +329,101 @@ fn status_of(outcome: &CaseOutcome, retry: Retry) -> Option<(StatusLevel, String
     Some((level, word))
 }
 
+/// The columns of the bar's line before its message, at most: spinner, time, bar and a
+/// `123456/123456` count.
+const BAR_PREFIX: usize = 2 + 11 + 33 + 14;
+
+/// The size of the terminal on stderr, `(columns, rows)`; `(80, 24)` when it cannot be
+/// told.
+fn terminal_size() -> (u16, u16) {
+    // SAFETY: TIOCGWINSZ fills the `winsize` it is given, which lives on this stack
+    // frame; on failure nothing is written and the zeroes are ignored.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let read = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) };
+    if read == 0 && size.ws_col > 0 {
+        (size.ws_col, size.ws_row.max(1))
+    } else {
+        (80, 24)
+    }
+}
+
+fn terminal_width() -> usize {
+    usize::from(terminal_size().0)
+}
+
+/// Columns the bar leaves free at the end of its line. The bar is padded to the width
+/// it is given; a terminal that echoes `^C` at the end of a full line wraps it onto a
+/// second one, and the bar, cleared as one line, would leave its first on the screen.
+const RIGHT_MARGIN: u16 = 4;
+
+/// stderr as the bar sees it: a terminal [`RIGHT_MARGIN`] columns narrower than it is.
+#[derive(Debug)]
+struct Stderr;
+
+impl Stderr {
+    fn write(&self, text: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        std::io::stderr().lock().write_all(text.as_bytes())
+    }
+
+    fn escape(&self, n: usize, code: char) -> std::io::Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        self.write(&format!("\x1b[{n}{code}"))
+    }
+}
+
+impl indicatif::TermLike for Stderr {
+    fn width(&self) -> u16 {
+        terminal_size().0.saturating_sub(RIGHT_MARGIN).max(20)
+    }
+
+    fn height(&self) -> u16 {
+        terminal_size().1
+    }
+
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        self.escape(n, 'A')
+    }
+
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        self.escape(n, 'B')
+    }
+
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        self.escape(n, 'C')
+    }
+
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        self.escape(n, 'D')
+    }
+
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.write(&format!("{s}\n"))
+    }
+
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.write(s)
+    }
+
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.write("\r\x1b[2K")
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        std::io::stderr().flush()
+    }
+}
+
 fn new_bar(total: usize) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} {wide_msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("#>-");
+    let target = ProgressDrawTarget::term_like_with_hz(Box::new(Stderr), 20);
+    let bar = ProgressBar::with_draw_target(Some(total as u64), target);
+    let style =
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("#>-");
     bar.set_style(style);
     bar.enable_steady_tick(Duration::from_millis(100));
     bar

@@ -125,6 +125,7 @@ fn nextest_results_survive_a_batch_timeout() {
     let report = Junit::of(&p);
     let quick = report.case("lv tests::a_quick");
     assert_eq!(quick.outcome, "", "{quick:?}\n{}", run.show());
+    // nextest itself reports the test it was running when it was stopped.
     let hang = report.case("lv tests::b_hangs");
-    assert_eq!(hang.kind, "offload.Timeout", "{hang:?}");
+    assert_eq!(hang.outcome, "failure", "{hang:?}");
 }

@@ -145,13 +145,13 @@ fn a_failure_is_named_while_its_batch_runs_and_summed_up_at_the_end() {
     let p = project();
     let tmux = Tmux::start(&run_line(p.path()));
     // The batch is still running (test_c waits): the failure is already on the screen.
-    let during = tmux.wait_for("test_b_fails", Duration::from_secs(90));
+    let during = tmux.wait_for("FAIL [", Duration::from_secs(90));
     assert!(!p.path().join("release").exists());
     let fail = during
         .lines()
-        .find(|l| l.contains("test_b_fails"))
+        .find(|l| l.trim_start().starts_with("FAIL ["))
         .unwrap_or_default();
-    assert!(fail.trim_start().starts_with("FAIL ["), "{during}");
+    assert!(fail.ends_with("tests/test_t.py::test_b_fails"), "{during}");
     let bar = tmux.wait_for("running: test_c_waits", Duration::from_secs(30));
     assert!(
         bar_lines(&bar).iter().any(|l| l.contains(" 2/3 ")),
