@@ -11,10 +11,21 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::commands;
 use crate::exit;
 
+/// What `offload --version` prints after the name: the package version, then the commit
+/// and the date of the build (`unknown` when the build had no git; see `build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("OFFLOAD_COMMIT"),
+    " ",
+    env!("OFFLOAD_BUILD_DATE"),
+    ")"
+);
+
 /// Offload: run a test suite in parallel sandboxes, retry failures, tell flaky tests
 /// from broken ones and write one JUnit report.
 #[derive(Debug, Parser)]
-#[command(name = "offload", version, about, long_about = None)]
+#[command(name = "offload", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// Configuration file.
     #[arg(
@@ -68,7 +79,9 @@ pub struct RunArgs {
     /// Set an environment variable in the sandboxes (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
-    /// Skip the image cache: no git-notes lookup, write, fetch or push.
+    /// Skip both caches: the image cache (git notes, or `.offload-image-cache` outside a
+    /// git repository) is neither read nor written, with the image built the same way;
+    /// and tests are discovered afresh, the discovery cache neither read nor written.
     #[arg(long)]
     pub no_cache: bool,
     /// Stop scheduling after the first failure and cancel running batches.
