@@ -11,7 +11,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use rustc_hash::FxHashMap;
@@ -113,7 +113,14 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<i32> {
         durations: found.durations,
     };
     let outcome = execute(found.records, batch_framework, provider, &settings, &start).await;
-    report(&config, &setup, &options, outcome, &signals)
+    report(
+        &config,
+        &setup,
+        &options,
+        framework.as_ref(),
+        outcome,
+        &signals,
+    )
 }
 
 /// What the phases before the run share.
@@ -300,6 +307,7 @@ fn report(
     config: &Config,
     setup: &Setup<'_>,
     options: &RunOptions,
+    framework: &dyn Framework,
     outcome: EngineOutcome,
     signals: &Signals,
 ) -> Result<i32> {
@@ -307,7 +315,15 @@ fn report(
     // A report that was asked for and is missing fails the run, whatever the tests did:
     // a CI job must not go green without the file its dashboard reads.
     let report_error = if report.junit {
-        junit::write_merged(&report.junit_path(), &outcome.results, outcome.elapsed).err()
+        let hostname = junit::hostname();
+        let run = junit::RunInfo {
+            started: SystemTime::now()
+                .checked_sub(outcome.elapsed)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            hostname: &hostname,
+            framework,
+        };
+        junit::write_merged(&report.junit_path(), &outcome.results, &run).err()
     } else {
         None
     };

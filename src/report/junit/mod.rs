@@ -20,7 +20,7 @@ mod write;
 
 pub use model::*;
 pub use parse::{MAX_DURATION_SECS, parse, read_durations};
-pub use write::{render_merged, write_merged};
+pub use write::{RunInfo, hostname, render_merged, write_merged};
 
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,8 @@ pub struct TestCase {
     pub name: String,
     /// `classname` attribute, if present.
     pub classname: Option<String>,
+    /// `file` attribute (the test's source file), if present.
+    pub file: Option<String>,
     /// `time` attribute in seconds (0 when missing).
     pub time: f64,
     /// What happened.
