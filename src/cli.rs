@@ -13,11 +13,22 @@ use crate::exit;
 use crate::orchestrator::progress::StatusLevel;
 use crate::report::summary::FinalStatusLevel;
 
+/// What `offload --version` prints after the name: the package version, then the commit
+/// and the date of the build (`unknown` when the build had no git; see `build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("OFFLOAD_COMMIT"),
+    " ",
+    env!("OFFLOAD_BUILD_DATE"),
+    ")"
+);
+
 /// Offload: run a test suite in parallel sandboxes, retry failures, tell flaky tests
 /// from broken ones and write one JUnit report.
 #[derive(Debug, Parser)]
-#[command(name = "offload", version, about, long_about = None)]
-struct Cli {
+#[command(name = "offload", version = VERSION, about, long_about = None)]
+pub struct Cli {
     /// Configuration file.
     #[arg(
         short,
@@ -74,8 +85,10 @@ struct RunArgs {
     copy_dirs: Vec<String>,
     /// Set an environment variable in the sandboxes (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
-    env: Vec<String>,
-    /// Skip the image cache: no git-notes lookup, write, fetch or push.
+    pub env: Vec<String>,
+    /// Skip both caches: the image cache (git notes, or `.offload-image-cache` outside a
+    /// git repository) is neither read nor written, with the image built the same way;
+    /// and tests are discovered afresh, the discovery cache neither read nor written.
     #[arg(long)]
     no_cache: bool,
     /// Stop scheduling after the first failure and cancel running batches.

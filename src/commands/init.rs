@@ -46,7 +46,7 @@ pub(crate) struct InitOptions {
 
 /// Writes a configuration to `path` and returns the exit code.
 pub(crate) fn run(path: &Path, options: InitOptions) -> Result<i32> {
-    let text = template(options.provider, options.framework);
+    let text = template(options.provider, options.framework, cpu_count());
     let mut open = std::fs::OpenOptions::new();
     open.write(true);
     if options.force {
@@ -128,10 +128,30 @@ fn write_starter_scripts(force: bool) -> Result<Vec<&'static str>> {
     Ok(written)
 }
 
-/// The commented configuration file for `provider` and `framework`.
-fn template(provider: ProviderChoice, framework: FrameworkChoice) -> String {
+/// The number of CPUs this process may use, 1 when the system cannot tell.
+fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// The commented configuration file for `provider` and `framework`. The local provider
+/// runs batches on this machine, so its `max_parallel` is `cpus` (the machine's CPU
+/// count); the others keep 10 sandboxes, whose CPUs are not this machine's.
+pub(crate) fn template(
+    provider: ProviderChoice,
+    framework: FrameworkChoice,
+    cpus: usize,
+) -> String {
     let mut out = String::from(HEADER);
     out.push_str(OFFLOAD);
+    if provider == ProviderChoice::Local {
+        out.push_str(&format!(
+            "# One sandbox per CPU: `offload init` found {cpus} on this machine.\n\
+             max_parallel = {cpus}\n"
+        ));
+    } else {
+        out.push_str("max_parallel = 10\n");
+    }
+    out.push_str(OFFLOAD_TIMEOUT);
     if provider != ProviderChoice::Local {
         out.push_str(SANDBOX_ROOT);
     }
@@ -165,7 +185,9 @@ const OFFLOAD: &str = "\
 # Core settings: how many sandboxes run at once, and how long one batch of tests may
 # take (in seconds) before it is killed.
 [offload]
-max_parallel = 10
+";
+
+const OFFLOAD_TIMEOUT: &str = "\
 test_timeout_secs = 900
 ";
 
@@ -315,7 +337,7 @@ mod tests {
     fn every_template_loads_and_validates_without_warnings() {
         for provider in PROVIDERS {
             for framework in FRAMEWORKS {
-                let text = template(provider, framework);
+                let text = template(provider, framework, 3);
                 let loaded = load_str_with_env(&text, Path::new("offload.toml"), &|_| None)
                     .unwrap_or_else(|e| panic!("{provider:?}/{framework:?}: {e:#}\n{text}"));
                 assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
@@ -342,7 +364,7 @@ mod tests {
 
     #[test]
     fn local_templates_run_as_written() {
-        let text = template(ProviderChoice::Local, FrameworkChoice::Pytest);
+        let text = template(ProviderChoice::Local, FrameworkChoice::Pytest, 3);
         let c = crate::config::load_str(&text, Path::new("offload.toml"))
             .unwrap()
             .config;
@@ -357,7 +379,7 @@ mod tests {
         assert_eq!(pytest.command.as_deref(), Some("python -m pytest"));
         assert_eq!(pytest.paths, [Path::new("tests")]);
 
-        let text = template(ProviderChoice::Local, FrameworkChoice::Cargo);
+        let text = template(ProviderChoice::Local, FrameworkChoice::Cargo, 3);
         let c = crate::config::load_str(&text, Path::new("offload.toml"))
             .unwrap()
             .config;
@@ -368,8 +390,33 @@ mod tests {
     }
 
     #[test]
+    fn local_sandboxes_are_one_per_cpu_and_remote_ones_ten() {
+        for framework in FRAMEWORKS {
+            for (provider, cpus, want) in [
+                (ProviderChoice::Local, 3, 3),
+                (ProviderChoice::Local, 64, 64),
+                (ProviderChoice::Default, 3, 10),
+                (ProviderChoice::Modal, 64, 10),
+            ] {
+                let text = template(provider, framework, cpus);
+                let c = crate::config::load_str(&text, Path::new("offload.toml"))
+                    .unwrap()
+                    .config;
+                assert_eq!(c.offload.max_parallel, want, "{provider:?}/{framework:?}");
+                assert_eq!(c.offload.test_timeout_secs, 900);
+                assert_eq!(
+                    text.contains(&format!("found {cpus} on this machine")),
+                    provider == ProviderChoice::Local,
+                    "{text}"
+                );
+            }
+        }
+        assert!(cpu_count() >= 1);
+    }
+
+    #[test]
     fn remote_templates_have_their_lifecycle() {
-        let text = template(ProviderChoice::Modal, FrameworkChoice::Pytest);
+        let text = template(ProviderChoice::Modal, FrameworkChoice::Pytest, 3);
         let c = crate::config::load_str(&text, Path::new("offload.toml"))
             .unwrap()
             .config;
@@ -380,7 +427,7 @@ mod tests {
         assert!(modal.include_cwd);
         assert_eq!(c.offload.sandbox_project_root.as_deref(), Some("/app"));
 
-        let text = template(ProviderChoice::Default, FrameworkChoice::Default);
+        let text = template(ProviderChoice::Default, FrameworkChoice::Default, 3);
         let c = crate::config::load_str(&text, Path::new("offload.toml"))
             .unwrap()
             .config;
@@ -406,7 +453,7 @@ mod tests {
     fn every_table_has_a_comment_above_it() {
         for provider in PROVIDERS {
             for framework in FRAMEWORKS {
-                let text = template(provider, framework);
+                let text = template(provider, framework, 3);
                 let lines: Vec<&str> = text.lines().collect();
                 for (i, line) in lines.iter().enumerate() {
                     if line.starts_with('[') {
@@ -435,7 +482,7 @@ mod tests {
         assert_eq!(run(&path, options(false)).unwrap(), exit::SUCCESS);
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
-            template(ProviderChoice::Local, FrameworkChoice::Cargo)
+            template(ProviderChoice::Local, FrameworkChoice::Cargo, cpu_count())
         );
         std::fs::write(&path, "mine").unwrap();
         assert_eq!(run(&path, options(false)).unwrap(), exit::FAILURE);

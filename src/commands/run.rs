@@ -12,7 +12,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use rustc_hash::FxHashMap;
@@ -144,7 +144,14 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
         no_capture: options.no_capture,
     };
     let outcome = execute(found.records, batch_framework, provider, &settings, &start).await;
-    report(&config, &setup, &options, outcome, &signals)
+    report(
+        &config,
+        &setup,
+        &options,
+        framework.as_ref(),
+        outcome,
+        &signals,
+    )
 }
 
 /// The selection of the command line (filters, `-k`, `--rerun-failed`). The previous
@@ -377,6 +384,7 @@ fn report(
     config: &Config,
     setup: &Setup<'_>,
     options: &RunOptions,
+    framework: &dyn Framework,
     outcome: EngineOutcome,
     signals: &Signals,
 ) -> Result<i32> {
@@ -384,7 +392,15 @@ fn report(
     // A report that was asked for and is missing fails the run, whatever the tests did:
     // a CI job must not go green without the file its dashboard reads.
     let report_error = if report.junit {
-        junit::write_merged(&report.junit_path(), &outcome.results, outcome.elapsed).err()
+        let hostname = junit::hostname();
+        let run = junit::RunInfo {
+            started: SystemTime::now()
+                .checked_sub(outcome.elapsed)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            hostname: &hostname,
+            framework,
+        };
+        junit::write_merged(&report.junit_path(), &outcome.results, &run).err()
     } else {
         None
     };

@@ -275,6 +275,13 @@ impl Framework for Cargo {
         self.no_capture = true;
     }
 
+    /// The binary ID, the part of `<binary-id> <test name>` nextest writes as `classname`.
+    fn junit_classname(&self, id: &str) -> Option<String> {
+        id.split_once(' ')
+            .map(|(binary, _)| binary.to_owned())
+            .filter(|binary| !binary.is_empty())
+    }
+
     /// The test list follows from the sources, manifests and cargo/rustc settings, all
     /// part of the fingerprint; when the cache answers, the first batch builds.
     fn discovery_is_cacheable(&self) -> bool {
@@ -720,6 +727,13 @@ mod tests {
         let fw = cargo(CargoConfig::default());
         assert_eq!(fw.junit_key("tests::a", Some("nx")), "nx tests::a");
         assert_eq!(fw.id_keys("nx tests::a"), ["nx tests::a"]);
+        assert_eq!(fw.junit_classname("nx tests::a").as_deref(), Some("nx"));
+        assert_eq!(
+            fw.junit_classname("my-crate::bin/tool it works").as_deref(),
+            Some("my-crate::bin/tool")
+        );
+        assert_eq!(fw.junit_classname("no-space"), None);
+        assert_eq!(fw.source_file("nx tests::a"), None);
         assert!(fw.has_stop_flag());
         assert_eq!(toml_escape("a\"b\\c\n"), "a\\\"b\\\\c\\u000A");
     }

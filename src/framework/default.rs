@@ -161,9 +161,43 @@ impl Framework for DefaultFramework {
         ))
     }
 
+    /// The part of `id` that `{classname}` stands for in `test_id_format` (the shortest
+    /// one when the text between `{classname}` and `{name}` occurs more than once);
+    /// `None` when the format has no `{classname}` or the ID does not fit it.
+    fn junit_classname(&self, id: &str) -> Option<String> {
+        classname_in(&self.config.test_id_format, id).map(str::to_owned)
+    }
+
     fn has_stop_flag(&self) -> bool {
         false
     }
+}
+
+/// The text `{classname}` stands for in `id` under `format` (see
+/// [`DefaultFramework::junit_classname`]).
+fn classname_in<'a>(format: &str, id: &'a str) -> Option<&'a str> {
+    const CLASSNAME: &str = "{classname}";
+    const NAME: &str = "{name}";
+    let (before, after) = format.split_once(CLASSNAME)?;
+    if after.contains(CLASSNAME) {
+        return None;
+    }
+    let classname = match (before.split_once(NAME), after.split_once(NAME)) {
+        // `{classname}` alone: the ID less the text around it.
+        (None, None) => id.strip_prefix(before)?.strip_suffix(after)?,
+        // `{classname}<sep>{name}`: up to the first separator.
+        (None, Some((sep, tail))) if !sep.is_empty() => {
+            let middle = id.strip_prefix(before)?.strip_suffix(tail)?;
+            middle.split_once(sep)?.0
+        }
+        // `{name}<sep>{classname}`: after the last separator.
+        (Some((lead, sep)), None) if !sep.is_empty() => {
+            let middle = id.strip_prefix(lead)?.strip_suffix(after)?;
+            middle.rsplit_once(sep)?.1
+        }
+        _ => return None,
+    };
+    (!classname.is_empty()).then_some(classname)
 }
 
 #[cfg(test)]
@@ -295,6 +329,32 @@ mod tests {
             ResultSource::ExitCode
         );
         assert!(!fw("r", None).has_stop_flag());
+    }
+
+    #[test]
+    fn classname_is_read_back_through_the_format() {
+        for (format, id, want) in [
+            ("{classname}::{name}", "mod::t1", Some("mod")),
+            ("{classname}::{name}", "a.b::t::x", Some("a.b")),
+            (
+                "{classname} {name}",
+                "suite.A test with spaces",
+                Some("suite.A"),
+            ),
+            ("[{classname}] {name}!", "[K] t!", Some("K")),
+            ("{name} @ {classname}", "t @ x @ pkg.K", Some("pkg.K")),
+            ("{classname}", "pkg.K", Some("pkg.K")),
+            ("{name}", "t1", None),
+            ("{classname}{name}", "Kt", None),
+            ("{classname}::{name}", "no-separator", None),
+            ("{classname}::{name}", "::t", None),
+            ("x{classname}::{name}", "mod::t", None),
+        ] {
+            let mut fw = fw("r", None);
+            fw.config.test_id_format = format.to_owned();
+            assert_eq!(fw.junit_classname(id).as_deref(), want, "{format} {id}");
+        }
+        assert_eq!(fw("r", None).source_file("t"), None);
     }
 
     #[test]

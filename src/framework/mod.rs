@@ -204,6 +204,19 @@ pub trait Framework: Send + Sync {
         vec![Cow::Borrowed(id)]
     }
 
+    /// The JUnit `classname` the runner writes for test `id`, as far as the ID tells. The
+    /// merged report gives it to a test whose result carries none: one that produced no
+    /// result, timed out, or was decided by the exit code. `None`: the ID does not tell.
+    fn junit_classname(&self, _id: &str) -> Option<String> {
+        None
+    }
+
+    /// The source file of test `id` as the runner names it (relative to where it runs),
+    /// when the ID tells: the merged report's `file` attribute.
+    fn source_file<'a>(&self, _id: &'a str) -> Option<&'a str> {
+        None
+    }
+
     /// What a batch loads whole for any one of the tests of `id`, when the runner has
     /// such a unit: pytest imports and collects the whole file of a node ID. With no
     /// durations known, the scheduler keeps neighbours of one locality together in

@@ -283,6 +283,16 @@ impl Framework for Pytest {
         self.no_capture = true;
     }
 
+    /// pytest's own classname of the node ID (see [`mangle_node_id`]).
+    fn junit_classname(&self, id: &str) -> Option<String> {
+        Some(mangle_node_id(id).0)
+    }
+
+    /// The file part of the node ID, as pytest's `xunit1` reports write it.
+    fn source_file<'a>(&self, id: &'a str) -> Option<&'a str> {
+        self.locality(id)
+    }
+
     /// The file of a node ID: pytest imports and collects it whole for any of its tests.
     fn locality<'a>(&self, id: &'a str) -> Option<&'a str> {
         id.split_once("::").map(|(file, _)| file)
@@ -765,6 +775,27 @@ mod tests {
         let b = fw.id_keys("pkg/tests/test_a.py::test_x");
         assert!(a.iter().all(|k| !b.contains(k)));
         assert_eq!(fw.junit_key("t", None), "\u{1f}t");
+    }
+
+    #[test]
+    fn classname_and_file_are_pytests_own() {
+        let fw = Pytest::new(&config(None)).unwrap();
+        for (id, classname, file) in [
+            (
+                "tests/test_a.py::TestK::test_m",
+                "tests.test_a.TestK",
+                "tests/test_a.py",
+            ),
+            (
+                "tests/test_a.py::test_p[x::y]",
+                "tests.test_a",
+                "tests/test_a.py",
+            ),
+            ("test_top.py::test_x", "test_top", "test_top.py"),
+        ] {
+            assert_eq!(fw.junit_classname(id).as_deref(), Some(classname), "{id}");
+            assert_eq!(fw.source_file(id), Some(file), "{id}");
+        }
     }
 
     #[test]

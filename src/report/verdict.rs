@@ -257,7 +257,13 @@ mod tests {
             attempts,
         })
         .collect();
-        let xml = render_merged(&results, std::time::Duration::ZERO);
+        let framework = crate::framework::cargo::Cargo::new(&Default::default());
+        let run = crate::report::junit::RunInfo {
+            started: std::time::SystemTime::now(),
+            hostname: "h",
+            framework: &framework,
+        };
+        let xml = render_merged(&results, &run);
         let back: Vec<Verdict> = parse(&xml).unwrap()[0]
             .cases
             .iter()

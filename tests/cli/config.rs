@@ -253,6 +253,12 @@ fn init_defaults_to_local_pytest_in_offload_toml() {
     assert!(text.contains("type = \"local\""));
     assert!(text.contains("command = \"python -m pytest\""));
     assert!(text.contains("paths = [\"tests\"]"));
+    // Local sandboxes share this machine: one per CPU.
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert!(
+        text.contains(&format!("\nmax_parallel = {cpus}\n")),
+        "{text}"
+    );
 }
 
 #[test]

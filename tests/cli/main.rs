@@ -9,6 +9,7 @@ mod config;
 mod default_provider;
 mod discovery_cache;
 mod images;
+mod junit_report;
 mod large;
 mod live;
 mod logs;

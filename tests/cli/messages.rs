@@ -45,3 +45,52 @@ fn a_missing_git_remote_is_reported_once() {
         run.stderr
     );
 }
+
+#[test]
+fn version_names_the_commit_and_the_build_date() {
+    let p = Project::new();
+    let run = support::run(p.offload().arg("--version"));
+    assert_eq!(run.code, 0, "{}", run.show());
+    let line = run.stdout.trim_end();
+    let rest = line
+        .strip_prefix(&format!("offload {} (", env!("CARGO_PKG_VERSION")))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("unexpected version line `{line}`"));
+    let (commit, date) = rest.split_once(' ').expect("`<commit> <date>`");
+    // This test runs from the checkout the binary was built from.
+    let head = support::git(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+        &["rev-parse", "--short", "HEAD"],
+    );
+    assert_eq!(commit, head, "{line}");
+    let parts: Vec<&str> = date.split('-').collect();
+    assert!(
+        parts.len() == 3
+            && [4, 2, 2]
+                .iter()
+                .zip(&parts)
+                .all(|(n, p)| p.len() == *n && p.bytes().all(|b| b.is_ascii_digit())),
+        "date `{date}` is not YYYY-MM-DD"
+    );
+    let year: u32 = parts[0].parse().unwrap();
+    assert!((2025..2200).contains(&year), "{line}");
+}
+
+#[test]
+fn run_help_says_what_no_cache_skips() {
+    let p = Project::new();
+    let run = support::run(p.offload().args(["run", "--help"]));
+    assert_eq!(run.code, 0, "{}", run.show());
+    let help = run.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    let no_cache = help
+        .split_once("--no-cache")
+        .map(|(_, rest)| rest)
+        .expect("--no-cache in the help");
+    for what in [
+        "image cache (git notes, or `.offload-image-cache` outside a git repository)",
+        "neither read nor written",
+        "discovery cache",
+    ] {
+        assert!(no_cache.contains(what), "no `{what}` in {help}");
+    }
+}

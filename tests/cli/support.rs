@@ -71,7 +71,7 @@ impl Project {
         cmd
     }
 
-    /// Like [`Self::offload`], with the test virtualenv (pytest, pytest-xdist) first on
+    /// Like [`Self::offload`], with the test virtualenv (see [`python_bin_dir`]) first on
     /// `PATH`, so `python -m pytest` works. Builds the virtualenv on first use.
     pub fn offload_with_python(&self) -> Command {
         let mut cmd = self.offload();
@@ -112,11 +112,12 @@ pub fn target_dir() -> PathBuf {
         .to_owned()
 }
 
-/// The `bin` directory of a virtualenv holding pytest and pytest-xdist, under
-/// `<target>/test-venv`, built on first use (see [`build_venv`]).
+/// The `bin` directory of a virtualenv holding pytest, pytest-xdist and junitparser (a
+/// JUnit consumer to read reports with), under `<target>/test-venv`, built on first use
+/// (see [`build_venv`]).
 pub fn python_bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| build_venv("test-venv", &["pytest", "pytest-xdist"]))
+    DIR.get_or_init(|| build_venv("test-venv", &["pytest", "pytest-xdist", "junitparser"]))
         .clone()
 }
 

@@ -22,7 +22,7 @@ pub(crate) use model::*;
 pub(crate) use parse::{MAX_DURATION_SECS, parse, read_durations};
 #[cfg(test)]
 pub(crate) use write::render_merged;
-pub(crate) use write::write_merged;
+pub(crate) use write::{RunInfo, hostname, write_merged};
 
 #[cfg(test)]
 mod tests;

@@ -20,7 +20,9 @@ pub(crate) struct TestCase {
     /// `name` attribute.
     pub(crate) name: String,
     /// `classname` attribute, if present.
-    pub(crate) classname: Option<String>,
+    pub classname: Option<String>,
+    /// `file` attribute (the test's source file), if present.
+    pub file: Option<String>,
     /// `time` attribute in seconds (0 when missing).
     pub(crate) time: f64,
     /// What happened.

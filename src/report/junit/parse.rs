@@ -354,10 +354,12 @@ impl Parser {
             }
             (None | Some(Role::Suite(_) | Role::Other), b"testcase") if self.case.is_none() => {
                 let suite = self.enclosing_suite();
-                let [name, classname, time] = attrs(e, [b"name", b"classname", b"time"])?;
+                let [name, classname, file, time] =
+                    attrs(e, [b"name", b"classname", b"file", b"time"])?;
                 let case = TestCase {
                     name: name.map(Cow::into_owned).unwrap_or_default(),
                     classname: classname.map(Cow::into_owned),
+                    file: file.map(Cow::into_owned),
                     time: time.as_deref().and_then(parse_time).unwrap_or(0.0),
                     ..TestCase::default()
                 };

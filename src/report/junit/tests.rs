@@ -1,10 +1,11 @@
 //! Tests of the reader and the writer, and of the round trip between them.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::parse::scan_testcases;
-use super::write::{escape_attr, push_seconds};
+use super::write::{escape_attr, millis, push_millis, push_timestamp};
 use super::*;
+use crate::framework::Framework;
 use crate::report::verdict::{Attempt, TestResult, Verdict};
 
 fn only_case(xml: &str) -> TestCase {
@@ -359,20 +360,74 @@ fn seconds_are_written_as_the_formatter_would() {
         1234.5675,
         1e14,
         1e16,
+        1e20,
+        1.8e19,
         3.999_999_9,
     ];
     values.extend((0..20_000).map(|i| f64::from(i) * 0.000_37));
     for secs in values {
         let mut out = String::new();
-        push_seconds(&mut out, secs);
+        push_millis(&mut out, millis(secs));
         assert_eq!(out, format!("{secs:.3}"), "{secs}");
     }
+    assert_eq!(millis(-1.0), 0);
+    assert_eq!(millis(f64::NAN), 0);
+    assert_eq!(millis(1e300), u128::MAX);
+    let mut out = String::new();
+    push_millis(&mut out, millis(1e20));
+    assert_eq!(out, "100000000000000000000.000");
+}
+
+/// 2023-11-14T22:13:20Z.
+const STARTED_SECS: u64 = 1_700_000_000;
+
+/// A framework whose test IDs say nothing about classnames or files (the `default`
+/// framework with `test_id_format = "{name}"`).
+fn opaque_framework() -> Box<dyn Framework> {
+    let config = crate::config::DefaultFrameworkConfig {
+        discover_command: "list {filters}".into(),
+        run_command: "run {tests}".into(),
+        result_file: None,
+        working_dir: None,
+        test_id_format: "{name}".into(),
+    };
+    crate::framework::from_config(&crate::config::FrameworkConfig::Default(config)).unwrap()
+}
+
+fn info(framework: &dyn Framework) -> RunInfo<'_> {
+    RunInfo {
+        started: SystemTime::UNIX_EPOCH + Duration::from_secs(STARTED_SECS),
+        hostname: "ci-7",
+        framework,
+    }
+}
+
+/// The merged report of `results` under [`opaque_framework`].
+fn render(results: &[TestResult]) -> String {
+    render_merged(results, &info(opaque_framework().as_ref()))
+}
+
+#[test]
+fn timestamps_are_utc_iso_8601() {
+    for (secs, want) in [
+        (0, "1970-01-01T00:00:00+00:00"),
+        (STARTED_SECS, "2023-11-14T22:13:20+00:00"),
+        (951_782_400, "2000-02-29T00:00:00+00:00"),
+        (4_107_542_399, "2100-02-28T23:59:59+00:00"),
+        (4_107_542_400, "2100-03-01T00:00:00+00:00"),
+    ] {
+        let mut out = String::new();
+        push_timestamp(&mut out, SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(out, want, "{secs}");
+    }
+    assert!(!hostname().is_empty());
 }
 
 fn case(outcome: CaseOutcome, time: f64) -> TestCase {
     TestCase {
         name: String::new(),
         classname: None,
+        file: None,
         time,
         outcome,
         system_out: None,
@@ -420,17 +475,17 @@ fn writer_layout() {
             vec![Attempt::not_run("t::c", "sandbox died", 4)],
         ),
     ];
-    let xml = render_merged(&results, Duration::from_millis(6010));
+    let xml = render(&results);
     let expected = r#"<?xml version="1.0" encoding="UTF-8"?>
-<testsuites name="offload" tests="3" failures="1" errors="1" skipped="0" time="6.010">
-  <testsuite name="unit" tests="2" failures="1" errors="0" skipped="0" time="2.500">
+<testsuites name="offload" tests="3" failures="1" errors="1" skipped="0" time="2.500">
+  <testsuite name="unit" tests="2" failures="1" errors="0" skipped="0" time="2.500" timestamp="2023-11-14T22:13:20+00:00" hostname="ci-7">
     <testcase name="t::a" classname="tests.test_a" time="0.500"/>
     <testcase name="t::b" classname="unit" time="2.000">
       <failure message="second" type="AssertionError">trace</failure>
       <rerunFailure message="first" type="AssertionError"/>
     </testcase>
   </testsuite>
-  <testsuite name="slow" tests="1" failures="0" errors="1" skipped="0" time="0.000">
+  <testsuite name="slow" tests="1" failures="0" errors="1" skipped="0" time="0.000" timestamp="2023-11-14T22:13:20+00:00" hostname="ci-7">
     <testcase name="t::c" classname="slow" time="0.000">
       <error message="not run: sandbox died" type="offload.NotRun"/>
     </testcase>
@@ -458,8 +513,8 @@ fn writer_flaky_and_skipped() {
             ))],
         ),
     ];
-    let xml = render_merged(&results, Duration::ZERO);
-    assert!(xml.contains(r#"<testsuites name="offload" tests="2" failures="0" errors="0" skipped="1" time="0.000">"#), "{xml}");
+    let xml = render(&results);
+    assert!(xml.contains(r#"<testsuites name="offload" tests="2" failures="0" errors="0" skipped="1" time="0.100">"#), "{xml}");
     assert!(xml.contains(
             "<testcase name=\"f\" classname=\"g\" time=\"0.100\">\n      <flakyFailure message=\"boom\" type=\"AssertionError\"><stackTrace>tb</stackTrace><system-err>bad err</system-err></flakyFailure>\n      <system-out>ok out</system-out>\n    </testcase>"
         ), "{xml}");
@@ -477,7 +532,7 @@ fn writer_escapes() {
     );
     c.system_out = Some("nul\u{0}here".into());
     let results = vec![result("id <&\">", "g", Verdict::Failed, vec![attempt(c)])];
-    let xml = render_merged(&results, Duration::ZERO);
+    let xml = render(&results);
     assert!(xml.contains(r#"name="id &lt;&amp;&quot;&gt;""#), "{xml}");
     assert!(
         xml.contains(
@@ -555,7 +610,8 @@ fn round_trip() {
     ];
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/out/junit.xml");
-    write_merged(&path, &results, Duration::from_secs(3)).unwrap();
+    let framework = opaque_framework();
+    write_merged(&path, &results, &info(framework.as_ref())).unwrap();
     let suites = parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let names: Vec<_> = suites.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["g1", "g2"]);
@@ -624,7 +680,7 @@ fn round_trip() {
     );
 
     // Rewriting replaces the file and leaves no temporary files behind.
-    write_merged(&path, &results[..1], Duration::ZERO).unwrap();
+    write_merged(&path, &results[..1], &info(framework.as_ref())).unwrap();
     assert_eq!(
         parse(&std::fs::read_to_string(&path).unwrap()).unwrap()[0]
             .cases
@@ -640,6 +696,136 @@ fn write_merged_reports_where_it_failed() {
     let dir = tempfile::tempdir().unwrap();
     let blocker = dir.path().join("file");
     std::fs::write(&blocker, "").unwrap();
-    let err = write_merged(&blocker.join("junit.xml"), &[], Duration::ZERO).unwrap_err();
+    let err = write_merged(
+        &blocker.join("junit.xml"),
+        &[],
+        &info(opaque_framework().as_ref()),
+    )
+    .unwrap_err();
     assert!(format!("{err:#}").contains("junit.xml"), "{err:#}");
+}
+
+fn pytest_framework() -> Box<dyn Framework> {
+    let config = crate::config::PytestConfig {
+        paths: vec!["tests".into()],
+        command: None,
+        run_args: None,
+        extra_args: Vec::new(),
+        python: "python".into(),
+        markers: None,
+        test_id_format: None,
+    };
+    crate::framework::from_config(&crate::config::FrameworkConfig::Pytest(config)).unwrap()
+}
+
+#[test]
+fn tests_without_a_classname_get_the_frameworks() {
+    let framework = pytest_framework();
+    let mut reported = case(CaseOutcome::Passed, 0.1);
+    reported.classname = Some("runner.Own".into());
+    reported.file = Some("elsewhere/test_a.py".into());
+    let results = vec![
+        result(
+            "tests/test_a.py::TestK::test_m",
+            "g",
+            Verdict::Passed,
+            vec![attempt(reported)],
+        ),
+        result(
+            "tests/sub/test_b.py::test_p[a b]",
+            "g",
+            Verdict::NotRun,
+            vec![Attempt::not_run(
+                "tests/sub/test_b.py::test_p[a b]",
+                "gone",
+                0,
+            )],
+        ),
+        result("tests/test_c.py::test_never", "g", Verdict::NotRun, vec![]),
+    ];
+    let suites = parse(&render_merged(&results, &info(framework.as_ref()))).unwrap();
+    let got: Vec<(&str, Option<&str>, Option<&str>)> = suites[0]
+        .cases
+        .iter()
+        .map(|c| (c.name.as_str(), c.classname.as_deref(), c.file.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "tests/test_a.py::TestK::test_m",
+                Some("runner.Own"),
+                Some("elsewhere/test_a.py")
+            ),
+            (
+                "tests/sub/test_b.py::test_p[a b]",
+                Some("tests.sub.test_b"),
+                Some("tests/sub/test_b.py")
+            ),
+            (
+                "tests/test_c.py::test_never",
+                Some("tests.test_c"),
+                Some("tests/test_c.py")
+            ),
+        ]
+    );
+
+    // A framework whose IDs tell nothing: the group, and no `file`.
+    let xml = render(&results[1..2]);
+    assert!(
+        xml.contains(
+            r#"<testcase name="tests/sub/test_b.py::test_p[a b]" classname="g" time="0.000">"#
+        ),
+        "{xml}"
+    );
+}
+
+#[test]
+fn suite_and_root_times_add_up_the_written_case_times() {
+    let results: Vec<TestResult> = [
+        ("a", "g1", 0.0004),
+        ("b", "g1", 0.0004),
+        ("c", "g2", 1.2346),
+    ]
+    .into_iter()
+    .map(|(id, group, time)| {
+        result(
+            id,
+            group,
+            Verdict::Passed,
+            vec![attempt(case(CaseOutcome::Passed, time))],
+        )
+    })
+    .collect();
+    let xml = render(&results);
+    // 0.0004 is written 0.000, so its suite's 0.000 too (not 0.001).
+    assert!(xml.contains(r#"<testsuites name="offload" tests="3" failures="0" errors="0" skipped="0" time="1.235">"#), "{xml}");
+    assert!(
+        xml.contains(
+            r#"<testsuite name="g1" tests="2" failures="0" errors="0" skipped="0" time="0.000""#
+        ),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(
+            r#"<testsuite name="g2" tests="1" failures="0" errors="0" skipped="0" time="1.235""#
+        ),
+        "{xml}"
+    );
+    // The durations reader still finds every test.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("junit.xml");
+    std::fs::write(&path, &xml).unwrap();
+    let durations = read_durations(&path);
+    assert_eq!(durations.len(), 3);
+    assert_eq!(durations["c"], 1.235);
+}
+
+#[test]
+fn the_file_attribute_is_read() {
+    let c = only_case(
+        r#"<testsuite><testcase name="t" classname="k" file="tests/t.py" line="3"/></testsuite>"#,
+    );
+    assert_eq!(c.file.as_deref(), Some("tests/t.py"));
+    assert_eq!(c.classname.as_deref(), Some("k"));
 }

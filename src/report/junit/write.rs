@@ -3,23 +3,42 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
-use std::time::Duration;
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 
 use super::model::*;
+use crate::framework::Framework;
 use crate::report::verdict::{Attempt, TestResult, Verdict};
+
+/// What the merged report says besides the tests' results.
+pub(crate) struct RunInfo<'a> {
+    /// When the run started: each `<testsuite>`'s `timestamp`.
+    pub started: SystemTime,
+    /// The machine Offload ran on: each `<testsuite>`'s `hostname` (see [`hostname`]).
+    pub hostname: &'a str,
+    /// The run's framework: the `classname` and `file` of tests whose result does not
+    /// carry them.
+    pub framework: &'a dyn Framework,
+}
 
 /// Writes the merged report of a run to `path` through a temporary file in the same
 /// directory that is renamed in once complete (the old report is removed just before),
 /// creating parent directories. No reader ever sees a partly written report.
 ///
 /// Layout: `<testsuites name="offload" tests failures errors skipped time>` holding one
-/// `<testsuite>` per group (in order of first appearance in `results`), each test once, in
-/// the order given, as `<testcase name="<ID>" classname time>`:
+/// `<testsuite name tests failures errors skipped time timestamp hostname>` per group
+/// (in order of first appearance in `results`), each test once, in the order given, as
+/// `<testcase name="<ID>" classname [file] time>`:
 ///
-/// * `classname` is the framework's classname of the final attempt when known, else the
-///   group name; `time` is the final attempt's (see [`TestResult::final_attempt`]).
+/// * `name` is the test ID as discovered (what `offload logs --test` and the durations
+///   reader match on).
+/// * `classname` is the one the runner wrote for the deciding attempt (see
+///   [`TestResult::final_attempt`]); for a test whose result has none (not run, timed
+///   out, decided by the exit code) the one the framework gives the ID
+///   ([`Framework::junit_classname`]); failing that, the group name.
+/// * `file` is the runner's when it wrote one, else the framework's
+///   ([`Framework::source_file`]); absent when neither knows.
 /// * Passed: no outcome child. Flaky: a `<flakyFailure>` (`<flakyError>` for an errored
 ///   attempt) per failed attempt.
 /// * Failed: `<failure message type>body</failure>` from the final failed attempt, then a
@@ -34,19 +53,21 @@ use crate::report::verdict::{Attempt, TestResult, Verdict};
 ///
 /// Counts are per unique test: `failures` counts failed tests, `errors` errored tests and
 /// tests not run.
-/// The root `time` is `total_time`, a suite's the sum of its tests' times.
-pub(crate) fn write_merged(
-    path: &Path,
-    results: &[TestResult],
-    total_time: Duration,
-) -> Result<()> {
-    let xml = render_merged(results, total_time);
+///
+/// Times are test time, in seconds with three decimals: a testcase's is its deciding
+/// attempt's, a suite's the sum of its testcases' and the root's the sum of the suites',
+/// each sum taken over the written (rounded) values, so that a reader that adds them up
+/// finds the same. Tests run in parallel, so the root's time is usually more than the
+/// run's wall time, which the summary prints. `timestamp` is the start of the run in
+/// UTC (`2024-05-01T10:00:00+00:00`).
+pub(crate) fn write_merged(path: &Path, results: &[TestResult], run: &RunInfo<'_>) -> Result<()> {
+    let xml = render_merged(results, run);
     write_atomically(path, xml.as_bytes())
         .with_context(|| format!("cannot write the junit report `{}`", path.display()))
 }
 
 /// The text [`write_merged`] writes.
-pub(crate) fn render_merged(results: &[TestResult], total_time: Duration) -> String {
+pub(crate) fn render_merged(results: &[TestResult], run: &RunInfo<'_>) -> String {
     let mut groups: Vec<(&str, Vec<&TestResult>)> = Vec::new();
     for result in results {
         match groups.iter_mut().find(|(g, _)| *g == result.group) {
@@ -54,26 +75,91 @@ pub(crate) fn render_merged(results: &[TestResult], total_time: Duration) -> Str
             None => groups.push((&result.group, vec![result])),
         }
     }
+    let suite_millis: Vec<u128> = groups
+        .iter()
+        .map(|(_, members)| {
+            members
+                .iter()
+                .fold(0u128, |sum, r| sum.saturating_add(case_millis(r)))
+        })
+        .collect();
+    let total_millis = suite_millis
+        .iter()
+        .fold(0u128, |sum, m| sum.saturating_add(*m));
+    let mut suite_attrs = String::from(" timestamp=\"");
+    push_timestamp(&mut suite_attrs, run.started);
+    suite_attrs.push_str("\" hostname=\"");
+    escape_attr(run.hostname, &mut suite_attrs);
+    suite_attrs.push('"');
 
-    let mut out = String::with_capacity(256 + results.len() * 128);
+    let mut out = String::with_capacity(256 + results.len() * 160);
     out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     out.push_str("<testsuites name=\"offload\"");
     push_counts(&mut out, results.iter());
-    let _ = writeln!(out, " time=\"{:.3}\">", total_time.as_secs_f64());
-    for (group, members) in &groups {
+    out.push_str(" time=\"");
+    push_millis(&mut out, total_millis);
+    out.push_str("\">\n");
+    for ((group, members), millis) in groups.iter().zip(suite_millis) {
         out.push_str("  <testsuite name=\"");
         escape_attr(group, &mut out);
         out.push('"');
         push_counts(&mut out, members.iter().copied());
-        let time: f64 = members.iter().map(|r| case_time(r)).sum();
-        let _ = writeln!(out, " time=\"{time:.3}\">");
+        out.push_str(" time=\"");
+        push_millis(&mut out, millis);
+        out.push('"');
+        out.push_str(&suite_attrs);
+        out.push_str(">\n");
         for result in members {
-            push_testcase(&mut out, result);
+            push_testcase(&mut out, result, run.framework);
         }
         out.push_str("  </testsuite>\n");
     }
     out.push_str("</testsuites>\n");
     out
+}
+
+/// The name of this machine, for the report's `hostname`; `localhost` when the system
+/// does not tell (the JUnit schema requires the attribute).
+pub(crate) fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is writable for its whole length, which is what we pass.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_owned(),
+        _ => "localhost".to_owned(),
+    }
+}
+
+/// Writes `at` as an ISO 8601 UTC date and time to the second (times before 1970 as
+/// 1970-01-01).
+pub(super) fn push_timestamp(out: &mut String, at: SystemTime) {
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let time = secs % 86_400;
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}+00:00",
+        time / 3600,
+        time % 3600 / 60,
+        time % 60
+    );
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, for days on or after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + u64::from(month <= 2), month, day)
 }
 
 fn push_counts<'a>(out: &mut String, results: impl Iterator<Item = &'a TestResult>) {
@@ -93,23 +179,35 @@ fn push_counts<'a>(out: &mut String, results: impl Iterator<Item = &'a TestResul
     );
 }
 
-fn case_time(result: &TestResult) -> f64 {
-    result.final_attempt().map_or(0.0, |a| a.case.time)
+/// The deciding attempt's time in milliseconds, as it is written.
+fn case_millis(result: &TestResult) -> u128 {
+    result.final_attempt().map_or(0, |a| millis(a.case.time))
 }
 
-fn push_testcase(out: &mut String, result: &TestResult) {
+fn push_testcase(out: &mut String, result: &TestResult, framework: &dyn Framework) {
     let last = result.final_attempt();
     let case = last.map(|a| &a.case);
     out.push_str("    <testcase name=\"");
     escape_attr(&result.id, out);
     out.push_str("\" classname=\"");
-    escape_attr(
-        case.and_then(|c| c.classname.as_deref())
-            .unwrap_or(&result.group),
-        out,
-    );
-    out.push_str("\" time=\"");
-    push_seconds(out, case_time(result));
+    match case.and_then(|c| c.classname.as_deref()) {
+        Some(classname) => escape_attr(classname, out),
+        None => match framework.junit_classname(&result.id) {
+            Some(classname) => escape_attr(&classname, out),
+            None => escape_attr(&result.group, out),
+        },
+    }
+    out.push('"');
+    let file = case
+        .and_then(|c| c.file.as_deref())
+        .or_else(|| framework.source_file(&result.id));
+    if let Some(file) = file {
+        out.push_str(" file=\"");
+        escape_attr(file, out);
+        out.push('"');
+    }
+    out.push_str(" time=\"");
+    push_millis(out, case_millis(result));
     out.push('"');
 
     let detail = || {
@@ -189,19 +287,34 @@ fn push_testcase(out: &mut String, result: &TestResult) {
     out.push_str("    </testcase>\n");
 }
 
-/// Writes `secs` as `{:.3}` would. Formatting floats is most of the time spent rendering
-/// a large report, so the common case goes through integer milliseconds. Below 10^8 ms
-/// the product is exact to 10^-8, so only values within 10^-6 of a rounding tie (where
-/// the two roundings could differ) and larger ones need the exact path.
-pub(super) fn push_seconds(out: &mut String, secs: f64) {
+/// `secs` in whole milliseconds, rounded as `{:.3}` would (saturating; wide enough for
+/// any time a runner may write, `1e20` say, to be written back as it was). Formatting
+/// floats is most of the time spent rendering a large report, so the common case goes
+/// through integer arithmetic. Below 10^8 ms the product is exact to 10^-8, so only
+/// values within 10^-6 of a rounding tie (where the two roundings could differ) and
+/// larger ones need the exact path.
+pub(super) fn millis(secs: f64) -> u128 {
     let millis = secs * 1000.0;
     let near_tie = (millis.fract() - 0.5).abs() < 1e-6;
     if (0.0..1e8).contains(&millis) && !near_tie {
-        let millis = millis.round() as u64;
-        let _ = write!(out, "{}.{:03}", millis / 1000, millis % 1000);
-    } else {
-        let _ = write!(out, "{secs:.3}");
+        return millis.round() as u128;
     }
+    if secs.is_nan() || secs < 0.0 {
+        return 0;
+    }
+    let text = format!("{secs:.3}");
+    let (whole, frac) = text.split_once('.').unwrap_or((&text, "0"));
+    whole
+        .parse::<u128>()
+        .ok()
+        .and_then(|whole| whole.checked_mul(1000))
+        .and_then(|m| m.checked_add(frac.parse().unwrap_or(0)))
+        .unwrap_or(u128::MAX)
+}
+
+/// Writes a number of milliseconds as seconds with three decimals.
+pub(super) fn push_millis(out: &mut String, millis: u128) {
+    let _ = write!(out, "{}.{:03}", millis / 1000, millis % 1000);
 }
 
 fn not_run_message(reason: Option<&str>) -> String {
