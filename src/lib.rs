@@ -14,6 +14,7 @@ mod bundled;
 pub mod cli;
 mod commands;
 pub mod config;
+mod date;
 mod exit;
 pub mod framework;
 mod image;

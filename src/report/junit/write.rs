@@ -137,7 +137,7 @@ pub(super) fn push_timestamp(out: &mut String, at: SystemTime) {
     let secs = at
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let (year, month, day) = civil_from_days(secs / 86_400);
+    let (year, month, day) = crate::date::civil_from_days(secs / 86_400);
     let time = secs % 86_400;
     let _ = write!(
         out,
@@ -146,20 +146,6 @@ pub(super) fn push_timestamp(out: &mut String, at: SystemTime) {
         time % 3600 / 60,
         time % 60
     );
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + u64::from(month <= 2), month, day)
 }
 
 fn push_counts<'a>(out: &mut String, results: impl Iterator<Item = &'a TestResult>) {
