@@ -170,38 +170,15 @@ fn case_millis(result: &TestResult) -> u128 {
     result.final_attempt().map_or(0, |a| millis(a.case.time))
 }
 
-fn push_testcase(out: &mut String, result: &TestResult, framework: &dyn Framework) {
-    let last = result.final_attempt();
-    let case = last.map(|a| &a.case);
-    out.push_str("    <testcase name=\"");
-    escape_attr(&result.id, out);
-    out.push_str("\" classname=\"");
-    match case.and_then(|c| c.classname.as_deref()) {
-        Some(classname) => escape_attr(classname, out),
-        None => match framework.junit_classname(&result.id) {
-            Some(classname) => escape_attr(&classname, out),
-            None => escape_attr(&result.group, out),
-        },
-    }
-    out.push('"');
-    let file = case
-        .and_then(|c| c.file.as_deref())
-        .or_else(|| framework.source_file(&result.id));
-    if let Some(file) = file {
-        out.push_str(" file=\"");
-        escape_attr(file, out);
-        out.push('"');
-    }
-    out.push_str(" time=\"");
-    push_millis(out, case_millis(result));
-    out.push('"');
-
+/// The outcome element of `result`'s testcase (`failure`, `error` or `skipped`) with
+/// its detail, from the deciding attempt's `case`; `None` for a pass.
+fn final_outcome(result: &TestResult, case: Option<&TestCase>) -> Option<(&'static str, Detail)> {
     let detail = || {
         case.and_then(|c| c.outcome.detail())
             .cloned()
             .unwrap_or_default()
     };
-    let outcome: Option<(&str, Detail)> = match result.verdict {
+    match result.verdict {
         Verdict::Passed | Verdict::Flaky => None,
         Verdict::Skipped => Some(("skipped", detail())),
         Verdict::Failed => {
@@ -230,7 +207,36 @@ fn push_testcase(out: &mut String, result: &TestResult, framework: &dyn Framewor
                 },
             ))
         }
-    };
+    }
+}
+
+fn push_testcase(out: &mut String, result: &TestResult, framework: &dyn Framework) {
+    let last = result.final_attempt();
+    let case = last.map(|a| &a.case);
+    out.push_str("    <testcase name=\"");
+    escape_attr(&result.id, out);
+    out.push_str("\" classname=\"");
+    match case.and_then(|c| c.classname.as_deref()) {
+        Some(classname) => escape_attr(classname, out),
+        None => match framework.junit_classname(&result.id) {
+            Some(classname) => escape_attr(&classname, out),
+            None => escape_attr(&result.group, out),
+        },
+    }
+    out.push('"');
+    let file = case
+        .and_then(|c| c.file.as_deref())
+        .or_else(|| framework.source_file(&result.id));
+    if let Some(file) = file {
+        out.push_str(" file=\"");
+        escape_attr(file, out);
+        out.push('"');
+    }
+    out.push_str(" time=\"");
+    push_millis(out, case_millis(result));
+    out.push('"');
+
+    let outcome = final_outcome(result, case);
     let earlier: Vec<&Attempt> = result.earlier_failures().collect();
     let system_out = case.and_then(|c| c.system_out.as_deref());
     let system_err = case.and_then(|c| c.system_err.as_deref());
