@@ -165,10 +165,7 @@ fn pytest_bad_filters_are_an_error() {
 const NEXTEST_TOML: &str = "[profile.default]\nretries = 1\n";
 
 fn nextest_crate(p: &Project) {
-    p.file(
-        "Cargo.toml",
-        "[package]\nname = \"nxdemo\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
-    );
+    p.manifest("nxdemo");
     p.file(
         "src/lib.rs",
         "pub fn add(a: i32, b: i32) -> i32 { a + b }\n\

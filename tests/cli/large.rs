@@ -268,10 +268,7 @@ fn a_nextest_batch_of_long_names_runs_in_one_batch() {
     // 1500 tests whose filterset terms add up to well over 128 KiB.
     const TESTS: usize = 1500;
     let p = Project::new();
-    p.file(
-        "Cargo.toml",
-        "[package]\nname = \"bigbatch\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
-    );
+    p.manifest("bigbatch");
     let tests: String = (0..TESTS)
         .map(|i| {
             format!(

@@ -96,10 +96,7 @@ fn an_interrupt_keeps_the_tests_that_already_finished() {
 #[test]
 fn nextest_results_survive_a_batch_timeout() {
     let p = Project::new();
-    p.file(
-        "Cargo.toml",
-        "[package]\nname = \"lv\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
-    );
+    p.manifest("lv");
     p.file(
         "src/lib.rs",
         "#[cfg(test)]\nmod tests {\n\

@@ -175,10 +175,7 @@ fn progress_lines_count_tests_not_run_apart_from_failures() {
 /// A crate with a passing, a `should_panic` and an `#[ignore]`d test.
 fn crate_with_ignored_test(include_ignored: bool) -> Project {
     let p = Project::new();
-    p.file(
-        "Cargo.toml",
-        "[package]\nname = \"kinds\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
-    );
+    p.manifest("kinds");
     p.file(
         "src/lib.rs",
         r#"

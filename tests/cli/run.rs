@@ -598,10 +598,7 @@ fn nextest_verdicts_and_retries() {
     let p = Project::new();
     let state = p.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
-    p.file(
-        "Cargo.toml",
-        "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
-    );
+    p.manifest("tiny");
     p.file(
         "src/lib.rs",
         r#"
@@ -770,10 +767,7 @@ fn a_closed_stderr_neither_panics_nor_changes_the_exit_code() {
 #[test]
 fn nextest_batches_reuse_one_build_and_see_changed_sources() {
     let p = Project::new();
-    p.file(
-        "Cargo.toml",
-        "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
-    );
+    p.manifest("tiny");
     let tests = |names: &[&str]| {
         let body: String = names
             .iter()

@@ -43,6 +43,17 @@ impl Project {
         path
     }
 
+    /// Writes `Cargo.toml` for a crate `name` (edition 2021) that is a workspace of its
+    /// own, so cargo never looks for one above the temporary directory.
+    pub fn manifest(&self, name: &str) -> PathBuf {
+        self.file(
+            "Cargo.toml",
+            &format!(
+                "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n"
+            ),
+        )
+    }
+
     /// An `offload` command whose working directory is the project root.
     pub fn offload(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_offload"));
