@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands;
 use crate::exit;
+use crate::framework::FrameworkKind;
 use crate::orchestrator::progress::StatusLevel;
+use crate::provider::ProviderKind;
 use crate::report::summary::FinalStatusLevel;
 
 /// What `offload --version` prints after the name: the package version, then the commit
@@ -149,38 +151,15 @@ struct CollectArgs {
     pub keyword: Option<String>,
 }
 
-/// Providers `offload init` can write a configuration for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum InitProvider {
-    /// Local child processes.
-    Local,
-    /// Your own shell commands drive the sandboxes.
-    Default,
-    /// Modal cloud sandboxes.
-    Modal,
-}
-
-/// Frameworks `offload init` can write a configuration for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum InitFramework {
-    /// pytest.
-    Pytest,
-    /// cargo-nextest.
-    #[value(alias = "nextest")]
-    Cargo,
-    /// Your own discovery and run commands.
-    Default,
-}
-
 /// Flags of `offload init`.
 #[derive(Debug, Args)]
 struct InitArgs {
     /// Provider to configure.
-    #[arg(short, long, value_enum, default_value_t = InitProvider::Local)]
-    provider: InitProvider,
+    #[arg(short, long, value_enum, default_value = "local")]
+    provider: ProviderKind,
     /// Test framework to configure.
-    #[arg(short, long, value_enum, default_value_t = InitFramework::Pytest)]
-    framework: InitFramework,
+    #[arg(short, long, value_enum, default_value = "pytest")]
+    framework: FrameworkKind,
     /// Overwrite an existing file.
     #[arg(long)]
     force: bool,
@@ -343,18 +322,9 @@ impl From<CollectArgs> for commands::collect::CollectOptions {
 
 impl From<InitArgs> for commands::init::InitOptions {
     fn from(a: InitArgs) -> Self {
-        use crate::commands::init::{FrameworkChoice, ProviderChoice};
         Self {
-            provider: match a.provider {
-                InitProvider::Local => ProviderChoice::Local,
-                InitProvider::Default => ProviderChoice::Default,
-                InitProvider::Modal => ProviderChoice::Modal,
-            },
-            framework: match a.framework {
-                InitFramework::Pytest => FrameworkChoice::Pytest,
-                InitFramework::Cargo => FrameworkChoice::Cargo,
-                InitFramework::Default => FrameworkChoice::Default,
-            },
+            provider: a.provider,
+            framework: a.framework,
             force: a.force,
         }
     }

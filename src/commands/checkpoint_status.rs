@@ -24,7 +24,6 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::config::ProviderConfig;
 use crate::exit;
 use crate::image::base::{CHECKPOINT_WALK_LIMIT, CheckpointSearch, RepoState, find_checkpoint};
 use crate::image::diff::thin_diff;
@@ -33,8 +32,9 @@ use crate::image::git::Git;
 use crate::image::notes::{self, SyncOutcome, short};
 use crate::image::pipeline::commits_back;
 use crate::output::plural;
+use crate::provider::ProviderConfig;
+use crate::provider::Setup;
 use crate::provider::default_image::opts_into_thin_diffs;
-use crate::provider::modal;
 
 /// Width of the label column (`Next run mode:` plus padding).
 const LABEL_WIDTH: usize = 20;
@@ -104,10 +104,9 @@ pub(crate) fn run(config: &Path, remote: &str) -> Result<i32> {
 /// Whether runs with `provider` go through the cache and thin diffs: a `default`
 /// provider only when its `prepare_command` opts in.
 fn takes_thin_diffs(provider: &ProviderConfig) -> Result<bool> {
-    Ok(match provider {
-        ProviderConfig::Default(p) => opts_into_thin_diffs(p),
-        ProviderConfig::Modal(m) => opts_into_thin_diffs(&modal::default_config(m)?),
-        ProviderConfig::Local(_) => true,
+    Ok(match Setup::of(provider)? {
+        Setup::Local(_) => true,
+        Setup::Commands(p) => opts_into_thin_diffs(&p),
     })
 }
 

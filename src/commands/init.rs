@@ -10,36 +10,16 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 
 use crate::exit;
-
-/// The provider to write a configuration for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ProviderChoice {
-    /// Local processes.
-    Local,
-    /// Shell-command sandboxes.
-    Default,
-    /// Modal.
-    Modal,
-}
-
-/// The framework to write a configuration for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FrameworkChoice {
-    /// pytest.
-    Pytest,
-    /// cargo-nextest.
-    Cargo,
-    /// Custom commands.
-    Default,
-}
+use crate::framework::FrameworkKind;
+use crate::provider::ProviderKind;
 
 /// Options of `offload init`.
 #[derive(Debug, Clone)]
 pub(crate) struct InitOptions {
     /// Provider.
-    pub(crate) provider: ProviderChoice,
+    pub(crate) provider: ProviderKind,
     /// Framework.
-    pub(crate) framework: FrameworkChoice,
+    pub(crate) framework: FrameworkKind,
     /// Overwrite an existing file.
     pub(crate) force: bool,
 }
@@ -71,11 +51,7 @@ pub(crate) fn run(path: &Path, options: InitOptions) -> Result<i32> {
     };
     file.write_all(text.as_bytes())
         .with_context(|| format!("cannot write `{}`", path.display()))?;
-    let scripts = if options.framework == FrameworkChoice::Default {
-        write_starter_scripts(options.force)?
-    } else {
-        Vec::new()
-    };
+    let scripts = write_starter_files(options.framework.info().starter_files, options.force)?;
 
     let mut next = String::from("offload run");
     if path != Path::new("offload.toml") {
@@ -94,25 +70,15 @@ pub(crate) fn run(path: &Path, options: InitOptions) -> Result<i32> {
     Ok(exit::SUCCESS)
 }
 
-/// The starter scripts the `default` framework's template runs, relative to the directory
-/// `offload` runs in (where the template's commands run).
-const STARTER_SCRIPTS: [(&str, &str); 2] = [
-    (
-        "scripts/list-tests.sh",
-        include_str!("../../scripts/starter/list-tests.sh"),
-    ),
-    (
-        "scripts/run-tests.sh",
-        include_str!("../../scripts/starter/run-tests.sh"),
-    ),
-];
-
-/// Writes [`STARTER_SCRIPTS`], so the generated configuration runs as written, and
-/// returns the ones it wrote. A script that already exists is kept (it is the user's
-/// own) unless `force` is given.
-fn write_starter_scripts(force: bool) -> Result<Vec<&'static str>> {
+/// Writes the framework's starter `files`, so the generated configuration runs as
+/// written, and returns the ones it wrote. A file that already exists is kept (it is
+/// the user's own) unless `force` is given.
+fn write_starter_files(
+    files: &'static [(&'static str, &'static str)],
+    force: bool,
+) -> Result<Vec<&'static str>> {
     let mut written = Vec::new();
-    for (rel, text) in STARTER_SCRIPTS {
+    for &(rel, text) in files {
         let path = Path::new(rel);
         if path.exists() && !force {
             crate::statusln!("kept the existing `{rel}` (pass `--force` to replace it)");
@@ -136,14 +102,11 @@ fn cpu_count() -> usize {
 /// The commented configuration file for `provider` and `framework`. The local provider
 /// runs batches on this machine, so its `max_parallel` is `cpus` (the machine's CPU
 /// count); the others keep 10 sandboxes, whose CPUs are not this machine's.
-pub(crate) fn template(
-    provider: ProviderChoice,
-    framework: FrameworkChoice,
-    cpus: usize,
-) -> String {
+pub(crate) fn template(provider: ProviderKind, framework: FrameworkKind, cpus: usize) -> String {
+    let local = provider.info().local;
     let mut out = String::from(HEADER);
     out.push_str(OFFLOAD);
-    if provider == ProviderChoice::Local {
+    if local {
         out.push_str(&format!(
             "# One sandbox per CPU: `offload init` found {cpus} on this machine.\n\
              max_parallel = {cpus}\n"
@@ -152,23 +115,15 @@ pub(crate) fn template(
         out.push_str("max_parallel = 10\n");
     }
     out.push_str(OFFLOAD_TIMEOUT);
-    if provider != ProviderChoice::Local {
+    if !local {
         out.push_str(SANDBOX_ROOT);
     }
     out.push('\n');
-    out.push_str(match provider {
-        ProviderChoice::Local => PROVIDER_LOCAL,
-        ProviderChoice::Default => PROVIDER_DEFAULT,
-        ProviderChoice::Modal => PROVIDER_MODAL,
-    });
+    out.push_str(provider.info().template);
     out.push('\n');
     out.push_str(PROVIDER_ENV);
     out.push('\n');
-    out.push_str(match framework {
-        FrameworkChoice::Pytest => FRAMEWORK_PYTEST,
-        FrameworkChoice::Cargo => FRAMEWORK_CARGO,
-        FrameworkChoice::Default => FRAMEWORK_DEFAULT,
-    });
+    out.push_str(framework.info().template);
     out.push('\n');
     out.push_str(GROUPS_AND_REPORT);
     out
@@ -198,107 +153,10 @@ sandbox_project_root = \"/app\"
 # sandbox_init_cmd = \"pip install -r requirements.txt\"
 ";
 
-const PROVIDER_LOCAL: &str = "\
-# Where batches run: `local` runs each batch as a child process on this machine, in
-# `working_dir` (default: the current directory), through `shell`.
-[provider]
-type = \"local\"
-# working_dir = \".\"
-# shell = \"/bin/sh\"
-";
-
-const PROVIDER_DEFAULT: &str = "\
-# Where batches run: sandboxes driven by your own shell commands (each run with `sh -c`).
-# Placeholders: {image_id} is the last line prepare_command printed, {sandbox_id} the ID
-# create_command printed, {command} the shell-quoted test command to run in the sandbox,
-# {paths} space-separated 'remote':'local' pairs to copy out, {cpu_cores} the value below.
-# The scripts below are placeholders for your own. With the bundled Modal script the
-# lifecycle reads:
-#   prepare_command = \"uv run @modal_sandbox.py prepare --include-cwd Dockerfile\"
-#   thin_diff = true
-#   create_command = \"uv run @modal_sandbox.py create {image_id}\"
-#   exec_command = \"uv run @modal_sandbox.py exec {sandbox_id} {command}\"
-#   destroy_command = \"uv run @modal_sandbox.py destroy {sandbox_id}\"
-#   download_command = \"uv run @modal_sandbox.py download {sandbox_id} {paths}\"
-[provider]
-type = \"default\"
-# Builds the sandbox image once per run, run exactly as written; its last line of
-# stdout is the image ID. It builds from $OFFLOAD_CONTEXT_DIR (the working tree), e.g.
-# prepare_command = \"docker build -q {context_dir}\"
-# prepare_command = \"./scripts/build-image.sh\"
-# true when prepare_command can also build from $OFFLOAD_BASE_IMAGE plus the patch in
-# $OFFLOAD_PATCH_FILE: base images are then cached and only thin diffs are built.
-# thin_diff = false
-# Creates a sandbox and prints its ID.
-create_command = \"./scripts/create-sandbox.sh\"
-# Runs {command} inside the sandbox.
-exec_command = \"./scripts/exec-in-sandbox.sh {sandbox_id} {command}\"
-# Destroys the sandbox.
-destroy_command = \"./scripts/destroy-sandbox.sh {sandbox_id}\"
-# Copies files (the JUnit results) out of the sandbox.
-download_command = \"./scripts/download-from-sandbox.sh {sandbox_id} {paths}\"
-# Time limit of each command above, in seconds (test batches use test_timeout_secs).
-timeout_secs = 3600
-# Directories copied into the image, as \"local:remote\".
-copy_dirs = []
-# CPU cores per sandbox: the {cpu_cores} placeholder and the cost estimate.
-cpu_cores = 1.0
-";
-
-const PROVIDER_MODAL: &str = "\
-# Where batches run: Modal cloud sandboxes (needs `uv` and Modal credentials). The image
-# is built from `dockerfile`; include_cwd copies this directory into sandbox_project_root.
-[provider]
-type = \"modal\"
-dockerfile = \"Dockerfile\"
-include_cwd = true
-# Directories copied into the image, as \"local:remote\".
-# copy_dirs = [\"./data:/app/data\"]
-# Resources per sandbox.
-# cpu_cores = 0.125
-# memory_gb = 2.0
-";
-
 const PROVIDER_ENV: &str = "\
 # Environment variables set for every test process.
 [provider.env]
 # MY_SETTING = \"value\"
-";
-
-const FRAMEWORK_PYTEST: &str = "\
-# How tests are found and run: pytest, started with `command`, collecting from `paths`.
-[framework]
-type = \"pytest\"
-command = \"python -m pytest\"
-paths = [\"tests\"]
-# Extra pytest arguments for test runs only (not for discovery).
-# run_args = \"--tb=long\"
-";
-
-const FRAMEWORK_CARGO: &str = "\
-# How tests are found and run: cargo-nextest (`cargo install cargo-nextest`) lists and
-# runs the tests of the workspace.
-[framework]
-type = \"cargo\"
-# Only this package (-p), with these features.
-# package = \"my-crate\"
-# features = [\"feature-a\"]
-";
-
-const FRAMEWORK_DEFAULT: &str = "\
-# How tests are found and run, with your own commands (each run with `sh -c`):
-# - discover_command prints one test ID per line; {filters} becomes the group's `filters`.
-# - run_command runs one batch: {tests} becomes the batch's test IDs, shell-quoted, and
-#   {result_file} the path of the JUnit XML report it must write.
-# - test_id_format rebuilds a test ID from the report's `classname` and `name`.
-# Without result_file, a batch passes or fails as a whole by its exit code.
-# The two scripts are starters written beside this file (they run `tests/test_*.sh`
-# scripts, the path being the test ID): replace them with your own.
-[framework]
-type = \"default\"
-discover_command = \"sh scripts/list-tests.sh {filters}\"
-run_command = \"sh scripts/run-tests.sh --junit-xml {result_file} {tests}\"
-test_id_format = \"{name}\"
 ";
 
 const GROUPS_AND_REPORT: &str = "\
@@ -320,40 +178,20 @@ junit_file = \"junit.xml\"
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{FrameworkConfig, ProviderConfig, load::load_str_with_env};
-
-    const PROVIDERS: [ProviderChoice; 3] = [
-        ProviderChoice::Local,
-        ProviderChoice::Default,
-        ProviderChoice::Modal,
-    ];
-    const FRAMEWORKS: [FrameworkChoice; 3] = [
-        FrameworkChoice::Pytest,
-        FrameworkChoice::Cargo,
-        FrameworkChoice::Default,
-    ];
+    use crate::config::{FrameworkConfig, Kind, ProviderConfig, load::load_str_with_env};
 
     #[test]
     fn every_template_loads_and_validates_without_warnings() {
-        for provider in PROVIDERS {
-            for framework in FRAMEWORKS {
+        for &provider in ProviderKind::all() {
+            for &framework in FrameworkKind::all() {
                 let text = template(provider, framework, 3);
                 let loaded = load_str_with_env(&text, Path::new("offload.toml"), &|_| None)
                     .unwrap_or_else(|e| panic!("{provider:?}/{framework:?}: {e:#}\n{text}"));
                 assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
                 let c = loaded.config;
-                let want_provider = match provider {
-                    ProviderChoice::Local => "local",
-                    ProviderChoice::Default => "default",
-                    ProviderChoice::Modal => "modal",
-                };
-                let want_framework = match framework {
-                    FrameworkChoice::Pytest => "pytest",
-                    FrameworkChoice::Cargo => "cargo",
-                    FrameworkChoice::Default => "default",
-                };
-                assert_eq!(c.provider.type_name(), want_provider);
-                assert_eq!(c.framework.type_name(), want_framework);
+                // Each kind's template selects that kind.
+                assert_eq!(c.provider.kind(), provider);
+                assert_eq!(c.framework.kind(), framework);
                 assert_eq!(c.groups.keys().collect::<Vec<_>>(), ["all"]);
                 assert_eq!(c.report.junit_path(), Path::new("test-results/junit.xml"));
                 assert!(c.report.junit);
@@ -364,7 +202,7 @@ mod tests {
 
     #[test]
     fn local_templates_run_as_written() {
-        let text = template(ProviderChoice::Local, FrameworkChoice::Pytest, 3);
+        let text = template(ProviderKind::Local, FrameworkKind::Pytest, 3);
         let c = crate::config::load_str(&text, Path::new("offload.toml"))
             .unwrap()
             .config;
@@ -379,7 +217,7 @@ mod tests {
         assert_eq!(pytest.command.as_deref(), Some("python -m pytest"));
         assert_eq!(pytest.paths, [Path::new("tests")]);
 
-        let text = template(ProviderChoice::Local, FrameworkChoice::Cargo, 3);
+        let text = template(ProviderKind::Local, FrameworkKind::Cargo, 3);
         let c = crate::config::load_str(&text, Path::new("offload.toml"))
             .unwrap()
             .config;
@@ -391,12 +229,12 @@ mod tests {
 
     #[test]
     fn local_sandboxes_are_one_per_cpu_and_remote_ones_ten() {
-        for framework in FRAMEWORKS {
+        for &framework in FrameworkKind::all() {
             for (provider, cpus, want) in [
-                (ProviderChoice::Local, 3, 3),
-                (ProviderChoice::Local, 64, 64),
-                (ProviderChoice::Default, 3, 10),
-                (ProviderChoice::Modal, 64, 10),
+                (ProviderKind::Local, 3, 3),
+                (ProviderKind::Local, 64, 64),
+                (ProviderKind::Default, 3, 10),
+                (ProviderKind::Modal, 64, 10),
             ] {
                 let text = template(provider, framework, cpus);
                 let c = crate::config::load_str(&text, Path::new("offload.toml"))
@@ -406,7 +244,7 @@ mod tests {
                 assert_eq!(c.offload.test_timeout_secs, 900);
                 assert_eq!(
                     text.contains(&format!("found {cpus} on this machine")),
-                    provider == ProviderChoice::Local,
+                    provider == ProviderKind::Local,
                     "{text}"
                 );
             }
@@ -416,7 +254,7 @@ mod tests {
 
     #[test]
     fn remote_templates_have_their_lifecycle() {
-        let text = template(ProviderChoice::Modal, FrameworkChoice::Pytest, 3);
+        let text = template(ProviderKind::Modal, FrameworkKind::Pytest, 3);
         let c = crate::config::load_str(&text, Path::new("offload.toml"))
             .unwrap()
             .config;
@@ -427,7 +265,7 @@ mod tests {
         assert!(modal.include_cwd);
         assert_eq!(c.offload.sandbox_project_root.as_deref(), Some("/app"));
 
-        let text = template(ProviderChoice::Default, FrameworkChoice::Default, 3);
+        let text = template(ProviderKind::Default, FrameworkKind::Default, 3);
         let c = crate::config::load_str(&text, Path::new("offload.toml"))
             .unwrap()
             .config;
@@ -451,8 +289,8 @@ mod tests {
 
     #[test]
     fn every_table_has_a_comment_above_it() {
-        for provider in PROVIDERS {
-            for framework in FRAMEWORKS {
+        for &provider in ProviderKind::all() {
+            for &framework in FrameworkKind::all() {
                 let text = template(provider, framework, 3);
                 let lines: Vec<&str> = text.lines().collect();
                 for (i, line) in lines.iter().enumerate() {
@@ -469,8 +307,8 @@ mod tests {
 
     fn options(force: bool) -> InitOptions {
         InitOptions {
-            provider: ProviderChoice::Local,
-            framework: FrameworkChoice::Cargo,
+            provider: ProviderKind::Local,
+            framework: FrameworkKind::Cargo,
             force,
         }
     }
@@ -482,7 +320,7 @@ mod tests {
         assert_eq!(run(&path, options(false)).unwrap(), exit::SUCCESS);
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
-            template(ProviderChoice::Local, FrameworkChoice::Cargo, cpu_count())
+            template(ProviderKind::Local, FrameworkKind::Cargo, cpu_count())
         );
         std::fs::write(&path, "mine").unwrap();
         assert_eq!(run(&path, options(false)).unwrap(), exit::FAILURE);

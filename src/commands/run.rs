@@ -19,7 +19,7 @@ use rustc_hash::FxHashMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::selection::Selection;
-use crate::config::{Config, ProviderConfig};
+use crate::config::Config;
 use crate::exit;
 use crate::framework::cache::DiscoveryCache;
 use crate::framework::cargo::Cargo;
@@ -474,6 +474,7 @@ fn apply_flags(config: &mut Config, options: &RunOptions) -> Result<()> {
         };
         config
             .provider
+            .section_mut()
             .env_mut()
             .insert(key.to_owned(), value.to_owned());
     }
@@ -484,24 +485,10 @@ fn apply_flags(config: &mut Config, options: &RunOptions) -> Result<()> {
             );
         }
     }
-    match &mut config.provider {
-        ProviderConfig::Local(_) => {
-            if !options.copy_dirs.is_empty() {
-                tracing::warn!(
-                    "--copy-dir has no effect with the local provider: its sandboxes run in the working directory itself"
-                );
-            }
-        }
-        ProviderConfig::Default(p) => {
-            if !options.copy_dirs.is_empty() && p.prepare_command.is_none() {
-                tracing::warn!(
-                    "--copy-dir has no effect: no image is built without a `prepare_command`"
-                );
-            }
-            p.copy_dirs.extend(options.copy_dirs.iter().cloned())
-        }
-        ProviderConfig::Modal(p) => p.copy_dirs.extend(options.copy_dirs.iter().cloned()),
-    }
+    config
+        .provider
+        .section_mut()
+        .add_copy_dirs(&options.copy_dirs);
     Ok(())
 }
 
@@ -509,13 +496,19 @@ fn apply_flags(config: &mut Config, options: &RunOptions) -> Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn flags_apply_and_bad_values_say_how_to_fix_them() {
-        let mut config: Config = toml::from_str(
+    fn local_pytest() -> Config {
+        crate::config::load_str(
             "[offload]\nmax_parallel = 4\n[provider]\ntype = \"local\"\n\
              [framework]\ntype = \"pytest\"\n[groups.all]\n",
+            std::path::Path::new("offload.toml"),
         )
-        .unwrap();
+        .unwrap()
+        .config
+    }
+
+    #[test]
+    fn flags_apply_and_bad_values_say_how_to_fix_them() {
+        let mut config = local_pytest();
         let options = RunOptions {
             parallel: Some(2),
             env: vec!["A=1".to_owned()],
@@ -524,7 +517,12 @@ mod tests {
         apply_flags(&mut config, &options).unwrap();
         assert_eq!(config.offload.max_parallel, 2);
         assert_eq!(
-            config.provider.env_mut().get("A").map(String::as_str),
+            config
+                .provider
+                .section_mut()
+                .env_mut()
+                .get("A")
+                .map(String::as_str),
             Some("1")
         );
 
@@ -544,11 +542,7 @@ mod tests {
 
     #[test]
     fn no_capture_runs_one_sandbox_whatever_parallel_says() {
-        let mut config: Config = toml::from_str(
-            "[offload]\nmax_parallel = 4\n[provider]\ntype = \"local\"\n\
-             [framework]\ntype = \"pytest\"\n[groups.all]\n",
-        )
-        .unwrap();
+        let mut config = local_pytest();
         let options = RunOptions {
             parallel: Some(3),
             no_capture: true,

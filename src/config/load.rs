@@ -31,12 +31,13 @@ use serde::de::{
 use serde::{Deserialize, Deserializer};
 
 use super::expand::{ExpandError, expand};
+use super::kinds::{Described, Kind};
 use super::schema::{
-    CargoConfig, CheckpointConfig, Config, DefaultFrameworkConfig, DefaultProviderConfig,
-    FrameworkConfig, FrameworkKind, GroupConfig, HistoryConfig, LocalProviderConfig,
-    ModalProviderConfig, OffloadConfig, ProviderConfig, ProviderKind, PytestConfig, ReportConfig,
-    shown,
+    CheckpointConfig, Config, FrameworkConfig, GroupConfig, HistoryConfig, OffloadConfig,
+    ProviderConfig, ReportConfig, shown,
 };
+use crate::framework::{FrameworkInfo, FrameworkKind, FrameworkSection, FrameworkVisitor};
+use crate::provider::{ProviderInfo, ProviderKind, ProviderSection, ProviderVisitor};
 
 /// A configuration that passed every check, with where it came from.
 #[derive(Debug, Clone)]
@@ -84,13 +85,11 @@ pub(crate) fn load_str_with_env(
     let table: toml::Table = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
     require_tables(&table).map_err(|msg| cx.error(msg))?;
     let (provider, framework) = probe_kinds(&cx)?;
-    let (mut config, mut warnings) = match provider {
-        ProviderKind::Local => parse_with_provider::<LocalProviderConfig>(&cx, &table, framework),
-        ProviderKind::Default => {
-            parse_with_provider::<DefaultProviderConfig>(&cx, &table, framework)
-        }
-        ProviderKind::Modal => parse_with_provider::<ModalProviderConfig>(&cx, &table, framework),
-    }?;
+    let (mut config, mut warnings) = provider.visit(WithProvider {
+        cx: &cx,
+        table: &table,
+        framework,
+    })?;
     warnings.extend(no_effect_warnings(&config, &table));
     super::validate::validate(&mut config).map_err(|e| cx.error(format!("{e:#}")))?;
     warnings.sort();
@@ -241,58 +240,6 @@ const MISSING_GROUPS: &str = "missing `[groups.NAME]` table: define at least one
      retry_count = 0\n\
      filters = \"\"";
 
-/// A `type` of `[provider]` or `[framework]`: the kinds, their spellings, and how an
-/// error lists them all come from the kind enums of the schema.
-trait Kind: Copy + 'static {
-    fn all() -> &'static [Self];
-    fn name(self) -> &'static str;
-    fn aliases(self) -> &'static [&'static str];
-
-    /// `` `pytest`, `cargo` (also spelled `nextest`), `default` ``.
-    fn listing() -> String {
-        let shown: Vec<String> = Self::all()
-            .iter()
-            .map(|k| match k.aliases() {
-                [] => format!("`{}`", k.name()),
-                aliases => format!(
-                    "`{}` (also spelled {})",
-                    k.name(),
-                    aliases
-                        .iter()
-                        .map(|a| format!("`{a}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            })
-            .collect();
-        shown.join(", ")
-    }
-}
-
-impl Kind for ProviderKind {
-    fn all() -> &'static [Self] {
-        &Self::ALL
-    }
-    fn name(self) -> &'static str {
-        ProviderKind::name(self)
-    }
-    fn aliases(self) -> &'static [&'static str] {
-        ProviderKind::aliases(self)
-    }
-}
-
-impl Kind for FrameworkKind {
-    fn all() -> &'static [Self] {
-        &Self::ALL
-    }
-    fn name(self) -> &'static str {
-        FrameworkKind::name(self)
-    }
-    fn aliases(self) -> &'static [&'static str] {
-        FrameworkKind::aliases(self)
-    }
-}
-
 /// Reads `type` of `[provider]` and `[framework]` and returns their kinds.
 fn probe_kinds(cx: &LoadContext<'_>) -> Result<(ProviderKind, FrameworkKind)> {
     #[derive(Deserialize)]
@@ -335,11 +282,8 @@ fn resolve_kind<K: Kind>(
             ),
         ));
     };
-    if let Some(kind) = K::all()
-        .iter()
-        .find(|k| k.name() == written || k.aliases().contains(&written))
-    {
-        return Ok(*kind);
+    if let Some(kind) = K::named(written) {
+        return Ok(kind);
     }
     let all: Vec<&str> = K::all()
         .iter()
@@ -386,18 +330,41 @@ impl<P: Into<ProviderConfig>, F: Into<FrameworkConfig>> RawConfig<P, F> {
     }
 }
 
-fn parse_with_provider<P>(
-    cx: &LoadContext<'_>,
-    table: &toml::Table,
+/// Parses with the section type of the provider kind (then of the framework kind).
+struct WithProvider<'a, 'b> {
+    cx: &'a LoadContext<'b>,
+    table: &'a toml::Table,
     framework: FrameworkKind,
-) -> Result<(Config, Vec<String>)>
-where
-    P: DeserializeOwned + Into<ProviderConfig>,
-{
-    match framework {
-        FrameworkKind::Pytest => parse_typed::<P, PytestConfig>(cx, table),
-        FrameworkKind::Cargo => parse_typed::<P, CargoConfig>(cx, table),
-        FrameworkKind::Default => parse_typed::<P, DefaultFrameworkConfig>(cx, table),
+}
+
+impl ProviderVisitor for WithProvider<'_, '_> {
+    type Output = Result<(Config, Vec<String>)>;
+    fn visit<P>(self) -> Self::Output
+    where
+        P: ProviderSection + Described<Info = ProviderInfo> + Into<ProviderConfig>,
+    {
+        self.framework.visit(WithFramework::<P> {
+            cx: self.cx,
+            table: self.table,
+            provider: PhantomData,
+        })
+    }
+}
+
+/// Parses with the provider section type `P` and the section type of the framework kind.
+struct WithFramework<'a, 'b, P> {
+    cx: &'a LoadContext<'b>,
+    table: &'a toml::Table,
+    provider: PhantomData<P>,
+}
+
+impl<P: DeserializeOwned + Into<ProviderConfig>> FrameworkVisitor for WithFramework<'_, '_, P> {
+    type Output = Result<(Config, Vec<String>)>;
+    fn visit<F>(self) -> Self::Output
+    where
+        F: FrameworkSection + Described<Info = FrameworkInfo> + Into<FrameworkConfig>,
+    {
+        parse_typed::<P, F>(self.cx, self.table)
     }
 }
 
@@ -491,37 +458,6 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for WithoutType<A> {
         seed: V,
     ) -> Result<V::Value, Self::Error> {
         self.0.next_value_seed(seed)
-    }
-}
-
-impl From<LocalProviderConfig> for ProviderConfig {
-    fn from(p: LocalProviderConfig) -> Self {
-        Self::Local(p)
-    }
-}
-impl From<DefaultProviderConfig> for ProviderConfig {
-    fn from(p: DefaultProviderConfig) -> Self {
-        Self::Default(p)
-    }
-}
-impl From<ModalProviderConfig> for ProviderConfig {
-    fn from(p: ModalProviderConfig) -> Self {
-        Self::Modal(p)
-    }
-}
-impl From<PytestConfig> for FrameworkConfig {
-    fn from(f: PytestConfig) -> Self {
-        Self::Pytest(f)
-    }
-}
-impl From<CargoConfig> for FrameworkConfig {
-    fn from(f: CargoConfig) -> Self {
-        Self::Cargo(f)
-    }
-}
-impl From<DefaultFrameworkConfig> for FrameworkConfig {
-    fn from(f: DefaultFrameworkConfig) -> Self {
-        Self::Default(f)
     }
 }
 
@@ -716,43 +652,31 @@ fn no_effect_warnings(config: &Config, table: &toml::Table) -> Vec<String> {
     let written = |section: &str, key: &str| table.get(section).and_then(|t| t.get(key)).is_some();
     let mut out = provider_no_effect(&config.provider, written);
     out.extend(ignored_keys(table, written));
-    out.extend(framework_no_effect(&config.framework, written));
+    out.extend(
+        config
+            .framework
+            .section()
+            .no_effect(&|key| written("framework", key)),
+    );
     out
 }
 
 /// Fields that the provider makes moot: image set-up without an image, a local
-/// `working_dir` for a remote provider.
+/// `working_dir` for a remote provider, and what the provider names itself.
 fn provider_no_effect(
     provider: &ProviderConfig,
     written: impl Fn(&str, &str) -> bool,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    let builds_image = match provider {
-        ProviderConfig::Local(_) => false,
-        ProviderConfig::Default(p) => p.prepare_command.is_some(),
-        ProviderConfig::Modal(_) => true,
-    };
-    let no_image_why = match provider {
-        ProviderConfig::Local(_) => "the local provider builds no image",
-        _ => "no image is built without a `prepare_command`",
-    };
-    if !builds_image {
+    if let Some(why) = provider.section().no_image() {
         for key in ["sandbox_init_cmd", "post_patch_cmd"] {
             if written("offload", key) {
-                out.push(format!(
-                    "`{key}` in `[offload]` has no effect: {no_image_why}"
-                ));
-            }
-        }
-        if let ProviderConfig::Default(p) = provider {
-            if !p.copy_dirs.is_empty() {
-                out.push(format!(
-                    "`copy_dirs` in `[provider]` has no effect: {no_image_why}"
-                ));
+                out.push(format!("`{key}` in `[offload]` has no effect: {why}"));
             }
         }
     }
-    if !matches!(provider, ProviderConfig::Local(_)) && written("offload", "working_dir") {
+    out.extend(provider.section().no_effect());
+    if !provider.is_local() && written("offload", "working_dir") {
         out.push(
             "`working_dir` in `[offload]` has no effect with a remote provider: tests run in \
              `sandbox_project_root` inside the sandbox"
@@ -786,53 +710,6 @@ fn ignored_keys(table: &toml::Table, written: impl Fn(&str, &str) -> bool) -> Ve
              report (`{output_dir}/{junit_file}`)"
                 .to_owned(),
         );
-    }
-    out
-}
-
-/// `[framework]` fields that the chosen framework does not use.
-fn framework_no_effect(
-    framework: &FrameworkConfig,
-    written: impl Fn(&str, &str) -> bool,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    match framework {
-        FrameworkConfig::Pytest(pytest) => {
-            if pytest.markers.is_some() {
-                out.push(
-                    "`markers` in `[framework]` is ignored; select tests with the `filters` of a \
-                     group instead, e.g. `filters = \"-m 'not slow'\"`"
-                        .to_owned(),
-                );
-            }
-            if pytest.command.is_some() {
-                for legacy in ["python", "extra_args"] {
-                    if written("framework", legacy) {
-                        out.push(format!(
-                            "`{legacy}` in `[framework]` is ignored because `command` is set; \
-                             put everything in `command`"
-                        ));
-                    }
-                }
-            }
-            if pytest.test_id_format.is_some() {
-                out.push(
-                    "`test_id_format` in `[framework]` is ignored for pytest: test IDs are the \
-                     node IDs pytest prints"
-                        .to_owned(),
-                );
-            }
-        }
-        FrameworkConfig::Cargo(cargo) => {
-            if cargo.test_id_format.is_some() {
-                out.push(
-                    "`test_id_format` in `[framework]` is ignored for cargo: test IDs are \
-                     `{binary_id} {test_name}` as nextest lists them"
-                        .to_owned(),
-                );
-            }
-        }
-        FrameworkConfig::Default(_) => {}
     }
     out
 }
@@ -1591,6 +1468,8 @@ output_dir = "${OUT:-results}"
     #[test]
     fn field_names_follow_the_schema() {
         assert!(field_names::<GroupConfig>().contains(&"retry_count"));
+        use crate::framework::PytestConfig;
+        use crate::provider::LocalProviderConfig;
         assert!(field_names::<LocalProviderConfig>().contains(&"shell"));
         assert!(!field_names::<LocalProviderConfig>().contains(&"type"));
         assert_eq!(

@@ -9,10 +9,7 @@
 
 use anyhow::{Result, bail};
 
-use super::schema::{
-    CheckpointConfig, Config, DefaultFrameworkConfig, DefaultProviderConfig, FrameworkConfig,
-    OffloadConfig, ProviderConfig, PytestConfig, ReportConfig, shown,
-};
+use super::schema::{CheckpointConfig, Config, OffloadConfig, ProviderConfig, ReportConfig, shown};
 
 /// The example group shown when a config has none.
 const GROUP_EXAMPLE: &str = "[groups.all]\nretry_count = 0\nfilters = \"\"";
@@ -26,11 +23,11 @@ pub(super) fn validate(config: &mut Config) -> Result<()> {
     check_groups(config)?;
     check_offload(&config.offload)?;
     check_report(&config.report)?;
-    check_provider(&config.provider)?;
-    if !matches!(config.provider, ProviderConfig::Local(_)) {
+    config.provider.section().check()?;
+    if !config.provider.is_local() {
         fill_sandbox_roots(&mut config.offload, config.provider.type_name())?;
     }
-    check_framework(&config.framework)?;
+    config.framework.section().check()?;
     if let Some(checkpoint) = &config.checkpoint {
         check_checkpoint(checkpoint, &config.provider)?;
     }
@@ -50,7 +47,7 @@ fn check_groups(config: &Config) -> Result<()> {
     if config.groups.is_empty() {
         bail!("no test groups are defined; define at least one group, e.g.:\n{GROUP_EXAMPLE}");
     }
-    let splits_filters = !matches!(config.framework, FrameworkConfig::Default(_));
+    let splits_filters = config.framework.kind().info().splits_filters;
     for (name, group) in &config.groups {
         if name.trim().is_empty() {
             bail!(
@@ -58,8 +55,8 @@ fn check_groups(config: &Config) -> Result<()> {
                 shown(name)
             );
         }
-        // pytest and cargo split the filters into arguments; the default framework
-        // substitutes them verbatim, so only these two can reject them early.
+        // Filters a framework splits into arguments can be rejected early; those it
+        // substitutes verbatim cannot.
         if splits_filters {
             if let Err(err) = shell_words::split(&group.filters) {
                 bail!(
@@ -90,7 +87,7 @@ fn check_offload(offload: &OffloadConfig) -> Result<()> {
 }
 
 /// A timeout in seconds: from 1 to [`MAX_TIMEOUT_SECS`].
-fn check_timeout(field: &str, secs: u64, meaning: &str, example: u64) -> Result<()> {
+pub(crate) fn check_timeout(field: &str, secs: u64, meaning: &str, example: u64) -> Result<()> {
     let key = field.rsplit('.').next().unwrap_or(field);
     if secs == 0 {
         bail!("`{field}` is 0; it must be at least 1 ({meaning}), e.g. `{key} = {example}`");
@@ -144,85 +141,8 @@ fn check_report(report: &ReportConfig) -> Result<()> {
     Ok(())
 }
 
-fn check_provider(provider: &ProviderConfig) -> Result<()> {
-    match provider {
-        ProviderConfig::Local(local) => {
-            if local.shell.trim().is_empty() {
-                bail!(
-                    "`provider.shell` is empty; remove it to use `/bin/sh`, or name a shell, \
-                     e.g. `shell = \"/bin/bash\"`"
-                );
-            }
-        }
-        ProviderConfig::Default(default) => {
-            check_default_provider(default)?;
-            check_copy_dirs(&default.copy_dirs)?;
-            check_cpu_cores(default.cpu_cores)?;
-        }
-        ProviderConfig::Modal(modal) => {
-            check_copy_dirs(&modal.copy_dirs)?;
-            check_cpu_cores(modal.cpu_cores)?;
-            if let Some(gb) = modal.memory_gb {
-                if !gb.is_finite() || gb <= 0.0 {
-                    bail!(
-                        "`provider.memory_gb` is {gb}; it must be more than 0, e.g. \
-                         `memory_gb = 4`, or removed to use Modal's default"
-                    );
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn check_default_provider(p: &DefaultProviderConfig) -> Result<()> {
-    for (field, command, example) in [
-        (
-            "create_command",
-            &p.create_command,
-            "./create-sandbox.sh {image_id}",
-        ),
-        (
-            "exec_command",
-            &p.exec_command,
-            "./exec-sandbox.sh {sandbox_id} {command}",
-        ),
-        (
-            "destroy_command",
-            &p.destroy_command,
-            "./destroy-sandbox.sh {sandbox_id}",
-        ),
-    ] {
-        if command.trim().is_empty() {
-            bail!(
-                "`provider.{field}` is empty; the `default` provider needs it, e.g. `{field} = \"{example}\"`"
-            );
-        }
-    }
-    if !p.exec_command.contains("{command}") {
-        bail!(
-            "`provider.exec_command` must contain `{{command}}`, where the test command goes; \
-             got `{}`; e.g. `exec_command = \"./exec-sandbox.sh {{sandbox_id}} {{command}}\"`",
-            shown(&p.exec_command)
-        );
-    }
-    for (field, command) in [
-        ("prepare_command", &p.prepare_command),
-        ("download_command", &p.download_command),
-    ] {
-        if command.as_deref().is_some_and(|c| c.trim().is_empty()) {
-            bail!("`provider.{field}` is empty; remove it or give a command");
-        }
-    }
-    check_timeout(
-        "provider.timeout_secs",
-        p.timeout_secs,
-        "the time a lifecycle command may take",
-        3600,
-    )
-}
-
-fn check_copy_dirs(copy_dirs: &[String]) -> Result<()> {
+/// Checks `copy_dirs` entries are `LOCAL:REMOTE`.
+pub(crate) fn check_copy_dirs(copy_dirs: &[String]) -> Result<()> {
     for entry in copy_dirs {
         let ok = entry
             .split_once(':')
@@ -238,7 +158,8 @@ fn check_copy_dirs(copy_dirs: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn check_cpu_cores(cores: f64) -> Result<()> {
+/// Checks `cpu_cores` is a positive number.
+pub(crate) fn check_cpu_cores(cores: f64) -> Result<()> {
     if !cores.is_finite() || cores <= 0.0 {
         bail!("`provider.cpu_cores` is {cores}; it must be more than 0, e.g. `cpu_cores = 1.0`");
     }
@@ -264,83 +185,13 @@ fn fill_sandbox_roots(offload: &mut OffloadConfig, provider: &str) -> Result<()>
     Ok(())
 }
 
-fn check_framework(framework: &FrameworkConfig) -> Result<()> {
-    match framework {
-        FrameworkConfig::Pytest(pytest) => check_pytest(pytest),
-        FrameworkConfig::Cargo(_) => Ok(()),
-        FrameworkConfig::Default(default) => check_default_framework(default),
-    }
-}
-
-fn check_pytest(pytest: &PytestConfig) -> Result<()> {
-    if let Some(command) = &pytest.command {
-        match shell_words::split(command) {
-            Ok(words) if words.is_empty() => bail!(
-                "`framework.command` is empty; remove it to use `python -m pytest`, or give the \
-                 command, e.g. `command = \"uv run pytest\"`"
-            ),
-            Ok(_) => {}
-            Err(err) => bail!(
-                "`framework.command` cannot be split into arguments ({err}): `{}`; close \
-                 every quote",
-                shown(command)
-            ),
-        }
-    }
-    if let Some(args) = &pytest.run_args {
-        if let Err(err) = shell_words::split(args) {
-            bail!(
-                "`framework.run_args` cannot be split into arguments ({err}): `{}`; close \
-                 every quote",
-                shown(args)
-            );
-        }
-    }
-    if pytest.python.trim().is_empty() {
-        bail!("`framework.python` is empty; remove it to use `python`");
-    }
-    Ok(())
-}
-
-fn check_default_framework(f: &DefaultFrameworkConfig) -> Result<()> {
-    if !f.discover_command.contains("{filters}") {
-        bail!(
-            "`framework.discover_command` must contain `{{filters}}`, where each group's \
-             `filters` go; got `{}`; add it, e.g. `discover_command = \"./list-tests.sh {{filters}}\"`",
-            shown(&f.discover_command)
-        );
-    }
-    if !f.run_command.contains("{tests}") && !f.run_command.contains("{tests_file}") {
-        bail!(
-            "`framework.run_command` must contain `{{tests}}` or `{{tests_file}}`, where the \
-             batch's test IDs go; got `{}`; e.g. `run_command = \"./run-tests.sh {{tests}}\"`",
-            shown(&f.run_command)
-        );
-    }
-    if !f.test_id_format.contains("{name}") && !f.test_id_format.contains("{classname}") {
-        bail!(
-            "`framework.test_id_format` must contain `{{name}}` or `{{classname}}` (the JUnit \
-             attributes a test ID is built from); got `{}`; e.g. `test_id_format = \"{{name}}\"`",
-            shown(&f.test_id_format)
-        );
-    }
-    if f.result_file
-        .as_deref()
-        .is_some_and(|r| r.trim().is_empty())
-    {
-        bail!(
-            "`framework.result_file` is empty; remove it or name the JUnit XML file `run_command` writes"
-        );
-    }
-    Ok(())
-}
-
 fn check_checkpoint(checkpoint: &CheckpointConfig, provider: &ProviderConfig) -> Result<()> {
-    if let ProviderConfig::Local(_) = provider {
+    if provider.is_local() {
         bail!(
-            "`[checkpoint]` needs a provider that builds images, but the provider is `local`; \
+            "`[checkpoint]` needs a provider that builds images, but the provider is `{}`; \
              remove `[checkpoint]`, or use `type = \"default\"` (with a `prepare_command`) or \
-             `type = \"modal\"`"
+             `type = \"modal\"`",
+            provider.type_name()
         );
     }
     if checkpoint.build_inputs.is_empty() {

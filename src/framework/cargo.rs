@@ -14,14 +14,75 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
+use serde::Deserialize;
 
 use super::live::{self, LiveEvent, LiveOutcome};
 use super::{
-    ARGS_BUDGET, BatchCommand, BatchPaths, Discovered, Framework, command_failed, failure_output,
+    ARGS_BUDGET, FrameworkInfo, FrameworkSection, BatchCommand, BatchPaths, Discovered, Framework, command_failed, failure_output,
     shell_batch, shell_split,
 };
-use crate::config::CargoConfig;
+use crate::config::Described;
 use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
+
+/// `[framework] type = "cargo"` (or `"nextest"`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CargoConfig {
+    /// Only this package (`-p`).
+    #[serde(default)]
+    pub(crate) package: Option<String>,
+    /// Cargo features to enable.
+    #[serde(default)]
+    pub(crate) features: Vec<String>,
+    /// Only this binary (`--bin`).
+    #[serde(default)]
+    pub(crate) bin: Option<String>,
+    /// Also run `#[ignore]` tests.
+    #[serde(default)]
+    pub(crate) include_ignored: bool,
+    /// Accepted for compatibility; nextest results are matched as `{classname} {name}`.
+    #[serde(default)]
+    pub(crate) test_id_format: Option<String>,
+}
+
+impl Described for CargoConfig {
+    type Info = FrameworkInfo;
+    const INFO: FrameworkInfo = FrameworkInfo {
+        name: "cargo",
+        aliases: &["nextest"],
+        summary: "cargo-nextest",
+        template: TEMPLATE,
+        starter_files: &[],
+        splits_filters: true,
+    };
+}
+
+const TEMPLATE: &str = "\
+# How tests are found and run: cargo-nextest (`cargo install cargo-nextest`) lists and
+# runs the tests of the workspace.
+[framework]
+type = \"cargo\"
+# Only this package (-p), with these features.
+# package = \"my-crate\"
+# features = [\"feature-a\"]
+";
+
+impl FrameworkSection for CargoConfig {
+    fn no_effect(&self, _written: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.test_id_format.is_some() {
+            out.push(
+                "`test_id_format` in `[framework]` is ignored for cargo: test IDs are \
+                 `{binary_id} {test_name}` as nextest lists them"
+                    .to_owned(),
+            );
+        }
+        out
+    }
+
+    fn build(&self) -> Result<Box<dyn Framework>> {
+        Ok(Box::new(Cargo::new(self)))
+    }
+}
 
 /// The nextest profile the batch command defines and selects.
 const PROFILE: &str = "offload-junit";

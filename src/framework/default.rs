@@ -8,16 +8,117 @@
 //! back through `test_id_format`. Nothing here spawns a process.
 
 use std::borrow::Cow;
+use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
+use serde::Deserialize;
 
 use super::{
-    BatchCommand, BatchPaths, Discovered, Framework, InputFile, ResultSource, command_failed,
+    BatchCommand, FrameworkInfo, FrameworkSection, BatchPaths, Discovered, Framework, InputFile, ResultSource, command_failed,
     failure_output, shell_batch, tests_file_contents,
 };
-use crate::config::DefaultFrameworkConfig;
+use crate::config::{Described, shown};
 use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
 use crate::template::substitute;
+
+/// `[framework] type = "default"`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DefaultFrameworkConfig {
+    /// Prints one test id per line; must contain `{filters}`.
+    pub(crate) discover_command: String,
+    /// Runs a batch: `{tests}` and `{result_file}` are substituted.
+    pub(crate) run_command: String,
+    /// JUnit XML file the run command writes (none: pass/fail from the exit code).
+    #[serde(default)]
+    pub(crate) result_file: Option<String>,
+    /// Working directory of the discover and run commands.
+    #[serde(default)]
+    pub(crate) working_dir: Option<PathBuf>,
+    /// How JUnit `name`/`classname` form a test id (`{name}`, `{classname}`).
+    pub(crate) test_id_format: String,
+}
+
+impl Described for DefaultFrameworkConfig {
+    type Info = FrameworkInfo;
+    const INFO: FrameworkInfo = FrameworkInfo {
+        name: "default",
+        aliases: &[],
+        summary: "Your own discovery and run commands",
+        template: TEMPLATE,
+        starter_files: &STARTER_SCRIPTS,
+        // The filters are substituted verbatim into `discover_command`.
+        splits_filters: false,
+    };
+}
+
+const TEMPLATE: &str = "\
+# How tests are found and run, with your own commands (each run with `sh -c`):
+# - discover_command prints one test ID per line; {filters} becomes the group's `filters`.
+# - run_command runs one batch: {tests} becomes the batch's test IDs, shell-quoted, and
+#   {result_file} the path of the JUnit XML report it must write.
+# - test_id_format rebuilds a test ID from the report's `classname` and `name`.
+# Without result_file, a batch passes or fails as a whole by its exit code.
+# The two scripts are starters written beside this file (they run `tests/test_*.sh`
+# scripts, the path being the test ID): replace them with your own.
+[framework]
+type = \"default\"
+discover_command = \"sh scripts/list-tests.sh {filters}\"
+run_command = \"sh scripts/run-tests.sh --junit-xml {result_file} {tests}\"
+test_id_format = \"{name}\"
+";
+
+/// The starter scripts the template runs, relative to the directory `offload` runs in
+/// (where the template's commands run).
+const STARTER_SCRIPTS: [(&str, &str); 2] = [
+    (
+        "scripts/list-tests.sh",
+        include_str!("../../scripts/starter/list-tests.sh"),
+    ),
+    (
+        "scripts/run-tests.sh",
+        include_str!("../../scripts/starter/run-tests.sh"),
+    ),
+];
+
+impl FrameworkSection for DefaultFrameworkConfig {
+    fn check(&self) -> Result<()> {
+        let f = self;
+        if !f.discover_command.contains("{filters}") {
+            bail!(
+                "`framework.discover_command` must contain `{{filters}}`, where each group's \
+                 `filters` go; got `{}`; add it, e.g. `discover_command = \"./list-tests.sh {{filters}}\"`",
+                shown(&f.discover_command)
+            );
+        }
+        if !f.run_command.contains("{tests}") && !f.run_command.contains("{tests_file}") {
+            bail!(
+                "`framework.run_command` must contain `{{tests}}` or `{{tests_file}}`, where the \
+                 batch's test IDs go; got `{}`; e.g. `run_command = \"./run-tests.sh {{tests}}\"`",
+                shown(&f.run_command)
+            );
+        }
+        if !f.test_id_format.contains("{name}") && !f.test_id_format.contains("{classname}") {
+            bail!(
+                "`framework.test_id_format` must contain `{{name}}` or `{{classname}}` (the JUnit \
+                 attributes a test ID is built from); got `{}`; e.g. `test_id_format = \"{{name}}\"`",
+                shown(&f.test_id_format)
+            );
+        }
+        if f.result_file
+            .as_deref()
+            .is_some_and(|r| r.trim().is_empty())
+        {
+            bail!(
+                "`framework.result_file` is empty; remove it or name the JUnit XML file `run_command` writes"
+            );
+        }
+        Ok(())
+    }
+
+    fn build(&self) -> Result<Box<dyn Framework>> {
+        Ok(Box::new(DefaultFramework::new(self)))
+    }
+}
 
 /// The default framework, built from `[framework] type = "default"`.
 #[derive(Debug, Clone)]

@@ -214,7 +214,7 @@ mod tests {
         assert_eq!(out[0].group, "g1");
         assert_eq!(out[0].retry_count, 3);
     }
-    use crate::config::DefaultFrameworkConfig;
+    use crate::framework::DefaultFrameworkConfig;
     use crate::framework::default::DefaultFramework;
 
     fn shell_framework(discover: &str) -> DefaultFramework {

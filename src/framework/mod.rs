@@ -2,27 +2,84 @@
 //!
 //! A framework is pure: it builds commands and parses output; it never spawns anything
 //! itself. `discovery` runs the discovery commands (one per group, concurrently) and
-//! the orchestrator runs batch commands in sandboxes. Adding a framework means one file
-//! implementing [`Framework`] and one line in [`from_config`].
+//! the orchestrator runs batch commands in sandboxes.
+//!
+//! Adding a framework is one file and one line: the file implements [`Framework`] and
+//! holds the framework's `[framework]` section type, which implements
+//! [`FrameworkSection`] (its checks, its no-effect warnings, how it builds the
+//! framework) and declares its `type` name and `offload init` text in a
+//! [`FrameworkInfo`]; the line names both in the list below.
 //!
 //! Result mapping is exact: the orchestrator files every JUnit `<testcase>` under
 //! [`Framework::junit_key`] and looks each scheduled test up under the keys of
 //! [`Framework::id_keys`]. There is no fuzzy or suffix matching anywhere.
 
 pub(crate) mod cache;
-pub(crate) mod cargo;
-mod default;
 pub(crate) mod discovery;
 pub mod live;
-mod pytest;
 
 use std::borrow::Cow;
 use std::path::Path;
 
 use anyhow::Result;
 
-use crate::config::FrameworkConfig;
+use crate::config::section_kinds;
 use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
+
+section_kinds! {
+    /// `[framework]`, selected by `type`: how tests are discovered and run.
+    pub enum FrameworkConfig: FrameworkSection, info FrameworkInfo;
+    /// The kinds of framework: the one list of valid `[framework] type` values.
+    pub(crate) enum FrameworkKind, visited by FrameworkVisitor;
+    mod pytest::PytestConfig as Pytest;
+    pub(crate) mod cargo::CargoConfig as Cargo;
+    mod default::DefaultFrameworkConfig as Default;
+}
+
+pub use cargo::CargoConfig;
+#[cfg(test)]
+pub(crate) use default::DefaultFrameworkConfig;
+pub use pytest::PytestConfig;
+
+/// What a framework's `[framework]` section decides for itself.
+pub(crate) trait FrameworkSection: std::fmt::Debug + Send + Sync {
+    /// Checks the rules across its fields that its types cannot say, with a message
+    /// that names the field and the fix.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Warnings for fields that are accepted but have no effect as configured, each
+    /// naming the field and why. `written(key)` says whether `key` is written in
+    /// `[framework]` (rather than left to its default).
+    fn no_effect(&self, written: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let _ = written;
+        Vec::new()
+    }
+
+    /// Builds the framework. Fails when a command or argument string cannot be split
+    /// like a shell would (an unbalanced quote), naming the field.
+    fn build(&self) -> Result<Box<dyn Framework>>;
+}
+
+/// What a framework kind declares with no section at hand.
+#[derive(Debug)]
+pub(crate) struct FrameworkInfo {
+    /// The `type` value, canonical spelling.
+    pub(crate) name: &'static str,
+    /// Other spellings of the `type` value.
+    pub(crate) aliases: &'static [&'static str],
+    /// One line for `offload init --help`.
+    pub(crate) summary: &'static str,
+    /// The commented `[framework]` section `offload init` writes.
+    pub(crate) template: &'static str,
+    /// Files `offload init` writes beside the configuration so that the template runs
+    /// as written (path relative to where `offload` runs, contents).
+    pub(crate) starter_files: &'static [(&'static str, &'static str)],
+    /// Whether group `filters` are split into arguments like a shell would (so an
+    /// unbalanced quote is rejected when the configuration is loaded).
+    pub(crate) splits_filters: bool,
+}
 
 /// One discovered test: its canonical ID and the group that selected it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -272,11 +329,7 @@ pub trait Framework: Send + Sync {
 /// Fails when a command or argument string of the configuration cannot be split like a
 /// shell would (an unbalanced quote), naming the field.
 pub fn from_config(config: &FrameworkConfig) -> Result<Box<dyn Framework>> {
-    Ok(match config {
-        FrameworkConfig::Pytest(c) => Box::new(pytest::Pytest::new(c)?),
-        FrameworkConfig::Cargo(c) => Box::new(cargo::Cargo::new(c)),
-        FrameworkConfig::Default(c) => Box::new(default::DefaultFramework::new(c)),
-    })
+    config.section().build()
 }
 
 /// Splits `value` into words like a POSIX shell (quotes and backslashes), for the

@@ -9,17 +9,139 @@
 //! id as `name` is recognised too. Nothing here spawns a process.
 
 use std::borrow::Cow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use regex::Regex;
+use serde::Deserialize;
 
 use super::{
-    ARGS_BUDGET, BatchCommand, BatchPaths, Discovered, Framework, InputFile, command_failed,
+    ARGS_BUDGET, FrameworkInfo, FrameworkSection, BatchCommand, BatchPaths, Discovered, Framework, InputFile, command_failed,
     shell_split, tail_lines, tests_file_contents,
 };
-use crate::config::PytestConfig;
+use crate::config::{Described, shown};
 use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
+
+/// `[framework] type = "pytest"`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PytestConfig {
+    /// Directories (or files) to collect tests from.
+    #[serde(default = "default_pytest_paths")]
+    pub paths: Vec<PathBuf>,
+    /// Full command prefix (e.g. `"uv run pytest"`); replaces `python`/`extra_args`.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Extra arguments for execution only.
+    #[serde(default)]
+    pub run_args: Option<String>,
+    /// (Legacy) extra pytest arguments, used when `command` is not set.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    /// (Legacy) Python interpreter, used when `command` is not set.
+    #[serde(default = "default_python")]
+    pub python: String,
+    /// (Legacy) marker expression, accepted and ignored (use group `filters`).
+    #[serde(default)]
+    pub markers: Option<String>,
+    /// Accepted for compatibility; pytest results are matched by node id.
+    #[serde(default)]
+    pub test_id_format: Option<String>,
+}
+
+fn default_pytest_paths() -> Vec<PathBuf> {
+    vec![PathBuf::from("tests")]
+}
+fn default_python() -> String {
+    "python".to_owned()
+}
+
+impl Described for PytestConfig {
+    type Info = FrameworkInfo;
+    const INFO: FrameworkInfo = FrameworkInfo {
+        name: "pytest",
+        aliases: &[],
+        summary: "pytest",
+        template: TEMPLATE,
+        starter_files: &[],
+        splits_filters: true,
+    };
+}
+
+const TEMPLATE: &str = "\
+# How tests are found and run: pytest, started with `command`, collecting from `paths`.
+[framework]
+type = \"pytest\"
+command = \"python -m pytest\"
+paths = [\"tests\"]
+# Extra pytest arguments for test runs only (not for discovery).
+# run_args = \"--tb=long\"
+";
+
+impl FrameworkSection for PytestConfig {
+    fn check(&self) -> Result<()> {
+        let pytest = self;
+        if let Some(command) = &pytest.command {
+            match shell_words::split(command) {
+                Ok(words) if words.is_empty() => bail!(
+                    "`framework.command` is empty; remove it to use `python -m pytest`, or give the \
+                     command, e.g. `command = \"uv run pytest\"`"
+                ),
+                Ok(_) => {}
+                Err(err) => bail!(
+                    "`framework.command` cannot be split into arguments ({err}): `{}`; close \
+                     every quote",
+                    shown(command)
+                ),
+            }
+        }
+        if let Some(args) = &pytest.run_args {
+            if let Err(err) = shell_words::split(args) {
+                bail!(
+                    "`framework.run_args` cannot be split into arguments ({err}): `{}`; close \
+                     every quote",
+                    shown(args)
+                );
+            }
+        }
+        if pytest.python.trim().is_empty() {
+            bail!("`framework.python` is empty; remove it to use `python`");
+        }
+        Ok(())
+    }
+
+    fn no_effect(&self, written: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.markers.is_some() {
+            out.push(
+                "`markers` in `[framework]` is ignored; select tests with the `filters` of a \
+                 group instead, e.g. `filters = \"-m 'not slow'\"`"
+                    .to_owned(),
+            );
+        }
+        if self.command.is_some() {
+            for legacy in ["python", "extra_args"] {
+                if written(legacy) {
+                    out.push(format!(
+                        "`{legacy}` in `[framework]` is ignored because `command` is set; \
+                         put everything in `command`"
+                    ));
+                }
+            }
+        }
+        if self.test_id_format.is_some() {
+            out.push(
+                "`test_id_format` in `[framework]` is ignored for pytest: test IDs are the \
+                 node IDs pytest prints"
+                    .to_owned(),
+            );
+        }
+        out
+    }
+
+    fn build(&self) -> Result<Box<dyn Framework>> {
+        Ok(Box::new(Pytest::new(self)?))
+    }
+}
 
 /// Separates classname from name in JUnit keys. A control character, so it can never
 /// occur in a node id printed by pytest nor in a JUnit attribute.

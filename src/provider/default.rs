@@ -31,17 +31,194 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use indexmap::IndexMap;
+use serde::Deserialize;
 use async_trait::async_trait;
 use rustc_hash::FxHashSet;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::running::SandboxCommands;
-use super::{OutputLine, Provider, Sandbox};
-use crate::config::DefaultProviderConfig;
+use super::{OutputLine, Provider, ProviderInfo, ProviderSection, Sandbox, Setup};
+use crate::config::{Described, check_copy_dirs, check_cpu_cores, check_timeout, shown};
 use crate::framework::InputFile;
 use crate::process::{self, CommandSpec, ExitOutcome, Stream, quote};
 use crate::template::substitute;
+
+/// `[provider] type = "default"`.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct DefaultProviderConfig {
+    /// Runs once before sandboxes are created; its last stdout line is the image id.
+    #[serde(default)]
+    pub(crate) prepare_command: Option<String>,
+    /// `prepare_command` builds incrementally from `OFFLOAD_BASE_IMAGE` and
+    /// `OFFLOAD_PATCH_FILE` (thin diffs). Naming `{base_image}` or `{patch_file}` in the
+    /// command opts in too.
+    #[serde(default)]
+    pub(crate) thin_diff: bool,
+    /// Creates a sandbox and prints its id (`{image_id}`).
+    pub(crate) create_command: String,
+    /// Runs a command in a sandbox (`{sandbox_id}`, `{command}`).
+    pub(crate) exec_command: String,
+    /// Destroys a sandbox (`{sandbox_id}`).
+    pub(crate) destroy_command: String,
+    /// Downloads files from a sandbox (`{sandbox_id}`, `{paths}`).
+    #[serde(default)]
+    pub(crate) download_command: Option<String>,
+    /// Working directory of the lifecycle commands.
+    #[serde(default)]
+    pub(crate) working_dir: Option<PathBuf>,
+    /// Timeout of lifecycle commands, in seconds.
+    #[serde(default = "default_remote_timeout_secs")]
+    pub(crate) timeout_secs: u64,
+    /// Directories copied into the image, as `"local:remote"`.
+    #[serde(default)]
+    pub(crate) copy_dirs: Vec<String>,
+    /// Environment variables for test processes.
+    #[serde(default)]
+    pub(crate) env: IndexMap<String, String>,
+    /// CPU cores per sandbox (`{cpu_cores}` and the cost estimate).
+    #[serde(default = "default_cpu_cores")]
+    pub(crate) cpu_cores: f64,
+}
+
+fn default_remote_timeout_secs() -> u64 {
+    3600
+}
+fn default_cpu_cores() -> f64 {
+    1.0
+}
+
+impl Described for DefaultProviderConfig {
+    type Info = ProviderInfo;
+    const INFO: ProviderInfo = ProviderInfo {
+        name: "default",
+        aliases: &[],
+        summary: "Your own shell commands drive the sandboxes",
+        template: TEMPLATE,
+        local: false,
+    };
+}
+
+const TEMPLATE: &str = "\
+# Where batches run: sandboxes driven by your own shell commands (each run with `sh -c`).
+# Placeholders: {image_id} is the last line prepare_command printed, {sandbox_id} the ID
+# create_command printed, {command} the shell-quoted test command to run in the sandbox,
+# {paths} space-separated 'remote':'local' pairs to copy out, {cpu_cores} the value below.
+# The scripts below are placeholders for your own. With the bundled Modal script the
+# lifecycle reads:
+#   prepare_command = \"uv run @modal_sandbox.py prepare --include-cwd Dockerfile\"
+#   thin_diff = true
+#   create_command = \"uv run @modal_sandbox.py create {image_id}\"
+#   exec_command = \"uv run @modal_sandbox.py exec {sandbox_id} {command}\"
+#   destroy_command = \"uv run @modal_sandbox.py destroy {sandbox_id}\"
+#   download_command = \"uv run @modal_sandbox.py download {sandbox_id} {paths}\"
+[provider]
+type = \"default\"
+# Builds the sandbox image once per run, run exactly as written; its last line of
+# stdout is the image ID. It builds from $OFFLOAD_CONTEXT_DIR (the working tree), e.g.
+# prepare_command = \"docker build -q {context_dir}\"
+# prepare_command = \"./scripts/build-image.sh\"
+# true when prepare_command can also build from $OFFLOAD_BASE_IMAGE plus the patch in
+# $OFFLOAD_PATCH_FILE: base images are then cached and only thin diffs are built.
+# thin_diff = false
+# Creates a sandbox and prints its ID.
+create_command = \"./scripts/create-sandbox.sh\"
+# Runs {command} inside the sandbox.
+exec_command = \"./scripts/exec-in-sandbox.sh {sandbox_id} {command}\"
+# Destroys the sandbox.
+destroy_command = \"./scripts/destroy-sandbox.sh {sandbox_id}\"
+# Copies files (the JUnit results) out of the sandbox.
+download_command = \"./scripts/download-from-sandbox.sh {sandbox_id} {paths}\"
+# Time limit of each command above, in seconds (test batches use test_timeout_secs).
+timeout_secs = 3600
+# Directories copied into the image, as \"local:remote\".
+copy_dirs = []
+# CPU cores per sandbox: the {cpu_cores} placeholder and the cost estimate.
+cpu_cores = 1.0
+";
+
+/// Why image settings do nothing without a `prepare_command`.
+const NO_PREPARE: &str = "no image is built without a `prepare_command`";
+
+impl ProviderSection for DefaultProviderConfig {
+    fn check(&self) -> Result<()> {
+        let p = self;
+        for (field, command, example) in [
+            (
+                "create_command",
+                &p.create_command,
+                "./create-sandbox.sh {image_id}",
+            ),
+            (
+                "exec_command",
+                &p.exec_command,
+                "./exec-sandbox.sh {sandbox_id} {command}",
+            ),
+            (
+                "destroy_command",
+                &p.destroy_command,
+                "./destroy-sandbox.sh {sandbox_id}",
+            ),
+        ] {
+            if command.trim().is_empty() {
+                bail!(
+                    "`provider.{field}` is empty; the `default` provider needs it, e.g. `{field} = \"{example}\"`"
+                );
+            }
+        }
+        if !p.exec_command.contains("{command}") {
+            bail!(
+                "`provider.exec_command` must contain `{{command}}`, where the test command goes; \
+                 got `{}`; e.g. `exec_command = \"./exec-sandbox.sh {{sandbox_id}} {{command}}\"`",
+                shown(&p.exec_command)
+            );
+        }
+        for (field, command) in [
+            ("prepare_command", &p.prepare_command),
+            ("download_command", &p.download_command),
+        ] {
+            if command.as_deref().is_some_and(|c| c.trim().is_empty()) {
+                bail!("`provider.{field}` is empty; remove it or give a command");
+            }
+        }
+        check_timeout(
+            "provider.timeout_secs",
+            p.timeout_secs,
+            "the time a lifecycle command may take",
+            3600,
+        )?;
+        check_copy_dirs(&p.copy_dirs)?;
+        check_cpu_cores(p.cpu_cores)
+    }
+
+    fn no_image(&self) -> Option<&'static str> {
+        self.prepare_command.is_none().then_some(NO_PREPARE)
+    }
+
+    fn no_effect(&self) -> Vec<String> {
+        if self.prepare_command.is_none() && !self.copy_dirs.is_empty() {
+            vec![format!("`copy_dirs` in `[provider]` has no effect: {NO_PREPARE}")]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn env_mut(&mut self) -> &mut IndexMap<String, String> {
+        &mut self.env
+    }
+
+    fn add_copy_dirs(&mut self, dirs: &[String]) {
+        if !dirs.is_empty() && self.prepare_command.is_none() {
+            tracing::warn!("--copy-dir has no effect: {NO_PREPARE}");
+        }
+        self.copy_dirs.extend(dirs.iter().cloned());
+    }
+
+    fn setup(&self) -> Result<Setup<'_>> {
+        Ok(Setup::Commands(Box::new(self.clone())))
+    }
+}
 
 /// Pauses between attempts of a create or a download (so three attempts in all).
 const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(1)];

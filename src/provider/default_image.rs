@@ -30,8 +30,9 @@ use anyhow::{Context, Result};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
+use super::DefaultProviderConfig;
 use super::default::{ImageRebuild, PrepareLog, run_prepare};
-use crate::config::{Config, DefaultProviderConfig};
+use crate::config::Config;
 use crate::image::{ImageBuilder, PrepareOptions, PreparedImage};
 use crate::process::quote;
 use crate::template::substitute;

@@ -13,15 +13,89 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use indexmap::IndexMap;
+use serde::Deserialize;
 use async_trait::async_trait;
 use tempfile::TempDir;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::running::SandboxCommands;
-use super::{OutputLine, Provider, Sandbox};
+use super::{OutputLine, Provider, ProviderInfo, ProviderSection, Sandbox, Setup};
+use crate::config::Described;
 use crate::framework::InputFile;
 use crate::process::{CommandSpec, ExitOutcome};
+
+/// `[provider] type = "local"`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct LocalProviderConfig {
+    /// Working directory of spawned processes (default: the current directory).
+    #[serde(default)]
+    pub(crate) working_dir: Option<PathBuf>,
+    /// Environment variables for test processes.
+    #[serde(default)]
+    pub(crate) env: IndexMap<String, String>,
+    /// Shell used to run commands.
+    #[serde(default = "default_shell")]
+    pub(crate) shell: String,
+}
+
+fn default_shell() -> String {
+    "/bin/sh".to_owned()
+}
+
+impl Described for LocalProviderConfig {
+    type Info = ProviderInfo;
+    const INFO: ProviderInfo = ProviderInfo {
+        name: "local",
+        aliases: &[],
+        summary: "Local child processes",
+        template: TEMPLATE,
+        local: true,
+    };
+}
+
+const TEMPLATE: &str = "\
+# Where batches run: `local` runs each batch as a child process on this machine, in
+# `working_dir` (default: the current directory), through `shell`.
+[provider]
+type = \"local\"
+# working_dir = \".\"
+# shell = \"/bin/sh\"
+";
+
+impl ProviderSection for LocalProviderConfig {
+    fn check(&self) -> Result<()> {
+        if self.shell.trim().is_empty() {
+            bail!(
+                "`provider.shell` is empty; remove it to use `/bin/sh`, or name a shell, \
+                 e.g. `shell = \"/bin/bash\"`"
+            );
+        }
+        Ok(())
+    }
+
+    fn no_image(&self) -> Option<&'static str> {
+        Some("the local provider builds no image")
+    }
+
+    fn env_mut(&mut self) -> &mut IndexMap<String, String> {
+        &mut self.env
+    }
+
+    fn add_copy_dirs(&mut self, dirs: &[String]) {
+        if !dirs.is_empty() {
+            tracing::warn!(
+                "--copy-dir has no effect with the local provider: its sandboxes run in the \
+                 working directory itself"
+            );
+        }
+    }
+
+    fn setup(&self) -> Result<Setup<'_>> {
+        Ok(Setup::Local(self))
+    }
+}
 
 /// What every local sandbox of a run shares.
 #[derive(Debug, Clone)]

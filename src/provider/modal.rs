@@ -20,10 +20,102 @@
 //! - exec, download, destroy: `uv run @modal_sandbox.py exec {sandbox_id} {command}`,
 //!   `... download {sandbox_id} {paths}`, `... destroy {sandbox_id}`.
 
-use anyhow::{Context, Result};
+use std::path::PathBuf;
 
-use crate::config::{DefaultProviderConfig, ModalProviderConfig};
+use anyhow::{Context, Result, bail};
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use super::{DefaultProviderConfig, ProviderInfo, ProviderSection, Setup};
+use crate::config::{Described, check_copy_dirs, check_cpu_cores};
 use crate::process::quote;
+
+/// `[provider] type = "modal"`.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct ModalProviderConfig {
+    /// Dockerfile the sandbox image is built from.
+    #[serde(default)]
+    pub(crate) dockerfile: Option<PathBuf>,
+    /// Copy the working tree into the image.
+    #[serde(default)]
+    pub(crate) include_cwd: bool,
+    /// Directories copied into the image, as `"local:remote"`.
+    #[serde(default)]
+    pub(crate) copy_dirs: Vec<String>,
+    /// Environment variables for test processes.
+    #[serde(default)]
+    pub(crate) env: IndexMap<String, String>,
+    /// CPU cores per sandbox.
+    #[serde(default = "default_modal_cpu_cores")]
+    pub(crate) cpu_cores: f64,
+    /// Memory per sandbox, in GiB.
+    #[serde(default)]
+    pub(crate) memory_gb: Option<f64>,
+    /// Extra options passed to Modal as JSON.
+    #[serde(default)]
+    pub(crate) experimental_options: toml::Table,
+}
+
+fn default_modal_cpu_cores() -> f64 {
+    0.125
+}
+
+impl Described for ModalProviderConfig {
+    type Info = ProviderInfo;
+    const INFO: ProviderInfo = ProviderInfo {
+        name: "modal",
+        aliases: &[],
+        summary: "Modal cloud sandboxes",
+        template: TEMPLATE,
+        local: false,
+    };
+}
+
+const TEMPLATE: &str = "\
+# Where batches run: Modal cloud sandboxes (needs `uv` and Modal credentials). The image
+# is built from `dockerfile`; include_cwd copies this directory into sandbox_project_root.
+[provider]
+type = \"modal\"
+dockerfile = \"Dockerfile\"
+include_cwd = true
+# Directories copied into the image, as \"local:remote\".
+# copy_dirs = [\"./data:/app/data\"]
+# Resources per sandbox.
+# cpu_cores = 0.125
+# memory_gb = 2.0
+";
+
+impl ProviderSection for ModalProviderConfig {
+    fn check(&self) -> Result<()> {
+        check_copy_dirs(&self.copy_dirs)?;
+        check_cpu_cores(self.cpu_cores)?;
+        if let Some(gb) = self.memory_gb {
+            if !gb.is_finite() || gb <= 0.0 {
+                bail!(
+                    "`provider.memory_gb` is {gb}; it must be more than 0, e.g. \
+                     `memory_gb = 4`, or removed to use Modal's default"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn no_image(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn env_mut(&mut self) -> &mut IndexMap<String, String> {
+        &mut self.env
+    }
+
+    fn add_copy_dirs(&mut self, dirs: &[String]) {
+        self.copy_dirs.extend(dirs.iter().cloned());
+    }
+
+    fn setup(&self) -> Result<Setup<'_>> {
+        Ok(Setup::Commands(Box::new(default_config(self)?)))
+    }
+}
 
 /// Price of one CPU-second of a Modal sandbox in USD (non-preemptible, per core).
 /// `--show-estimated-cost` prices the CPU-seconds of `default` and `modal` sandboxes

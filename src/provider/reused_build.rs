@@ -7,7 +7,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::config::{Config, FrameworkConfig, ProviderConfig};
+use super::ProviderConfig;
+use crate::config::{Config, FrameworkConfig};
 use crate::framework;
 use crate::framework::cargo::{Cargo, ReusedBuild};
 use crate::process::{self, CapturedOutput, CommandSpec, ExitOutcome};

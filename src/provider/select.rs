@@ -16,7 +16,8 @@ use super::Provider;
 use super::default::DefaultProvider;
 use super::default_image::{CacheRefresh, ImagePlan};
 use super::local::{LocalProvider, LocalSandboxSettings};
-use crate::config::{Config, DefaultProviderConfig, LocalProviderConfig, ProviderConfig};
+use super::{DefaultProviderConfig, LocalProviderConfig, ProviderConfig};
+use crate::config::Config;
 use crate::image::PreparedImage;
 
 /// The provider of a configuration, in the form the run works with.
@@ -32,11 +33,7 @@ impl<'a> Setup<'a> {
     /// The setup `provider` selects; fails only when Modal's generated commands cannot
     /// be made (see [`super::modal::default_config`]).
     pub(crate) fn of(provider: &'a ProviderConfig) -> Result<Self> {
-        Ok(match provider {
-            ProviderConfig::Local(local) => Self::Local(local),
-            ProviderConfig::Default(p) => Self::Commands(Box::new(p.clone())),
-            ProviderConfig::Modal(m) => Self::Commands(Box::new(super::modal::default_config(m)?)),
-        })
+        provider.section().setup()
     }
 
     /// The shell commands of a command-driven provider; `None` for `local`.

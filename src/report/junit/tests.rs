@@ -384,7 +384,7 @@ const STARTED_SECS: u64 = 1_700_000_000;
 /// A framework whose test IDs say nothing about classnames or files (the `default`
 /// framework with `test_id_format = "{name}"`).
 fn opaque_framework() -> Box<dyn Framework> {
-    let config = crate::config::DefaultFrameworkConfig {
+    let config = crate::framework::DefaultFrameworkConfig {
         discover_command: "list {filters}".into(),
         run_command: "run {tests}".into(),
         result_file: None,
