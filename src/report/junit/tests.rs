@@ -559,6 +559,27 @@ fn writer_escapes() {
     }
 }
 
+/// Captured output is kept as the test wrote it: tabs and carriage returns survive, a
+/// lone ESC (no colour sequence) is replaced without taking what follows with it, and
+/// the noncharacters U+FFFE / U+FFFF, which XML forbids, are replaced too.
+#[test]
+fn writer_keeps_captured_output() {
+    let written = "col\tcol\r\nbar 50%\rbar 100% \u{1b}x \u{FFFE}\u{FFFF} end";
+    let read = "col\tcol\r\nbar 50%\rbar 100% \u{FFFD}x \u{FFFD}\u{FFFD} end";
+    let mut c = case(failed("m", written), 0.0);
+    c.system_out = Some(written.into());
+    let xml = render(&[result("t", "g", Verdict::Failed, vec![attempt(c)])]);
+    assert!(
+        xml.contains(
+            "<system-out>col\tcol&#13;\nbar 50%&#13;bar 100% \u{FFFD}x \u{FFFD}\u{FFFD} end</system-out>"
+        ),
+        "{xml}"
+    );
+    let back = only_case(&xml);
+    assert_eq!(back.system_out.as_deref(), Some(read));
+    assert_eq!(back.outcome, failed("m", read));
+}
+
 #[test]
 fn round_trip() {
     let mut pass = case(CaseOutcome::Passed, 0.25);
