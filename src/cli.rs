@@ -66,6 +66,27 @@ enum Command {
     ApplyDiff(ApplyDiffArgs),
     /// Show the image cache state of the current commit.
     CheckpointStatus(CheckpointStatusArgs),
+    /// The durations history: its git merge driver.
+    #[command(subcommand)]
+    History(HistoryCommand),
+}
+
+/// `offload history` subcommands.
+#[derive(Debug, Subcommand)]
+enum HistoryCommand {
+    /// Three-way merge of durations histories, as a git merge driver (`%O %A %B`): writes
+    /// the merge into OURS and exits 0.
+    Merge {
+        /// The common ancestor's file (`%O`).
+        base: PathBuf,
+        /// Our file (`%A`), where the merge is written.
+        ours: PathBuf,
+        /// Their file (`%B`).
+        theirs: PathBuf,
+    },
+    /// Make git merge the durations history with `offload history merge`: adds its line
+    /// to `.gitattributes` and the driver to the repository's git config.
+    SetupMergeDriver,
 }
 
 /// Flags of `offload run`.
@@ -125,6 +146,12 @@ struct RunArgs {
     /// are still written.
     #[arg(long)]
     pub no_capture: bool,
+    /// Record this run's test times into the durations history (`[history] path`,
+    /// default `.offload/durations`), which later runs schedule by when they have no
+    /// previous report (a CI run). `record_history = "always"` in `[history]` records
+    /// every run.
+    #[arg(long)]
+    pub record_history: bool,
 }
 
 /// Output formats of `offload collect`.
@@ -286,6 +313,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Logs(args) => commands::logs::run(&config, args.into()),
         Command::ApplyDiff(args) => commands::apply_diff::run(&args.patch, &args.project_root),
         Command::CheckpointStatus(args) => commands::checkpoint_status::run(&config, &args.remote),
+        Command::History(HistoryCommand::Merge { base, ours, theirs }) => {
+            commands::history::merge(&base, &ours, &theirs)
+        }
+        Command::History(HistoryCommand::SetupMergeDriver) => {
+            // The history's path comes from the configuration when there is one.
+            let path = match std::fs::exists(&config) {
+                Ok(true) => crate::config::load(&config)?.config.history.path,
+                _ => PathBuf::from(crate::history::DEFAULT_PATH),
+            };
+            commands::history::setup_merge_driver(&path)
+        }
     }
 }
 
@@ -306,6 +344,7 @@ impl From<RunArgs> for commands::run::RunOptions {
             keyword: a.keyword,
             rerun_failed: a.rerun_failed,
             no_capture: a.no_capture,
+            record_history: a.record_history,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod config;
 mod date;
 mod exit;
 pub mod framework;
+mod history;
 mod image;
 mod orchestrator;
 mod output;

@@ -8,13 +8,16 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
+use crate::commands::durations::{Durations, Source};
 use crate::commands::selection::Selection;
 use crate::config;
 use crate::exit;
 use crate::framework::{self, TestRecord, discovery};
 use crate::output::plural;
+use crate::scheduler::{self, Item};
 
 /// One element of the `--format json` array, keys in this order.
 #[derive(Debug, Serialize)]
@@ -26,6 +29,12 @@ struct JsonRecord<'a> {
     retry_count: u32,
     group: &'a str,
     schedule_individual: bool,
+    /// The seconds `offload run` would schedule it with, `None` when no duration is
+    /// known at all (tests are then dealt out round-robin).
+    duration: Option<f64>,
+    /// Where `duration` came from: `report`, `history`, `group mean` (unknown in a
+    /// group with known ones), `default` (unknown in a group without any).
+    duration_source: Option<&'static str>,
 }
 
 /// Options of `offload collect`.
@@ -68,15 +77,21 @@ pub(crate) async fn run(config: &Path, options: CollectOptions) -> Result<i32> {
     // Buffered: stdout alone would flush (one write) per line.
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
+        let report = cfg.report.junit.then(|| cfg.report.junit_path());
+        let known = Durations::read(report.as_deref(), &cfg.history.path).for_tests(&records);
+        let scheduled = scheduled_durations(&records, &known);
         let items: Vec<JsonRecord<'_>> = records
             .iter()
-            .map(|r| JsonRecord {
+            .zip(scheduled)
+            .map(|(r, (duration, duration_source))| JsonRecord {
                 id: &r.id,
                 name: r.name(),
                 file: None,
                 retry_count: r.retry_count,
                 group: &r.group,
                 schedule_individual: r.schedule_individual,
+                duration,
+                duration_source,
             })
             .collect();
         let text = serde_json::to_string_pretty(&items).context("cannot encode the test list")?;
@@ -93,6 +108,50 @@ pub(crate) async fn run(config: &Path, options: CollectOptions) -> Result<i32> {
     }
     stdout.flush().context("cannot write to stdout")?;
     Ok(exit::SUCCESS)
+}
+
+/// The duration each of `records` is scheduled with (as the scheduler estimates it from
+/// the `known` ones) and where it came from; `None`s when nothing is known.
+fn scheduled_durations(
+    records: &[TestRecord],
+    known: &FxHashMap<String, (f64, Source)>,
+) -> Vec<(Option<f64>, Option<&'static str>)> {
+    let items: Vec<Item<'_>> = records
+        .iter()
+        .map(|r| Item {
+            id: &r.id,
+            group: &r.group,
+            individual: r.schedule_individual,
+            locality: None,
+        })
+        .collect();
+    let seconds: FxHashMap<String, f64> = known
+        .iter()
+        .map(|(id, (secs, _))| (id.clone(), *secs))
+        .collect();
+    let estimates = scheduler::estimate(&items, &seconds);
+    if !estimates.any_known {
+        return vec![(None, None); records.len()];
+    }
+    let groups_known: FxHashSet<&str> = records
+        .iter()
+        .filter(|r| known.contains_key(&r.id))
+        .map(|r| r.group.as_str())
+        .collect();
+    records
+        .iter()
+        .zip(&estimates.durations)
+        .map(|(r, duration)| {
+            let source = match known.get(&r.id) {
+                Some((_, source)) => source.name(),
+                None if groups_known.contains(r.group.as_str()) => "group mean",
+                None => "default",
+            };
+            // Milliseconds, as the history writes them.
+            let secs = (duration.as_secs_f64() * 1000.0).round() / 1000.0;
+            (Some(secs), Some(source))
+        })
+        .collect()
 }
 
 /// Prints, for each group of `groups` (in that order) that has tests, a blank line,

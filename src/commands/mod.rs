@@ -4,6 +4,8 @@
 pub(crate) mod apply_diff;
 pub(crate) mod checkpoint_status;
 pub(crate) mod collect;
+pub(crate) mod durations;
+pub(crate) mod history;
 pub(crate) mod init;
 pub(crate) mod logs;
 pub(crate) mod run;

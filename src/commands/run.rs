@@ -18,8 +18,9 @@ use anyhow::{Context, Result, bail};
 use rustc_hash::FxHashMap;
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::durations::{self, Durations};
 use crate::commands::selection::Selection;
-use crate::config::Config;
+use crate::config::{Config, RecordHistory};
 use crate::exit;
 use crate::framework::cache::DiscoveryCache;
 use crate::framework::cargo::Cargo;
@@ -66,6 +67,8 @@ pub(crate) struct RunOptions {
     pub(crate) rerun_failed: bool,
     /// One sandbox, its output shown as it comes.
     pub(crate) no_capture: bool,
+    /// Record this run's test times into the durations history.
+    pub(crate) record_history: bool,
 }
 
 /// Runs the test suite configured at `config_path`.
@@ -98,6 +101,10 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
     let Some(mut found) = discover(&start).await? else {
         return Ok(interrupted(&signals));
     };
+    // What exists, for pruning the history: all that discovery found, unless pytest's
+    // `-k` narrowed the discovery itself.
+    let live = (recording(&config, &options) && !keyword_at_discovery)
+        .then(|| durations::live(&found.records));
     if selection.is_active() {
         selection.apply(&mut found.records)?;
         crate::statusln!(
@@ -144,6 +151,9 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
         no_capture: options.no_capture,
     };
     let outcome = execute(found.records, batch_framework, provider, &settings, &start).await;
+    if recording(&config, &options) && signals.received().is_none() {
+        durations::record(&config, &outcome.results, live.as_ref());
+    }
     report(
         &config,
         &setup,
@@ -152,6 +162,11 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
         outcome,
         &signals,
     )
+}
+
+/// Whether this run records its test times into the durations history.
+fn recording(config: &Config, options: &RunOptions) -> bool {
+    options.record_history || config.history.record_history == RecordHistory::Always
 }
 
 /// The selection of the command line (filters, `-k`, `--rerun-failed`). The previous
@@ -209,7 +224,7 @@ struct Found {
     prepared: Option<PreparedImage>,
     /// Cargo batches in local sandboxes: the framework that reuses the checked build.
     reused: Option<Cargo>,
-    /// The previous report's durations by test ID.
+    /// The known durations by test ID (see [`durations`]).
     durations: FxHashMap<String, f64>,
 }
 
@@ -243,11 +258,12 @@ async fn discover(s: &Start<'_>) -> Result<Option<Found>> {
     let prepare_log = PrepareLog::held();
     let discovery_done = AtomicBool::new(false);
     let collect_only = s.options.collect_only;
-    // The previous report's durations are read while discovery runs (a large report
-    // takes a while to scan), and before anything in the output dir changes.
+    // The known durations are read while discovery runs (a large report takes a while
+    // to scan), and before anything in the output dir changes.
     let durations = (!collect_only).then(|| {
-        let path = s.config.report.junit_path();
-        tokio::task::spawn_blocking(move || junit::read_durations(&path))
+        let report = s.config.report.junit.then(|| s.config.report.junit_path());
+        let history = s.config.history.path.clone();
+        tokio::task::spawn_blocking(move || Durations::read(report.as_deref(), &history))
     });
     let discovery = async {
         let result = discover_tests(s).await;
@@ -290,13 +306,14 @@ async fn discover(s: &Start<'_>) -> Result<Option<Found>> {
         // A huge previous report may still be being read: a signal must not wait for it.
         Some(task) => tokio::select! {
             read = task => read.unwrap_or_else(|err| {
-                tracing::debug!("reading the previous durations failed: {err}");
-                FxHashMap::default()
+                tracing::debug!("reading the known durations failed: {err}");
+                Durations::default()
             }),
             () = s.interrupt.cancelled() => return Ok(None),
         },
-        None => FxHashMap::default(),
+        None => Durations::default(),
     };
+    let durations = durations::seconds(durations.for_tests(&records));
     Ok(Some(Found {
         records,
         prepared,

@@ -313,7 +313,7 @@ struct RawConfig<P, F> {
     #[serde(default)]
     checkpoint: Option<CheckpointConfig>,
     #[serde(default)]
-    history: Option<HistoryConfig>,
+    history: HistoryConfig,
 }
 
 impl<P: Into<ProviderConfig>, F: Into<FrameworkConfig>> RawConfig<P, F> {
@@ -651,7 +651,7 @@ fn expand_message(err: &ExpandError, field: &str) -> String {
 fn no_effect_warnings(config: &Config, table: &toml::Table) -> Vec<String> {
     let written = |section: &str, key: &str| table.get(section).and_then(|t| t.get(key)).is_some();
     let mut out = provider_no_effect(&config.provider, written);
-    out.extend(ignored_keys(table, written));
+    out.extend(ignored_keys(written));
     out.extend(
         config
             .framework
@@ -687,7 +687,7 @@ fn provider_no_effect(
 }
 
 /// Fields and sections accepted for compatibility that Offload ignores in every set-up.
-fn ignored_keys(table: &toml::Table, written: impl Fn(&str, &str) -> bool) -> Vec<String> {
+fn ignored_keys(written: impl Fn(&str, &str) -> bool) -> Vec<String> {
     let mut out = Vec::new();
     if written("offload", "impatiently_requeue_batches") {
         out.push(
@@ -704,10 +704,17 @@ fn ignored_keys(table: &toml::Table, written: impl Fn(&str, &str) -> bool) -> Ve
             ));
         }
     }
-    if table.contains_key("history") {
+    if written("history", "reservoir_size") {
         out.push(
-            "`[history]` is ignored: scheduling durations come from the previous run's \
-             report (`{output_dir}/{junit_file}`)"
+            "`reservoir_size` in `[history]` is ignored: the history keeps one smoothed \
+             duration per test"
+                .to_owned(),
+        );
+    }
+    if written("history", "default_duration_secs") {
+        out.push(
+            "`default_duration_secs` in `[history]` is ignored: a test of unknown duration \
+             counts as its group's mean"
                 .to_owned(),
         );
     }
@@ -789,7 +796,8 @@ type = "pytest"
         assert_eq!(c.report.junit_file, "junit.xml");
         assert!(c.report.download_globs.is_empty());
         assert!(c.checkpoint.is_none());
-        assert!(c.history.is_none());
+        assert_eq!(c.history.path, PathBuf::from(".offload/durations"));
+        assert_eq!(c.history.record_history, crate::config::RecordHistory::Flag);
     }
 
     #[test]
@@ -799,9 +807,9 @@ type = "pytest"
             c.report.junit_path(),
             PathBuf::from("test-results/junit.xml")
         );
-        let history = c.history.expect("history");
+        let history = c.history;
         assert_eq!(history.record_history, crate::config::RecordHistory::Flag);
-        assert_eq!(history.path, PathBuf::from("offload-history.jsonl"));
+        assert_eq!(history.path, PathBuf::from(".offload/durations"));
         assert_eq!(history.reservoir_size, 20);
         assert_eq!(history.default_duration_secs, 1.0);
     }
@@ -1184,8 +1192,6 @@ pth = "h.jsonl"
         );
         let loaded = load_ok(&text);
         let want = [
-            "`[history]` is ignored: scheduling durations come from the previous run's report \
-             (`{output_dir}/{junit_file}`)",
             "unknown key `bogus` at the top level",
             "unknown key `build_input` in `[checkpoint]` (did you mean `build_inputs`?)",
             "unknown key `extra_arg` in `[framework]` (did you mean `extra_args`?)",
@@ -1244,7 +1250,8 @@ type = "pytest"
                      impatiently_requeue_batches = true\n\
                      [provider]\ntype = \"local\"\n[framework]\ntype = \"pytest\"\n\
                      test_id_format = \"{name}\"\n[groups.all]\n\
-                     [report]\ndownload_globs = [\"*.log\"]\n[history]\n";
+                     [report]\ndownload_globs = [\"*.log\"]\n\
+                     [history]\nreservoir_size = 5\ndefault_duration_secs = 2.0\n";
         let got = warnings(local);
         for (field, why) in [
             (
@@ -1263,7 +1270,8 @@ type = "pytest"
                 "`download_globs` in `[report]`",
                 "only the JUnit result files",
             ),
-            ("`[history]` is ignored", "previous run's"),
+            ("`reservoir_size` in `[history]`", "one smoothed duration"),
+            ("`default_duration_secs` in `[history]`", "group's mean"),
             (
                 "`test_id_format` in `[framework]`",
                 "node IDs pytest prints",
@@ -1274,7 +1282,7 @@ type = "pytest"
                 "no warning for {field} in {got:?}"
             );
         }
-        assert_eq!(got.len(), 6, "{got:?}");
+        assert_eq!(got.len(), 7, "{got:?}");
 
         let remote = "[offload]\nworking_dir = \"x\"\nsandbox_project_root = \"/app\"\n\
                       sandbox_init_cmd = \"make\"\n\

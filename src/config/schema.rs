@@ -30,8 +30,8 @@ pub(crate) struct Config {
     pub(crate) report: ReportConfig,
     /// `[checkpoint]`: its presence turns on checkpoint mode for image caching.
     pub(crate) checkpoint: Option<CheckpointConfig>,
-    /// `[history]`: timing history (parsed; durations also come from the last report).
-    pub(super) history: Option<HistoryConfig>,
+    /// `[history]`: the durations history file (its defaults when the table is absent).
+    pub(crate) history: HistoryConfig,
 }
 
 /// `[offload]`.
@@ -158,7 +158,7 @@ pub(crate) struct CheckpointConfig {
 
 /// When history is recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum RecordHistory {
+pub(crate) enum RecordHistory {
     /// After every run.
     Always,
     /// Only with `--record-history`.
@@ -192,32 +192,43 @@ impl<'de> Deserialize<'de> for RecordHistory {
     }
 }
 
-/// `[history]`.
+/// `[history]`: the durations history (see [`crate::history`]).
 #[derive(Debug, Clone, Deserialize)]
-#[allow(
-    dead_code,
-    reason = "accepted and checked; `load` warns that it is ignored"
-)]
-pub(super) struct HistoryConfig {
-    /// When to record.
+pub(crate) struct HistoryConfig {
+    /// When to record: after every run, or only with `--record-history`.
     #[serde(default = "default_record_history")]
-    pub(super) record_history: RecordHistory,
-    /// JSONL history file.
+    pub(crate) record_history: RecordHistory,
+    /// The history file, relative to where `offload` runs.
     #[serde(default = "default_history_path")]
-    pub(super) path: PathBuf,
-    /// Samples kept per outcome per test.
+    pub(crate) path: PathBuf,
+    /// Accepted for compatibility: the history keeps one smoothed duration per test.
     #[serde(default = "default_reservoir_size")]
+    #[allow(
+        dead_code,
+        reason = "accepted so that it is not an unknown key; `load` warns that it is ignored"
+    )]
     pub(super) reservoir_size: usize,
-    /// Duration assumed for a test with no history, in seconds.
+    /// Accepted for compatibility: tests of unknown duration take their group's mean.
     #[serde(default = "default_duration_secs")]
     pub(super) default_duration_secs: f64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            record_history: default_record_history(),
+            path: default_history_path(),
+            reservoir_size: default_reservoir_size(),
+            default_duration_secs: default_duration_secs(),
+        }
+    }
 }
 
 fn default_record_history() -> RecordHistory {
     RecordHistory::Flag
 }
 fn default_history_path() -> PathBuf {
-    PathBuf::from("offload-history.jsonl")
+    PathBuf::from(crate::history::DEFAULT_PATH)
 }
 fn default_reservoir_size() -> usize {
     20

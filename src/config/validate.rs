@@ -31,8 +31,8 @@ pub(super) fn validate(config: &mut Config) -> Result<()> {
     if let Some(checkpoint) = &config.checkpoint {
         check_checkpoint(checkpoint, &config.provider)?;
     }
-    if let Some(history) = &config.history {
-        let secs = history.default_duration_secs;
+    {
+        let secs = config.history.default_duration_secs;
         if !secs.is_finite() || secs < 0.0 {
             bail!(
                 "`history.default_duration_secs` is {secs}; it must be a number of seconds \

@@ -155,6 +155,11 @@ impl TestResult {
         self.final_attempt_index().map(|i| &self.attempts[i])
     }
 
+    /// The time of the attempt that decided the verdict, in seconds.
+    pub(crate) fn deciding_time(&self) -> Option<f64> {
+        self.final_attempt().map(|a| a.case.time)
+    }
+
     /// Every failed attempt other than the final one, in order.
     pub(super) fn earlier_failures(&self) -> impl Iterator<Item = &Attempt> {
         let last = self.final_attempt_index();

@@ -354,13 +354,14 @@ fn validate_and_run_name_every_setting_without_effect() {
          destroy_command = \"true\"\n\
          [framework]\ntype = \"default\"\ndiscover_command = \"echo t {filters}\"\n\
          run_command = \"true {tests}\"\ntest_id_format = \"{name}\"\n\
-         [groups.all]\n[report]\ndownload_globs = [\"*.log\"]\n[history]\n",
+         [groups.all]\n[report]\ndownload_globs = [\"*.log\"]\n\
+         [history]\nreservoir_size = 3\n",
     );
     let fields = [
         "`sandbox_init_cmd` in `[offload]` has no effect",
         "`impatiently_requeue_batches` in `[offload]` is ignored",
         "`download_globs` in `[report]` is ignored",
-        "`[history]` is ignored",
+        "`reservoir_size` in `[history]` is ignored",
     ];
     let validate = run(p.offload().arg("validate"));
     assert_eq!(validate.code, 0, "{}", validate.stderr);

@@ -8,6 +8,7 @@ mod collect;
 mod config;
 mod default_provider;
 mod discovery_cache;
+mod history;
 mod images;
 mod junit_report;
 mod large;
