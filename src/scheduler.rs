@@ -26,9 +26,12 @@
 //!   batch, which evens out the imbalance no estimate could prevent — at the price of
 //!   one more start-up per sandbox. Sandboxes with CPUs of their own (remote ones) pay
 //!   it always. Local sandboxes share this machine's CPUs, where every start-up
-//!   competes with the tests, so they pay it only when each gets few tests
-//!   ([`FEW_TESTS_PER_SANDBOX`]): the sum of many unknown durations strays less from
-//!   its expectation than the sum of a few.
+//!   competes with the tests, so they pay it only when it can buy balance: when each
+//!   gets few tests ([`FEW_TESTS_PER_SANDBOX`]; the sum of many unknown durations
+//!   strays less from its expectation than the sum of a few), and when there are at
+//!   most [`SANDBOXES_PER_CPU_FOR_SPLIT`] sandboxes per CPU. Equal batches end
+//!   together, so their second wave of start-ups lands at once: with many sandboxes
+//!   per CPU that wave alone takes longer than the imbalance it could even out.
 //!
 //! Unknown tests among known ones weigh their group's mean, or [`UNKNOWN_DURATION`].
 //! A known duration is what the report says plus [`PER_TEST_OVERHEAD`]: reports time a
@@ -58,6 +61,19 @@ const MIN_TESTS_PER_SPLIT_BATCH: usize = 4;
 /// With nothing known, sandboxes that share this machine's CPUs get the finer split
 /// only up to this many tests each.
 const FEW_TESTS_PER_SANDBOX: usize = 32;
+
+/// With nothing known, sandboxes that share this machine's CPUs get the finer split
+/// only while there are at most this many of them per CPU.
+const SANDBOXES_PER_CPU_FOR_SPLIT: usize = 2;
+
+/// Whose CPUs the sandboxes run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cpus {
+    /// Their own (remote sandboxes).
+    Own,
+    /// This machine's, this many of them (local sandboxes).
+    Shared(usize),
+}
 
 /// With nothing known, the number of separate stretches of the suite a batch gets at
 /// least (when there are enough tests): one slow stretch then weighs a fraction of a
@@ -146,13 +162,13 @@ pub(crate) fn estimate(items: &[Item<'_>], known: &FxHashMap<String, f64>) -> Es
 /// Plans the batches for `items` over `parallel` sandboxes (see the module docs).
 /// Batches come out longest first, so the longest work starts first.
 ///
-/// `own_cpus` says the sandboxes do not share this machine's CPUs, which makes the
-/// finer split of a first run worth its start-ups however many tests there are.
+/// `cpus` says whose CPUs the sandboxes run on, which decides whether the finer split
+/// of a first run is worth its start-ups.
 pub(crate) fn plan(
     items: &[Item<'_>],
     estimates: &Estimates,
     parallel: usize,
-    own_cpus: bool,
+    cpus: Cpus,
 ) -> Vec<PlannedBatch> {
     let durations = &estimates.durations;
     debug_assert_eq!(items.len(), durations.len());
@@ -175,8 +191,15 @@ pub(crate) fn plan(
         batches.extend(lpt_then_fill(durations, &normal, parallel));
     } else {
         let per_sandbox = normal.len() / parallel;
+        let worth_start_ups = match cpus {
+            Cpus::Own => true,
+            Cpus::Shared(n) => {
+                per_sandbox <= FEW_TESTS_PER_SANDBOX
+                    && parallel <= n.max(1) * SANDBOXES_PER_CPU_FOR_SPLIT
+            }
+        };
         let split = per_sandbox >= UNKNOWN_BATCHES_PER_SANDBOX * MIN_TESTS_PER_SPLIT_BATCH
-            && (own_cpus || per_sandbox <= FEW_TESTS_PER_SANDBOX);
+            && worth_start_ups;
         let slots = if split {
             parallel * UNKNOWN_BATCHES_PER_SANDBOX
         } else {
@@ -354,7 +377,7 @@ mod tests {
         let items = items(&["a", "b", "c", "d", "e"]);
         let est = estimate(&items, &FxHashMap::default());
         assert!(!est.any_known);
-        let batches = plan(&items, &est, 2, true);
+        let batches = plan(&items, &est, 2, Cpus::Own);
         assert_eq!(
             ids(&items, &batches),
             vec![vec!["a", "c", "e"], vec!["b", "d"]]
@@ -365,7 +388,12 @@ mod tests {
     fn nothing_known_and_many_tests_gives_two_batches_per_sandbox() {
         let names: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
         let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
-        let batches = plan(&items, &estimate(&items, &FxHashMap::default()), 4, true);
+        let batches = plan(
+            &items,
+            &estimate(&items, &FxHashMap::default()),
+            4,
+            Cpus::Own,
+        );
         assert_eq!(batches.len(), 8);
         // Neighbours stay apart: t0 and t1 are in different batches.
         let of = |id: &str| {
@@ -379,19 +407,46 @@ mod tests {
             &items[..20],
             &estimate(&items[..20], &FxHashMap::default()),
             4,
-            true,
+            Cpus::Own,
         );
         assert_eq!(batches.len(), 4);
         // Sandboxes sharing this machine's CPUs: the finer split only for few tests
         // per sandbox.
-        let batches = plan(&items, &estimate(&items, &FxHashMap::default()), 4, false);
+        let batches = plan(
+            &items,
+            &estimate(&items, &FxHashMap::default()),
+            4,
+            Cpus::Shared(8),
+        );
         assert_eq!(batches.len(), 8);
         let names: Vec<String> = (0..400).map(|i| format!("t{i}")).collect();
         let many: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
-        let batches = plan(&many, &estimate(&many, &FxHashMap::default()), 4, false);
+        let batches = plan(
+            &many,
+            &estimate(&many, &FxHashMap::default()),
+            4,
+            Cpus::Shared(8),
+        );
         assert_eq!(batches.len(), 4);
-        let batches = plan(&many, &estimate(&many, &FxHashMap::default()), 4, true);
+        let batches = plan(&many, &estimate(&many, &FxHashMap::default()), 4, Cpus::Own);
         assert_eq!(batches.len(), 8);
+    }
+
+    #[test]
+    fn nothing_known_and_many_sandboxes_per_cpu_gives_one_batch_per_sandbox() {
+        // 240 tests over 8 local sandboxes: few tests each, but on 2 CPUs a second wave
+        // of 8 start-ups would cost more than any balance it buys.
+        let names: Vec<String> = (0..240).map(|i| format!("t{i}")).collect();
+        let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
+        let est = estimate(&items, &FxHashMap::default());
+        assert_eq!(plan(&items, &est, 8, Cpus::Shared(2)).len(), 8);
+        assert_eq!(plan(&items, &est, 8, Cpus::Shared(4)).len(), 16);
+        let fewer = &items[..100];
+        let est_fewer = estimate(fewer, &FxHashMap::default());
+        assert_eq!(plan(fewer, &est_fewer, 4, Cpus::Shared(2)).len(), 8);
+        // A machine that reports no CPU count counts as one CPU.
+        assert_eq!(plan(&items, &est, 2, Cpus::Shared(0)).len(), 2);
+        assert_eq!(plan(&items, &est, 8, Cpus::Own).len(), 16);
     }
 
     #[test]
@@ -400,7 +455,12 @@ mod tests {
         // not all 40, and still gets stretches from all over the suite.
         let names = file_ids(2000, 50);
         let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
-        let batches = plan(&items, &estimate(&items, &FxHashMap::default()), 2, false);
+        let batches = plan(
+            &items,
+            &estimate(&items, &FxHashMap::default()),
+            2,
+            Cpus::Shared(8),
+        );
         assert_eq!(batches.len(), 2);
         for b in &batches {
             let files: HashSet<&str> = b.items.iter().map(|&i| file_of(&items, i)).collect();
@@ -412,7 +472,12 @@ mod tests {
         // Few tests per file: a file is dealt out test by test.
         let names = file_ids(60, 10);
         let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
-        let batches = plan(&items, &estimate(&items, &FxHashMap::default()), 4, false);
+        let batches = plan(
+            &items,
+            &estimate(&items, &FxHashMap::default()),
+            4,
+            Cpus::Shared(8),
+        );
         let of = |id: &str| {
             batches
                 .iter()
@@ -428,7 +493,7 @@ mod tests {
             &items,
             &known(&[("slow", 10.0), ("medium", 5.0), ("fast", 1.0)]),
         );
-        let batches = plan(&items, &est, 2, true);
+        let batches = plan(&items, &est, 2, Cpus::Own);
         assert_eq!(
             ids(&items, &batches),
             vec![vec!["slow"], vec!["medium", "fast"]]
@@ -458,7 +523,7 @@ mod tests {
                 )
             })
             .collect();
-        let batches = plan(&items, &estimate(&items, &known(&durations)), 4, true);
+        let batches = plan(&items, &estimate(&items, &known(&durations)), 4, Cpus::Own);
         assert_eq!(batches.len(), 4);
         let max = batches.iter().map(|b| b.load).max().unwrap();
         assert!(
@@ -474,7 +539,7 @@ mod tests {
         let names = file_ids(200, 50);
         let items: Vec<Item<'_>> = names.iter().map(|n| item(n)).collect();
         let durations: Vec<(&str, f64)> = names.iter().map(|n| (n.as_str(), 0.001)).collect();
-        let batches = plan(&items, &estimate(&items, &known(&durations)), 2, true);
+        let batches = plan(&items, &estimate(&items, &known(&durations)), 2, Cpus::Own);
         assert_eq!(batches.len(), 2);
         for b in &batches {
             let files: HashSet<&str> = b.items.iter().map(|&i| file_of(&items, i)).collect();
@@ -494,7 +559,12 @@ mod tests {
             .enumerate()
             .map(|(i, n)| (n.as_str(), if i == 1234 { 0.039 } else { 0.0 }))
             .collect();
-        let batches = plan(&items, &estimate(&items, &known(&durations)), 2, false);
+        let batches = plan(
+            &items,
+            &estimate(&items, &known(&durations)),
+            2,
+            Cpus::Shared(8),
+        );
         assert_eq!(batches.len(), 2);
         for b in &batches {
             assert!(
@@ -564,7 +634,7 @@ mod tests {
         let ok = Duration::from_secs(2) + PER_TEST_OVERHEAD;
         // The bad ones get the group mean of the good ones.
         assert_eq!(est.durations, vec![ok; ids.len()]);
-        let batches = plan(&items, &est, 2, false);
+        let batches = plan(&items, &est, 2, Cpus::Shared(8));
         assert_eq!(
             batches.iter().map(|b| b.items.len()).sum::<usize>(),
             ids.len()
@@ -577,7 +647,7 @@ mod tests {
         let items = items(&["a", "b", "c"]);
         let est = estimate(&items, &FxHashMap::default());
         for parallel in [0, 1, 3, usize::MAX / 2, usize::MAX] {
-            let batches = plan(&items, &est, parallel, true);
+            let batches = plan(&items, &est, parallel, Cpus::Own);
             let mut planned: Vec<usize> = batches.iter().flat_map(|b| b.items.clone()).collect();
             planned.sort_unstable();
             assert_eq!(planned, [0, 1, 2], "parallel = {parallel}");
@@ -593,17 +663,27 @@ mod tests {
             individual: true,
             locality: None,
         });
-        let batches = plan(&items, &estimate(&items, &FxHashMap::default()), 8, true);
+        let batches = plan(
+            &items,
+            &estimate(&items, &FxHashMap::default()),
+            8,
+            Cpus::Own,
+        );
         assert_eq!(batches.len(), 3);
         assert!(batches.iter().any(|b| b.items == vec![2]));
-        assert!(plan(&[], &estimate(&[], &FxHashMap::default()), 4, true).is_empty());
+        assert!(plan(&[], &estimate(&[], &FxHashMap::default()), 4, Cpus::Own).is_empty());
     }
 
     #[test]
     fn a_batch_holds_any_number_of_bytes_of_ids() {
         let long: Vec<String> = (0..200).map(|i| format!("{i:0>1000}")).collect();
         let items: Vec<Item<'_>> = long.iter().map(|n| item(n)).collect();
-        let batches = plan(&items, &estimate(&items, &FxHashMap::default()), 1, false);
+        let batches = plan(
+            &items,
+            &estimate(&items, &FxHashMap::default()),
+            1,
+            Cpus::Shared(8),
+        );
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].items.len(), 200);
     }

@@ -24,7 +24,7 @@ use crate::framework::{Framework, TestRecord};
 use crate::provider::{Provider, Sandbox};
 use crate::report::junit::{CaseOutcome, Detail, TestCase};
 use crate::report::verdict::{Attempt, TestResult, Verdict};
-use crate::scheduler::{self, Item};
+use crate::scheduler::{self, Cpus, Item};
 
 /// How often subscribers hear [`RunEvent::Tick`].
 const TICK: Duration = Duration::from_secs(1);
@@ -198,7 +198,12 @@ impl<'a> Coordinator<'a> {
             })
             .collect();
         let estimates = scheduler::estimate(&items, &settings.durations);
-        let planned = scheduler::plan(&items, &estimates, settings.parallel, !shares_local_cpus);
+        let cpus = if shares_local_cpus {
+            Cpus::Shared(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        } else {
+            Cpus::Own
+        };
+        let planned = scheduler::plan(&items, &estimates, settings.parallel, cpus);
         drop(items);
         let expected = estimates
             .any_known
