@@ -56,6 +56,7 @@ impl Described for CargoConfig {
     };
 }
 
+/// The commented section `offload init` writes.
 const TEMPLATE: &str = "\
 # How tests are found and run: cargo-nextest (`cargo install cargo-nextest`) lists and
 # runs the tests of the workspace.

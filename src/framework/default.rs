@@ -51,6 +51,7 @@ impl Described for DefaultFrameworkConfig {
     };
 }
 
+/// The commented section `offload init` writes.
 const TEMPLATE: &str = "\
 # How tests are found and run, with your own commands (each run with `sh -c`):
 # - discover_command prints one test ID per line; {filters} becomes the group's `filters`.

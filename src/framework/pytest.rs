@@ -67,6 +67,7 @@ impl Described for PytestConfig {
     };
 }
 
+/// The commented section `offload init` writes.
 const TEMPLATE: &str = "\
 # How tests are found and run: pytest, started with `command`, collecting from `paths`.
 [framework]

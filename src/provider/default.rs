@@ -100,6 +100,7 @@ impl Described for DefaultProviderConfig {
     };
 }
 
+/// The commented section `offload init` writes.
 const TEMPLATE: &str = "\
 # Where batches run: sandboxes driven by your own shell commands (each run with `sh -c`).
 # Placeholders: {image_id} is the last line prepare_command printed, {sandbox_id} the ID

@@ -55,6 +55,7 @@ impl Described for LocalProviderConfig {
     };
 }
 
+/// The commented section `offload init` writes.
 const TEMPLATE: &str = "\
 # Where batches run: `local` runs each batch as a child process on this machine, in
 # `working_dir` (default: the current directory), through `shell`.

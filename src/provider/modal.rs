@@ -71,6 +71,7 @@ impl Described for ModalProviderConfig {
     };
 }
 
+/// The commented section `offload init` writes.
 const TEMPLATE: &str = "\
 # Where batches run: Modal cloud sandboxes (needs `uv` and Modal credentials). The image
 # is built from `dockerfile`; include_cwd copies this directory into sandbox_project_root.
