@@ -126,8 +126,8 @@ pub(crate) fn record(config: &Config, results: &[TestResult], live: Option<&Live
     });
     let keep = keep.as_ref().map(|k| k as history::Exists<'_>);
     match history::record(path, &samples, keep) {
-        Ok(n) => tracing::info!(
-            "recorded {} into the durations history `{}` ({n} in all)",
+        Ok(n) => crate::statusln!(
+            "Recorded {} into the durations history `{}` ({n} in all)",
             crate::output::plural(samples.len(), "test time"),
             path.display()
         ),

@@ -74,7 +74,14 @@ fn a_recorded_history_schedules_a_run_that_has_no_report() {
             .all(|(_, _, source)| source.as_deref() == Some("report"))
     );
 
-    record(&p);
+    let first = record(&p);
+    assert!(
+        first
+            .stderr
+            .contains("Recorded 3 test times into the durations history `.offload/durations`"),
+        "{}",
+        first.show()
+    );
     let got = entries(&p);
     let ids: Vec<&str> = got.iter().map(|e| e.1.as_str()).collect();
     // Sorted, one test a line.
