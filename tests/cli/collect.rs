@@ -85,7 +85,9 @@ fn pytest_groups_with_different_filters_in_json() {
         slow,
         &serde_json::json!({
             "id": "tests/test_a.py::test_slow", "name": "test_slow", "file": null,
-            "retry_count": 3, "group": "slow", "schedule_individual": true
+            "retry_count": 3, "group": "slow", "schedule_individual": true,
+            // Nothing run yet: no duration known.
+            "duration": null, "duration_source": null
         })
     );
     assert_eq!(records[2]["name"], "test_p[x::y]");
