@@ -20,6 +20,7 @@ pub mod framework;
 mod image;
 mod orchestrator;
 mod output;
+mod partition;
 mod patch;
 pub mod process;
 mod provider;

@@ -6,6 +6,7 @@ pub(crate) mod checkpoint_status;
 pub(crate) mod collect;
 pub(crate) mod init;
 pub(crate) mod logs;
+pub(crate) mod report_merge;
 pub(crate) mod run;
 pub(crate) mod selection;
 pub(crate) mod validate;
