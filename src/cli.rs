@@ -12,6 +12,7 @@ use crate::commands;
 use crate::exit;
 use crate::framework::FrameworkKind;
 use crate::orchestrator::progress::StatusLevel;
+use crate::partition::Partition;
 use crate::provider::ProviderKind;
 use crate::report::summary::FinalStatusLevel;
 
@@ -69,6 +70,9 @@ enum Command {
     /// The durations history: its git merge driver.
     #[command(subcommand)]
     History(HistoryCommand),
+    /// Work with JUnit reports.
+    #[command(subcommand)]
+    Report(ReportCommand),
 }
 
 /// `offload history` subcommands.
@@ -87,6 +91,26 @@ enum HistoryCommand {
     /// Make git merge the durations history with `offload history merge`: adds its line
     /// to `.gitattributes` and the driver to the repository's git config.
     SetupMergeDriver,
+}
+
+/// The subcommands of `offload report`.
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    /// Merge the reports of the parts of a partitioned run (`offload run --partition
+    /// K/N`) into one report of the whole run.
+    Merge(MergeArgs),
+}
+
+/// Flags of `offload report merge`.
+#[derive(Debug, Args)]
+struct MergeArgs {
+    /// The parts' reports (their tests are written in this order). A test in two of them
+    /// is an error; a part missing from the set is a warning.
+    #[arg(value_name = "REPORT", required = true)]
+    inputs: Vec<PathBuf>,
+    /// Where to write the merged report (atomically; it may be one of the inputs).
+    #[arg(short, long, value_name = "PATH", default_value = "junit.xml")]
+    output: PathBuf,
 }
 
 /// Flags of `offload run`.
@@ -152,6 +176,19 @@ struct RunArgs {
     /// every run.
     #[arg(long)]
     pub record_history: bool,
+    /// Run only part K of N of the selected tests, for N CI jobs that share a suite: the
+    /// jobs K = 1..N together run each test once. `K/N` (or `count:K/N`, nextest's
+    /// spelling) balances the parts by the known durations, longest first, so every job
+    /// must discover the same tests and know the same durations; `hash:K/N` places each
+    /// test by a hash of its ID, for suites whose discovery differs between machines. The
+    /// report records the part; `offload report merge` joins the parts' reports.
+    #[arg(long, value_name = "K/N", value_parser = parse_partition)]
+    pub partition: Option<Partition>,
+}
+
+/// A `--partition` value (see [`Partition`]'s `FromStr`).
+fn parse_partition(value: &str) -> Result<Partition, String> {
+    value.parse()
 }
 
 /// Output formats of `offload collect`.
@@ -324,6 +361,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             };
             commands::history::setup_merge_driver(&path)
         }
+        Command::Report(ReportCommand::Merge(args)) => {
+            commands::report_merge::run(commands::report_merge::MergeOptions {
+                inputs: args.inputs,
+                output: args.output,
+            })
+        }
     }
 }
 
@@ -345,6 +388,7 @@ impl From<RunArgs> for commands::run::RunOptions {
             rerun_failed: a.rerun_failed,
             no_capture: a.no_capture,
             record_history: a.record_history,
+            partition: a.partition,
         }
     }
 }

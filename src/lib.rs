@@ -21,6 +21,7 @@ mod history;
 mod image;
 mod orchestrator;
 mod output;
+mod partition;
 mod patch;
 pub mod process;
 mod provider;

@@ -8,6 +8,7 @@ pub(crate) mod durations;
 pub(crate) mod history;
 pub(crate) mod init;
 pub(crate) mod logs;
+pub(crate) mod report_merge;
 pub(crate) mod run;
 pub(crate) mod selection;
 pub(crate) mod validate;

@@ -3,7 +3,8 @@
 //! [`run`] reads as its phases: load the config and apply the flags; discover every
 //! group while the image is prepared, the previous durations are read and a local
 //! cargo build is checked ([`discover`]); keep the tests the command line selects
-//! ([`Selection`]: filters, `-k`, `--rerun-failed`); prepare the output directory and
+//! ([`Selection`]: filters, `-k`, `--rerun-failed`), then, under `--partition K/N`, the
+//! tests of part K ([`Partition`]); prepare the output directory and
 //! build the provider; hand everything to the [`orchestrator`](crate::orchestrator)
 //! ([`execute`]); write the merged report, print the summary and return the exit code
 //! ([`report`]). Each phase calls into the module that owns the decision.
@@ -29,9 +30,11 @@ use crate::image::PreparedImage;
 use crate::orchestrator::progress::{Progress, StatusLevel};
 use crate::orchestrator::{self, EngineOutcome, EngineSettings};
 use crate::output::plural;
+use crate::partition::Partition;
 use crate::provider::default::{self as default_provider, PrepareLog};
 use crate::provider::default_image::ImagePlan;
 use crate::provider::{self, Setup};
+use crate::report::merge::{PARTITION_PROPERTY, PLAN_TESTS_PROPERTY};
 use crate::report::summary::{self, FinalStatusLevel};
 use crate::report::{junit, output_dir};
 use crate::signal::Signals;
@@ -69,6 +72,8 @@ pub(crate) struct RunOptions {
     pub(crate) no_capture: bool,
     /// Record this run's test times into the durations history.
     pub(crate) record_history: bool,
+    /// Run only this part of the selected tests.
+    pub(crate) partition: Option<Partition>,
 }
 
 /// Runs the test suite configured at `config_path`.
@@ -112,6 +117,18 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
             plural(found.records.len(), "test")
         );
     }
+    // The report says which part it is, and of how large a plan.
+    let mut properties: Vec<(&str, String)> = Vec::new();
+    if let Some(partition) = options.partition {
+        let total = partition.retain(&mut found.records, &found.durations);
+        crate::statusln!(
+            "part {partition}: {} of {}",
+            plural(found.records.len(), "test"),
+            total
+        );
+        properties.push((PARTITION_PROPERTY, partition.to_string()));
+        properties.push((PLAN_TESTS_PROPERTY, total.to_string()));
+    }
 
     if options.collect_only {
         crate::commands::collect::print_listing(
@@ -121,6 +138,9 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
         return Ok(exit::SUCCESS);
     }
     if found.records.is_empty() {
+        if let Some(partition) = options.partition {
+            return empty_part(&config, framework.as_ref(), partition, &properties);
+        }
         crate::output::print("No tests to run.\n");
         return Ok(exit::SUCCESS);
     }
@@ -159,6 +179,7 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
         &setup,
         &options,
         framework.as_ref(),
+        &properties,
         outcome,
         &signals,
     )
@@ -167,6 +188,31 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
 /// Whether this run records its test times into the durations history.
 fn recording(config: &Config, options: &RunOptions) -> bool {
     options.record_history || config.history.record_history == RecordHistory::Always
+}
+
+/// A part of a partitioned run that got no test (more parts than tests, say): it says
+/// so, writes a report without tests that still names the part (so that the CI job's
+/// upload finds it) and succeeds, since the other parts run the tests.
+fn empty_part(
+    config: &Config,
+    framework: &dyn Framework,
+    partition: Partition,
+    properties: &[(&str, String)],
+) -> Result<i32> {
+    let report = &config.report;
+    if report.junit {
+        output_dir::prepare(&report.output_dir)?;
+        let hostname = junit::hostname();
+        let run = junit::RunInfo {
+            started: SystemTime::now(),
+            hostname: &hostname,
+            framework: Some(framework),
+            properties,
+        };
+        junit::write_merged(&report.junit_path(), &[], &run)?;
+    }
+    crate::output::print(&format!("Part {partition} has no tests: nothing to run.\n"));
+    Ok(exit::SUCCESS)
 }
 
 /// The selection of the command line (filters, `-k`, `--rerun-failed`). The previous
@@ -259,8 +305,9 @@ async fn discover(s: &Start<'_>) -> Result<Option<Found>> {
     let discovery_done = AtomicBool::new(false);
     let collect_only = s.options.collect_only;
     // The known durations are read while discovery runs (a large report takes a while
-    // to scan), and before anything in the output dir changes.
-    let durations = (!collect_only).then(|| {
+    // to scan), and before anything in the output dir changes. A partition is cut by
+    // them, also when only listed.
+    let durations = (!collect_only || s.options.partition.is_some()).then(|| {
         let report = s.config.report.junit.then(|| s.config.report.junit_path());
         let history = s.config.history.path.clone();
         tokio::task::spawn_blocking(move || Durations::read(report.as_deref(), &history))
@@ -402,6 +449,7 @@ fn report(
     setup: &Setup<'_>,
     options: &RunOptions,
     framework: &dyn Framework,
+    properties: &[(&str, String)],
     outcome: EngineOutcome,
     signals: &Signals,
 ) -> Result<i32> {
@@ -415,7 +463,8 @@ fn report(
                 .checked_sub(outcome.elapsed)
                 .unwrap_or(SystemTime::UNIX_EPOCH),
             hostname: &hostname,
-            framework,
+            framework: Some(framework),
+            properties,
         };
         junit::write_merged(&report.junit_path(), &outcome.results, &run).err()
     } else {

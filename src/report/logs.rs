@@ -200,6 +200,7 @@ mod tests {
         TestSuite {
             name: "s".into(),
             cases,
+            ..TestSuite::default()
         }
     }
 

@@ -266,7 +266,8 @@ mod tests {
         let run = crate::report::junit::RunInfo {
             started: std::time::SystemTime::now(),
             hostname: "h",
-            framework: &framework,
+            framework: Some(&framework),
+            properties: &[],
         };
         let xml = render_merged(&results, &run);
         let back: Vec<Verdict> = parse(&xml).unwrap()[0]

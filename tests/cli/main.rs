@@ -18,6 +18,7 @@ mod messages;
 mod modal_provider;
 mod modal_script;
 mod outcomes;
+mod partition;
 mod prepare;
 mod run;
 mod selection;

@@ -20,9 +20,9 @@ mod write;
 
 pub(crate) use model::*;
 pub(crate) use parse::{MAX_DURATION_SECS, parse, read_durations};
-#[cfg(test)]
-pub(crate) use write::render_merged;
 pub(crate) use write::{RunInfo, hostname, write_merged};
+#[cfg(test)]
+pub(crate) use write::{push_timestamp, render_merged};
 
 #[cfg(test)]
 mod tests;

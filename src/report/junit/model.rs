@@ -12,6 +12,10 @@ pub(crate) struct TestSuite {
     pub(crate) name: String,
     /// Its test cases, in document order.
     pub(crate) cases: Vec<TestCase>,
+    /// `timestamp` attribute, as written.
+    pub(crate) timestamp: Option<String>,
+    /// The `name` and `value` of each `<property>` in its `<properties>`, in order.
+    pub(crate) properties: Vec<(String, String)>,
 }
 
 /// One `<testcase>` as read from a result file.

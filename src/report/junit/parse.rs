@@ -242,6 +242,7 @@ fn unescape_lenient(text: &BytesText<'_>) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Suite(usize),
+    Properties(usize),
     Case,
     Outcome,
     CaseOut,
@@ -345,12 +346,24 @@ impl Parser {
                 Role::RerunErr
             }
             (None | Some(Role::Suite(_) | Role::Other), b"testsuite") if self.case.is_none() => {
-                let [name] = attrs(e, [b"name"])?;
+                let [name, timestamp] = attrs(e, [b"name", b"timestamp"])?;
                 self.suites.push(TestSuite {
                     name: name.map(Cow::into_owned).unwrap_or_default(),
-                    cases: Vec::new(),
+                    timestamp: timestamp.map(Cow::into_owned),
+                    ..TestSuite::default()
                 });
                 Role::Suite(self.suites.len() - 1)
+            }
+            (Some(Role::Suite(suite)), b"properties") => Role::Properties(suite),
+            (Some(Role::Properties(suite)), b"property") => {
+                let [name, value] = attrs(e, [b"name", b"value"])?;
+                if let Some(name) = name {
+                    self.suites[suite].properties.push((
+                        name.into_owned(),
+                        value.map(Cow::into_owned).unwrap_or_default(),
+                    ));
+                }
+                Role::Other
             }
             (None | Some(Role::Suite(_) | Role::Other), b"testcase") if self.case.is_none() => {
                 let suite = self.enclosing_suite();
@@ -430,7 +443,7 @@ impl Parser {
                 .rerun
                 .as_mut()
                 .and_then(|r| r.rerun.system_err.as_mut()),
-            Role::Suite(_) | Role::Case | Role::Other => None,
+            Role::Suite(_) | Role::Properties(_) | Role::Case | Role::Other => None,
         };
         if let Some(target) = target {
             target.push_str(text);

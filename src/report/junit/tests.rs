@@ -398,7 +398,8 @@ fn info(framework: &dyn Framework) -> RunInfo<'_> {
     RunInfo {
         started: SystemTime::UNIX_EPOCH + Duration::from_secs(STARTED_SECS),
         hostname: "ci-7",
-        framework,
+        framework: Some(framework),
+        properties: &[],
     }
 }
 

@@ -18,8 +18,12 @@ pub(crate) struct RunInfo<'a> {
     /// The machine Offload ran on: each `<testsuite>`'s `hostname` (see [`hostname`]).
     pub hostname: &'a str,
     /// The run's framework: the `classname` and `file` of tests whose result does not
-    /// carry them.
-    pub framework: &'a dyn Framework,
+    /// carry them (`None`: the group name, and no `file`).
+    pub framework: Option<&'a dyn Framework>,
+    /// `<property>` names and values written in each `<testsuite>`'s `<properties>`
+    /// (which part of a partitioned run the report is, say). With properties and no
+    /// tests, the report holds one empty `<testsuite name="offload">` to carry them.
+    pub properties: &'a [(&'a str, String)],
 }
 
 /// Writes the merged report of a run to `path` through a temporary file in the same
@@ -51,6 +55,9 @@ pub(crate) struct RunInfo<'a> {
 ///   surefire layout CI dashboards read); the final attempt's output follows as the
 ///   testcase's `<system-out>` / `<system-err>`.
 ///
+/// With [`RunInfo::properties`], each `<testsuite>` starts with `<properties>` holding a
+/// `<property name value/>` per entry.
+///
 /// Counts are per unique test: `failures` counts failed tests, `errors` errored tests and
 /// tests not run.
 ///
@@ -75,6 +82,9 @@ pub(crate) fn render_merged(results: &[TestResult], run: &RunInfo<'_>) -> String
             None => groups.push((&result.group, vec![result])),
         }
     }
+    if groups.is_empty() && !run.properties.is_empty() {
+        groups.push(("offload", Vec::new()));
+    }
     let suite_millis: Vec<u128> = groups
         .iter()
         .map(|(_, members)| {
@@ -90,7 +100,18 @@ pub(crate) fn render_merged(results: &[TestResult], run: &RunInfo<'_>) -> String
     push_timestamp(&mut suite_attrs, run.started);
     suite_attrs.push_str("\" hostname=\"");
     escape_attr(run.hostname, &mut suite_attrs);
-    suite_attrs.push('"');
+    suite_attrs.push_str("\">\n");
+    if !run.properties.is_empty() {
+        suite_attrs.push_str("    <properties>\n");
+        for (name, value) in run.properties {
+            suite_attrs.push_str("      <property name=\"");
+            escape_attr(name, &mut suite_attrs);
+            suite_attrs.push_str("\" value=\"");
+            escape_attr(value, &mut suite_attrs);
+            suite_attrs.push_str("\"/>\n");
+        }
+        suite_attrs.push_str("    </properties>\n");
+    }
 
     let mut out = String::with_capacity(256 + results.len() * 160);
     out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -108,7 +129,6 @@ pub(crate) fn render_merged(results: &[TestResult], run: &RunInfo<'_>) -> String
         push_millis(&mut out, millis);
         out.push('"');
         out.push_str(&suite_attrs);
-        out.push_str(">\n");
         for result in members {
             push_testcase(&mut out, result, run.framework);
         }
@@ -133,7 +153,7 @@ pub(crate) fn hostname() -> String {
 
 /// Writes `at` as an ISO 8601 UTC date and time to the second (times before 1970 as
 /// 1970-01-01).
-pub(super) fn push_timestamp(out: &mut String, at: SystemTime) {
+pub(crate) fn push_timestamp(out: &mut String, at: SystemTime) {
     let secs = at
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -210,7 +230,7 @@ fn final_outcome(result: &TestResult, case: Option<&TestCase>) -> Option<(&'stat
     }
 }
 
-fn push_testcase(out: &mut String, result: &TestResult, framework: &dyn Framework) {
+fn push_testcase(out: &mut String, result: &TestResult, framework: Option<&dyn Framework>) {
     let last = result.final_attempt();
     let case = last.map(|a| &a.case);
     out.push_str("    <testcase name=\"");
@@ -218,7 +238,7 @@ fn push_testcase(out: &mut String, result: &TestResult, framework: &dyn Framewor
     out.push_str("\" classname=\"");
     match case.and_then(|c| c.classname.as_deref()) {
         Some(classname) => escape_attr(classname, out),
-        None => match framework.junit_classname(&result.id) {
+        None => match framework.and_then(|f| f.junit_classname(&result.id)) {
             Some(classname) => escape_attr(&classname, out),
             None => escape_attr(&result.group, out),
         },
@@ -226,7 +246,7 @@ fn push_testcase(out: &mut String, result: &TestResult, framework: &dyn Framewor
     out.push('"');
     let file = case
         .and_then(|c| c.file.as_deref())
-        .or_else(|| framework.source_file(&result.id));
+        .or_else(|| framework.and_then(|f| f.source_file(&result.id)));
     if let Some(file) = file {
         out.push_str(" file=\"");
         escape_attr(file, out);
