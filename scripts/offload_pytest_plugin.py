@@ -14,14 +14,18 @@ Offload reports them as not run. Without OFFLOAD_TESTS_FILE the plugin selects n
 
 In a batch the plugin also reports each test as it runs, so that Offload can show
 progress per test and keep the result of a test that finished before the batch was
-killed: one line when a test starts and one when it ends, on the stderr pytest had when
+killed: a line when a test starts and one when it ends, on the stderr pytest had when
 the plugin loaded (output capture does not see it), each line the marker
 `##offload-event## ` and a JSON object:
 `{"event": "started", "id": NODEID}` and
 `{"event": "finished", "id": NODEID, "outcome": "passed"|"failed"|"error"|"skipped",
 "time": SECONDS, "message": FIRST_LINE_OF_THE_REASON}`. The lines are written in
 bunches, at most 0.1 s late (a failure at once): a line a test, each written alone,
-woke Offload thousands of times on a suite of quick tests. The outcome follows pytest's
+woke Offload thousands of times on a suite of quick tests. A test that ends within the
+bunch it started in gets no start line (its end says it ran): the start of the test
+running when a bunch is written is what Offload needs (the test to blame when the
+batch is killed, the tests shown running), and on a suite of quick tests half the
+lines went. The outcome follows pytest's
 JUnit report: a failing setup or teardown is an error, an expected failure a skip, an
 unexpected pass under `strict` a failure. Offload strips these lines from the batch log.
 
@@ -79,9 +83,12 @@ if os.environ.get(TESTS_FILE_VARIABLE):
 _phases = {}
 
 
-# Event lines not written yet, and the lock that guards them against the thread that
-# writes them out every FLUSH_SECONDS.
+# Event lines not written yet, the tests that started since the last write and have
+# not finished (their start is written with the next bunch; a test that finishes
+# before it needs no start line: its end says it ran), and the lock that guards them
+# against the thread that writes them out every FLUSH_SECONDS.
 _pending = []
+_starting = {}
 _pending_lock = threading.Lock()
 FLUSH_SECONDS = 0.1
 
@@ -97,6 +104,9 @@ def _emit(event, at_once=False):
 
 
 def _flush_locked():
+    for nodeid in _starting:
+        _pending.append(EVENT_MARKER + json.dumps({"event": "started", "id": nodeid}) + "\n")
+    _starting.clear()
     if not _pending or _EVENTS_FD is None:
         return
     data = "".join(_pending).encode("ascii")
@@ -154,7 +164,10 @@ def _outcome(phases):
 
 
 def pytest_runtest_logstart(nodeid, location):  # type: ignore[no-untyped-def]
-    _emit({"event": "started", "id": nodeid})
+    if _EVENTS_FD is None:
+        return
+    with _pending_lock:
+        _starting[nodeid] = None
 
 
 def pytest_runtest_logreport(report):  # type: ignore[no-untyped-def]
@@ -165,7 +178,11 @@ def pytest_runtest_logreport(report):  # type: ignore[no-untyped-def]
 
 def pytest_runtest_logfinish(nodeid, location):  # type: ignore[no-untyped-def]
     phases = _phases.pop(nodeid, [])
-    if _EVENTS_FD is None or not phases:
+    if _EVENTS_FD is None:
+        return
+    with _pending_lock:
+        _starting.pop(nodeid, None)
+    if not phases:
         return
     outcome, message = _outcome(phases)
     event = {
