@@ -21,5 +21,6 @@ mod outcomes;
 mod prepare;
 mod run;
 mod selection;
+mod ssh_provider;
 mod support;
 mod terminal;
