@@ -579,3 +579,12 @@ fn concurrent_runs_on_the_same_hosts_do_not_see_each_others_files() {
     assert!(dirs.iter().all(|d| d.contains("/sandbox-")), "{dirs:?}");
     a.assert_clean();
 }
+
+#[test]
+fn the_example_config_is_valid() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/offload-ssh.toml");
+    let project = Project::new();
+    let run = support::run(project.offload().arg("-c").arg(&example).arg("validate"));
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert!(!run.stderr.contains("warning"), "{}", run.show());
+}
