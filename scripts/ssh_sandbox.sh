@@ -172,7 +172,8 @@ base_snippet() {
 explain() {
     host=$1
     code=$2
-    err=$(tail -n 5 "$3" 2>/dev/null | tr '\n' ' ')
+    # The last lines of the error output, without our own progress lines.
+    err=$(grep -v "^$host: " "$3" 2>/dev/null | tail -n 5 | tr '\n' ' ')
     target=$(entry_target "$host")
     port=$(entry_port "$host")
     try="ssh${OFFLOAD_SSH_OPTIONS:+ $OFFLOAD_SSH_OPTIONS}${port:+ -p $port} $target true"
@@ -258,7 +259,19 @@ sync_host() {
     [ "${3:-}" != latest ] || copy_dest="--copy-dest=$rbase/latest/"
     echo "$host: sending the project to $tmp" >&2
     rsh="ssh ${OFFLOAD_SSH_OPTIONS:-} -o BatchMode=yes -o ConnectTimeout=$connect_timeout${port:+ -p $port}"
-    rsync -a --from0 --files-from="$list" $copy_dest -e "$rsh" "$src/" "$target:$tmp/" >&2 || return $?
+    code=0
+    rsync -a --from0 --files-from="$list" $copy_dest -e "$rsh" "$src/" "$target:$tmp/" >&2 || code=$?
+    if [ "$code" != 0 ]; then
+        # rsync's own message can be lost when the receiver dies: say what the disk
+        # looks like, then remove the half-sent image.
+        # shellcheck disable=SC2016 # expanded on the host
+        free=$(remote "$host" 'df -Pk "$1" | tail -n 1 | awk "{print \$4}"; rm -rf "$2"' "$rbase" "$tmp" 2>/dev/null) || true
+        case "$free" in
+        '' | *[!0-9]*) ;;
+        *) [ "$free" -ge 1024 ] || echo "No space left on device: ${free} KiB free in $rbase" >&2 ;;
+        esac
+        return "$code"
+    fi
     copies=$(printf '%s\n' "${OFFLOAD_COPY_DIRS:-}")
     if [ -n "$copies" ]; then
         printf '%s\n' "$copies" | while IFS= read -r spec; do
@@ -343,7 +356,6 @@ cmd_prepare() {
             ok=$((ok + 1))
             cat "$scratch/err-$n" >&2
         else
-            cat "$scratch/err-$n" >&2
             warn "$(explain "$host" "$code" "$scratch/err-$n"); going on without it"
         fi
     done

@@ -82,6 +82,12 @@ struct Hosts {
 
 impl Hosts {
     fn start(n: usize) -> Self {
+        Self::start_with(n, |_, _| String::new())
+    }
+
+    /// Like [`Self::start`], with sshd configuration lines for host `i` (given the
+    /// pool's directory) put first: sshd takes the first value of a keyword.
+    fn start_with(n: usize, extra: impl Fn(usize, &Path) -> String) -> Self {
         require_system_deps();
         // sshd's privilege separation directory.
         let _ = std::fs::create_dir_all("/run/sshd");
@@ -108,7 +114,7 @@ impl Hosts {
             ),
         )
         .unwrap();
-        let hosts = (0..n).map(|i| start_sshd(d, i)).collect();
+        let hosts = (0..n).map(|i| start_sshd(d, i, &extra(i, d))).collect();
         Self { dir, hosts }
     }
 
@@ -139,7 +145,7 @@ fn free_port() -> u16 {
 
 /// Starts sshd number `i` in `dir`, retrying on another port when the one picked was
 /// taken meanwhile.
-fn start_sshd(dir: &Path, i: usize) -> Host {
+fn start_sshd(dir: &Path, i: usize, extra: &str) -> Host {
     let home = dir.join(format!("host{i}"));
     std::fs::create_dir_all(&home).unwrap();
     for _attempt in 0..5 {
@@ -148,7 +154,7 @@ fn start_sshd(dir: &Path, i: usize) -> Host {
         std::fs::write(
             &config,
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\n\
+                "{extra}Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\n\
                  AuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd-{i}.pid\n\
                  UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
@@ -587,4 +593,102 @@ fn the_example_config_is_valid() {
     let run = support::run(project.offload().arg("-c").arg(&example).arg("validate"));
     assert_eq!(run.code, 0, "{}", run.show());
     assert!(!run.stderr.contains("warning"), "{}", run.show());
+}
+
+/// A tiny tmpfs mounted on a directory (a host with a full disk), unmounted when dropped.
+struct TinyDisk(PathBuf);
+
+impl TinyDisk {
+    fn mount(dir: &Path) -> Self {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "cannot mount a 64 KiB tmpfs on {} (this test needs root, as in .ci/run)",
+            dir.display()
+        );
+        Self(dir.to_owned())
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// sshd lines for a host whose sessions run with a `PATH` that has everything of
+/// `/usr/bin` but rsync.
+fn without_rsync(dir: &Path) -> String {
+    let bin = dir.join("bin-without-rsync");
+    std::fs::create_dir_all(&bin).unwrap();
+    for entry in std::fs::read_dir("/usr/bin").unwrap().flatten() {
+        if entry.file_name() != "rsync" {
+            let _ = std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name()));
+        }
+    }
+    let wrapper = dir.join("without-rsync.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nPATH={}\nexport PATH\nexec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"\n",
+            bin.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("ForceCommand {}\n", wrapper.display())
+}
+
+#[test]
+fn broken_hosts_are_named_with_the_fix_and_the_run_goes_on_with_the_others() {
+    // Host 0 works; host 1 does not know our key; host 2 has no rsync; host 3 has a
+    // full disk; and one more entry has no sshd at all.
+    let hosts = Hosts::start_with(4, |i, dir| match i {
+        1 => format!("AuthorizedKeysFile {}/nobody_keys\n", dir.display()),
+        2 => without_rsync(dir),
+        _ => String::new(),
+    });
+    let full = TinyDisk::mount(&hosts.hosts[3].home);
+    let refused = free_port();
+    let mut s = Setup::new(hosts, 2);
+    s.list = format!("{} root@127.0.0.1:{refused}/2", s.list);
+    let tests: Vec<String> = (0..4).map(|i| format!("pass-{i}")).collect();
+    scripted(&s, &tests, 2);
+    // More than the tiny disk holds.
+    s.project.file("big.txt", &"x".repeat(256 * 1024));
+    let run = support::run(s.offload().arg("run"));
+    assert_eq!(run.code, 0, "{}", run.show());
+    run.assert_summary("Passed: 4");
+    let entry = |i: usize| s.hosts.hosts[i].entry(2);
+    for (host, message, fix) in [
+        (entry(1), "refuses our key", "add your public key"),
+        (entry(2), "has no rsync", "install rsync there"),
+        (entry(3), "is out of disk space", "free space there"),
+        (
+            format!("root@127.0.0.1:{refused}/2"),
+            "cannot reach host",
+            "check that sshd runs there",
+        ),
+    ] {
+        let line = run
+            .stderr
+            .lines()
+            .find(|l| l.contains(&host) && l.contains(message))
+            .unwrap_or_else(|| panic!("no `{message}` for {host}\n{}", run.show()));
+        assert!(line.contains(fix), "{line}");
+    }
+    // Everything ran on the working host.
+    for place in s.places() {
+        assert!(
+            place.starts_with(&s.hosts.hosts[0].home.display().to_string()),
+            "{place}"
+        );
+    }
+    s.assert_clean();
+    drop(full);
 }
