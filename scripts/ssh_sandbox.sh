@@ -570,9 +570,11 @@ release() {
 # it.
 # shellcheck disable=SC2016 # expanded on the host
 kill_snippet='for sig in TERM KILL; do
-        for g in $(cat "$sb.pgids" 2>/dev/null); do kill -s $sig -- "-$g" 2>/dev/null || true; done
-        for p in $(cat "$sb.pids" 2>/dev/null); do kill -s $sig "$p" 2>/dev/null || true; done
-        [ $sig = KILL ] || sleep 0.2 2>/dev/null || sleep 1
+        alive=
+        for g in $(cat "$sb.pgids" 2>/dev/null); do ! kill -s $sig -- "-$g" 2>/dev/null || alive=1; done
+        for p in $(cat "$sb.pids" 2>/dev/null); do ! kill -s $sig "$p" 2>/dev/null || alive=1; done
+        # Give what got TERM a moment to exit; nothing to wait for when nothing was left.
+        [ -z "$alive" ] || [ $sig = KILL ] || sleep 0.2 2>/dev/null || sleep 1
     done
     rm -rf "$sb" "$sb.pgids" "$sb.pids"'
 
