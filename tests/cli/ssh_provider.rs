@@ -653,9 +653,10 @@ fn broken_hosts_are_named_with_the_fix_and_the_run_goes_on_with_the_others() {
         2 => without_rsync(dir),
         _ => String::new(),
     });
-    let full = TinyDisk::mount(&hosts.hosts[3].home);
     let refused = free_port();
     let mut s = Setup::new(hosts, 2);
+    // Declared after the hosts: unmounted before their directories are removed.
+    let full = TinyDisk::mount(&s.hosts.hosts[3].home);
     s.list = format!("{} root@127.0.0.1:{refused}/2", s.list);
     let tests: Vec<String> = (0..4).map(|i| format!("pass-{i}")).collect();
     scripted(&s, &tests, 2);
