@@ -32,6 +32,10 @@ const SCRIPTS: &[Script] = &[
         contents: include_bytes!("../scripts/local_sandbox.sh"),
     },
     Script {
+        name: "ssh_sandbox.sh",
+        contents: include_bytes!("../scripts/ssh_sandbox.sh"),
+    },
+    Script {
         name: "modal_sandbox.py",
         contents: include_bytes!("../scripts/modal_sandbox.py"),
     },

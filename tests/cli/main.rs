@@ -22,5 +22,6 @@ mod partition;
 mod prepare;
 mod run;
 mod selection;
+mod ssh_provider;
 mod support;
 mod terminal;
