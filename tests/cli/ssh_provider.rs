@@ -1,7 +1,8 @@
 //! `offload run` through the `default` provider and the bundled SSH backend
 //! (`@ssh_sandbox.sh`) against real `sshd` instances on 127.0.0.1: each its own "host"
 //! (its own port and its own remote directory), with a throwaway host key and a client
-//! key made by the test. `scripts/setup-system-deps` installs sshd and rsync.
+//! key made by the test. The tests install sshd and rsync on first use when they are
+//! missing (`scripts/setup-system-deps`).
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -12,8 +13,20 @@ use crate::support::{self, Junit, Project, assert_dead_soon};
 
 const SSHD: &str = "/usr/sbin/sshd";
 
-/// Fails the test (never skips it) when the system packages are missing.
+/// Installs sshd and rsync on first use when they are missing (`scripts/setup-system-deps`,
+/// as the Python tests build their virtualenv), and fails the test (never skips it) when
+/// they are still missing.
 fn require_system_deps() {
+    static SETUP: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    SETUP.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup-system-deps");
+        let status = Command::new(&script).stdout(Stdio::null()).status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "`{}` could not install openssh-server and rsync",
+            script.display()
+        );
+    });
     assert!(
         Path::new(SSHD).exists(),
         "{SSHD} is missing: the SSH tests need openssh-server (run `scripts/setup-system-deps`)"
