@@ -139,8 +139,9 @@ hosts() {
     done
 }
 
-# Runs the POSIX shell script $2 on host $1 with arguments $3...; stdin is not read.
-remote() {
+# Sets $port, $target and $line: what ssh needs to run the POSIX shell script $2 on host
+# $1 with arguments $3...
+remote_call() {
     host=$1
     script=$2
     shift 2
@@ -150,6 +151,11 @@ remote() {
     for a; do
         line="$line $(q "$a")"
     done
+}
+
+# Runs the POSIX shell script $2 on host $1 with arguments $3...; stdin is not read.
+remote() {
+    remote_call "$@"
     # shellcheck disable=SC2086 # OFFLOAD_SSH_OPTIONS is a list of words
     ssh -n ${OFFLOAD_SSH_OPTIONS:-} -o BatchMode=yes -o ConnectTimeout="$connect_timeout" \
         ${port:+-p "$port"} "$target" "$line"
@@ -499,15 +505,7 @@ cmd_exec() {
 
 # Like `remote`, replacing this process (its exit code is the command's).
 exec_remote() {
-    host=$1
-    script=$2
-    shift 2
-    port=$(entry_port "$host")
-    target=$(entry_target "$host")
-    line="sh -c $(q "$script") sh"
-    for a; do
-        line="$line $(q "$a")"
-    done
+    remote_call "$@"
     # shellcheck disable=SC2086 # OFFLOAD_SSH_OPTIONS is a list of words
     exec ssh -n ${OFFLOAD_SSH_OPTIONS:-} -o BatchMode=yes -o ConnectTimeout="$connect_timeout" \
         ${port:+-p "$port"} "$target" "$line"
