@@ -17,16 +17,7 @@ const SSHD: &str = "/usr/sbin/sshd";
 /// as the Python tests build their virtualenv), and fails the test (never skips it) when
 /// they are still missing.
 fn require_system_deps() {
-    static SETUP: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    SETUP.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup-system-deps");
-        let status = Command::new(&script).stdout(Stdio::null()).status();
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "`{}` could not install openssh-server and rsync",
-            script.display()
-        );
-    });
+    support::install_system_deps();
     assert!(
         Path::new(SSHD).exists(),
         "{SSHD} is missing: the SSH tests need openssh-server (run `scripts/setup-system-deps`)"

@@ -113,6 +113,24 @@ pub fn path_with(dir: &Path) -> std::ffi::OsString {
     std::env::join_paths(dirs).expect("PATH entries without separators")
 }
 
+/// Installs the system packages some tests drive (openssh-server, rsync, tmux) when
+/// they are missing, once per test process, through `scripts/setup-system-deps` (as
+/// [`python_bin_dir`] builds its virtualenv), so a fresh machine needs nothing by hand.
+pub fn install_system_deps() {
+    static SETUP: OnceLock<()> = OnceLock::new();
+    SETUP.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup-system-deps");
+        let status = Command::new(&script)
+            .stdout(std::process::Stdio::null())
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "`{}` could not install the system packages the tests need",
+            script.display()
+        );
+    });
+}
+
 /// The cargo target directory the tests were built into (`.../target`).
 pub fn target_dir() -> PathBuf {
     let exe = Path::new(env!("CARGO_BIN_EXE_offload"));

@@ -15,6 +15,7 @@ struct Tmux {
 impl Tmux {
     /// Starts `command` (a shell command line) in a 150x40 window.
     fn start(command: &str) -> Self {
+        crate::support::install_system_deps();
         let socket = format!("offload-test-{}-{}", std::process::id(), unique());
         let tmux = Self { socket };
         let out = tmux
