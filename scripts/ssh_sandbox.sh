@@ -35,7 +35,9 @@
 #               `HOST:/remote/dir/sandbox-XXXXXX`.
 #   exec SANDBOX CMD
 #               Runs `sh -c CMD` in the sandbox directory, in a session of its own whose
-#               id is recorded beside the sandbox; exits with its code (255: ssh failed).
+#               id is recorded beside the sandbox; exits with its code, or with 75 when
+#               the host or the connection to it went down meanwhile (Offload then
+#               retires the sandbox and runs the batch's unfinished tests elsewhere).
 #   download SANDBOX REMOTE:LOCAL...
 #               Copies files or directories out of the sandbox (REMOTE relative to it,
 #               or absolute).
@@ -499,16 +501,23 @@ cmd_exec() {
         else
             sh -c '\''echo $$ >>"$1.pids"; cd "$1" && exec sh -c "$2"'\'' sh "$sb" "$2"
         fi
-        exit $?'
-    exec_remote "$sb_host" "$script" "$sb_dir" "$2"
-}
-
-# Like `remote`, replacing this process (its exit code is the command's).
-exec_remote() {
-    remote_call "$@"
-    # shellcheck disable=SC2086 # OFFLOAD_SSH_OPTIONS is a list of words
-    exec ssh -n ${OFFLOAD_SSH_OPTIONS:-} -o BatchMode=yes -o ConnectTimeout="$connect_timeout" \
-        ${port:+-p "$port"} "$target" "$line"
+        code=$?
+        # 255 is also what ssh exits with when the connection fails: leave a mark.
+        [ "$code" != 255 ] || : >"$sb.exit255"
+        exit "$code"'
+    code=0
+    remote "$sb_host" "$script" "$sb_dir" "$2" || code=$?
+    if [ "$code" = 255 ]; then
+        # ssh failed, or the command exited with 255: the mark tells them apart. No
+        # answer means the host or the connection is gone.
+        # shellcheck disable=SC2016 # expanded on the host
+        if remote "$sb_host" '[ -e "$1.exit255" ] && rm -f "$1.exit255"' "$sb_dir" 2>/dev/null; then
+            exit 255
+        fi
+        warn "lost host $sb_host while it ran a command in sandbox $sb_dir (exit 75: the sandbox is lost, not the tests)"
+        exit 75
+    fi
+    exit "$code"
 }
 
 cmd_download() {
@@ -574,7 +583,7 @@ kill_snippet='for sig in TERM KILL; do
         # Give what got TERM a moment to exit; nothing to wait for when nothing was left.
         [ -z "$alive" ] || [ $sig = KILL ] || sleep 0.2 2>/dev/null || sleep 1
     done
-    rm -rf "$sb" "$sb.pgids" "$sb.pids"'
+    rm -rf "$sb" "$sb.pgids" "$sb.pids" "$sb.exit255"'
 
 cmd_destroy() {
     [ $# -eq 1 ] || usage

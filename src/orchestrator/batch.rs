@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::framework::live::{self, LiveEvent};
 use crate::framework::{BatchPaths, Framework, ResultSource};
 use crate::process::{CommandSpec, ExitOutcome, Stream};
-use crate::provider::{OutputLine, Sandbox};
+use crate::provider::{OutputLine, Sandbox, SandboxLost};
 use crate::report::junit::{self, CaseOutcome, Detail, TestCase};
 use crate::report::verdict::Attempt;
 
@@ -97,8 +97,9 @@ pub(crate) struct BatchReport {
     kind: BatchKind,
     /// One report per test that got an attempt (none when cancelled).
     pub(crate) attempts: Vec<AttemptReport>,
-    /// Whether the sandbox itself failed (the worker retires it).
-    pub(crate) sandbox_failed: bool,
+    /// Why the sandbox itself failed, if it did: the worker retires it, and the tests
+    /// that got no result go to another sandbox.
+    pub(crate) sandbox_failure: Option<String>,
     /// Whether the batch outlived its timeout and was killed.
     pub(crate) timed_out: bool,
 }
@@ -109,7 +110,7 @@ impl BatchReport {
         Self {
             kind,
             attempts,
-            sandbox_failed: false,
+            sandbox_failure: None,
             timed_out: false,
         }
     }
@@ -207,8 +208,9 @@ fn batch_paths(
 
 /// The report of a batch whose command did not run to an outcome. A command that could
 /// not start (or whose input files could not be written) is this batch's problem, and
-/// the sandbox runs the next one; any other exec failure means the sandbox itself is in
-/// trouble, and it is retired. The reason goes into the batch's log too.
+/// the sandbox runs the next one; any other exec failure (and a sandbox that says it
+/// was lost, see [`SandboxLost`]) means the sandbox itself is in trouble, and it is
+/// retired. The reason goes into the batch's log too.
 fn could_not_run(
     sandbox: &dyn Sandbox,
     job: &Job,
@@ -217,8 +219,11 @@ fn could_not_run(
     running_log: &Path,
     mut live: Live,
 ) -> BatchReport {
-    let sandbox_failed = !(err.is::<PrepareError>() || crate::process::is_spawn_error(err));
-    let reason = if sandbox_failed {
+    let sandbox_failed =
+        is_sandbox_lost(err) || !(err.is::<PrepareError>() || crate::process::is_spawn_error(err));
+    let reason = if is_sandbox_lost(err) {
+        format!("{err:#}")
+    } else if sandbox_failed {
         format!(
             "sandbox `{}` could not run the batch: {err:#}",
             sandbox.id()
@@ -246,9 +251,16 @@ fn could_not_run(
         })
         .collect();
     BatchReport {
-        sandbox_failed,
+        sandbox_failure: sandbox_failed.then_some(reason),
         ..BatchReport::new(BatchKind::Error, attempts)
     }
+}
+
+/// Whether `err` says the sandbox was lost, also while the batch's input files were
+/// being written.
+fn is_sandbox_lost(err: &anyhow::Error) -> bool {
+    let inner = err.downcast_ref::<PrepareError>().map_or(err, |p| &p.0);
+    inner.chain().any(|e| e.is::<SandboxLost>())
 }
 
 /// A batch that could not be set up: its command could not be built or its input files

@@ -33,6 +33,11 @@ const TICK: Duration = Duration::from_secs(1);
 const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The `type` of the skip of a test the runner lists but does not run unless asked.
+/// How many times a test goes to another sandbox, without counting as an attempt,
+/// because the sandbox running it was lost. A test that keeps taking its sandbox down
+/// with it then ends like any test without a result.
+const MAX_SANDBOX_LOSSES: u8 = 2;
+
 const IGNORED_KIND: &str = "offload.Ignored";
 
 /// Settings of one run of the engine.
@@ -141,6 +146,8 @@ struct TestState {
     verdict: Option<Verdict>,
     /// The batch whose runner last told that this test finished.
     announced_in: Option<usize>,
+    /// How many sandboxes were lost while they ran this test.
+    sandboxes_lost: u8,
 }
 
 /// What recording one attempt means for the run.
@@ -222,6 +229,7 @@ impl<'a> Coordinator<'a> {
                 attempts: Vec::new(),
                 verdict: None,
                 announced_in: None,
+                sandboxes_lost: 0,
             })
             .collect();
         Self {
@@ -327,8 +335,16 @@ impl<'a> Coordinator<'a> {
     fn batch_finished(&mut self, pool: &Pool, job: Job, report: BatchReport) {
         let mut retry = Vec::new();
         let mut failed = false;
+        let lost = report.sandbox_failure.is_some();
         for attempt in report.attempts {
             let test = attempt.test;
+            let state = &mut self.tests[test];
+            if lost && attempt.is_not_run() && state.sandboxes_lost < MAX_SANDBOX_LOSSES {
+                // Not the test's attempt: it goes again elsewhere, its retries intact.
+                state.sandboxes_lost += 1;
+                retry.push(test);
+                continue;
+            }
             if let Some(effect) = self.record_attempt(attempt, job.number) {
                 failed |= effect.failed;
                 if effect.retry {
@@ -616,8 +632,9 @@ impl Pool {
             Event::Live(update) => return Some(News::Live(update)),
             Event::Finished(w, job, report) => {
                 self.running -= 1;
-                if report.sandbox_failed {
+                if let Some(failure) = &report.sandbox_failure {
                     self.senders[w] = None;
+                    self.last_error = Some(failure.clone());
                 } else {
                     self.idle.push(w);
                 }
@@ -696,7 +713,8 @@ async fn worker(
         }
         let mut report =
             batch::execute(sandbox.as_ref(), &job, &cx, &stop, Arc::clone(&sink)).await;
-        if report.timed_out && !report.sandbox_failed && !sandbox.is_clean_after_timeout() {
+        if report.timed_out && report.sandbox_failure.is_none() && !sandbox.is_clean_after_timeout()
+        {
             // The killed command may still run remotely: start the next batch afresh.
             tracing::info!("replacing sandbox `{}` after a timeout", sandbox.id());
             destroy(sandbox.as_ref()).await;
@@ -707,15 +725,17 @@ async fn worker(
                     created = Instant::now();
                 }
                 Err(err) => {
-                    tracing::warn!("cannot replace sandbox {index} after a timeout: {err:#}");
-                    report.sandbox_failed = true;
+                    let failure =
+                        format!("cannot replace sandbox {index} after a timeout: {err:#}");
+                    tracing::warn!("{failure}");
+                    report.sandbox_failure = Some(failure);
                     let _ = events.send(Event::Finished(index, job, report));
                     let _ = events.send(Event::Gone(0.0));
                     return;
                 }
             }
         }
-        let failed = report.sandbox_failed;
+        let failed = report.sandbox_failure.is_some();
         let _ = events.send(Event::Finished(index, job, report));
         if failed {
             break;
@@ -762,6 +782,8 @@ mod tests {
         Fail,
         NoResult,
         Hang,
+        /// The sandbox is lost while the test runs (its host went down).
+        Lose,
     }
 
     struct FakeFramework;
@@ -885,6 +907,10 @@ mod tests {
                     }
                     Act::NoResult => {}
                     Act::Hang => hang = true,
+                    Act::Lose => {
+                        let lost = format!("sandbox `{}` was lost", self.1);
+                        return Err(crate::provider::SandboxLost(lost).into());
+                    }
                 }
             }
             if hang {
@@ -1191,6 +1217,65 @@ mod tests {
         );
         assert_eq!(world.created.load(Ordering::SeqCst), 2);
         assert_eq!(world.destroyed.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_lost_sandbox_sends_its_unfinished_tests_elsewhere_without_using_a_retry() {
+        let mut world = script(&[
+            ("a", &[Act::Pass]),
+            ("b", &[Act::Pass]),
+            ("doomed", &[Act::Lose, Act::Pass]),
+            ("c", &[Act::Pass]),
+            ("d", &[Act::Pass]),
+        ]);
+        world.live = true;
+        let records: Vec<_> = ["a", "b", "doomed", "c", "d"]
+            .iter()
+            .map(|id| record(id, 0))
+            .collect();
+        let (outcome, world) = run_world(world, &records, 2, false, T).await;
+        // No retries, yet every test passed: being on a lost sandbox is no attempt.
+        for result in &outcome.results {
+            assert_eq!(result.verdict, Verdict::Passed, "{}", result.id);
+            assert_eq!(result.attempts.len(), 1, "{}", result.id);
+        }
+        assert_eq!(world.attempts.lock().unwrap()["doomed"], 2);
+        // The lost sandbox was retired (and still destroyed), none created in its place.
+        assert_eq!(world.created.load(Ordering::SeqCst), 2);
+        assert_eq!(world.destroyed.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_test_that_keeps_losing_its_sandbox_ends_not_run_with_the_reason() {
+        let fine = ["f1", "f2", "f3", "f4"];
+        let mut entries: Vec<(&str, &[Act])> = vec![("killer", &[Act::Lose])];
+        entries.extend(fine.iter().map(|id| (*id, &[Act::Pass][..])));
+        let mut records = vec![record("killer", 5)];
+        records.extend(fine.iter().map(|id| record(id, 0)));
+        let (outcome, world) = run_world(script(&entries), &records, 5, false, T).await;
+        let killer = &outcome.results[0];
+        assert_eq!(killer.verdict, Verdict::NotRun);
+        // Two losses moved it on; the third was its attempt, then its retries (one more
+        // loss each) until no sandbox was left: it took every sandbox down once.
+        assert_eq!(world.created.load(Ordering::SeqCst), 5);
+        assert_eq!(world.attempts.lock().unwrap()["killer"], 5);
+        assert_eq!(
+            killer.attempts.len(),
+            4,
+            "3 lost attempts and the final not run"
+        );
+        let reasons: Vec<String> = killer
+            .attempts
+            .iter()
+            .map(|a| format!("{:?}", a.case.outcome))
+            .collect();
+        assert!(
+            reasons.iter().all(|r| r.contains("was lost")),
+            "{reasons:?}"
+        );
+        for result in &outcome.results[1..] {
+            assert_eq!(result.verdict, Verdict::Passed, "{}", result.id);
+        }
     }
 
     #[tokio::test]

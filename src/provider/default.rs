@@ -39,7 +39,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::running::SandboxCommands;
-use super::{OutputLine, Provider, ProviderInfo, ProviderSection, Sandbox, Setup};
+use super::{
+    OutputLine, Provider, ProviderInfo, ProviderSection, SANDBOX_LOST_EXIT_CODE, Sandbox,
+    SandboxLost, Setup,
+};
 use crate::config::{Described, check_copy_dirs, check_cpu_cores, check_timeout, shown};
 use crate::framework::InputFile;
 use crate::process::{self, CommandSpec, ExitOutcome, Stream, quote};
@@ -875,9 +878,18 @@ impl Sandbox for DefaultSandbox {
     ) -> Result<ExitOutcome> {
         let line = self.exec_line(command);
         let spec = CommandSpec::shell(&line).cwd(&self.settings.working_dir);
-        self.commands
+        let outcome = self
+            .commands
             .run(&self.id, command, &spec, timeout, cancel, output)
-            .await
+            .await?;
+        if outcome == ExitOutcome::Exited(SANDBOX_LOST_EXIT_CODE) {
+            return Err(SandboxLost(format!(
+                "sandbox `{}` was lost: `exec_command` exited with {SANDBOX_LOST_EXIT_CODE}, which says the sandbox itself failed (its host or the connection to it went down), not the tests",
+                self.id
+            ))
+            .into());
+        }
+        Ok(outcome)
     }
 
     async fn download(&self, remote: &str, local: &Path) -> Result<()> {
@@ -1383,6 +1395,27 @@ mod tests {
         // Killed at the timeout, not left to sleep its 300 s (generous for a loaded
         // machine).
         assert!(started.elapsed() < Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn an_exec_that_exits_with_the_lost_code_says_the_sandbox_was_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config("echo sb-x", "sh -c {command}", "true");
+        let provider =
+            DefaultProvider::new(&cfg, None, &dir.path().to_string_lossy(), dir.path()).unwrap();
+        let sb = provider.create_sandbox(0).await.unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let run = |code: i32| {
+            let spec = CommandSpec::new("sh").arg("-c").arg(format!("exit {code}"));
+            let (sb, tx, cancel) = (&sb, &tx, &cancel);
+            async move { sb.exec(&spec, Duration::from_secs(60), cancel, tx).await }
+        };
+        let err = run(SANDBOX_LOST_EXIT_CODE).await.unwrap_err();
+        assert!(err.is::<SandboxLost>(), "{err:#}");
+        assert!(format!("{err:#}").contains("sandbox `sb-x` was lost"), "{err:#}");
+        // Any other code is the command's.
+        assert_eq!(run(74).await.unwrap(), ExitOutcome::Exited(74));
     }
 
     #[tokio::test]

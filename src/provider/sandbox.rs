@@ -22,6 +22,17 @@ pub(crate) struct OutputLine {
     pub text: String,
 }
 
+/// The exit code with which a command-driven sandbox's `exec_command` says that the
+/// sandbox itself was lost (its host went down, the connection to it dropped) rather
+/// than that the command failed: `EX_TEMPFAIL` of `sysexits.h`, "try again later".
+pub(crate) const SANDBOX_LOST_EXIT_CODE: i32 = 75;
+
+/// An exec that reached no outcome because the sandbox itself was lost: the sandbox is
+/// retired and the unfinished tests of its batch run in another one.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct SandboxLost(pub(crate) String);
+
 /// Creates sandboxes.
 #[async_trait]
 pub(crate) trait Provider: Send + Sync {

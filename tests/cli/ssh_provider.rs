@@ -57,6 +57,19 @@ impl Host {
         }
     }
 
+    /// Takes the host down as a machine that dies would: sshd and every session it
+    /// serves are killed at once (the connections drop), and new connections are
+    /// refused. Processes detached from the sessions are the caller's to kill.
+    fn die(&mut self) {
+        let Some(child) = &self.child else { return };
+        let sessions = descendants(child.id() as i32);
+        self.stop();
+        for pid in sessions {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+
     /// The sandbox directories on this host, with the process-group records beside them
     /// (`sandbox-XXXXXX.pgids`).
     fn sandboxes(&self) -> Vec<String> {
@@ -137,6 +150,41 @@ impl Hosts {
     fn sandboxes(&self) -> Vec<String> {
         self.hosts.iter().flat_map(Host::sandboxes).collect()
     }
+}
+
+/// The processes below `root` (children, their children...), from /proc.
+fn descendants(root: i32) -> Vec<i32> {
+    let parents: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // `pid (comm) state ppid ...`: comm may hold spaces, so split after `)`.
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
 
 /// A port nobody listens on right now.
@@ -434,7 +482,8 @@ fn a_pytest_suite_across_ssh_hosts_gives_the_results_of_a_local_run() {
 }
 
 /// A runner for the default framework: `sh runner.sh RESULT ID...`. `pass-*` passes,
-/// `hang-*` writes its pid to `$PIDS/<id>` and sleeps, `iso-*` checks that its sandbox
+/// `hang-*` writes its pid to `$PIDS/<id>` and sleeps, `doom-*` does so only the first
+/// time, `iso-*` checks that its sandbox
 /// holds only its own run's files. Each records where it ran in `$WHERE/<id>`.
 const RUNNER: &str = r#"result=$1; shift
 cases=""
@@ -443,6 +492,9 @@ for id; do
   out=""
   case $id in
   hang-*) echo $$ > "$PIDS/$id"; sleep 300 ;;
+  doom-*)
+    # The first time, wait for the test to take the host down.
+    [ -e "$PIDS/../$id.doomed" ] || { : > "$PIDS/../$id.doomed"; echo $$ > "$PIDS/$id"; sleep 300; } ;;
   iso-*)
     echo "$id" > shared.txt
     [ -f "$(cat run.txt).only" ] || out='<failure message="own file missing">x</failure>'
@@ -510,6 +562,64 @@ fn a_host_that_refuses_connections_only_reduces_parallelism() {
         );
     }
     s.assert_clean();
+}
+
+#[test]
+fn a_host_that_dies_mid_batch_turns_its_batch_into_a_run_elsewhere_with_no_test_lost() {
+    let mut s = Setup::new(Hosts::start(2), 1);
+    let mut tests: Vec<String> = (0..5).map(|i| format!("pass-{i}")).collect();
+    tests.push("doom-0".to_owned());
+    scripted(&s, &tests, 2);
+    let child = support::spawn_piped(s.offload().arg("run"));
+    let where_ = s.scratch.path().join("where/doom-0");
+    support::wait_until(
+        "the doomed test to start on a host",
+        Duration::from_secs(90),
+        || s.pids().len() == 1 && where_.exists(),
+    );
+    let place = std::fs::read_to_string(&where_).unwrap();
+    let doomed = s
+        .hosts
+        .hosts
+        .iter()
+        .position(|h| place.starts_with(&h.home.display().to_string()))
+        .unwrap_or_else(|| panic!("{place} is on no host"));
+    s.hosts.hosts[doomed].die();
+    for pid in s.pids() {
+        // SAFETY: plain kill(2) of the test's process group, detached from the session.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+    let run = support::wait_bounded(child, Duration::from_secs(120), "offload");
+    // No retries are configured, and none was needed: every test passed.
+    assert_eq!(run.code, 0, "{}", run.show());
+    run.assert_summary("Passed: 6");
+    let host = s.hosts.hosts[doomed].entry(1);
+    let host = host.trim_end_matches("/1");
+    assert!(run.stderr.contains("was lost"), "{}", run.show());
+    // The batch's log says which host went down.
+    let logs = s.project.path().join("test-results/logs");
+    let said = std::fs::read_dir(&logs)
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .any(|log| log.contains(&format!("lost host {host}")));
+    assert!(
+        said,
+        "no batch log in {} names the lost host",
+        logs.display()
+    );
+    // The doomed test's batch ran again on the other host.
+    let again = std::fs::read_to_string(&where_).unwrap();
+    let other = &s.hosts.hosts[1 - doomed].home;
+    assert!(again.starts_with(&other.display().to_string()), "{again}");
+    let passed: Vec<(String, String)> = tests.iter().map(|t| (t.clone(), String::new())).collect();
+    let mut passed = passed;
+    passed.sort();
+    // One result each, no failure child (a passed case has no outcome element).
+    assert_eq!(outcomes(&Junit::of(&s.project)), passed);
+    // Nothing is left on the host that lived, and no slot stays claimed.
+    assert_eq!(s.hosts.hosts[1 - doomed].sandboxes(), Vec::<String>::new());
+    assert_eq!(s.claimed_slots(), 0, "slots left claimed");
 }
 
 /// Moves the hosts out of `hosts` (for building a [`Setup`] from a pool the test changes).
