@@ -672,6 +672,12 @@ impl Pool {
                 }
             }
         }
+        // A worker that said it is gone still holds the provider until its task ends:
+        // the provider's own clean-up (the local provider's temporary directory) runs
+        // when the last one lets go, before the process exits.
+        for handle in self.handles.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
+        }
         self.sandbox_seconds
     }
 }
