@@ -52,6 +52,13 @@ import pytest
 TESTS_FILE_VARIABLE = "OFFLOAD_TESTS_FILE"
 EVENT_MARKER = "##offload-event## "
 
+# Started by the resident worker's client (see offload_pytest_worker.py): this process
+# only found the interpreter and environment the command sets up; the worker takes over.
+if os.environ.get("OFFLOAD_RESIDENT_START"):
+    import offload_pytest_worker
+
+    offload_pytest_worker.become_worker()
+
 
 def _wanted_ids(path: str) -> set[str]:
     with open(path, encoding="utf-8", newline="\n") as tests_file:
@@ -75,11 +82,24 @@ def pytest_configure(config):  # type: ignore[no-untyped-def]
 # The stderr of the batch, duplicated at import (before pytest captures file
 # descriptor 2), so events reach Offload however the tests' output is captured.
 _EVENTS_FD = None
-if os.environ.get(TESTS_FILE_VARIABLE):
-    try:
-        _EVENTS_FD = os.dup(2)
-    except OSError:
+
+
+def _open_events():
+    """Duplicates the batch's stderr for the events, when in a batch. Called at import,
+    and by the resident worker in each batch's child (where the module was imported
+    before the batch's stderr was in place)."""
+    global _EVENTS_FD
+    if _EVENTS_FD is not None:
+        os.close(_EVENTS_FD)
         _EVENTS_FD = None
+    if os.environ.get(TESTS_FILE_VARIABLE):
+        try:
+            _EVENTS_FD = os.dup(2)
+        except OSError:
+            _EVENTS_FD = None
+
+
+_open_events()
 _phases = {}
 
 

@@ -40,12 +40,19 @@ const SCRIPTS: &[Script] = &[
         contents: include_bytes!("../scripts/modal_sandbox.py"),
     },
     PYTEST_PLUGIN,
+    PYTEST_WORKER,
 ];
 
 /// The pytest plugin that selects a batch's tests (see `crate::framework::pytest`).
 pub(crate) const PYTEST_PLUGIN: Script = Script {
     name: "offload_pytest_plugin.py",
     contents: include_bytes!("../scripts/offload_pytest_plugin.py"),
+};
+
+/// The resident pytest worker and its client (see `crate::framework::pytest`).
+pub(crate) const PYTEST_WORKER: Script = Script {
+    name: "offload_pytest_worker.py",
+    contents: include_bytes!("../scripts/offload_pytest_worker.py"),
 };
 
 /// `@name.ext` at the start of a command or after whitespace.

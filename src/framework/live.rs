@@ -52,6 +52,13 @@ pub enum LiveEvent {
         /// The one-line reason when it did not pass, if the runner gave one.
         message: Option<String>,
     },
+    /// The runner could not run the batch the fast way and ran it the plain way
+    /// (`{"event": "resident-fallback", "id": "", "message": REASON}`: the pytest
+    /// resident worker); said once per run.
+    Fallback {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The report model's outcome for a live `outcome` with `message`.
@@ -115,6 +122,9 @@ pub(crate) fn parse_marked(line: &str) -> Option<LiveEvent> {
                 message: parsed.message.filter(|m| !m.is_empty()),
             })
         }
+        "resident-fallback" => Some(LiveEvent::Fallback {
+            reason: parsed.message.unwrap_or_default(),
+        }),
         other => {
             tracing::debug!("event line with an unknown event `{other}`: `{line}`");
             None

@@ -147,6 +147,10 @@ pub struct BatchPaths {
     pub script_file: String,
     /// A directory for files every batch of the sandbox shares (the pytest plugin).
     pub support_dir: String,
+    /// A directory that every sandbox sharing this one's machine and files sees (for
+    /// the local provider, all of them; elsewhere the support directory): where a
+    /// resident worker they can share listens.
+    pub shared_dir: String,
 }
 
 /// A text file a batch reads, written into the sandbox before its command starts.
@@ -397,6 +401,7 @@ fn test_paths(result: &str) -> BatchPaths {
         tests_file: "/sb/batch-1.tests".to_owned(),
         script_file: "/sb/batch-1.sh".to_owned(),
         support_dir: "/sb/support".to_owned(),
+        shared_dir: "/sb/shared".to_owned(),
     }
 }
 

@@ -46,6 +46,14 @@ pub struct PytestConfig {
     /// Accepted for compatibility; pytest results are matched by node id.
     #[serde(default)]
     pub test_id_format: Option<String>,
+    /// Run batches in a resident worker per sandbox, which imports and collects once
+    /// and forks a child per batch (see `scripts/offload_pytest_worker.py`).
+    #[serde(default = "default_resident_worker")]
+    pub resident_worker: bool,
+}
+
+fn default_resident_worker() -> bool {
+    true
 }
 
 fn default_pytest_paths() -> Vec<PathBuf> {
@@ -76,6 +84,9 @@ command = \"python -m pytest\"
 paths = [\"tests\"]
 # Extra pytest arguments for test runs only (not for discovery).
 # run_args = \"--tb=long\"
+# One pytest process per sandbox imports the tests once and forks a child per batch;
+# `false` starts a pytest per batch instead.
+# resident_worker = true
 ";
 
 impl FrameworkSection for PytestConfig {
@@ -156,6 +167,32 @@ const PLUGIN_MODULE: &str = "offload_pytest_plugin";
 /// The variable that names the batch's tests file for the plugin.
 const TESTS_FILE_VARIABLE: &str = "OFFLOAD_TESTS_FILE";
 
+/// The module of the resident worker and its client (see
+/// [`crate::bundled::PYTEST_WORKER`]), written beside the plugin.
+const WORKER_MODULE: &str = "offload_pytest_worker";
+
+/// The variable that gives the resident worker its collection arguments (a JSON list).
+const WARMUP_VARIABLE: &str = "OFFLOAD_RESIDENT_WARMUP";
+
+/// A batch through the resident worker: `sh -c RESIDENT_SNIPPET SUPPORT SHARED KEY N
+/// PREFIX... ARGS...`. With the worker's client (run by the interpreter the worker
+/// recorded, else any `python3`), or, when the worker is off for this key or there is
+/// no Python to run the client, plain `PREFIX ARGS...`.
+const RESIDENT_SNIPPET: &str = r#"PYTHONPATH="$0${PYTHONPATH:+:$PYTHONPATH}"; export PYTHONPATH
+r="$1/resident-$2"
+if [ ! -e "$r.off" ]; then
+  py=; [ -f "$r.python" ] && read -r py < "$r.python"
+  [ -n "$py" ] && [ -x "$py" ] || py=$(command -v python3) || py=
+  [ -z "$py" ] || exec "$py" -S "$0/offload_pytest_worker.py" "$@"
+  m='no python3 in the sandbox to run the resident worker client'
+  if (set -C; echo "$m" > "$r.off") 2>/dev/null; then
+    printf '##offload-event## {"event": "resident-fallback", "id": "", "message": "%s"}
+' "$m" >&2
+  fi
+fi
+shift 3
+exec "$@""#;
+
 /// pytest's exit code when nothing was collected (filters selected nothing).
 const EXIT_NO_TESTS_COLLECTED: i32 = 5;
 
@@ -172,6 +209,9 @@ pub(super) struct Pytest {
     keyword: Option<String>,
     /// `offload run --no-capture`: `-s` in batches.
     no_capture: bool,
+    /// Batches go through the resident worker (`resident_worker`, and a command that
+    /// starts pytest).
+    resident: bool,
 }
 
 impl Pytest {
@@ -209,7 +249,18 @@ impl Pytest {
             }
             None => Vec::new(),
         };
+        let resident = config.resident_worker && starts_pytest(&prefix);
+        if config.resident_worker && !resident {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(
+                    "one pytest per batch: `framework.command` (`{}`) does not look like pytest,                      so the resident worker, which needs pytest to load Offload's plugin, is off                      (hint: set `resident_worker = false` in `[framework]` to say so)",
+                    prefix.join(" ")
+                );
+            });
+        }
         Ok(Self {
+            resident,
             prefix,
             paths: config
                 .paths
@@ -220,6 +271,24 @@ impl Pytest {
             keyword: None,
             no_capture: false,
         })
+    }
+
+    /// What the resident worker collects once: the configured paths, with `run_args`
+    /// (they may choose plugins, the import mode or the config file).
+    fn warmup_args(&self) -> Vec<String> {
+        let mut args = vec!["-q".to_owned(), "--collect-only".to_owned()];
+        args.extend(self.run_args.iter().cloned());
+        args.extend(self.paths.iter().cloned());
+        args
+    }
+
+    /// Names the resident worker of this command and collection: batches that would
+    /// start the same pytest share it.
+    fn resident_key(&self, warmup: &[String]) -> String {
+        let mut words = self.prefix.clone();
+        words.push(String::new());
+        words.extend(warmup.iter().cloned());
+        format!("{:016x}", crate::partition::stable_hash(&words.join("\0")))
     }
 
     fn command(&self, args: impl IntoIterator<Item = String>) -> CommandSpec {
@@ -352,31 +421,44 @@ impl Framework for Pytest {
         } else {
             args.extend(self.paths.iter().cloned());
         }
+        let support = |module: &str, script: &crate::bundled::Script| InputFile {
+            path: format!("{}/{module}.py", paths.support_dir),
+            contents: String::from_utf8_lossy(script.contents).into_owned(),
+        };
+        let mut inputs = vec![
+            support(PLUGIN_MODULE, &crate::bundled::PYTEST_PLUGIN),
+            InputFile {
+                path: paths.tests_file.clone(),
+                contents: tests_file_contents(tests),
+            },
+        ];
         // The plugin's directory goes in front of the sandbox's own PYTHONPATH, which
         // only a shell there can read.
-        let command = CommandSpec::new("sh")
-            .args([
+        let command = if self.resident {
+            inputs.push(support(WORKER_MODULE, &crate::bundled::PYTEST_WORKER));
+            let warmup = self.warmup_args();
+            CommandSpec::new("sh")
+                .args([
+                    "-c",
+                    RESIDENT_SNIPPET,
+                    &paths.support_dir,
+                    &paths.shared_dir,
+                    &self.resident_key(&warmup),
+                    &self.prefix.len().to_string(),
+                ])
+                .env(WARMUP_VARIABLE, &serde_json::to_string(&warmup)?)
+        } else {
+            CommandSpec::new("sh").args([
                 "-c",
                 "PYTHONPATH=\"$0${PYTHONPATH:+:$PYTHONPATH}\" exec \"$@\"",
                 &paths.support_dir,
             ])
+        };
+        let command = command
             .args(self.prefix.iter().cloned())
             .args(args)
             .env(TESTS_FILE_VARIABLE, &paths.tests_file);
-        Ok(BatchCommand {
-            command,
-            inputs: vec![
-                InputFile {
-                    path: format!("{}/{PLUGIN_MODULE}.py", paths.support_dir),
-                    contents: String::from_utf8_lossy(crate::bundled::PYTEST_PLUGIN.contents)
-                        .into_owned(),
-                },
-                InputFile {
-                    path: paths.tests_file.clone(),
-                    contents: tests_file_contents(tests),
-                },
-            ],
-        })
+        Ok(BatchCommand { command, inputs })
     }
 
     fn junit_key<'a>(&self, name: &'a str, classname: Option<&'a str>) -> Cow<'a, str> {
@@ -456,6 +538,16 @@ impl Framework for Pytest {
 /// Adds `-k expression` to a group's `filters`. pytest keeps only the last `-k` it is
 /// given, so a `-k OLD` (or `-kOLD`) already there becomes `-k '(OLD) and (expression)'`:
 /// the group's selection and the command line's both apply.
+/// Whether the command `prefix` starts pytest (`pytest`, `py.test`, `python -m pytest`,
+/// `uv run pytest`...): only then does it load Offload's plugin, which starts the
+/// resident worker.
+fn starts_pytest(prefix: &[String]) -> bool {
+    prefix.iter().any(|word| {
+        let name = word.rsplit('/').next().unwrap_or(word);
+        matches!(name, "pytest" | "py.test")
+    })
+}
+
 fn add_keyword(filters: &mut Vec<String>, expression: &str) {
     // Where the value of the last `-k` is, and whether it is glued to the flag.
     let mut last: Option<(usize, bool)> = None;
@@ -599,6 +691,7 @@ mod tests {
             python: "python".to_owned(),
             markers: None,
             test_id_format: None,
+            resident_worker: false,
         }
     }
 
@@ -723,6 +816,63 @@ mod tests {
         assert_eq!(fw.locality("t/a b.py::K::m[x::y]"), Some("t/a b.py"));
         assert_eq!(fw.locality("t/a.py::test_p"), Some("t/a.py"));
         assert_eq!(fw.locality("t/a.py"), None);
+    }
+
+    #[test]
+    fn a_resident_batch_goes_through_the_client_with_the_plain_command_after_it() {
+        let mut c = config(Some("uv run pytest"));
+        c.resident_worker = true;
+        c.run_args = Some("--import-mode=importlib".to_owned());
+        let fw = Pytest::new(&c).unwrap();
+        let ids = vec!["t/a.py::x".to_owned()];
+        let paths = crate::framework::test_paths("/tmp/r.xml");
+        let batch = fw.batch_command(&ids, &paths, true).unwrap();
+        let words = argv(&batch.command);
+        assert_eq!(words[..3], ["sh", "-c", RESIDENT_SNIPPET]);
+        // Support dir, shared dir, key, the prefix's length; then the plain command.
+        assert_eq!(words[3..5], ["/sb/support", "/sb/shared"]);
+        assert_eq!(words[5].len(), 16, "{words:?}");
+        assert_eq!(words[6], "3");
+        assert_eq!(words[7..10], ["uv", "run", "pytest"]);
+        assert!(words.contains(&"-x".to_owned()), "{words:?}");
+        assert_eq!(words.last().map(String::as_str), Some("t/a.py"));
+        let warmup = batch
+            .command
+            .env
+            .iter()
+            .find(|(k, _)| k == WARMUP_VARIABLE)
+            .map(|(_, v)| v.clone());
+        assert_eq!(
+            warmup.as_deref(),
+            Some(r#"["-q","--collect-only","--import-mode=importlib","tests","more tests"]"#)
+        );
+        let written: Vec<&str> = batch.inputs.iter().map(|f| f.path.as_str()).collect();
+        assert!(
+            written.contains(&"/sb/support/offload_pytest_worker.py"),
+            "{written:?}"
+        );
+        // Another command or collection is another worker.
+        let key = |command: &str, run_args: Option<&str>| {
+            let mut c = config(Some(command));
+            c.resident_worker = true;
+            c.run_args = run_args.map(str::to_owned);
+            let fw = Pytest::new(&c).unwrap();
+            argv(&fw.batch_command(&ids, &paths, false).unwrap().command)[5].clone()
+        };
+        assert_eq!(key("uv run pytest", None), key("uv run pytest", None));
+        assert_ne!(key("uv run pytest", None), key("pytest", None));
+        assert_ne!(key("pytest", None), key("pytest", Some("-p no:foo")));
+    }
+
+    #[test]
+    fn only_a_command_that_names_pytest_gets_the_worker() {
+        let words = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        for yes in ["pytest", "python -m pytest", "uv run pytest", ".venv/bin/py.test -x"] {
+            assert!(starts_pytest(&words(yes)), "{yes}");
+        }
+        for no in ["sh run-tests.sh", "tox -e py311", "python run_pytest.py"] {
+            assert!(!starts_pytest(&words(no)), "{no}");
+        }
     }
 
     #[test]

@@ -202,6 +202,7 @@ fn batch_paths(
         tests_file: sandbox.result_path(number, "tests"),
         script_file: sandbox.result_path(number, "sh"),
         support_dir: sandbox.support_dir(),
+        shared_dir: sandbox.shared_dir(),
     };
     (paths, remote_result)
 }
@@ -261,6 +262,20 @@ fn could_not_run(
 fn is_sandbox_lost(err: &anyhow::Error) -> bool {
     let inner = err.downcast_ref::<PrepareError>().map_or(err, |p| &p.0);
     inner.chain().any(|e| e.is::<SandboxLost>())
+}
+
+/// Warns that batches run the plain way because of `reason`, once per reason and run
+/// (each remote sandbox may say it).
+fn say_fallback_once(reason: &str) {
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+    if !said.iter().any(|r| r == reason) {
+        tracing::warn!(
+            "one pytest per batch instead of the resident worker: {reason} (hint: \
+             `resident_worker = false` in `[framework]` turns the worker off)"
+        );
+        said.push(reason.to_owned());
+    }
 }
 
 /// A batch that could not be set up: its command could not be built or its input files
@@ -453,6 +468,10 @@ impl LiveReader {
                 time,
                 message,
             } => (key, Some((live::case_outcome(outcome, message), time))),
+            LiveEvent::Fallback { reason } => {
+                say_fallback_once(&reason);
+                return live::is_marked(line);
+            }
         };
         let (framework, ids, tests) = (&self.framework, &self.ids, &self.job.tests);
         let keys = self.keys.get_or_insert_with(|| {

@@ -98,6 +98,10 @@ impl ProviderSection for LocalProviderConfig {
     }
 }
 
+/// The variable that gives local commands the pid of the Offload process that runs
+/// them: what they leave running (a resident pytest worker) ends with it.
+const OWNER_VARIABLE: &str = "OFFLOAD_OWNER_PID";
+
 /// What every local sandbox of a run shares.
 #[derive(Debug, Clone)]
 pub(crate) struct LocalSandboxSettings {
@@ -138,6 +142,41 @@ impl LocalProvider {
     }
 }
 
+/// What the sandboxes left running in the shared directory (resident pytest workers,
+/// each with a `resident-*.pid` file) is told to end, and given a moment to, before the
+/// directory goes: nothing outlives the run.
+impl Drop for LocalProvider {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.results.path().join("shared")) else {
+            return;
+        };
+        let mut told = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with("resident-") && name.ends_with(".pid")) {
+                continue;
+            }
+            let pid = std::fs::read_to_string(entry.path())
+                .ok()
+                .and_then(|text| text.trim().parse::<libc::pid_t>().ok());
+            if let Some(pid) = pid.filter(|&pid| pid > 1) {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+                    told.push(pid);
+                }
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        // SAFETY: as above; signal 0 only asks whether the process exists.
+        while told.iter().any(|&pid| unsafe { libc::kill(pid, 0) } == 0)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 #[async_trait]
 impl Provider for LocalProvider {
     async fn create_sandbox(&self, index: usize) -> Result<Box<dyn Sandbox>> {
@@ -152,10 +191,20 @@ impl Provider for LocalProvider {
                     results_dir.display()
                 )
             })?;
+        let shared_dir = self.results.path().join("shared");
+        tokio::fs::create_dir_all(&shared_dir)
+            .await
+            .with_context(|| {
+                format!(
+                    "failed to create the shared directory `{}` of the local sandboxes",
+                    shared_dir.display()
+                )
+            })?;
         Ok(Box::new(LocalSandbox {
             id,
             settings: Arc::clone(&self.settings),
             results_dir,
+            shared_dir,
             commands: SandboxCommands::default(),
         }))
     }
@@ -171,6 +220,8 @@ struct LocalSandbox {
     id: String,
     settings: Arc<LocalSandboxSettings>,
     results_dir: PathBuf,
+    /// What every sandbox of the provider sees (a resident pytest worker's socket).
+    shared_dir: PathBuf,
     /// Runs its commands; destroying stops them and refuses new ones.
     commands: SandboxCommands,
 }
@@ -200,6 +251,7 @@ impl LocalSandbox {
                 .iter()
                 .chain(&command.env)
                 .cloned()
+                .chain([(OWNER_VARIABLE.to_owned(), std::process::id().to_string())])
                 .collect(),
         }
     }
@@ -236,6 +288,12 @@ impl Sandbox for LocalSandbox {
             .join("support")
             .to_string_lossy()
             .into_owned()
+    }
+
+    /// The local sandboxes run in one directory on one machine: one resident worker
+    /// serves them all.
+    fn shared_dir(&self) -> String {
+        self.shared_dir.to_string_lossy().into_owned()
     }
 
     /// Writes the files directly: this machine is the sandbox.

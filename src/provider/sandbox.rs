@@ -69,6 +69,13 @@ pub(crate) trait Sandbox: Send + Sync {
     /// sandbox shares (the bundled pytest plugin).
     fn support_dir(&self) -> String;
 
+    /// A directory that every sandbox sharing this one's machine and files sees, for
+    /// processes they can share (a resident pytest worker). By default the support
+    /// directory: nothing is shared.
+    fn shared_dir(&self) -> String {
+        self.support_dir()
+    }
+
     /// Writes `files` into the sandbox (creating their parent directories), before a
     /// command that reads them runs. However large they are, no command line holds more
     /// than a bounded part of them. A failure is the batch's, not the sandbox's.

@@ -341,6 +341,7 @@ fn batch_in(fw: &dyn Framework, tests: &[String], result: &Path, dir: &Path) -> 
         tests_file: at("batch-0.tests"),
         script_file: at("batch-0.sh"),
         support_dir: at("support"),
+        shared_dir: at("shared"),
     };
     let batch = fw.batch_command(tests, &paths, false).unwrap();
     for file in &batch.inputs {
@@ -425,6 +426,7 @@ fn pytest_batch_round_trip(with_hook: bool) {
         python: "python".into(),
         markers: None,
         test_id_format: None,
+        resident_worker: false,
     }))
     .unwrap();
     let spec = fw.discover_command("").unwrap();

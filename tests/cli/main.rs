@@ -20,6 +20,7 @@ mod modal_script;
 mod outcomes;
 mod partition;
 mod prepare;
+mod resident;
 mod run;
 mod selection;
 mod ssh_provider;

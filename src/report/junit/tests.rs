@@ -736,6 +736,7 @@ fn pytest_framework() -> Box<dyn Framework> {
         python: "python".into(),
         markers: None,
         test_id_format: None,
+        resident_worker: false,
     };
     crate::framework::from_config(&crate::config::FrameworkConfig::Pytest(config)).unwrap()
 }

@@ -1,0 +1,389 @@
+//! The resident pytest worker, with real pytest: it imports the tests once per sandbox
+//! (once per run for the local provider), runs every batch in a fresh child with a
+//! fresh session, gives the results one pytest per batch gives, says once why it is
+//! not used, and leaves no process behind.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::support::{self, Junit, Project};
+
+/// A project whose modules record, in the scratch directory, every import (`imports`:
+/// module and pid), every session set-up (`sessions`: pid) and every test's pid
+/// (`pids/<test>`), with passes, a failure, a skip and a setup error.
+struct Suite {
+    project: Project,
+    scratch: tempfile::TempDir,
+}
+
+impl Suite {
+    fn new(modules: usize) -> Self {
+        let s = Self {
+            project: Project::new(),
+            scratch: tempfile::tempdir().expect("temp dir"),
+        };
+        std::fs::create_dir_all(s.scratch.path().join("pids")).unwrap();
+        s.project.file(
+            "tests/conftest.py",
+            r#"import os, pytest
+
+@pytest.fixture(scope="session")
+def session_mark():
+    with open(os.path.join(os.environ["SCRATCH"], "sessions"), "a") as f:
+        f.write("%d\n" % os.getpid())
+"#,
+        );
+        for m in 0..modules {
+            s.project.file(
+                &format!("tests/test_m{m}.py"),
+                &format!(
+                    r#"import os, sys, pytest
+
+SCRATCH = os.environ["SCRATCH"]
+# Discovery's imports (a `--collect-only` pytest) are not the batches' concern.
+if "--collect-only" not in sys.argv:
+    with open(os.path.join(SCRATCH, "imports"), "a") as f:
+        f.write("m{m} %d\n" % os.getpid())
+
+# Module state a test changes: each batch must start from the state after import.
+STATE = []
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("setup broke")
+
+def _mark(name):
+    with open(os.path.join(SCRATCH, "pids", name), "a") as f:
+        f.write("%d\n" % os.getpid())
+
+def test_pristine(session_mark):
+    _mark("m{m}-pristine")
+    assert STATE == []
+    STATE.append(1)
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_param(n, session_mark):
+    assert os.environ.get("OFFLOAD_TESTS_FILE")
+
+def test_fails():
+    assert 1 + 1 == 3
+
+def test_skips():
+    pytest.skip("not here")
+
+def test_setup_error(broken):
+    pass
+"#
+                ),
+            );
+        }
+        s
+    }
+
+    /// Writes `offload.toml`: local provider, `max_parallel`, pytest with `framework`
+    /// lines added, `retry_count` and `[offload]` lines.
+    fn config(&self, max_parallel: usize, framework: &str, offload: &str) {
+        self.project.file(
+            "offload.toml",
+            &format!(
+                "[offload]\nmax_parallel = {max_parallel}\nsandbox_project_root = \".\"\n{offload}\n\n\
+                 [provider]\ntype = \"local\"\n\n\
+                 [framework]\ntype = \"pytest\"\npaths = [\"tests\"]\n\
+                 command = \"python -m pytest\"\n{framework}\n\n\
+                 [groups.all]\nretry_count = 0\n",
+            ),
+        );
+    }
+
+    /// `offload run` in the project, `SCRATCH` in its environment.
+    fn offload(&self) -> std::process::Command {
+        let mut cmd = self.project.offload_with_python();
+        cmd.arg("run").env("SCRATCH", self.scratch.path());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> support::Run {
+        support::run(self.offload().args(args))
+    }
+
+    /// The lines of a scratch file (empty when it does not exist), then empties it.
+    fn take(&self, name: &str) -> Vec<String> {
+        let path = self.scratch.path().join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        text.lines().map(str::to_owned).collect()
+    }
+
+    /// The pids recorded by test `name` (one line per attempt).
+    fn pids_of(&self, name: &str) -> Vec<i32> {
+        let path = self.scratch.path().join("pids").join(name);
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    fn batches(&self) -> usize {
+        logs(self.project.path())
+    }
+}
+
+/// The number of batch logs of the last run.
+fn logs(project: &Path) -> usize {
+    std::fs::read_dir(project.join("test-results/logs"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// (name, outcome) of every case of the last run's report, sorted.
+fn outcomes(project: &Project) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = Junit::of(project)
+        .cases
+        .iter()
+        .map(|c| (c.name.clone(), c.outcome.clone()))
+        .collect();
+    all.sort();
+    all
+}
+
+/// The pids in `imports` lines (`module pid`).
+fn import_pids(lines: &[String]) -> Vec<i32> {
+    let mut pids: Vec<i32> = lines
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// Waits (briefly: the run waits for its worker to end before it exits) until `pid`
+/// is gone.
+fn assert_gone(pid: i32, what: &str) {
+    support::wait_until(what, Duration::from_secs(3), || !support::pid_alive(pid));
+}
+
+#[test]
+fn the_worker_imports_once_and_gives_the_results_of_one_pytest_per_batch() {
+    let s = Suite::new(6);
+    s.config(3, "resident_worker = false", "");
+    let plain = s.run(&[]);
+    assert_eq!(plain.code, 1, "{}", plain.show());
+    let expected = outcomes(&s.project);
+    assert_eq!(expected.len(), 6 * 6, "{expected:#?}");
+    let plain_imports = s.take("imports");
+    let plain_batches = s.batches();
+    assert!(plain_batches >= 3, "{plain_batches} batches");
+    // One pytest per batch: each batch imports the modules of its tests.
+    assert!(
+        plain_imports.len() > 6,
+        "{plain_imports:?} in {plain_batches} batches"
+    );
+    assert!(!plain.stderr.contains("resident"), "{}", plain.show());
+    s.take("sessions");
+
+    s.config(3, "", "");
+    let resident = s.run(&[]);
+    assert_eq!(resident.code, 1, "{}", resident.show());
+    assert_eq!(outcomes(&s.project), expected, "{}", resident.show());
+    assert!(!resident.stderr.contains("resident"), "{}", resident.show());
+    let imports = s.take("imports");
+    // Each module once, in one process: the worker.
+    assert_eq!(imports.len(), 6, "{imports:?}");
+    let workers = import_pids(&imports);
+    assert_eq!(workers.len(), 1, "{imports:?}");
+    let worker = workers[0];
+    // A session per batch, each in a child of its own, never in the worker.
+    let sessions = s.take("sessions");
+    let batches = s.batches();
+    assert_eq!(sessions.len(), batches, "{sessions:?}");
+    let mut session_pids = sessions.clone();
+    session_pids.sort();
+    session_pids.dedup();
+    assert_eq!(session_pids.len(), batches, "{sessions:?}");
+    assert!(!sessions.contains(&worker.to_string()), "{sessions:?}");
+    // Nothing outlives the run.
+    assert_gone(worker, "the resident worker to end with the run");
+}
+
+#[test]
+fn a_retried_test_runs_in_a_fresh_child() {
+    let s = Suite::new(1);
+    s.project.file(
+        "tests/test_flaky.py",
+        r#"import os
+
+def test_flaky():
+    path = os.path.join(os.environ["SCRATCH"], "pids", "flaky")
+    first = not os.path.exists(path)
+    with open(path, "a") as f:
+        f.write("%d\n" % os.getpid())
+    assert not first, "fails the first time"
+"#,
+    );
+    s.project.file(
+        "offload.toml",
+        "[offload]\nmax_parallel = 2\nsandbox_project_root = \".\"\n\n\
+         [provider]\ntype = \"local\"\n\n\
+         [framework]\ntype = \"pytest\"\npaths = [\"tests/test_flaky.py\"]\n\
+         command = \"python -m pytest\"\n\n[groups.all]\nretry_count = 2\n",
+    );
+    let run = s.run(&[]);
+    assert_eq!(run.code, 2, "{}", run.show());
+    let pids = s.pids_of("flaky");
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert_ne!(pids[0], pids[1], "the retry ran in the child that failed");
+    let worker = import_pids(&s.take("imports"));
+    assert!(
+        worker.is_empty(),
+        "only test_flaky.py is collected: {worker:?}"
+    );
+}
+
+#[test]
+fn when_the_worker_cannot_be_used_batches_run_plainly_and_the_run_says_why_once() {
+    // A conftest that leaves a thread running after collection: forking is not safe.
+    let s = Suite::new(3);
+    let conftest = s.project.path().join("tests/conftest.py");
+    let mut text = std::fs::read_to_string(&conftest).unwrap();
+    text.push_str(
+        "import threading, time\n\
+         threading.Thread(target=time.sleep, args=(300,), name='poller', daemon=True).start()\n",
+    );
+    std::fs::write(&conftest, text).unwrap();
+    s.config(3, "", "");
+    let run = s.run(&[]);
+    assert_eq!(run.code, 1, "{}", run.show());
+    let said = run.stderr.matches("threads running (poller)").count();
+    assert_eq!(said, 1, "{}", run.show());
+    assert_eq!(outcomes(&s.project).len(), 3 * 6);
+    // Every batch imported its own modules; the worker's collection did too.
+    let batches = s.batches();
+    let imports = s.take("imports");
+    assert!(
+        imports.len() >= 3 + batches,
+        "{imports:?}, {batches} batches"
+    );
+
+    // A command that is not pytest: said once, before anything runs.
+    let s = Suite::new(2);
+    s.project
+        .file("run-tests.sh", "exec python -m pytest \"$@\"\n");
+    s.config(2, "", "");
+    let toml = std::fs::read_to_string(s.project.path().join("offload.toml")).unwrap();
+    s.project.file(
+        "offload.toml",
+        &toml.replace(
+            "command = \"python -m pytest\"",
+            "command = \"sh run-tests.sh\"",
+        ),
+    );
+    let run = s.run(&[]);
+    assert_eq!(run.code, 1, "{}", run.show());
+    assert_eq!(
+        run.stderr.matches("does not look like pytest").count(),
+        1,
+        "{}",
+        run.show()
+    );
+    assert_eq!(outcomes(&s.project).len(), 2 * 6);
+}
+
+/// A project with one test that records its pid and hangs, beside quick ones.
+fn hanging(timeout_secs: u32) -> Suite {
+    let s = Suite::new(2);
+    s.project.file(
+        "tests/test_hang.py",
+        r#"import os, time
+
+def test_hangs():
+    with open(os.path.join(os.environ["SCRATCH"], "pids", "hang"), "a") as f:
+        f.write("%d\n" % os.getpid())
+    time.sleep(300)
+"#,
+    );
+    s.config(2, "", &format!("test_timeout_secs = {timeout_secs}"));
+    s
+}
+
+#[test]
+fn ctrl_c_leaves_neither_the_worker_nor_a_child() {
+    let s = hanging(300);
+    let child = support::spawn_piped(&mut s.offload());
+    support::wait_until("the hanging test to start", Duration::from_secs(60), || {
+        !s.pids_of("hang").is_empty()
+    });
+    let worker = import_pids(&s.take("imports"));
+    assert_eq!(worker.len(), 1, "{worker:?}");
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let run = support::wait_bounded(child, Duration::from_secs(60), "offload after SIGINT");
+    assert_eq!(run.code, 130, "{}", run.show());
+    for pid in s.pids_of("hang") {
+        assert_gone(pid, "the hanging test's child to be killed");
+    }
+    assert_gone(worker[0], "the worker to end with the run");
+}
+
+#[test]
+fn a_timed_out_batch_kills_its_child_and_the_worker_serves_on() {
+    let s = hanging(5);
+    let run = s.run(&[]);
+    assert_eq!(run.code, 1, "{}", run.show());
+    let junit = Junit::of(&s.project);
+    let hang = junit.case("tests/test_hang.py::test_hangs");
+    assert_eq!(hang.outcome, "failure", "{}", run.show());
+    for pid in s.pids_of("hang") {
+        assert_gone(pid, "the timed-out test's child to be killed");
+    }
+    // The other tests ran through the one worker and have their results.
+    assert_eq!(junit.cases.len(), 2 * 6 + 1, "{}", run.show());
+    let workers = import_pids(&s.take("imports"));
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert_gone(workers[0], "the worker to end with the run");
+}
+
+#[test]
+fn batches_reach_the_worker_through_a_command_driven_provider() {
+    let s = Suite::new(4);
+    s.config(2, "resident_worker = false", "");
+    let plain = s.run(&[]);
+    assert_eq!(plain.code, 1, "{}", plain.show());
+    let expected = outcomes(&s.project);
+    s.take("imports");
+
+    // Each sandbox a private copy of the project, reached only through exec_command.
+    let home = tempfile::tempdir().unwrap();
+    let toml = std::fs::read_to_string(s.project.path().join("offload.toml")).unwrap();
+    let provider = "[provider]\ntype = \"default\"\n\
+         prepare_command = \"@local_sandbox.sh prepare\"\n\
+         create_command = \"@local_sandbox.sh create {image_id}\"\n\
+         exec_command = \"@local_sandbox.sh exec {sandbox_id} {command}\"\n\
+         download_command = \"@local_sandbox.sh download {sandbox_id} {paths}\"\n\
+         destroy_command = \"@local_sandbox.sh destroy {sandbox_id}\"\n";
+    let toml = toml
+        .replace("[provider]\ntype = \"local\"\n", provider)
+        .replace("max_parallel = 2", "max_parallel = 3")
+        .replace("resident_worker = false", "");
+    s.project.file("offload.toml", &toml);
+    let run = support::run(s.offload().env("OFFLOAD_SANDBOX_HOME", home.path()));
+    assert_eq!(run.code, 1, "{}", run.show());
+    assert_eq!(outcomes(&s.project), expected, "{}", run.show());
+    let imports = s.take("imports");
+    let workers = import_pids(&imports);
+    // One worker per sandbox at most, each importing every module once.
+    assert!(!workers.is_empty() && workers.len() <= 3, "{imports:?}");
+    assert_eq!(imports.len(), 4 * workers.len(), "{imports:?}");
+    for pid in workers {
+        assert_gone(pid, "each sandbox's worker to end with its sandbox");
+    }
+    let left: Vec<PathBuf> = std::fs::read_dir(home.path())
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.iter()
+            .all(|p| !p.to_string_lossy().contains("sandbox-")),
+        "{left:?}"
+    );
+}
