@@ -53,11 +53,11 @@ TESTS_FILE_VARIABLE = "OFFLOAD_TESTS_FILE"
 EVENT_MARKER = "##offload-event## "
 
 # Started by the resident worker's client (see offload_pytest_worker.py): this process
-# only found the interpreter and environment the command sets up; the worker takes over.
+# collects the suite, then stays as the worker.
 if os.environ.get("OFFLOAD_RESIDENT_START"):
     import offload_pytest_worker
 
-    offload_pytest_worker.become_worker()
+    offload_pytest_worker.arm()
 
 
 def _wanted_ids(path: str) -> set[str]:
@@ -296,6 +296,12 @@ if _TRACE_FILE:
     _record(sys.executable)
     _record_sys_path()
     sys.addaudithook(_audit)
+
+
+def pytest_sessionfinish(session, exitstatus):  # type: ignore[no-untyped-def]
+    worker = sys.modules.get("offload_pytest_worker")
+    if worker is not None:
+        worker.session_finished(exitstatus)
 
 
 def pytest_unconfigure(config):  # type: ignore[no-untyped-def]

@@ -19,12 +19,12 @@ pytest and ARGS the batch's pytest arguments. The snippet runs this file as a cl
 with any `python3`: the client connects to the worker's socket `DIR/resident-KEY.sock`,
 hands over its stdin, stdout and stderr and its environment, and waits for the child's
 exit code. When no worker listens, the client starts one (under a lock, so concurrent
-batches start one between them): it runs `PREFIX -p offload_pytest_plugin` with
-OFFLOAD_RESIDENT_START set, which makes the plugin, as soon as pytest imports it, replace
-the process by this module's `serve` in the same interpreter, with the same `sys.path`
-and environment that PREFIX set up (a virtualenv, `uv run`...). `serve` collects the
-tests once (`--collect-only` over the configured paths), checks that forking is safe,
-and listens.
+batches start one between them): it runs `PREFIX -p offload_pytest_plugin --collect-only
+...` (the configured paths) with OFFLOAD_RESIDENT_START set, which makes the plugin,
+when pytest imports it, `arm` this module: once that collection is over and pytest
+exits, the process stays, in an atexit handler, with the interpreter, `sys.path`,
+environment and imports that PREFIX set up (a virtualenv, `uv run`...), checks that
+forking is safe, and listens.
 
 When the worker cannot be used, the batch runs as plain `PREFIX ARGS...` and the reason
 is written to `DIR/resident-KEY.off` (so later batches go straight to plain pytest) and
@@ -272,48 +272,54 @@ def _run_batch(sock, args):
 # --- worker -------------------------------------------------------------------------
 
 
-def become_worker():
-    """Called by the plugin at import when OFFLOAD_RESIDENT_START is set: replaces this
-    pytest process by `serve`, in the same interpreter, with the same `sys.path`."""
+# What `arm` learnt, for the serving that starts when pytest is done.
+_armed = {}
+
+
+def arm():
+    """Called by the plugin at import when OFFLOAD_RESIDENT_START is set, in the pytest
+    process the client started: this process becomes the worker once its collection
+    (`--collect-only` over the configured paths) is over and pytest exits, in an atexit
+    handler. It keeps the interpreter, `sys.path`, environment and imports of the
+    user's command; nothing is started twice."""
     start = json.loads(os.environ.pop(START_VARIABLE))
     warmup = json.loads(os.environ.get(WARMUP_VARIABLE, "[]"))
-    own = sys.argv[1 : len(sys.argv) - len(warmup) - 2]
-    start.update({"sys_path": sys.path, "own_args": own, "argv": sys.argv[1:]})
-    os.environ[START_VARIABLE + "_SERVE"] = json.dumps(start)
-    options = ["-W" + w for w in sys.warnoptions]
-    for name, value in getattr(sys, "_xoptions", {}).items():
-        options.append("-X" + name if value is True else "-X%s=%s" % (name, value))
-    code = "import offload_pytest_worker as w; w.serve()"
+    # The batch's arguments come after pytest's own ones of the command (`-p ...`).
+    start["own_args"] = sys.argv[1 : len(sys.argv) - len(warmup) - 2]
+    start["worker_env"] = dict(os.environ)
+    # The collection is the whole suite's, not the first batch's.
+    os.environ.pop("OFFLOAD_TESTS_FILE", None)
+    _armed.update(start)
+    _armed["status"] = None
+    import atexit
+
+    atexit.register(_serve_at_exit)
+
+
+def session_finished(exitstatus):
+    """The plugin's `pytest_sessionfinish`: the collection's outcome, in the armed
+    process."""
+    if _armed and _armed["status"] is None:
+        _armed["status"] = int(exitstatus)
+
+
+def _serve_at_exit():
+    import threading
+
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable] + options + ["-c", code])
-
-
-def serve():
-    start = json.loads(os.environ.pop(START_VARIABLE + "_SERVE"))
-    sys.path[:] = start["sys_path"]
-    directory, key = start["dir"], start["key"]
+    directory, key = _armed["dir"], _armed["key"]
     paths = _paths(directory, key)
     try:
         with open(paths["env"], encoding="utf-8") as env_file:
             base_env = json.load(env_file)
     except (OSError, ValueError):
         base_env = {}
-    worker_env = dict(os.environ)
-    # The collection is the whole suite's, not the first batch's.
-    os.environ.pop("OFFLOAD_TESTS_FILE", None)
-
-    import threading
-
-    import pytest
-
-    code = pytest.main(list(start["argv"]))
-    sys.stdout.flush()
-    sys.stderr.flush()
+    status = _armed["status"]
     reason = None
-    if int(code) not in (0, 2, 5):
-        reason = "collecting the tests in the worker failed (pytest exit code %d, see %s)" % (
-            int(code),
+    if status not in (0, 2, 5):
+        reason = "collecting the tests in the worker failed (pytest exit code %s, see %s)" % (
+            status,
             paths["log"],
         )
     threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
@@ -324,8 +330,13 @@ def serve():
         )
     if reason is not None:
         _write_off(paths["off"], reason)
-        sys.exit(0)
-    Worker(directory, paths, start["own_args"], base_env, worker_env).run()
+        return
+    try:
+        Worker(directory, paths, _armed["own_args"], base_env, _armed["worker_env"]).run()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 class Worker:

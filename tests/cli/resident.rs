@@ -37,11 +37,12 @@ def session_mark():
             s.project.file(
                 &format!("tests/test_m{m}.py"),
                 &format!(
-                    r#"import os, sys, pytest
+                    r#"import os, pytest
 
 SCRATCH = os.environ["SCRATCH"]
-# Discovery's imports (a `--collect-only` pytest) are not the batches' concern.
-if "--collect-only" not in sys.argv:
+# Discovery's imports are not the batches' concern: batches (and the worker that
+# serves them) are told about their tests, discovery is not.
+if os.environ.get("OFFLOAD_TESTS_FILE") or os.environ.get("OFFLOAD_RESIDENT_WARMUP"):
     with open(os.path.join(SCRATCH, "imports"), "a") as f:
         f.write("m{m} %d\n" % os.getpid())
 
