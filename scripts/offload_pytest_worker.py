@@ -331,6 +331,13 @@ def _serve_at_exit():
     if reason is not None:
         _write_off(paths["off"], reason)
         return
+    import gc
+
+    # What the collection made stays as it is in every child: keep the collector from
+    # walking it there (and from touching, and so copying, every page of it).
+    gc.collect()
+    if hasattr(gc, "freeze"):
+        gc.freeze()
     try:
         Worker(directory, paths, _armed["own_args"], base_env, _armed["worker_env"]).run()
     finally:
