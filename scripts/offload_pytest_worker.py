@@ -107,13 +107,15 @@ def _send_message(sock, payload, fds=()):
 
 
 def _receive_message(sock):
-    """(payload, fds) of one message, or (None, []) when the peer closed first."""
+    """(payload, fds) of one message, or (None, []) when the peer closed first. Reads
+    exactly one message: the next one may already be on its way."""
     fds = array.array("i")
     data = b""
     size = None
     while size is None or len(data) < size + 4:
+        wanted = (4 if size is None else size + 4) - len(data)
         chunk, ancillary, _flags, _addr = sock.recvmsg(
-            65536, socket.CMSG_LEN(8 * fds.itemsize)
+            min(wanted, 1 << 20), socket.CMSG_LEN(8 * fds.itemsize)
         )
         for level, kind, cdata in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:

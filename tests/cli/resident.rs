@@ -388,3 +388,42 @@ fn batches_reach_the_worker_through_a_command_driven_provider() {
         "{left:?}"
     );
 }
+
+/// The client reads the worker's "started" and "exit" messages one at a time, also when
+/// both arrive in one read (a batch that ends at once), and the file descriptors a
+/// message carries arrive with it.
+#[test]
+fn the_socket_protocol_reads_exactly_one_message_at_a_time() {
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
+    let check = r#"
+import os, socket, sys
+import offload_pytest_worker as w
+a, b = socket.socketpair()
+b.settimeout(10)  # a reader that took both messages at once would wait for ever
+w._send_message(a, {"started": 1})
+w._send_message(a, {"exit": 3})
+assert w._receive_message(b) == ({"started": 1}, []), "first"
+assert w._receive_message(b) == ({"exit": 3}, []), "second"
+r, wr = os.pipe()
+w._send_message(a, {"args": ["x" * 200000]}, fds=(r, wr, r))
+msg, fds = w._receive_message(b)
+assert msg["args"][0] == "x" * 200000 and len(fds) == 3, (len(msg["args"][0]), fds)
+os.write(fds[1], b"through")
+assert os.read(r, 7) == b"through"
+a.close()
+assert w._receive_message(b) == (None, []), "closed"
+print("ok")
+"#;
+    let out = std::process::Command::new(support::python_bin_dir().join("python"))
+        .arg("-c")
+        .arg(check)
+        .env("PYTHONPATH", &scripts)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
