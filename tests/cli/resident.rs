@@ -137,17 +137,6 @@ fn logs(project: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// (name, outcome) of every case of the last run's report, sorted.
-fn outcomes(project: &Project) -> Vec<(String, String)> {
-    let mut all: Vec<(String, String)> = Junit::of(project)
-        .cases
-        .iter()
-        .map(|c| (c.name.clone(), c.outcome.clone()))
-        .collect();
-    all.sort();
-    all
-}
-
 /// The pids in `imports` lines (`module pid`).
 fn import_pids(lines: &[String]) -> Vec<i32> {
     let mut pids: Vec<i32> = lines
@@ -171,7 +160,7 @@ fn the_worker_imports_once_and_gives_the_results_of_one_pytest_per_batch() {
     s.config(3, "resident_worker = false", "");
     let plain = s.run(&[]);
     assert_eq!(plain.code, 1, "{}", plain.show());
-    let expected = outcomes(&s.project);
+    let expected = Junit::of(&s.project).outcomes();
     assert_eq!(expected.len(), 6 * 6, "{expected:#?}");
     let plain_imports = s.take("imports");
     let plain_batches = s.batches();
@@ -187,7 +176,12 @@ fn the_worker_imports_once_and_gives_the_results_of_one_pytest_per_batch() {
     s.config(3, "", "");
     let resident = s.run(&[]);
     assert_eq!(resident.code, 1, "{}", resident.show());
-    assert_eq!(outcomes(&s.project), expected, "{}", resident.show());
+    assert_eq!(
+        Junit::of(&s.project).outcomes(),
+        expected,
+        "{}",
+        resident.show()
+    );
     assert!(!resident.stderr.contains("resident"), "{}", resident.show());
     let imports = s.take("imports");
     // Each module once, in one process: the worker.
@@ -258,7 +252,7 @@ fn when_the_worker_cannot_be_used_batches_run_plainly_and_the_run_says_why_once(
     assert_eq!(run.code, 1, "{}", run.show());
     let said = run.stderr.matches("threads running (poller)").count();
     assert_eq!(said, 1, "{}", run.show());
-    assert_eq!(outcomes(&s.project).len(), 3 * 6);
+    assert_eq!(Junit::of(&s.project).outcomes().len(), 3 * 6);
     // Every batch imported its own modules; the worker's collection did too.
     let batches = s.batches();
     let imports = s.take("imports");
@@ -288,7 +282,7 @@ fn when_the_worker_cannot_be_used_batches_run_plainly_and_the_run_says_why_once(
         "{}",
         run.show()
     );
-    assert_eq!(outcomes(&s.project).len(), 2 * 6);
+    assert_eq!(Junit::of(&s.project).outcomes().len(), 2 * 6);
 }
 
 /// A project with one test that records its pid and hangs, beside quick ones.
@@ -351,7 +345,7 @@ fn batches_reach_the_worker_through_a_command_driven_provider() {
     s.config(2, "resident_worker = false", "");
     let plain = s.run(&[]);
     assert_eq!(plain.code, 1, "{}", plain.show());
-    let expected = outcomes(&s.project);
+    let expected = Junit::of(&s.project).outcomes();
     s.take("imports");
 
     // Each sandbox a private copy of the project, reached only through exec_command.
@@ -370,7 +364,7 @@ fn batches_reach_the_worker_through_a_command_driven_provider() {
     s.project.file("offload.toml", &toml);
     let run = support::run(s.offload().env("OFFLOAD_SANDBOX_HOME", home.path()));
     assert_eq!(run.code, 1, "{}", run.show());
-    assert_eq!(outcomes(&s.project), expected, "{}", run.show());
+    assert_eq!(Junit::of(&s.project).outcomes(), expected, "{}", run.show());
     let imports = s.take("imports");
     let workers = import_pids(&imports);
     // One worker per sandbox at most, each importing every module once.

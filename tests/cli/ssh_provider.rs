@@ -407,17 +407,6 @@ fn pytest_framework() -> String {
     )
 }
 
-/// The (name, outcome) pairs of a report, sorted.
-fn outcomes(report: &Junit) -> Vec<(String, String)> {
-    let mut all: Vec<(String, String)> = report
-        .cases
-        .iter()
-        .map(|c| (c.name.clone(), c.outcome.clone()))
-        .collect();
-    all.sort();
-    all
-}
-
 #[test]
 fn a_pytest_suite_across_ssh_hosts_gives_the_results_of_a_local_run() {
     let s = Setup::new(Hosts::start(3), 2);
@@ -434,7 +423,7 @@ fn a_pytest_suite_across_ssh_hosts_gives_the_results_of_a_local_run() {
     s.config(false, "max_parallel = 6", &pytest_framework());
     let local = support::run(s.offload().arg("run"));
     assert_eq!(local.code, 1, "{}", local.show());
-    let expected = outcomes(&Junit::of(&s.project));
+    let expected = Junit::of(&s.project).outcomes();
     assert_eq!(expected.len(), 4 * 11 + 1, "{expected:#?}");
 
     for entry in std::fs::read_dir(s.scratch.path().join("where")).unwrap() {
@@ -444,7 +433,7 @@ fn a_pytest_suite_across_ssh_hosts_gives_the_results_of_a_local_run() {
     let remote = support::run(s.offload().arg("run"));
     assert_eq!(remote.code, 1, "{}", remote.show());
     assert_eq!(
-        outcomes(&Junit::of(&s.project)),
+        Junit::of(&s.project).outcomes(),
         expected,
         "{}",
         remote.show()
@@ -477,7 +466,7 @@ fn a_pytest_suite_across_ssh_hosts_gives_the_results_of_a_local_run() {
         "{}",
         again.show()
     );
-    assert_eq!(outcomes(&Junit::of(&s.project)), expected);
+    assert_eq!(Junit::of(&s.project).outcomes(), expected);
     s.assert_clean();
 }
 
@@ -616,7 +605,7 @@ fn a_host_that_dies_mid_batch_turns_its_batch_into_a_run_elsewhere_with_no_test_
     let mut passed = passed;
     passed.sort();
     // One result each, no failure child (a passed case has no outcome element).
-    assert_eq!(outcomes(&Junit::of(&s.project)), passed);
+    assert_eq!(Junit::of(&s.project).outcomes(), passed);
     // Nothing is left on the host that lived, and no slot stays claimed.
     assert_eq!(s.hosts.hosts[1 - doomed].sandboxes(), Vec::<String>::new());
     assert_eq!(s.claimed_slots(), 0, "slots left claimed");

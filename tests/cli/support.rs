@@ -432,6 +432,17 @@ impl Junit {
             .unwrap_or_else(|| panic!("no testcase `{name}` in {:#?}", self.cases))
     }
 
+    /// (name, outcome) of every case, sorted: what two runs of a suite compare.
+    pub fn outcomes(&self) -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = self
+            .cases
+            .iter()
+            .map(|c| (c.name.clone(), c.outcome.clone()))
+            .collect();
+        all.sort();
+        all
+    }
+
     /// The root attribute `key` as a number (0 when absent).
     pub fn count(&self, key: &str) -> usize {
         self.root
