@@ -9,6 +9,11 @@
 //! `.config/nextest.toml`, which therefore still applies (timeouts, retries, ...);
 //! the profile inherits from the project's `default` profile. The batch command writes
 //! that config file itself, so it works unchanged inside remote sandboxes.
+//!
+//! Batches build through cargo unless the run hands the framework a build made once:
+//! binaries listed on this machine for local sandboxes ([`Cargo::reuse_build`]), or a
+//! nextest archive shipped in the image for remote ones ([`Cargo::run_from_archive`]).
+//! Making those builds is the provider side's job (`provider::reused_build`).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -92,9 +97,21 @@ const PROFILE: &str = "offload-junit";
 #[derive(Debug, Clone)]
 pub(crate) struct Cargo {
     config: CargoConfig,
-    reused: Option<ReusedBuild>,
+    /// What batches run: a build of their own, or one made once for the run.
+    build: BatchBuild,
     /// `--no-capture` in batches.
     no_capture: bool,
+}
+
+/// Where a batch's test binaries come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BatchBuild {
+    /// `cargo nextest run` builds (or checks) them.
+    Cargo,
+    /// Listed once on this machine (see [`Cargo::reuse_build`]).
+    Reused(ReusedBuild),
+    /// Archived once and shipped to the sandbox (see [`Cargo::run_from_archive`]).
+    Archived(ArchivedBuild),
 }
 
 /// A build made once for a whole run (see [`Cargo::reuse_build`]): the files nextest's
@@ -107,12 +124,21 @@ pub(crate) struct ReusedBuild {
     pub(crate) cargo_metadata: String,
 }
 
+/// A build archived once for a whole run with `cargo nextest archive` (see
+/// [`Cargo::run_from_archive`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ArchivedBuild {
+    /// The archive's path inside the sandbox, relative to the directory batches run in
+    /// (the sandbox project root).
+    pub(crate) archive_file: String,
+}
+
 impl Cargo {
     /// Builds the framework (nothing in its configuration can be malformed).
     pub(crate) fn new(config: &CargoConfig) -> Self {
         Self {
             config: config.clone(),
-            reused: None,
+            build: BatchBuild::Cargo,
             no_capture: false,
         }
     }
@@ -125,8 +151,36 @@ impl Cargo {
     pub(crate) fn reuse_build(&self, build: ReusedBuild) -> Self {
         Self {
             config: self.config.clone(),
-            reused: Some(build),
+            build: BatchBuild::Reused(build),
             no_capture: self.no_capture,
+        }
+    }
+
+    /// The same framework, with batches that run the tests of a nextest archive instead
+    /// of invoking cargo: `cargo-nextest nextest run --archive-file`, with the archive's
+    /// workspace remapped to the batch's directory. For remote sandboxes, where every
+    /// `cargo nextest run` would check the build again (and build everything in a fresh
+    /// sandbox). A batch that does not find the archive in its sandbox (an image made
+    /// without the copy dirs) says so on stderr and builds with cargo as before.
+    pub(crate) fn run_from_archive(&self, build: ArchivedBuild) -> Self {
+        Self {
+            config: self.config.clone(),
+            build: BatchBuild::Archived(build),
+            no_capture: self.no_capture,
+        }
+    }
+
+    /// `cargo nextest archive` into `archive_file`, building what is stale.
+    pub(crate) fn archive_command(&self, archive_file: &str) -> CommandSpec {
+        let mut args: Vec<String> = ["nextest", "archive", "--archive-file", archive_file]
+            .map(str::to_owned)
+            .into();
+        args.extend(self.build_args());
+        CommandSpec {
+            program: "cargo".to_owned(),
+            args,
+            cwd: None,
+            env: Vec::new(),
         }
     }
 
@@ -294,9 +348,9 @@ impl Framework for Cargo {
         if self.no_capture {
             run.push("--no-capture".to_owned());
         }
-        match &self.reused {
-            // nextest refuses cargo's build options next to a reused build.
-            Some(build) => {
+        // nextest refuses cargo's build options next to a reused build or an archive.
+        match &self.build {
+            BatchBuild::Reused(build) => {
                 run.extend([
                     "--binaries-metadata".to_owned(),
                     build.binaries_metadata.clone(),
@@ -305,20 +359,53 @@ impl Framework for Cargo {
                 ]);
                 run.extend(self.ignored_args());
             }
-            None => run.extend(self.selection_args()),
+            BatchBuild::Archived(_) => {}
+            BatchBuild::Cargo => run.extend(self.selection_args()),
         }
         // nextest runs the tests that match any of several `-E`; each stays well under
         // the kernel's limit for one argument.
         for filter in filtersets(tests, ARGS_BUDGET) {
             run.extend(["-E".to_owned(), filter]);
         }
-        let run = run.iter().map(|a| q(a)).collect::<Vec<_>>().join(" ");
+        let join = |args: &[String]| args.iter().map(|a| q(a)).collect::<Vec<_>>().join(" ");
+        let run = join(&run);
         let config = q(&config_file);
-        let script = format!(
-            "printf '%s\\n' {header} {path_line} > {anchor}{config} && \
-             exec cargo nextest run --tool-config-file offload:{anchor}{config} {run}",
+        let write_config = format!(
+            "printf '%s\\n' {header} {path_line} > {anchor}{config}",
             header = q(&format!("[profile.{PROFILE}.junit]")),
         );
+        let tool_config = format!("--tool-config-file offload:{anchor}{config}");
+        let script = match &self.build {
+            BatchBuild::Archived(build) => {
+                // The arguments once, in `$@`, whichever way the batch goes. Without
+                // `cargo` in front nothing checks the build; `cargo nextest` only
+                // when cargo-nextest is not on the PATH (cargo also finds it in
+                // `$CARGO_HOME/bin`), and with an archive it builds nothing either.
+                let archive = q(&build.archive_file);
+                let from_archive = join(&[
+                    "--archive-file".to_owned(),
+                    build.archive_file.clone(),
+                ]);
+                let ignored = join(&self.ignored_args());
+                let selection = join(&self.selection_args());
+                let missing = q(&format!(
+                    "offload: the nextest archive `{}` is not in this sandbox \
+                     (the image was made without the copy dirs Offload hands \
+                     `prepare_command` in OFFLOAD_COPY_DIRS); cargo builds this batch",
+                    build.archive_file
+                ));
+                format!(
+                    "{write_config} && set -- {tool_config} {run} && \
+                     if [ -f {archive} ]; then \
+                     set -- \"$@\" {from_archive} --workspace-remap \"$PWD\" {ignored}; \
+                     if command -v cargo-nextest >/dev/null 2>&1; then \
+                     exec cargo-nextest nextest run \"$@\"; fi; \
+                     exec cargo nextest run \"$@\"; fi; \
+                     echo {missing} >&2; exec cargo nextest run \"$@\" {selection}"
+                )
+            }
+            _ => format!("{write_config} && exec cargo nextest run {tool_config} {run}"),
+        };
         Ok(shell_batch(script, &paths.script_file, None, Vec::new()))
     }
 
@@ -756,6 +843,156 @@ mod tests {
         for build_option in [" -p ", "--features", "--bin "] {
             assert!(!script.contains(build_option), "{script}");
         }
+    }
+
+    #[test]
+    fn the_archive_is_built_with_cargo_build_options() {
+        let fw = cargo(CargoConfig {
+            package: Some("core".into()),
+            features: vec!["a".into()],
+            include_ignored: true,
+            ..CargoConfig::default()
+        });
+        let spec = fw.archive_command("/o/tests 1.tar.zst");
+        assert_eq!(spec.program, "cargo");
+        assert_eq!(
+            spec.args,
+            [
+                "nextest",
+                "archive",
+                "--archive-file",
+                "/o/tests 1.tar.zst",
+                "-p",
+                "core",
+                "--features",
+                "a"
+            ]
+        );
+    }
+
+    /// The batch script of an archived build, for `tests`.
+    fn archived_script(fw: &Cargo, tests: &[&str]) -> String {
+        let fw = fw.run_from_archive(ArchivedBuild {
+            archive_file: ".offload-archive/t 1.tar.zst".into(),
+        });
+        let tests: Vec<String> = tests.iter().map(|&t| t.to_owned()).collect();
+        let spec = fw
+            .batch_command(&tests, &crate::framework::test_paths("r.xml"), false)
+            .unwrap()
+            .command;
+        assert_eq!(spec.args[0], "-c");
+        spec.args[1].clone()
+    }
+
+    #[test]
+    fn an_archived_build_runs_cargo_nextest_without_cargo() {
+        let fw = cargo(CargoConfig {
+            package: Some("nx".into()),
+            include_ignored: true,
+            ..CargoConfig::default()
+        });
+        assert_eq!(
+            archived_script(&fw, &["nx t"]),
+            "printf '%s\\n' '[profile.offload-junit.junit]' \"path = \\\"$PWD/\"'r.xml\"' \
+             > \"$PWD\"/r.xml.nextest.toml && set -- --tool-config-file \
+             offload:\"$PWD\"/r.xml.nextest.toml --profile offload-junit --no-fail-fast \
+             '--no-tests=warn' '--status-level=pass' -E '(binary_id(=nx) & test(=t))' && \
+             if [ -f '.offload-archive/t 1.tar.zst' ]; then set -- \"$@\" --archive-file \
+             '.offload-archive/t 1.tar.zst' --workspace-remap \"$PWD\" --run-ignored all; \
+             if command -v cargo-nextest >/dev/null 2>&1; then exec cargo-nextest nextest run \
+             \"$@\"; fi; exec cargo nextest run \"$@\"; fi; echo 'offload: the nextest archive \
+             `.offload-archive/t 1.tar.zst` is not in this sandbox (the image was made without \
+             the copy dirs Offload hands `prepare_command` in OFFLOAD_COPY_DIRS); cargo builds \
+             this batch' >&2; exec cargo nextest run \"$@\" -p nx --run-ignored all"
+        );
+    }
+
+    /// Runs `script` with `sh` in `dir`, with only `bin` on the `PATH` (the script needs
+    /// nothing but shell built-ins and what it runs); returns its stdout and stderr.
+    #[cfg(unix)]
+    fn run_script(script: &str, dir: &std::path::Path, bin: &std::path::Path) -> (String, String) {
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", script])
+            .current_dir(dir)
+            .env("PATH", bin)
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Writes an executable `name` into `bin` that prints its name and arguments, one a line.
+    #[cfg(unix)]
+    fn stub(bin: &std::path::Path, name: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\necho {name}; printf '%s\\n' \"$@\"\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_archived_batch_picks_its_program_by_what_the_sandbox_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = tempfile::tempdir().unwrap();
+        let fw = cargo(CargoConfig {
+            features: vec!["f".into()],
+            ..CargoConfig::default()
+        });
+        let script = archived_script(&fw, &["nx it's"]);
+        let lines = |out: &str| out.lines().map(str::to_owned).collect::<Vec<_>>();
+        let pwd = dir.path().canonicalize().unwrap();
+        let pwd = pwd.to_str().unwrap();
+        let common = [
+            "nextest".to_owned(),
+            "run".to_owned(),
+            "--tool-config-file".to_owned(),
+            format!("offload:{pwd}/r.xml.nextest.toml"),
+            "--profile".to_owned(),
+            "offload-junit".to_owned(),
+            "--no-fail-fast".to_owned(),
+            "--no-tests=warn".to_owned(),
+            "--status-level=pass".to_owned(),
+            "-E".to_owned(),
+            "(binary_id(=nx) & test(=it's))".to_owned(),
+        ];
+
+        // No archive in the sandbox: cargo builds, with the build options, and says why.
+        stub(bin.path(), "cargo");
+        let (out, err) = run_script(&script, dir.path(), bin.path());
+        let mut want = vec!["cargo".to_owned()];
+        want.extend(common.clone());
+        want.extend(["--features".to_owned(), "f".to_owned()]);
+        assert_eq!(lines(&out), want);
+        assert!(err.contains("is not in this sandbox"), "{err}");
+        let config = std::fs::read_to_string(dir.path().join("r.xml.nextest.toml")).unwrap();
+        assert_eq!(config, format!("[profile.offload-junit.junit]\npath = \"{pwd}/r.xml\"\n"));
+
+        // The archive, and cargo-nextest on the PATH: cargo is not run.
+        std::fs::create_dir(dir.path().join(".offload-archive")).unwrap();
+        std::fs::write(dir.path().join(".offload-archive/t 1.tar.zst"), "").unwrap();
+        let archived = |program: &str| {
+            let mut want = vec![program.to_owned()];
+            want.extend(common.clone());
+            want.extend([
+                "--archive-file".to_owned(),
+                ".offload-archive/t 1.tar.zst".to_owned(),
+                "--workspace-remap".to_owned(),
+                pwd.to_owned(),
+            ]);
+            want
+        };
+        // Without cargo-nextest on the PATH, cargo dispatches to it (it builds nothing
+        // with an archive).
+        let (out, err) = run_script(&script, dir.path(), bin.path());
+        assert_eq!(lines(&out), archived("cargo"));
+        assert_eq!(err, "");
+        stub(bin.path(), "cargo-nextest");
+        let (out, err) = run_script(&script, dir.path(), bin.path());
+        assert_eq!(lines(&out), archived("cargo-nextest"));
+        assert_eq!(err, "");
     }
 
     #[test]

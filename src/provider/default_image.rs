@@ -141,6 +141,13 @@ impl ImagePlan {
         })
     }
 
+    /// The same plan, with one more copy dir (`LOCAL:REMOTE`) in the image.
+    pub(crate) fn with_copy_dir(&self, copy_dir: String) -> Self {
+        let mut plan = self.clone();
+        plan.config.copy_dirs.push(copy_dir);
+        plan
+    }
+
     /// The builder for this plan, with progress going to `log`.
     fn builder<'a>(
         &'a self,
