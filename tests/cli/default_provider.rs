@@ -527,3 +527,148 @@ fn local_sandbox_exports_the_work_tree_and_removes_only_its_own_directories() {
         "{err}"
     );
 }
+
+/// A crate whose tests pass, fail, and check where they run: in the sandbox, reading a
+/// data file of the project through a path relative to the package directory.
+fn sandboxed_crate(project: &Project) {
+    project.manifest("sbx");
+    project.file(
+        "src/lib.rs",
+        "pub fn add(a: i32, b: i32) -> i32 { a + b }\n\
+         #[cfg(test)]\nmod tests {\n\
+         #[test] fn passes() { assert_eq!(super::add(1, 2), 3); }\n\
+         #[test] fn fails() { assert_eq!(super::add(1, 2), 4); }\n\
+         #[test] #[ignore] fn ignored_one() {}\n}\n",
+    );
+    project.file(
+        "tests/where.rs",
+        "#[test] fn reads_project_data() {\n\
+         assert_eq!(std::fs::read_to_string(\"data/greeting.txt\").unwrap(), \"hello\");\n}\n\
+         #[test] fn runs_in_its_sandbox() {\n\
+         let cwd = std::env::current_dir().unwrap();\n\
+         let inside = std::env::var(\"EXPECT_INSIDE\").unwrap();\n\
+         assert!(cwd.starts_with(&inside), \"{} is not in {inside}\", cwd.display());\n}\n",
+    );
+    project.file("data/greeting.txt", "hello");
+    project.file(".gitignore", "/target\n/test-results\n");
+    support::init_repo(project.path());
+}
+
+/// `offload.toml` for `sandboxed_crate` on `@local_sandbox.sh`, with `env` as
+/// `[provider.env]`.
+fn sandboxed_crate_config(env: &str) -> String {
+    format!(
+        r#"[offload]
+max_parallel = 2
+sandbox_project_root = "."
+
+[provider]
+type = "default"
+prepare_command = "@local_sandbox.sh prepare"
+create_command = "@local_sandbox.sh create {{image_id}}"
+exec_command = "@local_sandbox.sh exec {{sandbox_id}} {{command}}"
+download_command = "@local_sandbox.sh download {{sandbox_id}} {{paths}}"
+destroy_command = "@local_sandbox.sh destroy {{sandbox_id}}"
+
+[provider.env]
+{env}
+
+[framework]
+type = "cargo"
+
+[groups.all]
+retry_count = 0
+"#
+    )
+}
+
+/// `(name, outcome)` of every test in `report` (a cargo test's name is its ID), sorted.
+fn verdicts(report: &Junit) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = report
+        .cases
+        .iter()
+        .map(|c| (c.name.clone(), c.outcome.clone()))
+        .collect();
+    all.sort();
+    all
+}
+
+#[test]
+fn cargo_batches_in_sandboxes_run_one_archive_without_cargo() {
+    let s = Setup::new();
+    sandboxed_crate(&s.project);
+    // Every `cargo` a sandbox starts is recorded, and fails.
+    let shims = s.state.path().join("bin");
+    std::fs::create_dir_all(&shims).unwrap();
+    let calls = s.state.path().join("cargo-calls.log");
+    let shim = shims.join("cargo");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\necho \"cargo $*\" >> '{}'\nexit 97\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    s.project.file(
+        "offload.toml",
+        &sandboxed_crate_config(&format!(
+            "PATH = \"{}:${{PATH}}\"\nEXPECT_INSIDE = \"{}\"",
+            shims.display(),
+            s.home.path().canonicalize().unwrap().display()
+        )),
+    );
+
+    let run = support::run(s.offload().arg("run"));
+    assert_eq!(run.code, 1, "{}", run.show());
+    let calls = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert_eq!(calls, "", "batches ran cargo; {}", run.show());
+    let logs = s.logs();
+    assert!(!logs.contains("is not in this sandbox"), "{logs}");
+    assert!(!logs.contains("Compiling"), "{logs}");
+    let sandboxed = verdicts(&s.junit());
+    s.assert_all_destroyed(1);
+
+    // The image holds the run's archive, in the sandbox project root.
+    let image = std::fs::read_dir(s.home.path())
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("image-"))
+        .unwrap()
+        .path();
+    let archives: Vec<String> = std::fs::read_dir(image.join(".offload-archive"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        archives.len() == 1 && archives[0].ends_with(".tar.zst"),
+        "{archives:?}"
+    );
+
+    // The same verdicts as local sandboxes, which run in the project itself.
+    s.project.file(
+        "local.toml",
+        &format!(
+            "[offload]\nmax_parallel = 2\n[provider]\ntype = \"local\"\n\
+             [provider.env]\nEXPECT_INSIDE = \"{}\"\n\
+             [framework]\ntype = \"cargo\"\n[groups.all]\nretry_count = 0\n",
+            s.project.path().canonicalize().unwrap().display()
+        ),
+    );
+    let run = support::run(s.offload().args(["-c", "local.toml", "run"]));
+    assert_eq!(run.code, 1, "{}", run.show());
+    let local = verdicts(&s.junit());
+    assert_eq!(sandboxed, local);
+    assert_eq!(
+        local,
+        [
+            ("sbx tests::fails", "failure"),
+            ("sbx tests::ignored_one", "skipped"),
+            ("sbx tests::passes", ""),
+            ("sbx::where reads_project_data", ""),
+            ("sbx::where runs_in_its_sandbox", ""),
+        ]
+        .map(|(id, outcome)| (id.to_owned(), outcome.to_owned()))
+    );
+}
