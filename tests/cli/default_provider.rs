@@ -660,15 +660,89 @@ fn cargo_batches_in_sandboxes_run_one_archive_without_cargo() {
     assert_eq!(run.code, 1, "{}", run.show());
     let local = verdicts(&s.junit());
     assert_eq!(sandboxed, local);
-    assert_eq!(
-        local,
-        [
-            ("sbx tests::fails", "failure"),
-            ("sbx tests::ignored_one", "skipped"),
-            ("sbx tests::passes", ""),
-            ("sbx::where reads_project_data", ""),
-            ("sbx::where runs_in_its_sandbox", ""),
-        ]
-        .map(|(id, outcome)| (id.to_owned(), outcome.to_owned()))
+    assert_eq!(local, sandboxed_crate_verdicts());
+}
+
+/// The verdicts of `sandboxed_crate`'s tests.
+fn sandboxed_crate_verdicts() -> Vec<(String, String)> {
+    [
+        ("sbx tests::fails", "failure"),
+        ("sbx tests::ignored_one", "skipped"),
+        ("sbx tests::passes", ""),
+        ("sbx::where reads_project_data", ""),
+        ("sbx::where runs_in_its_sandbox", ""),
+    ]
+    .map(|(id, outcome)| (id.to_owned(), outcome.to_owned()))
+    .into()
+}
+
+#[test]
+fn cargo_batches_build_in_their_sandbox_when_archiving_fails() {
+    let s = Setup::new();
+    sandboxed_crate(&s.project);
+    // `cargo nextest archive` fails on this machine; everything else is the real cargo.
+    let shims = s.state.path().join("bin");
+    std::fs::create_dir_all(&shims).unwrap();
+    let shim = shims.join("cargo");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh
+[ \"$2\" != archive ] || {{ echo 'archiving is broken here' >&2; exit 3; }}
+\
+             PATH='{}' exec cargo \"$@\"
+",
+            std::env::var("PATH").unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let inside = s.home.path().canonicalize().unwrap();
+    s.project.file(
+        "offload.toml",
+        &sandboxed_crate_config(&format!("EXPECT_INSIDE = \"{}\"", inside.display())),
     );
+    let run = support::run(
+        s.offload()
+            .env("PATH", support::path_with(&shims))
+            .arg("run"),
+    );
+    assert_eq!(run.code, 1, "{}", run.show());
+    assert_eq!(
+        run.stderr.matches("cannot archive the tests").count(),
+        1,
+        "{}",
+        run.show()
+    );
+    assert!(
+        run.stderr.contains("archiving is broken here"),
+        "{}",
+        run.show()
+    );
+    assert_eq!(verdicts(&s.junit()), sandboxed_crate_verdicts());
+    s.assert_all_destroyed(1);
+}
+
+#[test]
+fn a_sandbox_without_the_archive_builds_and_says_why() {
+    let s = Setup::new();
+    sandboxed_crate(&s.project);
+    let inside = s.home.path().canonicalize().unwrap();
+    // A prepare that leaves the copy dirs out of the image.
+    let config = sandboxed_crate_config(&format!("EXPECT_INSIDE = \"{}\"", inside.display()))
+        .replace(
+            "\"@local_sandbox.sh prepare\"",
+            "\"env -u OFFLOAD_COPY_DIRS @local_sandbox.sh prepare\"",
+        );
+    s.project.file("offload.toml", &config);
+    let run = support::run(s.offload().arg("run"));
+    assert_eq!(run.code, 1, "{}", run.show());
+    let logs = s.logs();
+    assert!(
+        logs.contains("[stderr] offload: the nextest archive"),
+        "{logs}"
+    );
+    assert!(logs.contains("is not in this sandbox"), "{logs}");
+    assert_eq!(verdicts(&s.junit()), sandboxed_crate_verdicts());
+    s.assert_all_destroyed(1);
 }
