@@ -376,34 +376,13 @@ impl Framework for Cargo {
         );
         let tool_config = format!("--tool-config-file offload:{anchor}{config}");
         let script = match &self.build {
-            BatchBuild::Archived(build) => {
-                // The arguments once, in `$@`, whichever way the batch goes. Without
-                // `cargo` in front nothing checks the build; `cargo nextest` only
-                // when cargo-nextest is not on the PATH (cargo also finds it in
-                // `$CARGO_HOME/bin`), and with an archive it builds nothing either.
-                let archive = q(&build.archive_file);
-                let from_archive = join(&[
-                    "--archive-file".to_owned(),
-                    build.archive_file.clone(),
-                ]);
-                let ignored = join(&self.ignored_args());
-                let selection = join(&self.selection_args());
-                let missing = q(&format!(
-                    "offload: the nextest archive `{}` is not in this sandbox \
-                     (the image was made without the copy dirs Offload hands \
-                     `prepare_command` in OFFLOAD_COPY_DIRS); cargo builds this batch",
-                    build.archive_file
-                ));
-                format!(
-                    "{write_config} && set -- {tool_config} {run} && \
-                     if [ -f {archive} ]; then \
-                     set -- \"$@\" {from_archive} --workspace-remap \"$PWD\" {ignored}; \
-                     if command -v cargo-nextest >/dev/null 2>&1; then \
-                     exec cargo-nextest nextest run \"$@\"; fi; \
-                     exec cargo nextest run \"$@\"; fi; \
-                     echo {missing} >&2; exec cargo nextest run \"$@\" {selection}"
-                )
-            }
+            BatchBuild::Archived(build) => archived_script(
+                &write_config,
+                &format!("{tool_config} {run}"),
+                &build.archive_file,
+                &join(&self.ignored_args()),
+                &join(&self.selection_args()),
+            ),
             _ => format!("{write_config} && exec cargo nextest run {tool_config} {run}"),
         };
         Ok(shell_batch(script, &paths.script_file, None, Vec::new()))
@@ -436,6 +415,60 @@ impl Framework for Cargo {
     fn discovery_is_cacheable(&self) -> bool {
         true
     }
+}
+
+/// The script of a batch that runs from the archive `archive_file` (relative to the
+/// batch's directory): `write_config`, then nextest with the arguments `run` (quoted)
+/// and, for the archive, `ignored` — or, when the sandbox has no archive, a line on
+/// stderr and cargo with `selection`.
+///
+/// The arguments are written once, into `$@`, whichever way the batch goes. Without
+/// `cargo` in front nothing checks the build: `cargo-nextest nextest run`, or `cargo
+/// nextest run` when cargo-nextest is not on the `PATH` (cargo also finds it in
+/// `$CARGO_HOME/bin`), which with an archive builds nothing either.
+///
+/// Unpacking costs a batch about a second for an archive of 90 MB, so the first batch
+/// of a sandbox extracts it once (into a scratch directory, renamed when complete, so
+/// a batch killed meanwhile leaves nothing half-made in use) and every batch runs the
+/// extracted binaries through their metadata, as a local reused build does. Tests that
+/// load Rust's own shared libraries find them in the extraction: in that mode nextest
+/// points `LD_LIBRARY_PATH` at the toolchain of the machine that built the archive.
+/// When extracting fails, each batch unpacks the archive for itself, which shows
+/// nextest's error if that fails too.
+fn archived_script(
+    write_config: &str,
+    run: &str,
+    archive_file: &str,
+    ignored: &str,
+    selection: &str,
+) -> String {
+    let q = |s: &str| crate::process::quote(s).into_owned();
+    let archive = q(archive_file);
+    let dir = q(&format!("{archive_file}.d"));
+    let missing = q(&format!(
+        "offload: the nextest archive `{archive_file}` is not in this sandbox (the image \
+         was made without the copy dirs Offload hands `prepare_command` in \
+         OFFLOAD_COPY_DIRS); cargo builds this batch"
+    ));
+    format!(
+        "{write_config} && set -- {run} && \
+         if [ -f {archive} ]; then \
+         if command -v cargo-nextest >/dev/null 2>&1; then nx=cargo-nextest; else nx=cargo; fi; \
+         d={dir}; \
+         if [ ! -f \"$d/extracted\" ]; then \
+         rm -rf \"$d.$$\" && mkdir -p \"$d.$$\" && \
+         $nx nextest run --archive-file {archive} --workspace-remap \"$PWD\" \
+         --extract-to \"$d.$$\" -E 'none()' '--no-tests=pass' >/dev/null 2>&1 && \
+         : > \"$d.$$/extracted\" && mv \"$d.$$\" \"$d\"; rm -rf \"$d.$$\"; fi; \
+         if [ -f \"$d/extracted\" ]; then \
+         LD_LIBRARY_PATH=\"$PWD/$d/target/nextest/libdirs/host${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\"; \
+         export LD_LIBRARY_PATH; \
+         exec $nx nextest run \"$@\" --binaries-metadata \"$d/target/nextest/binaries-metadata.json\" \
+         --cargo-metadata \"$d/target/nextest/cargo-metadata.json\" \
+         --target-dir-remap \"$d/target\" --workspace-remap \"$PWD\" {ignored}; fi; \
+         exec $nx nextest run \"$@\" --archive-file {archive} --workspace-remap \"$PWD\" {ignored}; fi; \
+         echo {missing} >&2; exec cargo nextest run \"$@\" {selection}"
+    )
 }
 
 /// The event of one of nextest's status lines: `STATUS [ TIME s] (N/M) BINARY-ID NAME`
@@ -885,114 +918,182 @@ mod tests {
     }
 
     #[test]
-    fn an_archived_build_runs_cargo_nextest_without_cargo() {
+    fn only_the_fallback_of_an_archived_batch_has_build_options() {
         let fw = cargo(CargoConfig {
             package: Some("nx".into()),
             include_ignored: true,
             ..CargoConfig::default()
         });
-        assert_eq!(
-            archived_script(&fw, &["nx t"]),
-            "printf '%s\\n' '[profile.offload-junit.junit]' \"path = \\\"$PWD/\"'r.xml\"' \
-             > \"$PWD\"/r.xml.nextest.toml && set -- --tool-config-file \
-             offload:\"$PWD\"/r.xml.nextest.toml --profile offload-junit --no-fail-fast \
-             '--no-tests=warn' '--status-level=pass' -E '(binary_id(=nx) & test(=t))' && \
-             if [ -f '.offload-archive/t 1.tar.zst' ]; then set -- \"$@\" --archive-file \
-             '.offload-archive/t 1.tar.zst' --workspace-remap \"$PWD\" --run-ignored all; \
-             if command -v cargo-nextest >/dev/null 2>&1; then exec cargo-nextest nextest run \
-             \"$@\"; fi; exec cargo nextest run \"$@\"; fi; echo 'offload: the nextest archive \
-             `.offload-archive/t 1.tar.zst` is not in this sandbox (the image was made without \
-             the copy dirs Offload hands `prepare_command` in OFFLOAD_COPY_DIRS); cargo builds \
-             this batch' >&2; exec cargo nextest run \"$@\" -p nx --run-ignored all"
-        );
+        let script = archived_script(&fw, &["nx t"]);
+        let (archived, fallback) = script.split_once("is not in this sandbox").unwrap();
+        assert!(!archived.contains("-p nx"), "{script}");
+        assert!(fallback.ends_with("exec cargo nextest run \"$@\" -p nx --run-ignored all"));
+        // Every nextest run of the archive, extraction aside, runs the ignored tests.
+        assert_eq!(archived.matches("exec $nx nextest run").count(), 2, "{script}");
+        assert_eq!(archived.matches("--run-ignored all").count(), 2, "{script}");
+        assert!(!archived.contains("exec cargo "), "{script}");
     }
 
     /// Runs `script` with `sh` in `dir`, with only `bin` on the `PATH` (the script needs
-    /// nothing but shell built-ins and what it runs); returns its stdout and stderr.
+    /// shell built-ins, `rm`, `mkdir`, `mv` and what it runs); returns what
+    /// the stubs in `bin` recorded (see [`stub`]) and its stderr.
     #[cfg(unix)]
     fn run_script(script: &str, dir: &std::path::Path, bin: &std::path::Path) -> (String, String) {
         let out = std::process::Command::new("/bin/sh")
             .args(["-c", script])
             .current_dir(dir)
             .env("PATH", bin)
+            .env("STUB_LOG", bin.join("log"))
+            .env_remove("LD_LIBRARY_PATH")
             .output()
             .unwrap();
-        (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let log = std::fs::read_to_string(bin.join("log")).unwrap_or_default();
+        let _ = std::fs::remove_file(bin.join("log"));
+        (log, String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
-    /// Writes an executable `name` into `bin` that prints its name and arguments, one a line.
+    /// Writes an executable `name` into `bin` that appends its name, `LD_LIBRARY_PATH` and
+    /// its arguments, one a line, then `.`, to `$STUB_LOG` (stdout may be thrown away);
+    /// it fails when it is asked to extract and `fail_extract`.
     #[cfg(unix)]
-    fn stub(bin: &std::path::Path, name: &str) {
+    fn stub(bin: &std::path::Path, name: &str, fail_extract: bool) {
         use std::os::unix::fs::PermissionsExt;
         let path = bin.join(name);
-        std::fs::write(&path, format!("#!/bin/sh\necho {name}; printf '%s\\n' \"$@\"\n")).unwrap();
+        let fail = if fail_extract {
+            "case \"$*\" in *--extract-to*) exit 1;; esac\n"
+        } else {
+            ""
+        };
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\n{fail}{{ echo {name}; echo \"LD=${{LD_LIBRARY_PATH:-}}\"; \
+                 printf '%s\\n' \"$@\" .; }} >> \"$STUB_LOG\"\n"
+            ),
+        )
+        .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// The programs a script ran, each with its lines (see [`stub`]).
+    fn invocations(out: &str) -> Vec<Vec<String>> {
+        out.split_terminator(".\n")
+            .map(|inv| inv.lines().map(str::to_owned).collect())
+            .collect()
     }
 
     #[cfg(unix)]
     #[test]
-    fn an_archived_batch_picks_its_program_by_what_the_sandbox_has() {
-        let dir = tempfile::tempdir().unwrap();
+    fn an_archived_batch_extracts_once_per_sandbox_and_never_runs_cargo() {
         let bin = tempfile::tempdir().unwrap();
+        let bin = bin.path();
+        for tool in ["rm", "mkdir", "mv"] {
+            let found = ["/bin", "/usr/bin"]
+                .iter()
+                .map(|dir| std::path::Path::new(dir).join(tool))
+                .find(|path| path.is_file())
+                .unwrap();
+            std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+        }
         let fw = cargo(CargoConfig {
             features: vec!["f".into()],
             ..CargoConfig::default()
         });
         let script = archived_script(&fw, &["nx it's"]);
-        let lines = |out: &str| out.lines().map(str::to_owned).collect::<Vec<_>>();
-        let pwd = dir.path().canonicalize().unwrap();
-        let pwd = pwd.to_str().unwrap();
-        let common = [
-            "nextest".to_owned(),
-            "run".to_owned(),
-            "--tool-config-file".to_owned(),
-            format!("offload:{pwd}/r.xml.nextest.toml"),
-            "--profile".to_owned(),
-            "offload-junit".to_owned(),
-            "--no-fail-fast".to_owned(),
-            "--no-tests=warn".to_owned(),
-            "--status-level=pass".to_owned(),
-            "-E".to_owned(),
-            "(binary_id(=nx) & test(=it's))".to_owned(),
-        ];
+        let sandbox = || {
+            let dir = tempfile::tempdir().unwrap();
+            let pwd = dir.path().canonicalize().unwrap();
+            let pwd = pwd.to_str().unwrap().to_owned();
+            (dir, pwd)
+        };
+        let common = |program: &str, pwd: &str| -> Vec<String> {
+            [
+                program,
+                "LD=",
+                "nextest",
+                "run",
+                "--tool-config-file",
+                &format!("offload:{pwd}/r.xml.nextest.toml"),
+                "--profile",
+                "offload-junit",
+                "--no-fail-fast",
+                "--no-tests=warn",
+                "--status-level=pass",
+                "-E",
+                "(binary_id(=nx) & test(=it's))",
+            ]
+            .map(str::to_owned)
+            .into()
+        };
+        let archive = ".offload-archive/t 1.tar.zst";
+        let extracted = ".offload-archive/t 1.tar.zst.d";
+        let with_archive = |dir: &std::path::Path| {
+            std::fs::create_dir(dir.join(".offload-archive")).unwrap();
+            std::fs::write(dir.join(archive), "").unwrap();
+        };
 
         // No archive in the sandbox: cargo builds, with the build options, and says why.
-        stub(bin.path(), "cargo");
-        let (out, err) = run_script(&script, dir.path(), bin.path());
-        let mut want = vec!["cargo".to_owned()];
-        want.extend(common.clone());
-        want.extend(["--features".to_owned(), "f".to_owned()]);
-        assert_eq!(lines(&out), want);
+        let (dir, pwd) = sandbox();
+        stub(bin, "cargo", false);
+        let (out, err) = run_script(&script, dir.path(), bin);
+        let mut want = common("cargo", &pwd);
+        want.extend(["--features", "f"].map(str::to_owned));
+        assert_eq!(invocations(&out), [want]);
         assert!(err.contains("is not in this sandbox"), "{err}");
         let config = std::fs::read_to_string(dir.path().join("r.xml.nextest.toml")).unwrap();
-        assert_eq!(config, format!("[profile.offload-junit.junit]\npath = \"{pwd}/r.xml\"\n"));
+        assert_eq!(
+            config,
+            format!("[profile.offload-junit.junit]\npath = \"{pwd}/r.xml\"\n")
+        );
 
-        // The archive, and cargo-nextest on the PATH: cargo is not run.
-        std::fs::create_dir(dir.path().join(".offload-archive")).unwrap();
-        std::fs::write(dir.path().join(".offload-archive/t 1.tar.zst"), "").unwrap();
-        let archived = |program: &str| {
-            let mut want = vec![program.to_owned()];
-            want.extend(common.clone());
-            want.extend([
-                "--archive-file".to_owned(),
-                ".offload-archive/t 1.tar.zst".to_owned(),
-                "--workspace-remap".to_owned(),
-                pwd.to_owned(),
-            ]);
+        // The archive: the first batch extracts it (with cargo dispatching to nextest
+        // when cargo-nextest is not on the PATH), then runs the extracted binaries.
+        with_archive(dir.path());
+        let from_extraction = |program: &str| {
+            let mut want = common(program, &pwd);
+            want[1] = format!("LD={pwd}/{extracted}/target/nextest/libdirs/host");
+            want.extend(
+                [
+                    "--binaries-metadata",
+                    &format!("{extracted}/target/nextest/binaries-metadata.json"),
+                    "--cargo-metadata",
+                    &format!("{extracted}/target/nextest/cargo-metadata.json"),
+                    "--target-dir-remap",
+                    &format!("{extracted}/target"),
+                    "--workspace-remap",
+                    &pwd,
+                ]
+                .map(str::to_owned),
+            );
             want
         };
-        // Without cargo-nextest on the PATH, cargo dispatches to it (it builds nothing
-        // with an archive).
-        let (out, err) = run_script(&script, dir.path(), bin.path());
-        assert_eq!(lines(&out), archived("cargo"));
+        let (out, err) = run_script(&script, dir.path(), bin);
+        let runs = invocations(&out);
+        assert_eq!(runs.len(), 2, "{out}");
+        assert_eq!(runs[0][..4], ["cargo", "LD=", "nextest", "run"]);
+        assert!(runs[0].contains(&"--extract-to".to_owned()), "{out}");
+        assert_eq!(runs[1], from_extraction("cargo"));
         assert_eq!(err, "");
-        stub(bin.path(), "cargo-nextest");
-        let (out, err) = run_script(&script, dir.path(), bin.path());
-        assert_eq!(lines(&out), archived("cargo-nextest"));
+        assert!(dir.path().join(extracted).join("extracted").is_file());
+        // The next batch of the sandbox: no second extraction.
+        stub(bin, "cargo-nextest", false);
+        let (out, _) = run_script(&script, dir.path(), bin);
+        assert_eq!(invocations(&out), [from_extraction("cargo-nextest")]);
+
+        // A sandbox where extracting fails: each batch runs the archive itself.
+        let (dir, pwd) = sandbox();
+        with_archive(dir.path());
+        stub(bin, "cargo-nextest", true);
+        let (out, err) = run_script(&script, dir.path(), bin);
+        let mut want = common("cargo-nextest", &pwd);
+        want.extend(["--archive-file", archive, "--workspace-remap", &pwd].map(str::to_owned));
+        assert_eq!(invocations(&out), [want]);
         assert_eq!(err, "");
+        let left: Vec<_> = std::fs::read_dir(dir.path().join(".offload-archive"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["t 1.tar.zst"], "no scratch directory is left behind");
     }
 
     #[test]

@@ -529,7 +529,8 @@ fn local_sandbox_exports_the_work_tree_and_removes_only_its_own_directories() {
 }
 
 /// A crate whose tests pass, fail, and check where they run: in the sandbox, reading a
-/// data file of the project through a path relative to the package directory.
+/// data file of the project through a path relative to the package directory, and (with
+/// `EXPECT_LIBDIR`) from the sandbox's extraction of the archive.
 fn sandboxed_crate(project: &Project) {
     project.manifest("sbx");
     project.file(
@@ -547,7 +548,10 @@ fn sandboxed_crate(project: &Project) {
          #[test] fn runs_in_its_sandbox() {\n\
          let cwd = std::env::current_dir().unwrap();\n\
          let inside = std::env::var(\"EXPECT_INSIDE\").unwrap();\n\
-         assert!(cwd.starts_with(&inside), \"{} is not in {inside}\", cwd.display());\n}\n",
+         assert!(cwd.starts_with(&inside), \"{} is not in {inside}\", cwd.display());\n\
+         if let Ok(libdir) = std::env::var(\"EXPECT_LIBDIR\") {\n\
+         let path = std::env::var(\"LD_LIBRARY_PATH\").unwrap();\n\
+         assert!(path.contains(&libdir), \"{path} does not hold {libdir}\");\n}\n}\n",
     );
     project.file("data/greeting.txt", "hello");
     project.file(".gitignore", "/target\n/test-results\n");
@@ -597,7 +601,8 @@ fn verdicts(report: &Junit) -> Vec<(String, String)> {
 fn cargo_batches_in_sandboxes_run_one_archive_without_cargo() {
     let s = Setup::new();
     sandboxed_crate(&s.project);
-    // Every `cargo` a sandbox starts is recorded, and fails.
+    // Every `cargo` a sandbox starts is recorded, and fails. The tests run from the
+    // archive's extraction in each sandbox.
     let shims = s.state.path().join("bin");
     std::fs::create_dir_all(&shims).unwrap();
     let calls = s.state.path().join("cargo-calls.log");
@@ -614,7 +619,8 @@ fn cargo_batches_in_sandboxes_run_one_archive_without_cargo() {
     s.project.file(
         "offload.toml",
         &sandboxed_crate_config(&format!(
-            "PATH = \"{}:${{PATH}}\"\nEXPECT_INSIDE = \"{}\"",
+            "PATH = \"{}:${{PATH}}\"\nEXPECT_INSIDE = \"{}\"\n\
+             EXPECT_LIBDIR = \".tar.zst.d/target/nextest/libdirs/host\"",
             shims.display(),
             s.home.path().canonicalize().unwrap().display()
         )),
