@@ -131,6 +131,9 @@ pub(crate) struct ArchivedBuild {
     /// The archive's path inside the sandbox, relative to the directory batches run in
     /// (the sandbox project root).
     pub(crate) archive_file: String,
+    /// `uname -sm` of the machine that built it (`Linux x86_64`), when known: batches
+    /// in a sandbox of another kind build with cargo instead.
+    pub(crate) platform: Option<String>,
 }
 
 impl Cargo {
@@ -379,7 +382,7 @@ impl Framework for Cargo {
             BatchBuild::Archived(build) => archived_script(
                 &write_config,
                 &format!("{tool_config} {run}"),
-                &build.archive_file,
+                build,
                 &join(&self.ignored_args()),
                 &join(&self.selection_args()),
             ),
@@ -417,10 +420,10 @@ impl Framework for Cargo {
     }
 }
 
-/// The script of a batch that runs from the archive `archive_file` (relative to the
-/// batch's directory): `write_config`, then nextest with the arguments `run` (quoted)
-/// and, for the archive, `ignored` — or, when the sandbox has no archive, a line on
-/// stderr and cargo with `selection`.
+/// The script of a batch that runs from the archive `build`: `write_config`, then
+/// nextest with the arguments `run` (quoted) and, for the archive, `ignored` — or, when
+/// the sandbox has no archive or is not of the archive's platform, a line on stderr and
+/// cargo with `selection`.
 ///
 /// The arguments are written once, into `$@`, whichever way the batch goes. Without
 /// `cargo` in front nothing checks the build: `cargo-nextest nextest run`, or `cargo
@@ -438,11 +441,12 @@ impl Framework for Cargo {
 fn archived_script(
     write_config: &str,
     run: &str,
-    archive_file: &str,
+    build: &ArchivedBuild,
     ignored: &str,
     selection: &str,
 ) -> String {
     let q = |s: &str| crate::process::quote(s).into_owned();
+    let archive_file = &build.archive_file;
     let archive = q(archive_file);
     let dir = q(&format!("{archive_file}.d"));
     let missing = q(&format!(
@@ -450,9 +454,21 @@ fn archived_script(
          was made without the copy dirs Offload hands `prepare_command` in \
          OFFLOAD_COPY_DIRS); cargo builds this batch"
     ));
+    let other_platform = build.platform.as_deref().map_or_else(String::new, |platform| {
+        let message = q(&format!(
+            "offload: the nextest archive was built on `{platform}` and this sandbox is \
+             not (`uname -sm`); cargo builds this batch"
+        ));
+        format!(
+            "elif [ \"$(uname -sm)\" != {} ]; then echo {message} >&2; ",
+            q(platform)
+        )
+    });
     format!(
         "{write_config} && set -- {run} && \
-         if [ -f {archive} ]; then \
+         if [ ! -f {archive} ]; then echo {missing} >&2; \
+         {other_platform}\
+         else \
          if command -v cargo-nextest >/dev/null 2>&1; then nx=cargo-nextest; else nx=cargo; fi; \
          d={dir}; \
          if [ ! -f \"$d/extracted\" ]; then \
@@ -467,7 +483,7 @@ fn archived_script(
          --cargo-metadata \"$d/target/nextest/cargo-metadata.json\" \
          --target-dir-remap \"$d/target\" --workspace-remap \"$PWD\" {ignored}; fi; \
          exec $nx nextest run \"$@\" --archive-file {archive} --workspace-remap \"$PWD\" {ignored}; fi; \
-         echo {missing} >&2; exec cargo nextest run \"$@\" {selection}"
+         exec cargo nextest run \"$@\" {selection}"
     )
 }
 
@@ -903,10 +919,11 @@ mod tests {
         );
     }
 
-    /// The batch script of an archived build, for `tests`.
-    fn archived_script(fw: &Cargo, tests: &[&str]) -> String {
+    /// The batch script of an archived build made on `platform`, for `tests`.
+    fn archived_script(fw: &Cargo, tests: &[&str], platform: Option<&str>) -> String {
         let fw = fw.run_from_archive(ArchivedBuild {
             archive_file: ".offload-archive/t 1.tar.zst".into(),
+            platform: platform.map(str::to_owned),
         });
         let tests: Vec<String> = tests.iter().map(|&t| t.to_owned()).collect();
         let spec = fw
@@ -924,18 +941,19 @@ mod tests {
             include_ignored: true,
             ..CargoConfig::default()
         });
-        let script = archived_script(&fw, &["nx t"]);
-        let (archived, fallback) = script.split_once("is not in this sandbox").unwrap();
-        assert!(!archived.contains("-p nx"), "{script}");
-        assert!(fallback.ends_with("exec cargo nextest run \"$@\" -p nx --run-ignored all"));
+        let script = archived_script(&fw, &["nx t"], None);
+        let fallback = "exec cargo nextest run \"$@\" -p nx --run-ignored all";
+        assert!(script.ends_with(fallback), "{script}");
+        assert_eq!(script.matches("-p nx").count(), 1, "{script}");
+        assert_eq!(script.matches("exec cargo ").count(), 1, "{script}");
         // Every nextest run of the archive, extraction aside, runs the ignored tests.
-        assert_eq!(archived.matches("exec $nx nextest run").count(), 2, "{script}");
-        assert_eq!(archived.matches("--run-ignored all").count(), 2, "{script}");
-        assert!(!archived.contains("exec cargo "), "{script}");
+        assert_eq!(script.matches("exec $nx nextest run").count(), 2, "{script}");
+        assert_eq!(script.matches("--run-ignored all").count(), 3, "{script}");
+        assert!(!script.contains("uname"), "{script}");
     }
 
     /// Runs `script` with `sh` in `dir`, with only `bin` on the `PATH` (the script needs
-    /// shell built-ins, `rm`, `mkdir`, `mv` and what it runs); returns what
+    /// shell built-ins, `rm`, `mkdir`, `mv`, `uname` and what it runs); returns what
     /// the stubs in `bin` recorded (see [`stub`]) and its stderr.
     #[cfg(unix)]
     fn run_script(script: &str, dir: &std::path::Path, bin: &std::path::Path) -> (String, String) {
@@ -987,7 +1005,7 @@ mod tests {
     fn an_archived_batch_extracts_once_per_sandbox_and_never_runs_cargo() {
         let bin = tempfile::tempdir().unwrap();
         let bin = bin.path();
-        for tool in ["rm", "mkdir", "mv"] {
+        for tool in ["rm", "mkdir", "mv", "uname"] {
             let found = ["/bin", "/usr/bin"]
                 .iter()
                 .map(|dir| std::path::Path::new(dir).join(tool))
@@ -999,7 +1017,9 @@ mod tests {
             features: vec!["f".into()],
             ..CargoConfig::default()
         });
-        let script = archived_script(&fw, &["nx it's"]);
+        let uname = std::process::Command::new("uname").arg("-sm").output().unwrap();
+        let here = String::from_utf8(uname.stdout).unwrap();
+        let script = archived_script(&fw, &["nx it's"], Some(here.trim()));
         let sandbox = || {
             let dir = tempfile::tempdir().unwrap();
             let pwd = dir.path().canonicalize().unwrap();
@@ -1094,6 +1114,14 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left, ["t 1.tar.zst"], "no scratch directory is left behind");
+
+        // An archive built on another kind of machine: cargo builds, and says why.
+        let script = archived_script(&fw, &["nx it's"], Some("Plan9 mips"));
+        let (out, err) = run_script(&script, dir.path(), bin);
+        let mut want = common("cargo", &pwd);
+        want.extend(["--features", "f"].map(str::to_owned));
+        assert_eq!(invocations(&out), [want]);
+        assert!(err.contains("built on `Plan9 mips`"), "{err}");
     }
 
     #[test]

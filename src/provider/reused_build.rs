@@ -115,6 +115,7 @@ pub(crate) async fn for_remote_cargo(config: &Config, cwd: &Path) -> Option<Remo
             return None;
         }
     }
+    let platform = platform(cwd).await;
     let root = config
         .offload
         .sandbox_project_root
@@ -124,9 +125,30 @@ pub(crate) async fn for_remote_cargo(config: &Config, cwd: &Path) -> Option<Remo
     Some(RemoteArchive {
         framework: cargo.run_from_archive(ArchivedBuild {
             archive_file: format!("{SANDBOX_ARCHIVE_DIR}/{name}"),
+            platform,
         }),
         copy_dir: format!("{}:{}", dir.display(), sandbox_dir(root)),
     })
+}
+
+/// `uname -sm` of this machine (`Linux x86_64`), which the sandboxes must share to run
+/// what it builds; `None` (no check) when it cannot be told.
+async fn platform(cwd: &Path) -> Option<String> {
+    let spec = CommandSpec {
+        program: "uname".to_owned(),
+        args: vec!["-sm".to_owned()],
+        cwd: Some(cwd.to_path_buf()),
+        env: Vec::new(),
+    };
+    match process::capture(&spec, None).await {
+        Ok(out) if out.outcome == ExitOutcome::Exited(0) && !out.stdout.trim().is_empty() => {
+            Some(out.stdout.trim().to_owned())
+        }
+        other => {
+            tracing::debug!("cannot tell this machine's platform with `uname -sm`: {other:?}");
+            None
+        }
+    }
 }
 
 /// The archive's directory inside the sandbox: [`SANDBOX_ARCHIVE_DIR`] in `root`.
