@@ -218,6 +218,19 @@ impl Cargo {
         [cargo(list), cargo(metadata)]
     }
 
+    /// The command that prints the path of the workspace's `Cargo.toml`, whose
+    /// directory nextest remaps to the batch's directory when it runs an archive.
+    pub(crate) fn workspace_manifest_command(&self) -> CommandSpec {
+        CommandSpec {
+            program: "cargo".to_owned(),
+            args: ["locate-project", "--workspace", "--message-format", "plain"]
+                .map(str::to_owned)
+                .into(),
+            cwd: None,
+            env: Vec::new(),
+        }
+    }
+
     /// `-p`, `--features`, `--bin`: what cargo builds.
     fn build_args(&self) -> Vec<String> {
         let mut args = Vec::new();

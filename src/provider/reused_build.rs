@@ -11,7 +11,7 @@
 //! Either way, when the build cannot be made, batches build for themselves as before.
 //! The framework builds the batch commands; this module makes the build they run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
@@ -90,6 +90,24 @@ pub(crate) async fn for_remote_cargo(config: &Config, cwd: &Path) -> Option<Remo
         warn(format!("cannot empty `{}`: {err}", dir.display()));
         return None;
     }
+    // Batches remap the workspace root to their own directory, the sandbox project
+    // root: that is right only when Offload runs at the workspace root.
+    match workspace_root(&cargo, cwd).await {
+        Ok(root) if same_dir(&root, cwd) => {}
+        Ok(root) => {
+            warn(format!(
+                "the cargo workspace root `{}` is not Offload's directory `{}`, which \
+                 batches run in (hint: run Offload from the workspace root)",
+                root.display(),
+                cwd.display()
+            ));
+            return None;
+        }
+        Err(why) => {
+            warn(why);
+            return None;
+        }
+    }
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -129,6 +147,42 @@ pub(crate) async fn for_remote_cargo(config: &Config, cwd: &Path) -> Option<Remo
         }),
         copy_dir: format!("{}:{}", dir.display(), sandbox_dir(root)),
     })
+}
+
+/// The directory of the cargo workspace Offload runs in, or why it cannot be told.
+async fn workspace_root(cargo: &Cargo, cwd: &Path) -> Result<PathBuf, String> {
+    let spec = CommandSpec {
+        cwd: Some(cwd.to_path_buf()),
+        ..cargo.workspace_manifest_command()
+    };
+    let out = process::capture(&spec, None)
+        .await
+        .map_err(|err| format!("{err:#}"))?;
+    if out.outcome != ExitOutcome::Exited(0) {
+        return Err(format!(
+            "`{}` {}:\n{}",
+            spec.display(),
+            framework::outcome_text(out.outcome),
+            framework::failure_output(&out).trim_end()
+        ));
+    }
+    let manifest = PathBuf::from(out.stdout.trim());
+    match manifest.parent() {
+        Some(dir) if manifest.is_absolute() => Ok(dir.to_path_buf()),
+        _ => Err(format!(
+            "`{}` printed `{}`, not the path of a `Cargo.toml`",
+            spec.display(),
+            manifest.display()
+        )),
+    }
+}
+
+/// Whether `a` and `b` are the same directory (through symbolic links too).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 /// `uname -sm` of this machine (`Linux x86_64`), which the sandboxes must share to run
@@ -249,6 +303,17 @@ mod tests {
         assert_eq!(sandbox_dir("/app/"), "/app/.offload-archive");
         assert_eq!(sandbox_dir("/"), "/.offload-archive");
         assert_eq!(sandbox_dir("work/repo"), "work/repo/.offload-archive");
+    }
+
+    #[test]
+    fn directories_are_compared_through_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        assert!(same_dir(&real, &dir.path().join("link")));
+        assert!(same_dir(&real, &real.join("../real")));
+        assert!(!same_dir(&real, dir.path()));
     }
 
     #[test]

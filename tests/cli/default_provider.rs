@@ -752,3 +752,44 @@ fn a_sandbox_without_the_archive_builds_and_says_why() {
     assert_eq!(verdicts(&s.junit()), sandboxed_crate_verdicts());
     s.assert_all_destroyed(1);
 }
+
+#[test]
+fn a_crate_below_its_workspace_root_builds_in_its_sandboxes_and_says_why() {
+    let s = Setup::new();
+    sandboxed_crate(&s.project);
+    // The crate becomes a member of a workspace one level up; Offload runs in the crate.
+    let workspace = tempfile::tempdir().unwrap();
+    let member = workspace.path().join("member");
+    std::fs::rename(s.project.path(), &member).unwrap();
+    std::fs::write(
+        member.join("Cargo.toml"),
+        "[package]\nname = \"sbx\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        workspace.path().join("Cargo.toml"),
+        "[workspace]\nmembers = [\"member\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        member.join("offload.toml"),
+        sandboxed_crate_config(&format!(
+            "EXPECT_INSIDE = \"{}\"",
+            s.home.path().canonicalize().unwrap().display()
+        )),
+    )
+    .unwrap();
+    let mut cmd = s.offload();
+    cmd.current_dir(&member)
+        .env("CARGO_TARGET_DIR", workspace.path().join("target"));
+    let run = support::run(cmd.arg("run"));
+    // Put the project back where its `TempDir` removes it.
+    std::fs::rename(&member, s.project.path()).unwrap();
+    assert_eq!(run.code, 1, "{}", run.show());
+    assert!(
+        run.stderr.contains("is not Offload's directory"),
+        "{}",
+        run.show()
+    );
+    assert_eq!(verdicts(&s.junit()), sandboxed_crate_verdicts());
+}
