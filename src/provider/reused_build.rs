@@ -117,8 +117,17 @@ pub(crate) async fn for_remote_cargo(config: &Config, cwd: &Path) -> Option<Remo
         cwd: Some(cwd.to_path_buf()),
         ..cargo.archive_command(&local_file.to_string_lossy())
     };
+    let started = std::time::Instant::now();
     match process::capture(&spec, None).await {
-        Ok(out) if out.outcome == ExitOutcome::Exited(0) => {}
+        Ok(out) if out.outcome == ExitOutcome::Exited(0) => {
+            let size = std::fs::metadata(&local_file).map_or(0, |m| m.len());
+            tracing::info!(
+                "archived the tests for the sandboxes in {:.1} s: `{}`, {:.1} MB",
+                started.elapsed().as_secs_f64(),
+                local_file.display(),
+                size as f64 / 1e6
+            );
+        }
         Ok(out) => {
             warn(format!(
                 "`{}` {}:\n{}",
