@@ -327,7 +327,9 @@ async fn discover(s: &Start<'_>) -> Result<Option<Found>> {
         if !collect_only && provider::reused_build::archives(s.config, s.plan) {
             let archived = provider::reused_build::for_remote_cargo(s.config, s.cwd).await;
             let plan = match (&archived, s.plan) {
-                (Some(archive), Some(plan)) => Some(plan.with_copy_dir(archive.copy_dir.clone())),
+                (Some(archive), Some(plan)) => {
+                    Some(plan.with_run_copy_dir(archive.copy_dir.clone()))
+                }
                 _ => None,
             };
             let prepared = match &plan {

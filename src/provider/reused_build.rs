@@ -5,8 +5,8 @@
 //!   sandboxes run commands, and every batch runs that list ([`for_local_cargo`],
 //!   [`Cargo::reuse_build`]);
 //! - in remote sandboxes, the tests are built once on this machine into a nextest
-//!   archive, which reaches every sandbox through the image as one more copy dir, and
-//!   every batch runs from it ([`for_remote_cargo`], [`Cargo::run_from_archive`]).
+//!   archive, which reaches every sandbox through the image as one more copy dir (in a
+//!   layer of its own on a thin-diff image), and every batch runs from it ([`for_remote_cargo`], [`Cargo::run_from_archive`]).
 //!
 //! Either way, when the build cannot be made, batches build for themselves as before.
 //! The framework builds the batch commands; this module makes the build they run.
@@ -36,22 +36,20 @@ pub(crate) struct RemoteArchive {
 }
 
 /// Whether a run of `config` with the image `plan` gets a nextest archive: cargo tests
-/// in remote sandboxes whose image is built afresh for the run. Says why not (at info
-/// level) for remote cargo runs that do not.
+/// in remote sandboxes with an image to put it in (see
+/// [`ImagePlan::with_run_copy_dir`]). Says why not (at info level) for remote cargo
+/// runs that do not.
 pub(crate) fn archives(config: &Config, plan: Option<&ImagePlan>) -> bool {
     if !matches!(config.framework, FrameworkConfig::Cargo(_)) || config.provider.is_local() {
         return false;
     }
-    let why_not = match plan {
-        None => "there is no `prepare_command` to put it into the image",
-        // A cached base image holds the copy dirs of the run that built it, and a thin
-        // diff does not bring them up to date.
-        Some(plan) if plan.options.thin_diff => {
-            "thin-diff images carry only the copy dirs of their cached base image"
-        }
-        Some(_) => return true,
-    };
-    tracing::info!("no nextest archive: {why_not}; cargo batches build in each sandbox");
+    if plan.is_some() {
+        return true;
+    }
+    tracing::info!(
+        "no nextest archive: there is no `prepare_command` to put it into the image; \
+         cargo batches build in each sandbox"
+    );
     false
 }
 

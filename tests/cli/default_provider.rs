@@ -586,6 +586,37 @@ retry_count = 0
     )
 }
 
+/// Writes `sandboxed_crate_config` (changed by `edit`) to `path`, with a `cargo` first on
+/// the sandboxes' `PATH` that records every call and fails, and with the tests told to
+/// run from the archive's extraction in each sandbox. Returns the file of the calls.
+fn write_config_with_cargo_shim(
+    s: &Setup,
+    path: &Path,
+    edit: impl Fn(String) -> String,
+) -> PathBuf {
+    let shims = s.state.path().join("bin");
+    std::fs::create_dir_all(&shims).unwrap();
+    let calls = s.state.path().join("cargo-calls.log");
+    let shim = shims.join("cargo");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\necho \"cargo $*\" >> '{}'\nexit 97\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = sandboxed_crate_config(&format!(
+        "PATH = \"{}:${{PATH}}\"\nEXPECT_INSIDE = \"{}\"\n\
+         EXPECT_LIBDIR = \".tar.zst.d/target/nextest/libdirs/host\"",
+        shims.display(),
+        s.home.path().canonicalize().unwrap().display()
+    ));
+    std::fs::write(path, edit(config)).unwrap();
+    calls
+}
+
 /// `(name, outcome)` of every test in `report` (a cargo test's name is its ID), sorted.
 fn verdicts(report: &Junit) -> Vec<(String, String)> {
     let mut all: Vec<(String, String)> = report
@@ -601,30 +632,7 @@ fn verdicts(report: &Junit) -> Vec<(String, String)> {
 fn cargo_batches_in_sandboxes_run_one_archive_without_cargo() {
     let s = Setup::new();
     sandboxed_crate(&s.project);
-    // Every `cargo` a sandbox starts is recorded, and fails. The tests run from the
-    // archive's extraction in each sandbox.
-    let shims = s.state.path().join("bin");
-    std::fs::create_dir_all(&shims).unwrap();
-    let calls = s.state.path().join("cargo-calls.log");
-    let shim = shims.join("cargo");
-    std::fs::write(
-        &shim,
-        format!(
-            "#!/bin/sh\necho \"cargo $*\" >> '{}'\nexit 97\n",
-            calls.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    s.project.file(
-        "offload.toml",
-        &sandboxed_crate_config(&format!(
-            "PATH = \"{}:${{PATH}}\"\nEXPECT_INSIDE = \"{}\"\n\
-             EXPECT_LIBDIR = \".tar.zst.d/target/nextest/libdirs/host\"",
-            shims.display(),
-            s.home.path().canonicalize().unwrap().display()
-        )),
-    );
+    let calls = write_config_with_cargo_shim(&s, &s.project.path().join("offload.toml"), |c| c);
 
     let run = support::run(s.offload().arg("run"));
     assert_eq!(run.code, 1, "{}", run.show());
@@ -792,4 +800,53 @@ fn a_crate_below_its_workspace_root_builds_in_its_sandboxes_and_says_why() {
         run.show()
     );
     assert_eq!(verdicts(&s.junit()), sandboxed_crate_verdicts());
+}
+
+#[test]
+fn thin_diff_images_get_the_archive_in_a_layer_of_each_run() {
+    let s = Setup::new();
+    sandboxed_crate(&s.project);
+    let calls = write_config_with_cargo_shim(&s, &s.project.path().join("offload.toml"), |c| {
+        c.replace(
+            "prepare_command = \"@local_sandbox.sh prepare\"",
+            "prepare_command = \"@local_sandbox.sh prepare\"\nthin_diff = true",
+        )
+    });
+    // Cargo writes the lock file at the first run: it must not count as a change.
+    s.project
+        .file(".gitignore", "/target\n/test-results\n/Cargo.lock\n");
+    support::commit_all(s.project.path(), "crate");
+    // The first run builds the base image and a layer on it; the second, on an
+    // unchanged tree, reuses the base and still layers its own archive on it; the third
+    // has a changed test.
+    for round in 0..3 {
+        if round == 2 {
+            s.project.file(
+                "src/lib.rs",
+                "#[cfg(test)]\nmod tests {\n#[test] fn passes() {}\n#[test] fn now_passes() {}\n}\n",
+            );
+        }
+        let run = support::run(s.offload().arg("run"));
+        let calls = std::fs::read_to_string(&calls).unwrap_or_default();
+        assert_eq!(
+            calls,
+            "",
+            "round {round}: batches ran cargo; {}",
+            run.show()
+        );
+        if round < 2 {
+            assert_eq!(run.code, 1, "{}", run.show());
+            assert_eq!(verdicts(&s.junit()), sandboxed_crate_verdicts());
+        } else {
+            assert_eq!(run.code, 0, "{}", run.show());
+            run.assert_summary("Passed: 4");
+        }
+        if round == 1 {
+            assert!(
+                run.stderr.contains("adding the run's own files"),
+                "{}",
+                run.show()
+            );
+        }
+    }
 }
