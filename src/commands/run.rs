@@ -149,7 +149,7 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
         &setup,
         &config,
         found.prepared,
-        plan.clone(),
+        found.plan.or_else(|| plan.clone()),
         &cwd,
         &interrupt,
     )?;
@@ -268,6 +268,9 @@ struct Found {
     records: Vec<TestRecord>,
     /// The image the sandboxes start from, when one was built.
     prepared: Option<PreparedImage>,
+    /// The plan `prepared` was built by, when it is not the run's own: the run's with
+    /// the cargo test archive. A rebuild of a gone image goes through it too.
+    plan: Option<Arc<ImagePlan>>,
     /// Cargo batches: the framework that reuses the build made for the run (listed for
     /// local sandboxes, archived for remote ones).
     reused: Option<Cargo>,
@@ -336,7 +339,8 @@ async fn discover(s: &Start<'_>) -> Result<Option<Found>> {
                 Some(plan) => plan.prepare(&prepare_log, s.interrupt).await?,
                 None => prepare_image(s, &prepare_log).await?,
             };
-            return Ok((prepared, archived.map(|archive| archive.framework)));
+            let reused = archived.map(|archive| archive.framework);
+            return Ok((prepared, (reused, plan.map(Arc::new))));
         }
         let reuse = async {
             let reused = if collect_only {
@@ -346,7 +350,8 @@ async fn discover(s: &Start<'_>) -> Result<Option<Found>> {
             };
             Ok::<_, anyhow::Error>(reused)
         };
-        tokio::try_join!(prepare_image(s, &prepare_log), reuse)
+        let (prepared, reused) = tokio::try_join!(prepare_image(s, &prepare_log), reuse)?;
+        Ok((prepared, (reused, None)))
     };
     let joined = tokio::select! {
         result = async {
@@ -357,7 +362,7 @@ async fn discover(s: &Start<'_>) -> Result<Option<Found>> {
             return Ok(None);
         }
     };
-    let (records, (prepared, reused)) = match joined {
+    let (records, (prepared, (reused, plan))) = match joined {
         Ok(all) => all,
         Err(err) => {
             if !discovery_done.load(Ordering::SeqCst) {
@@ -386,6 +391,7 @@ async fn discover(s: &Start<'_>) -> Result<Option<Found>> {
     Ok(Some(Found {
         records,
         prepared,
+        plan,
         reused,
         durations,
     }))
