@@ -6,7 +6,8 @@
 //!   [`Cargo::reuse_build`]);
 //! - in remote sandboxes, the tests are built once on this machine into a nextest
 //!   archive, which reaches every sandbox through the image as one more copy dir (in a
-//!   layer of its own on a thin-diff image), and every batch runs from it ([`for_remote_cargo`], [`Cargo::run_from_archive`]).
+//!   layer of its own on a thin-diff image), and every batch runs from it
+//!   ([`for_remote_cargo`], [`Cargo::run_from_archive`]).
 //!
 //! Either way, when the build cannot be made, batches build for themselves as before.
 //! The framework builds the batch commands; this module makes the build they run.
