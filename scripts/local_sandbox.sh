@@ -28,8 +28,9 @@
 #       dropped). OFFLOAD_SANDBOX_INIT_CMD then runs with `sh -c` inside the image.
 #       Incremental build (OFFLOAD_BASE_IMAGE set, for `thin_diff = true`): copies that
 #       image into a fresh image directory, applies OFFLOAD_PATCH_FILE there (when set)
-#       with `"${OFFLOAD_BIN:-offload}" apply-diff`, then runs OFFLOAD_POST_PATCH_CMD
-#       (when set) with `sh -c` inside it.
+#       with `"${OFFLOAD_BIN:-offload}" apply-diff`, copies in the lines of
+#       OFFLOAD_COPY_DIRS (the run's own files, such as its cargo test archive), then
+#       runs OFFLOAD_POST_PATCH_CMD (when set) with `sh -c` inside it.
 #   create IMAGE        Copies the image into a fresh sandbox directory; prints its id.
 #   exec SANDBOX CMD    Runs `sh -c CMD` inside the sandbox directory; exits with its code.
 #   download SANDBOX REMOTE:LOCAL...
@@ -107,7 +108,8 @@ export_list() {
 }
 
 # Incremental prepare: copy the base image, apply the thin diff with
-# `offload apply-diff`, run the post-patch command there; prints the new image id.
+# `offload apply-diff`, add the copy dirs, run the post-patch command there; prints the
+# new image id.
 prepare_incremental() {
     base_image=$(owned_dir "$1" image)
     patch=$2
@@ -122,6 +124,11 @@ prepare_incremental() {
         "${OFFLOAD_BIN:-offload}" apply-diff "$patch" --project-root "$image" >&2 ||
             die "the thin diff does not apply to \`$base_image\`"
     fi
+    while IFS= read -r spec; do
+        [ -z "$spec" ] || copy_in "$spec" "$image"
+    done <<EOF
+${OFFLOAD_COPY_DIRS:-}
+EOF
     if [ -n "$post_cmd" ]; then
         echo "running the post-patch command in the image" >&2
         if [ -n "$patch" ]; then

@@ -46,13 +46,15 @@ Commands
         accepted (and ignored) for configs written for older versions.
 
     prepare [DOCKERFILE] [--include-cwd] --from-base-image IMAGE_ID [--patch-file PATH]
-            [--post-patch-cmd CMD] [--sandbox-project-root DIR]
+            [--copy-dir LOCAL:REMOTE]... [--post-patch-cmd CMD] [--sandbox-project-root DIR]
         Incremental build on top of an existing image (DOCKERFILE and ``--include-cwd``
         are accepted and ignored: they stay in the configured prepare command, and the
         base image already holds what they built; the other
         full-build options are errors here). The patch is added at
         /tmp/offload.patch and applied with ``offload apply-diff /tmp/offload.patch
-        --project-root DIR`` (so the base image needs ``offload`` on PATH); then
+        --project-root DIR`` (so the base image needs ``offload`` on PATH); then each
+        ``--copy-dir`` is added as in a full build (Offload hands an incremental build
+        only the run's own files, such as its cargo test archive); then
         ``--post-patch-cmd`` runs (with OFFLOAD_PATCH_FILE=/tmp/offload.patch when a patch
         was given); then the patch is removed. Prints the new image ID as the last stdout
         line. A failing step fails the build (exit 1).
@@ -406,7 +408,6 @@ def prepare(
         conflicting = [
             name
             for given, name in (
-                (bool(copy_dirs), "--copy-dir"),
                 (sandbox_init_cmd is not None, "--sandbox-init-cmd"),
                 (context_dir is not None, "--context-dir"),
             )
@@ -418,9 +419,10 @@ def prepare(
                 f"{', '.join(f'`{c}`' for c in conflicting)}"
             )
         base = from_base_image
+        layer_dirs = [(local, posixpath.join(root, remote)) for local, remote in copy_dirs]
         image_id = run_async(
             f"build on base image `{base}`",
-            lambda: build_incremental(base, patch_file, post_patch_cmd, root),
+            lambda: build_incremental(base, patch_file, layer_dirs, post_patch_cmd, root),
         )
     print_result(image_id)
 
@@ -469,23 +471,39 @@ def full_image(
     return image
 
 
-async def build_incremental(base_image_id: str, patch_file: Path | None, post_patch_cmd: str | None, root: str) -> str:
+async def build_incremental(
+    base_image_id: str,
+    patch_file: Path | None,
+    copy_dirs: Sequence[tuple[Path, str]],
+    post_patch_cmd: str | None,
+    root: str,
+) -> str:
     """Builds an image on top of `base_image_id` and returns its ID."""
     import modal
 
     log(f"Building on base image {base_image_id}")
     base = await modal.Image.from_id.aio(base_image_id)
-    return await materialise(patched_image(base, patch_file, post_patch_cmd, root), APP_INCREMENTAL_BUILD)
+    return await materialise(patched_image(base, patch_file, copy_dirs, post_patch_cmd, root), APP_INCREMENTAL_BUILD)
 
 
-def patched_image(base: modal.Image, patch_file: Path | None, post_patch_cmd: str | None, root: str) -> modal.Image:
-    """Describes `base` with the patch applied and `post_patch_cmd` run (no Modal call)."""
+def patched_image(
+    base: modal.Image,
+    patch_file: Path | None,
+    copy_dirs: Sequence[tuple[Path, str]],
+    post_patch_cmd: str | None,
+    root: str,
+) -> modal.Image:
+    """Describes `base` with the patch applied, the copy dirs (absolute REMOTEs) added and
+    `post_patch_cmd` run (no Modal call)."""
     image = base
     if patch_file is not None:
         log(f"Applying {patch_file} in {root}")
         image = image.add_local_file(patch_file, PATCH_REMOTE_PATH, copy=True).run_commands(
             f"offload apply-diff {PATCH_REMOTE_PATH} --project-root {shlex.quote(root)}"
         )
+    for local, remote in copy_dirs:
+        log(f"Adding {local} as {remote}")
+        image = image.add_local_dir(local, remote, copy=True, ignore=dockerignore(local))
     if post_patch_cmd is not None:
         log(f"Running post_patch_cmd: {post_patch_cmd}")
         env: dict[str, str | None] | None = {"OFFLOAD_PATCH_FILE": PATCH_REMOTE_PATH} if patch_file is not None else None

@@ -149,7 +149,7 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
         &setup,
         &config,
         found.prepared,
-        plan.clone(),
+        found.plan.or_else(|| plan.clone()),
         &cwd,
         &interrupt,
     )?;
@@ -268,7 +268,11 @@ struct Found {
     records: Vec<TestRecord>,
     /// The image the sandboxes start from, when one was built.
     prepared: Option<PreparedImage>,
-    /// Cargo batches in local sandboxes: the framework that reuses the checked build.
+    /// The plan `prepared` was built by, when it is not the run's own: the run's with
+    /// the cargo test archive. A rebuild of a gone image goes through it too.
+    plan: Option<Arc<ImagePlan>>,
+    /// Cargo batches: the framework that reuses the build made for the run (listed for
+    /// local sandboxes, archived for remote ones).
     reused: Option<Cargo>,
     /// The known durations by test ID (see [`durations`]).
     durations: FxHashMap<String, f64>,
@@ -296,7 +300,8 @@ fn framework_of(config: &Config, options: &RunOptions) -> Result<(Arc<dyn Framew
 }
 
 /// Discovers every group's tests while the image is prepared, the previous report's
-/// durations are read and a local cargo build is checked (none of these for
+/// durations are read and the cargo build batches reuse is made: checked for local
+/// sandboxes, archived (before the image) for remote ones (none of these for
 /// `--collect-only`). `None` when a signal stopped it.
 async fn discover(s: &Start<'_>) -> Result<Option<Found>> {
     crate::status!("Discovering tests... ");
@@ -318,24 +323,46 @@ async fn discover(s: &Start<'_>) -> Result<Option<Found>> {
         prepare_log.release();
         result
     };
-    let reuse = async {
-        let reused = if collect_only {
-            None
-        } else {
-            provider::reused_build::for_local_cargo(s.config, s.cwd).await
+    // The build batches reuse, made while discovery runs: listed for local sandboxes
+    // beside the image preparation, archived for remote ones before it, since the
+    // archive goes into the image.
+    let build_and_image = async {
+        if !collect_only && provider::reused_build::archives(s.config, s.plan) {
+            let archived = provider::reused_build::for_remote_cargo(s.config, s.cwd).await;
+            let plan = match (&archived, s.plan) {
+                (Some(archive), Some(plan)) => {
+                    Some(plan.with_run_copy_dir(archive.copy_dir.clone()))
+                }
+                _ => None,
+            };
+            let prepared = match &plan {
+                Some(plan) => plan.prepare(&prepare_log, s.interrupt).await?,
+                None => prepare_image(s, &prepare_log).await?,
+            };
+            let reused = archived.map(|archive| archive.framework);
+            return Ok((prepared, (reused, plan.map(Arc::new))));
+        }
+        let reuse = async {
+            let reused = if collect_only {
+                None
+            } else {
+                provider::reused_build::for_local_cargo(s.config, s.cwd).await
+            };
+            Ok::<_, anyhow::Error>(reused)
         };
-        Ok::<_, anyhow::Error>(reused)
+        let (prepared, reused) = tokio::try_join!(prepare_image(s, &prepare_log), reuse)?;
+        Ok((prepared, (reused, None)))
     };
     let joined = tokio::select! {
         result = async {
-            tokio::try_join!(discovery, prepare_image(s, &prepare_log), reuse)
+            tokio::try_join!(discovery, build_and_image)
         } => result,
         () = s.interrupt.cancelled() => {
             crate::statusln!("interrupted");
             return Ok(None);
         }
     };
-    let (records, prepared, reused) = match joined {
+    let (records, (prepared, (reused, plan))) = match joined {
         Ok(all) => all,
         Err(err) => {
             if !discovery_done.load(Ordering::SeqCst) {
@@ -364,6 +391,7 @@ async fn discover(s: &Start<'_>) -> Result<Option<Found>> {
     Ok(Some(Found {
         records,
         prepared,
+        plan,
         reused,
         durations,
     }))

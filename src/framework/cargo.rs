@@ -9,6 +9,11 @@
 //! `.config/nextest.toml`, which therefore still applies (timeouts, retries, ...);
 //! the profile inherits from the project's `default` profile. The batch command writes
 //! that config file itself, so it works unchanged inside remote sandboxes.
+//!
+//! Batches build through cargo unless the run hands the framework a build made once:
+//! binaries listed on this machine for local sandboxes ([`Cargo::reuse_build`]), or a
+//! nextest archive shipped in the image for remote ones ([`Cargo::run_from_archive`]).
+//! Making those builds is the provider side's job (`provider::reused_build`).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -92,9 +97,21 @@ const PROFILE: &str = "offload-junit";
 #[derive(Debug, Clone)]
 pub(crate) struct Cargo {
     config: CargoConfig,
-    reused: Option<ReusedBuild>,
+    /// What batches run: a build of their own, or one made once for the run.
+    build: BatchBuild,
     /// `--no-capture` in batches.
     no_capture: bool,
+}
+
+/// Where a batch's test binaries come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BatchBuild {
+    /// `cargo nextest run` builds (or checks) them.
+    Cargo,
+    /// Listed once on this machine (see [`Cargo::reuse_build`]).
+    Reused(ReusedBuild),
+    /// Archived once and shipped to the sandbox (see [`Cargo::run_from_archive`]).
+    Archived(ArchivedBuild),
 }
 
 /// A build made once for a whole run (see [`Cargo::reuse_build`]): the files nextest's
@@ -107,12 +124,24 @@ pub(crate) struct ReusedBuild {
     pub(crate) cargo_metadata: String,
 }
 
+/// A build archived once for a whole run with `cargo nextest archive` (see
+/// [`Cargo::run_from_archive`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ArchivedBuild {
+    /// The archive's path inside the sandbox, relative to the directory batches run in
+    /// (the sandbox project root).
+    pub(crate) archive_file: String,
+    /// `uname -sm` of the machine that built it (`Linux x86_64`), when known: batches
+    /// in a sandbox of another kind build with cargo instead.
+    pub(crate) platform: Option<String>,
+}
+
 impl Cargo {
     /// Builds the framework (nothing in its configuration can be malformed).
     pub(crate) fn new(config: &CargoConfig) -> Self {
         Self {
             config: config.clone(),
-            reused: None,
+            build: BatchBuild::Cargo,
             no_capture: false,
         }
     }
@@ -125,8 +154,36 @@ impl Cargo {
     pub(crate) fn reuse_build(&self, build: ReusedBuild) -> Self {
         Self {
             config: self.config.clone(),
-            reused: Some(build),
+            build: BatchBuild::Reused(build),
             no_capture: self.no_capture,
+        }
+    }
+
+    /// The same framework, with batches that run the tests of a nextest archive instead
+    /// of invoking cargo: `cargo-nextest nextest run --archive-file`, with the archive's
+    /// workspace remapped to the batch's directory. For remote sandboxes, where every
+    /// `cargo nextest run` would check the build again (and build everything in a fresh
+    /// sandbox). A batch that does not find the archive in its sandbox (an image made
+    /// without the copy dirs) says so on stderr and builds with cargo as before.
+    pub(crate) fn run_from_archive(&self, build: ArchivedBuild) -> Self {
+        Self {
+            config: self.config.clone(),
+            build: BatchBuild::Archived(build),
+            no_capture: self.no_capture,
+        }
+    }
+
+    /// `cargo nextest archive` into `archive_file`, building what is stale.
+    pub(crate) fn archive_command(&self, archive_file: &str) -> CommandSpec {
+        let mut args: Vec<String> = ["nextest", "archive", "--archive-file", archive_file]
+            .map(str::to_owned)
+            .into();
+        args.extend(self.build_args());
+        CommandSpec {
+            program: "cargo".to_owned(),
+            args,
+            cwd: None,
+            env: Vec::new(),
         }
     }
 
@@ -159,6 +216,19 @@ impl Cargo {
         .map(str::to_owned)
         .into();
         [cargo(list), cargo(metadata)]
+    }
+
+    /// The command that prints the path of the workspace's `Cargo.toml`, whose
+    /// directory nextest remaps to the batch's directory when it runs an archive.
+    pub(crate) fn workspace_manifest_command(&self) -> CommandSpec {
+        CommandSpec {
+            program: "cargo".to_owned(),
+            args: ["locate-project", "--workspace", "--message-format", "plain"]
+                .map(str::to_owned)
+                .into(),
+            cwd: None,
+            env: Vec::new(),
+        }
     }
 
     /// `-p`, `--features`, `--bin`: what cargo builds.
@@ -294,9 +364,9 @@ impl Framework for Cargo {
         if self.no_capture {
             run.push("--no-capture".to_owned());
         }
-        match &self.reused {
-            // nextest refuses cargo's build options next to a reused build.
-            Some(build) => {
+        // nextest refuses cargo's build options next to a reused build or an archive.
+        match &self.build {
+            BatchBuild::Reused(build) => {
                 run.extend([
                     "--binaries-metadata".to_owned(),
                     build.binaries_metadata.clone(),
@@ -305,20 +375,32 @@ impl Framework for Cargo {
                 ]);
                 run.extend(self.ignored_args());
             }
-            None => run.extend(self.selection_args()),
+            BatchBuild::Archived(_) => {}
+            BatchBuild::Cargo => run.extend(self.selection_args()),
         }
         // nextest runs the tests that match any of several `-E`; each stays well under
         // the kernel's limit for one argument.
         for filter in filtersets(tests, ARGS_BUDGET) {
             run.extend(["-E".to_owned(), filter]);
         }
-        let run = run.iter().map(|a| q(a)).collect::<Vec<_>>().join(" ");
+        let join = |args: &[String]| args.iter().map(|a| q(a)).collect::<Vec<_>>().join(" ");
+        let run = join(&run);
         let config = q(&config_file);
-        let script = format!(
-            "printf '%s\\n' {header} {path_line} > {anchor}{config} && \
-             exec cargo nextest run --tool-config-file offload:{anchor}{config} {run}",
+        let write_config = format!(
+            "printf '%s\\n' {header} {path_line} > {anchor}{config}",
             header = q(&format!("[profile.{PROFILE}.junit]")),
         );
+        let tool_config = format!("--tool-config-file offload:{anchor}{config}");
+        let script = match &self.build {
+            BatchBuild::Archived(build) => archived_script(
+                &write_config,
+                &format!("{tool_config} {run}"),
+                build,
+                &join(&self.ignored_args()),
+                &join(&self.selection_args()),
+            ),
+            _ => format!("{write_config} && exec cargo nextest run {tool_config} {run}"),
+        };
         Ok(shell_batch(script, &paths.script_file, None, Vec::new()))
     }
 
@@ -349,6 +431,73 @@ impl Framework for Cargo {
     fn discovery_is_cacheable(&self) -> bool {
         true
     }
+}
+
+/// The script of a batch that runs from the archive `build`: `write_config`, then
+/// nextest with the arguments `run` (quoted) and, for the archive, `ignored` — or, when
+/// the sandbox has no archive or is not of the archive's platform, a line on stderr and
+/// cargo with `selection`.
+///
+/// The arguments are written once, into `$@`, whichever way the batch goes. Without
+/// `cargo` in front nothing checks the build: `cargo-nextest nextest run`, or `cargo
+/// nextest run` when cargo-nextest is not on the `PATH` (cargo also finds it in
+/// `$CARGO_HOME/bin`), which with an archive builds nothing either.
+///
+/// Unpacking costs a batch about a second for an archive of 90 MB, so the first batch
+/// of a sandbox extracts it once (into a scratch directory, renamed when complete, so
+/// a batch killed meanwhile leaves nothing half-made in use) and every batch runs the
+/// extracted binaries through their metadata, as a local reused build does. Tests that
+/// load Rust's own shared libraries find them in the extraction: in that mode nextest
+/// points `LD_LIBRARY_PATH` at the toolchain of the machine that built the archive.
+/// When extracting fails, each batch unpacks the archive for itself, which shows
+/// nextest's error if that fails too.
+fn archived_script(
+    write_config: &str,
+    run: &str,
+    build: &ArchivedBuild,
+    ignored: &str,
+    selection: &str,
+) -> String {
+    let q = |s: &str| crate::process::quote(s).into_owned();
+    let archive_file = &build.archive_file;
+    let archive = q(archive_file);
+    let dir = q(&format!("{archive_file}.d"));
+    let missing = q(&format!(
+        "offload: the nextest archive `{archive_file}` is not in this sandbox (the image \
+         was made without the copy dirs Offload hands `prepare_command` in \
+         OFFLOAD_COPY_DIRS); cargo builds this batch"
+    ));
+    let other_platform = build.platform.as_deref().map_or_else(String::new, |platform| {
+        let message = q(&format!(
+            "offload: the nextest archive was built on `{platform}` and this sandbox is \
+             not (`uname -sm`); cargo builds this batch"
+        ));
+        format!(
+            "elif [ \"$(uname -sm)\" != {} ]; then echo {message} >&2; ",
+            q(platform)
+        )
+    });
+    format!(
+        "{write_config} && set -- {run} && \
+         if [ ! -f {archive} ]; then echo {missing} >&2; \
+         {other_platform}\
+         else \
+         if command -v cargo-nextest >/dev/null 2>&1; then nx=cargo-nextest; else nx=cargo; fi; \
+         d={dir}; \
+         if [ ! -f \"$d/extracted\" ]; then \
+         rm -rf \"$d.$$\" && mkdir -p \"$d.$$\" && \
+         $nx nextest run --archive-file {archive} --workspace-remap \"$PWD\" \
+         --extract-to \"$d.$$\" -E 'none()' '--no-tests=pass' >/dev/null 2>&1 && \
+         : > \"$d.$$/extracted\" && mv \"$d.$$\" \"$d\"; rm -rf \"$d.$$\"; fi; \
+         if [ -f \"$d/extracted\" ]; then \
+         LD_LIBRARY_PATH=\"$PWD/$d/target/nextest/libdirs/host${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\"; \
+         export LD_LIBRARY_PATH; \
+         exec $nx nextest run \"$@\" --binaries-metadata \"$d/target/nextest/binaries-metadata.json\" \
+         --cargo-metadata \"$d/target/nextest/cargo-metadata.json\" \
+         --target-dir-remap \"$d/target\" --workspace-remap \"$PWD\" {ignored}; fi; \
+         exec $nx nextest run \"$@\" --archive-file {archive} --workspace-remap \"$PWD\" {ignored}; fi; \
+         exec cargo nextest run \"$@\" {selection}"
+    )
 }
 
 /// The event of one of nextest's status lines: `STATUS [ TIME s] (N/M) BINARY-ID NAME`
@@ -756,6 +905,236 @@ mod tests {
         for build_option in [" -p ", "--features", "--bin "] {
             assert!(!script.contains(build_option), "{script}");
         }
+    }
+
+    #[test]
+    fn the_archive_is_built_with_cargo_build_options() {
+        let fw = cargo(CargoConfig {
+            package: Some("core".into()),
+            features: vec!["a".into()],
+            include_ignored: true,
+            ..CargoConfig::default()
+        });
+        let spec = fw.archive_command("/o/tests 1.tar.zst");
+        assert_eq!(spec.program, "cargo");
+        assert_eq!(
+            spec.args,
+            [
+                "nextest",
+                "archive",
+                "--archive-file",
+                "/o/tests 1.tar.zst",
+                "-p",
+                "core",
+                "--features",
+                "a"
+            ]
+        );
+    }
+
+    /// The batch script of an archived build made on `platform`, for `tests`.
+    fn archived_script(fw: &Cargo, tests: &[&str], platform: Option<&str>) -> String {
+        let fw = fw.run_from_archive(ArchivedBuild {
+            archive_file: ".offload-archive/t 1.tar.zst".into(),
+            platform: platform.map(str::to_owned),
+        });
+        let tests: Vec<String> = tests.iter().map(|&t| t.to_owned()).collect();
+        let spec = fw
+            .batch_command(&tests, &crate::framework::test_paths("r.xml"), false)
+            .unwrap()
+            .command;
+        assert_eq!(spec.args[0], "-c");
+        spec.args[1].clone()
+    }
+
+    #[test]
+    fn only_the_fallback_of_an_archived_batch_has_build_options() {
+        let fw = cargo(CargoConfig {
+            package: Some("nx".into()),
+            include_ignored: true,
+            ..CargoConfig::default()
+        });
+        let script = archived_script(&fw, &["nx t"], None);
+        let fallback = "exec cargo nextest run \"$@\" -p nx --run-ignored all";
+        assert!(script.ends_with(fallback), "{script}");
+        assert_eq!(script.matches("-p nx").count(), 1, "{script}");
+        assert_eq!(script.matches("exec cargo ").count(), 1, "{script}");
+        // Every nextest run of the archive, extraction aside, runs the ignored tests.
+        assert_eq!(script.matches("exec $nx nextest run").count(), 2, "{script}");
+        assert_eq!(script.matches("--run-ignored all").count(), 3, "{script}");
+        assert!(!script.contains("uname"), "{script}");
+    }
+
+    /// Runs `script` with `sh` in `dir`, with only `bin` on the `PATH` (the script needs
+    /// shell built-ins, `rm`, `mkdir`, `mv`, `uname` and what it runs); returns what
+    /// the stubs in `bin` recorded (see [`stub`]) and its stderr.
+    #[cfg(unix)]
+    fn run_script(script: &str, dir: &std::path::Path, bin: &std::path::Path) -> (String, String) {
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", script])
+            .current_dir(dir)
+            .env("PATH", bin)
+            .env("STUB_LOG", bin.join("log"))
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .unwrap();
+        let log = std::fs::read_to_string(bin.join("log")).unwrap_or_default();
+        let _ = std::fs::remove_file(bin.join("log"));
+        (log, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// Writes an executable `name` into `bin` that appends its name, `LD_LIBRARY_PATH` and
+    /// its arguments, one a line, then `.`, to `$STUB_LOG` (stdout may be thrown away);
+    /// it fails when it is asked to extract and `fail_extract`.
+    #[cfg(unix)]
+    fn stub(bin: &std::path::Path, name: &str, fail_extract: bool) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = bin.join(name);
+        let fail = if fail_extract {
+            "case \"$*\" in *--extract-to*) exit 1;; esac\n"
+        } else {
+            ""
+        };
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\n{fail}{{ echo {name}; echo \"LD=${{LD_LIBRARY_PATH:-}}\"; \
+                 printf '%s\\n' \"$@\" .; }} >> \"$STUB_LOG\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// The programs a script ran, each with its lines (see [`stub`]).
+    fn invocations(out: &str) -> Vec<Vec<String>> {
+        out.split_terminator(".\n")
+            .map(|inv| inv.lines().map(str::to_owned).collect())
+            .collect()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_archived_batch_extracts_once_per_sandbox_and_never_runs_cargo() {
+        let bin = tempfile::tempdir().unwrap();
+        let bin = bin.path();
+        for tool in ["rm", "mkdir", "mv", "uname"] {
+            let found = ["/bin", "/usr/bin"]
+                .iter()
+                .map(|dir| std::path::Path::new(dir).join(tool))
+                .find(|path| path.is_file())
+                .unwrap();
+            std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+        }
+        let fw = cargo(CargoConfig {
+            features: vec!["f".into()],
+            ..CargoConfig::default()
+        });
+        let uname = std::process::Command::new("uname").arg("-sm").output().unwrap();
+        let here = String::from_utf8(uname.stdout).unwrap();
+        let script = archived_script(&fw, &["nx it's"], Some(here.trim()));
+        let sandbox = || {
+            let dir = tempfile::tempdir().unwrap();
+            let pwd = dir.path().canonicalize().unwrap();
+            let pwd = pwd.to_str().unwrap().to_owned();
+            (dir, pwd)
+        };
+        let common = |program: &str, pwd: &str| -> Vec<String> {
+            [
+                program,
+                "LD=",
+                "nextest",
+                "run",
+                "--tool-config-file",
+                &format!("offload:{pwd}/r.xml.nextest.toml"),
+                "--profile",
+                "offload-junit",
+                "--no-fail-fast",
+                "--no-tests=warn",
+                "--status-level=pass",
+                "-E",
+                "(binary_id(=nx) & test(=it's))",
+            ]
+            .map(str::to_owned)
+            .into()
+        };
+        let archive = ".offload-archive/t 1.tar.zst";
+        let extracted = ".offload-archive/t 1.tar.zst.d";
+        let with_archive = |dir: &std::path::Path| {
+            std::fs::create_dir(dir.join(".offload-archive")).unwrap();
+            std::fs::write(dir.join(archive), "").unwrap();
+        };
+
+        // No archive in the sandbox: cargo builds, with the build options, and says why.
+        let (dir, pwd) = sandbox();
+        stub(bin, "cargo", false);
+        let (out, err) = run_script(&script, dir.path(), bin);
+        let mut want = common("cargo", &pwd);
+        want.extend(["--features", "f"].map(str::to_owned));
+        assert_eq!(invocations(&out), [want]);
+        assert!(err.contains("is not in this sandbox"), "{err}");
+        let config = std::fs::read_to_string(dir.path().join("r.xml.nextest.toml")).unwrap();
+        assert_eq!(
+            config,
+            format!("[profile.offload-junit.junit]\npath = \"{pwd}/r.xml\"\n")
+        );
+
+        // The archive: the first batch extracts it (with cargo dispatching to nextest
+        // when cargo-nextest is not on the PATH), then runs the extracted binaries.
+        with_archive(dir.path());
+        let from_extraction = |program: &str| {
+            let mut want = common(program, &pwd);
+            want[1] = format!("LD={pwd}/{extracted}/target/nextest/libdirs/host");
+            want.extend(
+                [
+                    "--binaries-metadata",
+                    &format!("{extracted}/target/nextest/binaries-metadata.json"),
+                    "--cargo-metadata",
+                    &format!("{extracted}/target/nextest/cargo-metadata.json"),
+                    "--target-dir-remap",
+                    &format!("{extracted}/target"),
+                    "--workspace-remap",
+                    &pwd,
+                ]
+                .map(str::to_owned),
+            );
+            want
+        };
+        let (out, err) = run_script(&script, dir.path(), bin);
+        let runs = invocations(&out);
+        assert_eq!(runs.len(), 2, "{out}");
+        assert_eq!(runs[0][..4], ["cargo", "LD=", "nextest", "run"]);
+        assert!(runs[0].contains(&"--extract-to".to_owned()), "{out}");
+        assert_eq!(runs[1], from_extraction("cargo"));
+        assert_eq!(err, "");
+        assert!(dir.path().join(extracted).join("extracted").is_file());
+        // The next batch of the sandbox: no second extraction.
+        stub(bin, "cargo-nextest", false);
+        let (out, _) = run_script(&script, dir.path(), bin);
+        assert_eq!(invocations(&out), [from_extraction("cargo-nextest")]);
+
+        // A sandbox where extracting fails: each batch runs the archive itself.
+        let (dir, pwd) = sandbox();
+        with_archive(dir.path());
+        stub(bin, "cargo-nextest", true);
+        let (out, err) = run_script(&script, dir.path(), bin);
+        let mut want = common("cargo-nextest", &pwd);
+        want.extend(["--archive-file", archive, "--workspace-remap", &pwd].map(str::to_owned));
+        assert_eq!(invocations(&out), [want]);
+        assert_eq!(err, "");
+        let left: Vec<_> = std::fs::read_dir(dir.path().join(".offload-archive"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["t 1.tar.zst"], "no scratch directory is left behind");
+
+        // An archive built on another kind of machine: cargo builds, and says why.
+        let script = archived_script(&fw, &["nx it's"], Some("Plan9 mips"));
+        let (out, err) = run_script(&script, dir.path(), bin);
+        let mut want = common("cargo", &pwd);
+        want.extend(["--features", "f"].map(str::to_owned));
+        assert_eq!(invocations(&out), [want]);
+        assert!(err.contains("built on `Plan9 mips`"), "{err}");
     }
 
     #[test]

@@ -385,7 +385,7 @@ fn tail_lines(text: &str, max_lines: usize) -> String {
 }
 
 /// What a failed command said: its stderr, else the tail of its stdout.
-fn failure_output(output: &CapturedOutput) -> String {
+pub(crate) fn failure_output(output: &CapturedOutput) -> String {
     let stderr = output.stderr.trim();
     if !stderr.is_empty() {
         return tail_lines(stderr, 60);

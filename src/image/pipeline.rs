@@ -86,6 +86,11 @@ pub(crate) struct PrepareOptions {
     pub(crate) refresh_cache: bool,
     /// Whether `post_patch_cmd` is configured.
     pub(crate) has_post_patch_cmd: bool,
+    /// Whether the run adds files of its own (the cargo test archive) in an incremental
+    /// layer on top of its image: then the run's image is always an incremental build,
+    /// also on an unchanged tree, and no cache holds that layer (outside git, where the
+    /// cache file would hold the finished image, it is not used).
+    pub(crate) run_layer: bool,
     /// Whether the builder takes thin diffs (`build_incremental`) on a base image.
     /// Without them, a repository with commits gets a full build of its working tree
     /// on every run, and nothing is cached: a base image in the git-notes cache holds a
@@ -447,7 +452,7 @@ async fn thin_diff_step(
 ) -> Result<String> {
     let (top, sha, ig) = (toplevel.to_owned(), base.to_owned(), ignore.clone());
     let diff = blocking(move || thin_diff(&top, &sha, &ig)).await?;
-    if diff.is_empty() && !opts.has_post_patch_cmd {
+    if diff.is_empty() && !opts.has_post_patch_cmd && !opts.run_layer {
         builder.progress(&format!(
             "[prepare] no changes since {}: using `{image}` unchanged",
             short(base)
@@ -455,8 +460,13 @@ async fn thin_diff_step(
         return Ok(image.to_owned());
     }
     let file = if diff.is_empty() {
+        let what = if opts.has_post_patch_cmd {
+            "running post_patch_cmd"
+        } else {
+            "adding the run's own files"
+        };
         builder.progress(&format!(
-            "[prepare] no changes since {}: running post_patch_cmd on `{image}`",
+            "[prepare] no changes since {}: {what} on `{image}`",
             short(base)
         ));
         None
@@ -499,12 +509,19 @@ async fn finish_full_build(
     else {
         return Ok(None);
     };
-    if opts.has_post_patch_cmd {
-        builder.progress(&format!("[prepare] running post_patch_cmd on `{image}`"));
+    if opts.has_post_patch_cmd || opts.run_layer {
+        builder.progress(&format!(
+            "[prepare] {} on `{image}`",
+            if opts.has_post_patch_cmd {
+                "running post_patch_cmd"
+            } else {
+                "adding the run's own files"
+            }
+        ));
         image = builder
             .build_incremental(&image, None)
             .await
-            .context("post_patch_cmd failed on the fully built image")?;
+            .context("the layer on the fully built image failed")?;
     }
     builder.progress(&format!("[prepare] image: `{image}`"));
     Ok(Some(PreparedImage {
@@ -542,8 +559,13 @@ async fn prepare_without_git(
 ) -> Result<Option<PreparedImage>> {
     let root = &opts.repo_dir;
     let (snapshot, fingerprint) = snapshot(root, false).await?;
-    let use_file = !opts.no_cache;
-    if use_file && !opts.refresh_cache {
+    let use_file = !opts.no_cache && !opts.run_layer;
+    if opts.run_layer && !opts.no_cache {
+        builder.progress(&format!(
+            "[cache] {} not used: the run adds its own files to the image",
+            cache_file::FILE_NAME
+        ));
+    } else if use_file && !opts.refresh_cache {
         match cache_file::read(root) {
             Ok(Some(entry)) if entry.fingerprint.as_deref() == Some(fingerprint.as_str()) => {
                 builder.progress(&format!(
@@ -746,6 +768,7 @@ mod tests {
             no_cache: false,
             refresh_cache: false,
             has_post_patch_cmd: false,
+            run_layer: false,
             thin_diff: true,
             remote: "origin".to_owned(),
         }
@@ -1074,6 +1097,37 @@ mod tests {
         prepare(&b, &o).await.unwrap().unwrap();
         assert_eq!((b.full(), b.incremental()), (1, 1));
         assert!(b.patches.lock().unwrap().is_empty(), "no patch file");
+    }
+
+    #[tokio::test]
+    async fn a_run_layer_is_built_on_every_image_and_never_cached() {
+        let r = repo_with_remote();
+        let b = FakeBuilder::new();
+        let o = PrepareOptions {
+            run_layer: true,
+            ..opts(&r.work)
+        };
+        let first = prepare(&b, &o).await.unwrap().unwrap();
+        assert_eq!((b.full(), b.incremental()), (1, 1));
+        // An unchanged tree on the cached base: a layer again, on the same base.
+        let second = prepare(&b, &o).await.unwrap().unwrap();
+        assert_eq!((b.full(), b.incremental()), (1, 2));
+        assert!(second.from_cache);
+        assert_ne!(second.image_id, first.image_id);
+        assert!(b.patches.lock().unwrap().is_empty(), "no patch file");
+
+        // Outside git, every run is a full build with the layer on top.
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("a.txt"), "a\n").unwrap();
+        let b = FakeBuilder::new();
+        let o = PrepareOptions {
+            run_layer: true,
+            ..opts(tmp.path())
+        };
+        prepare(&b, &o).await.unwrap().unwrap();
+        prepare(&b, &o).await.unwrap().unwrap();
+        assert_eq!((b.full(), b.incremental()), (2, 2));
+        assert!(!tmp.path().join(cache_file::FILE_NAME).exists());
     }
 
     #[tokio::test]

@@ -12,7 +12,8 @@
 //! - incremental build (only for a prepare that opts into thin diffs:
 //!   [`opts_into_thin_diffs`]): start from `OFFLOAD_BASE_IMAGE`, apply
 //!   `OFFLOAD_PATCH_FILE` (when there is one) at `OFFLOAD_SANDBOX_PROJECT_ROOT` with
-//!   `"$OFFLOAD_BIN" apply-diff PATCH --project-root ROOT`, then run
+//!   `"$OFFLOAD_BIN" apply-diff PATCH --project-root ROOT`, add the copy dirs of this
+//!   run only (`OFFLOAD_COPY_DIRS`: the cargo test archive), then run
 //!   `OFFLOAD_POST_PATCH_CMD`.
 //!
 //! `OFFLOAD_SANDBOX_PROJECT_ROOT` is set for both, and `OFFLOAD_BIN` (the path of the
@@ -83,6 +84,9 @@ pub(crate) struct ImagePlan {
     pub(crate) cwd: PathBuf,
     /// The pipeline options (`refresh_cache` is set by [`CacheRefresh`] only).
     pub(crate) options: PrepareOptions,
+    /// Copy dirs of this run only (`LOCAL:REMOTE`), for a thin-diff prepare: handed to
+    /// every incremental build in `OFFLOAD_COPY_DIRS`, never to a (cached) base image.
+    pub(crate) run_copy_dirs: Vec<String>,
 }
 
 impl ImagePlan {
@@ -135,10 +139,30 @@ impl ImagePlan {
                 no_cache,
                 refresh_cache: false,
                 has_post_patch_cmd: thin_diff && config.offload.post_patch_cmd.is_some(),
+                run_layer: false,
                 thin_diff,
                 remote: "origin".to_owned(),
             },
+            run_copy_dirs: Vec::new(),
         })
+    }
+
+    /// The same plan, with one more copy dir (`LOCAL:REMOTE`) that holds files of this
+    /// run only: in the image of a full build (which is then not cached), or, for a
+    /// thin-diff prepare, in a layer built on top of every image of the run (cached base
+    /// images never hold it).
+    pub(crate) fn with_run_copy_dir(&self, copy_dir: String) -> Self {
+        let mut plan = self.clone();
+        if plan.options.thin_diff {
+            plan.run_copy_dirs.push(copy_dir);
+            plan.options.run_layer = true;
+        } else {
+            plan.config.copy_dirs.push(copy_dir);
+            // Outside git a full build is cached by the project's fingerprint, which
+            // does not see this run's files: a later run would get this run's image.
+            plan.options.no_cache = true;
+        }
+        plan
     }
 
     /// The builder for this plan, with progress going to `log`.
@@ -153,6 +177,7 @@ impl ImagePlan {
             init_cmd: self.init_cmd.as_deref(),
             post_patch_cmd: self.post_patch_cmd.as_deref(),
             sandbox_repo_root: self.sandbox_repo_root.as_deref(),
+            run_copy_dirs: &self.run_copy_dirs,
             cwd: &self.cwd,
             log,
             cancel,
@@ -205,6 +230,8 @@ pub(crate) struct DefaultImageBuilder<'a> {
     post_patch_cmd: Option<&'a str>,
     /// The repository root inside the sandbox (where patches apply), if configured.
     sandbox_repo_root: Option<&'a str>,
+    /// Copy dirs of incremental builds (see [`ImagePlan::run_copy_dirs`]).
+    run_copy_dirs: &'a [String],
     /// Offload's directory.
     cwd: &'a Path,
     /// Where progress goes.
@@ -236,7 +263,7 @@ impl DefaultImageBuilder<'_> {
             Some(base.to_owned()),
             patch.map(|p| p.to_string_lossy().into_owned()),
             self.sandbox_repo_root.map(str::to_owned),
-            None,
+            (!self.run_copy_dirs.is_empty()).then(|| self.run_copy_dirs.join("\n")),
             None,
             self.post_patch_cmd.map(str::to_owned),
         ]
@@ -327,6 +354,7 @@ mod tests {
             init_cmd: Some("make it"),
             post_patch_cmd: None,
             sandbox_repo_root: Some("/app"),
+            run_copy_dirs: &[],
             cwd: Path::new("."),
             log: &log,
             cancel: &cancel,
@@ -378,5 +406,56 @@ mod tests {
                 "OFFLOAD_POST_PATCH_CMD"
             ]
         );
+
+        // The run's own copy dirs go to incremental builds only.
+        let run_dirs = ["/o/archive:.offload-archive".to_owned()];
+        let with_run_dirs = DefaultImageBuilder {
+            run_copy_dirs: &run_dirs,
+            ..builder
+        };
+        let (command, env) = with_run_dirs
+            .command(&with_run_dirs.incremental_inputs("im-1", None))
+            .unwrap();
+        assert_eq!(command, "b '' im-1 '' /o/archive:.offload-archive {x}");
+        assert!(env.contains(&("OFFLOAD_COPY_DIRS", Some(run_dirs[0].clone()))));
+        let (command, _) = with_run_dirs
+            .command(&with_run_dirs.full_inputs(Path::new("/ctx")))
+            .unwrap();
+        assert_eq!(command, "b /ctx '' '' '' {x}");
+    }
+
+    #[test]
+    fn a_run_copy_dir_is_a_layer_of_thin_diff_plans_and_a_copy_dir_of_others() {
+        let config = crate::config::load_str(
+            "[offload]\nsandbox_project_root = \".\"\n[provider]\ntype = \"default\"\nprepare_command = \"p\"\ncreate_command = \"c\"\n\
+             exec_command = \"e {command}\"\ndestroy_command = \"d\"\ncopy_dirs = [\"u:/u\"]\n\
+             [framework]\ntype = \"cargo\"\n[groups.all]\n",
+            Path::new("offload.toml"),
+        )
+        .unwrap()
+        .config;
+        let crate::provider::ProviderConfig::Default(p) = &config.provider else {
+            panic!("not the default provider");
+        };
+        let full = ImagePlan::for_run(&config, p, Path::new("offload.toml"), Path::new("."), false)
+            .unwrap()
+            .with_run_copy_dir("a:.offload-archive".to_owned());
+        assert_eq!(full.config.copy_dirs, ["u:/u", "a:.offload-archive"]);
+        assert!(full.run_copy_dirs.is_empty() && !full.options.run_layer);
+        assert!(full.options.no_cache);
+        let mut thin_config = p.clone();
+        thin_config.thin_diff = true;
+        let thin = ImagePlan::for_run(
+            &config,
+            &thin_config,
+            Path::new("offload.toml"),
+            Path::new("."),
+            false,
+        )
+        .unwrap()
+        .with_run_copy_dir("a:.offload-archive".to_owned());
+        assert_eq!(thin.config.copy_dirs, ["u:/u"]);
+        assert_eq!(thin.run_copy_dirs, ["a:.offload-archive"]);
+        assert!(thin.options.run_layer && !thin.options.no_cache);
     }
 }

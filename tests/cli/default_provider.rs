@@ -527,3 +527,326 @@ fn local_sandbox_exports_the_work_tree_and_removes_only_its_own_directories() {
         "{err}"
     );
 }
+
+/// A crate whose tests pass, fail, and check where they run: in the sandbox, reading a
+/// data file of the project through a path relative to the package directory, and (with
+/// `EXPECT_LIBDIR`) from the sandbox's extraction of the archive.
+fn sandboxed_crate(project: &Project) {
+    project.manifest("sbx");
+    project.file(
+        "src/lib.rs",
+        "pub fn add(a: i32, b: i32) -> i32 { a + b }\n\
+         #[cfg(test)]\nmod tests {\n\
+         #[test] fn passes() { assert_eq!(super::add(1, 2), 3); }\n\
+         #[test] fn fails() { assert_eq!(super::add(1, 2), 4); }\n\
+         #[test] #[ignore] fn ignored_one() {}\n}\n",
+    );
+    project.file(
+        "tests/where.rs",
+        "#[test] fn reads_project_data() {\n\
+         assert_eq!(std::fs::read_to_string(\"data/greeting.txt\").unwrap(), \"hello\");\n}\n\
+         #[test] fn runs_in_its_sandbox() {\n\
+         let cwd = std::env::current_dir().unwrap();\n\
+         let inside = std::env::var(\"EXPECT_INSIDE\").unwrap();\n\
+         assert!(cwd.starts_with(&inside), \"{} is not in {inside}\", cwd.display());\n\
+         if let Ok(libdir) = std::env::var(\"EXPECT_LIBDIR\") {\n\
+         let path = std::env::var(\"LD_LIBRARY_PATH\").unwrap();\n\
+         assert!(path.contains(&libdir), \"{path} does not hold {libdir}\");\n}\n}\n",
+    );
+    project.file("data/greeting.txt", "hello");
+    project.file(".gitignore", "/target\n/test-results\n");
+    support::init_repo(project.path());
+}
+
+/// `offload.toml` for `sandboxed_crate` on `@local_sandbox.sh`, with `env` as
+/// `[provider.env]`.
+fn sandboxed_crate_config(env: &str) -> String {
+    format!(
+        r#"[offload]
+max_parallel = 2
+sandbox_project_root = "."
+
+[provider]
+type = "default"
+prepare_command = "@local_sandbox.sh prepare"
+create_command = "@local_sandbox.sh create {{image_id}}"
+exec_command = "@local_sandbox.sh exec {{sandbox_id}} {{command}}"
+download_command = "@local_sandbox.sh download {{sandbox_id}} {{paths}}"
+destroy_command = "@local_sandbox.sh destroy {{sandbox_id}}"
+
+[provider.env]
+{env}
+
+[framework]
+type = "cargo"
+
+[groups.all]
+retry_count = 0
+"#
+    )
+}
+
+/// Writes `sandboxed_crate_config` (changed by `edit`) to `path`, with a `cargo` first on
+/// the sandboxes' `PATH` that records every call and fails, and with the tests told to
+/// run from the archive's extraction in each sandbox. Returns the file of the calls.
+fn write_config_with_cargo_shim(
+    s: &Setup,
+    path: &Path,
+    edit: impl Fn(String) -> String,
+) -> PathBuf {
+    let shims = s.state.path().join("bin");
+    std::fs::create_dir_all(&shims).unwrap();
+    let calls = s.state.path().join("cargo-calls.log");
+    let shim = shims.join("cargo");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\necho \"cargo $*\" >> '{}'\nexit 97\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = sandboxed_crate_config(&format!(
+        "PATH = \"{}:${{PATH}}\"\nEXPECT_INSIDE = \"{}\"\n\
+         EXPECT_LIBDIR = \".tar.zst.d/target/nextest/libdirs/host\"",
+        shims.display(),
+        s.home.path().canonicalize().unwrap().display()
+    ));
+    std::fs::write(path, edit(config)).unwrap();
+    calls
+}
+
+/// `(name, outcome)` of every test in `report` (a cargo test's name is its ID), sorted.
+fn verdicts(report: &Junit) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = report
+        .cases
+        .iter()
+        .map(|c| (c.name.clone(), c.outcome.clone()))
+        .collect();
+    all.sort();
+    all
+}
+
+#[test]
+fn cargo_batches_in_sandboxes_run_one_archive_without_cargo() {
+    let s = Setup::new();
+    sandboxed_crate(&s.project);
+    let calls = write_config_with_cargo_shim(&s, &s.project.path().join("offload.toml"), |c| c);
+
+    let run = support::run(s.offload().arg("run"));
+    assert_eq!(run.code, 1, "{}", run.show());
+    let calls = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert_eq!(calls, "", "batches ran cargo; {}", run.show());
+    let logs = s.logs();
+    assert!(!logs.contains("is not in this sandbox"), "{logs}");
+    assert!(!logs.contains("Compiling"), "{logs}");
+    let sandboxed = verdicts(&s.junit());
+    s.assert_all_destroyed(1);
+
+    // The image holds the run's archive, in the sandbox project root.
+    let image = std::fs::read_dir(s.home.path())
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("image-"))
+        .unwrap()
+        .path();
+    let archives: Vec<String> = std::fs::read_dir(image.join(".offload-archive"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        archives.len() == 1 && archives[0].ends_with(".tar.zst"),
+        "{archives:?}"
+    );
+
+    // The same verdicts as local sandboxes, which run in the project itself.
+    s.project.file(
+        "local.toml",
+        &format!(
+            "[offload]\nmax_parallel = 2\n[provider]\ntype = \"local\"\n\
+             [provider.env]\nEXPECT_INSIDE = \"{}\"\n\
+             [framework]\ntype = \"cargo\"\n[groups.all]\nretry_count = 0\n",
+            s.project.path().canonicalize().unwrap().display()
+        ),
+    );
+    let run = support::run(s.offload().args(["-c", "local.toml", "run"]));
+    assert_eq!(run.code, 1, "{}", run.show());
+    let local = verdicts(&s.junit());
+    assert_eq!(sandboxed, local);
+    assert_eq!(local, sandboxed_crate_verdicts());
+}
+
+/// The verdicts of `sandboxed_crate`'s tests.
+fn sandboxed_crate_verdicts() -> Vec<(String, String)> {
+    [
+        ("sbx tests::fails", "failure"),
+        ("sbx tests::ignored_one", "skipped"),
+        ("sbx tests::passes", ""),
+        ("sbx::where reads_project_data", ""),
+        ("sbx::where runs_in_its_sandbox", ""),
+    ]
+    .map(|(id, outcome)| (id.to_owned(), outcome.to_owned()))
+    .into()
+}
+
+#[test]
+fn cargo_batches_build_in_their_sandbox_when_archiving_fails() {
+    let s = Setup::new();
+    sandboxed_crate(&s.project);
+    // `cargo nextest archive` fails on this machine; everything else is the real cargo.
+    let shims = s.state.path().join("bin");
+    std::fs::create_dir_all(&shims).unwrap();
+    let shim = shims.join("cargo");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh
+[ \"$2\" != archive ] || {{ echo 'archiving is broken here' >&2; exit 3; }}
+\
+             PATH='{}' exec cargo \"$@\"
+",
+            std::env::var("PATH").unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let inside = s.home.path().canonicalize().unwrap();
+    s.project.file(
+        "offload.toml",
+        &sandboxed_crate_config(&format!("EXPECT_INSIDE = \"{}\"", inside.display())),
+    );
+    let run = support::run(
+        s.offload()
+            .env("PATH", support::path_with(&shims))
+            .arg("run"),
+    );
+    assert_eq!(run.code, 1, "{}", run.show());
+    assert_eq!(
+        run.stderr.matches("cannot archive the tests").count(),
+        1,
+        "{}",
+        run.show()
+    );
+    assert!(
+        run.stderr.contains("archiving is broken here"),
+        "{}",
+        run.show()
+    );
+    assert_eq!(verdicts(&s.junit()), sandboxed_crate_verdicts());
+    s.assert_all_destroyed(1);
+}
+
+#[test]
+fn a_sandbox_without_the_archive_builds_and_says_why() {
+    let s = Setup::new();
+    sandboxed_crate(&s.project);
+    let inside = s.home.path().canonicalize().unwrap();
+    // A prepare that leaves the copy dirs out of the image.
+    let config = sandboxed_crate_config(&format!("EXPECT_INSIDE = \"{}\"", inside.display()))
+        .replace(
+            "\"@local_sandbox.sh prepare\"",
+            "\"env -u OFFLOAD_COPY_DIRS @local_sandbox.sh prepare\"",
+        );
+    s.project.file("offload.toml", &config);
+    let run = support::run(s.offload().arg("run"));
+    assert_eq!(run.code, 1, "{}", run.show());
+    let logs = s.logs();
+    assert!(
+        logs.contains("[stderr] offload: the nextest archive"),
+        "{logs}"
+    );
+    assert!(logs.contains("is not in this sandbox"), "{logs}");
+    assert_eq!(verdicts(&s.junit()), sandboxed_crate_verdicts());
+    s.assert_all_destroyed(1);
+}
+
+#[test]
+fn a_crate_below_its_workspace_root_builds_in_its_sandboxes_and_says_why() {
+    let s = Setup::new();
+    sandboxed_crate(&s.project);
+    // The crate becomes a member of a workspace one level up; Offload runs in the crate.
+    let workspace = tempfile::tempdir().unwrap();
+    let member = workspace.path().join("member");
+    std::fs::rename(s.project.path(), &member).unwrap();
+    std::fs::write(
+        member.join("Cargo.toml"),
+        "[package]\nname = \"sbx\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        workspace.path().join("Cargo.toml"),
+        "[workspace]\nmembers = [\"member\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        member.join("offload.toml"),
+        sandboxed_crate_config(&format!(
+            "EXPECT_INSIDE = \"{}\"",
+            s.home.path().canonicalize().unwrap().display()
+        )),
+    )
+    .unwrap();
+    let mut cmd = s.offload();
+    cmd.current_dir(&member)
+        .env("CARGO_TARGET_DIR", workspace.path().join("target"));
+    let run = support::run(cmd.arg("run"));
+    // Put the project back where its `TempDir` removes it.
+    std::fs::rename(&member, s.project.path()).unwrap();
+    assert_eq!(run.code, 1, "{}", run.show());
+    assert!(
+        run.stderr.contains("is not Offload's directory"),
+        "{}",
+        run.show()
+    );
+    assert_eq!(verdicts(&s.junit()), sandboxed_crate_verdicts());
+}
+
+#[test]
+fn thin_diff_images_get_the_archive_in_a_layer_of_each_run() {
+    let s = Setup::new();
+    sandboxed_crate(&s.project);
+    let calls = write_config_with_cargo_shim(&s, &s.project.path().join("offload.toml"), |c| {
+        c.replace(
+            "prepare_command = \"@local_sandbox.sh prepare\"",
+            "prepare_command = \"@local_sandbox.sh prepare\"\nthin_diff = true",
+        )
+    });
+    // Cargo writes the lock file at the first run: it must not count as a change.
+    s.project
+        .file(".gitignore", "/target\n/test-results\n/Cargo.lock\n");
+    support::commit_all(s.project.path(), "crate");
+    // The first run builds the base image and a layer on it; the second, on an
+    // unchanged tree, reuses the base and still layers its own archive on it; the third
+    // has a changed test.
+    for round in 0..3 {
+        if round == 2 {
+            s.project.file(
+                "src/lib.rs",
+                "#[cfg(test)]\nmod tests {\n#[test] fn passes() {}\n#[test] fn now_passes() {}\n}\n",
+            );
+        }
+        let run = support::run(s.offload().arg("run"));
+        let calls = std::fs::read_to_string(&calls).unwrap_or_default();
+        assert_eq!(
+            calls,
+            "",
+            "round {round}: batches ran cargo; {}",
+            run.show()
+        );
+        if round < 2 {
+            assert_eq!(run.code, 1, "{}", run.show());
+            assert_eq!(verdicts(&s.junit()), sandboxed_crate_verdicts());
+        } else {
+            assert_eq!(run.code, 0, "{}", run.show());
+            run.assert_summary("Passed: 4");
+        }
+        if round == 1 {
+            assert!(
+                run.stderr.contains("adding the run's own files"),
+                "{}",
+                run.show()
+            );
+        }
+    }
+}

@@ -724,6 +724,47 @@ fn incremental_prepare_applies_the_patch_runs_post_patch_and_removes_the_patch()
         calls_named(&p, "Image.build")[1][2],
         serde_json::json!([["from_id", "im-base"], ["run_commands", ["make gen"], null]])
     );
+
+    // The run's own files (OFFLOAD_COPY_DIRS, as Offload hands them to an incremental
+    // build) go in after the patch, under the project root unless absolute.
+    std::fs::create_dir_all(p.path().join("archive")).unwrap();
+    let mut cmd = fake_cmd(
+        &p,
+        &[
+            "prepare",
+            "--from-base-image=im-base",
+            "--sandbox-project-root=/srv/app",
+            &format!("--patch-file={}", patch.display()),
+        ],
+    );
+    cmd.env("OFFLOAD_COPY_DIRS", "archive:.offload-archive\n");
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        calls_named(&p, "Image.build")[2][2],
+        serde_json::json!([
+            ["from_id", "im-base"],
+            [
+                "add_local_file",
+                patch.display().to_string(),
+                "/tmp/offload.patch",
+                true
+            ],
+            [
+                "run_commands",
+                ["offload apply-diff /tmp/offload.patch --project-root /srv/app"],
+                null
+            ],
+            [
+                "add_local_dir",
+                "archive",
+                "/srv/app/.offload-archive",
+                true,
+                "[]"
+            ],
+            ["run_commands", ["rm -f /tmp/offload.patch"], null],
+        ])
+    );
 }
 
 #[test]

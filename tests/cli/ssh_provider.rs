@@ -796,3 +796,71 @@ fn broken_hosts_are_named_with_the_fix_and_the_run_goes_on_with_the_others() {
     s.assert_clean();
     drop(full);
 }
+
+#[test]
+fn cargo_tests_on_ssh_hosts_run_one_archive_without_cargo_there() {
+    let s = Setup::new(Hosts::start(2), 1);
+    s.project.manifest("sshx");
+    let tests: String = (0..6)
+        .map(|i| {
+            format!(
+                "#[test] fn t{i}() {{ let dir = std::env::var(\"WHERE\").unwrap(); \
+                 std::fs::write(format!(\"{{dir}}/t{i}\"), \
+                 std::env::current_dir().unwrap().display().to_string()).unwrap(); \
+                 assert!({i} != 3, \"three fails\"); }}\n"
+            )
+        })
+        .collect();
+    s.project.file("tests/where.rs", &tests);
+    s.project.file(".gitignore", "/target\n/test-results\n");
+    support::init_repo(s.project.path());
+    // A `cargo` on the hosts' PATH that records its calls and fails.
+    let shims = s.scratch.path().join("bin");
+    std::fs::create_dir_all(&shims).unwrap();
+    let calls = s.scratch.path().join("cargo-calls.log");
+    std::fs::write(
+        shims.join("cargo"),
+        format!("#!/bin/sh\necho \"$*\" >> '{}'\nexit 97\n", calls.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        shims.join("cargo"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    s.config(
+        true,
+        "max_parallel = 2",
+        &format!(
+            "PATH = \"{}:/usr/local/bin:/usr/bin:/bin\"\n\n\
+             [framework]\ntype = \"cargo\"\n\n[groups.all]\nretry_count = 0\n",
+            shims.display()
+        ),
+    );
+    let run = support::run(s.offload().arg("run"));
+    assert_eq!(run.code, 1, "{}", run.show());
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap_or_default(),
+        "",
+        "{}",
+        run.show()
+    );
+    let report = outcomes(&Junit::of(&s.project));
+    let failed: Vec<&str> = report
+        .iter()
+        .filter(|(_, outcome)| !outcome.is_empty())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!((report.len(), failed), (6, vec!["sshx::where t3"]));
+    let places = s.places();
+    assert_eq!(places.len(), 6, "{places:?}");
+    for place in &places {
+        let on_a_host = s
+            .hosts
+            .hosts
+            .iter()
+            .any(|h| place.starts_with(&format!("{}/sandbox-", h.home.display())));
+        assert!(on_a_host, "ran in {place}\n{}", run.show());
+    }
+    s.assert_clean();
+}
