@@ -845,7 +845,7 @@ fn cargo_tests_on_ssh_hosts_run_one_archive_without_cargo_there() {
         "{}",
         run.show()
     );
-    let report = outcomes(&Junit::of(&s.project));
+    let report = Junit::of(&s.project).outcomes();
     let failed: Vec<&str> = report
         .iter()
         .filter(|(_, outcome)| !outcome.is_empty())
