@@ -171,8 +171,10 @@ const TESTS_FILE_VARIABLE: &str = "OFFLOAD_TESTS_FILE";
 /// [`crate::bundled::PYTEST_WORKER`]), written beside the plugin.
 const WORKER_MODULE: &str = "offload_pytest_worker";
 
-/// The variable that gives the resident worker its collection arguments (a JSON list).
+/// The variables that give the resident worker its collection arguments (JSON lists):
+/// the first batch's files, then the whole suite.
 const WARMUP_VARIABLE: &str = "OFFLOAD_RESIDENT_WARMUP";
+const SUITE_VARIABLE: &str = "OFFLOAD_RESIDENT_SUITE";
 
 /// A batch through the resident worker: `sh -c RESIDENT_SNIPPET SUPPORT SHARED KEY N
 /// PREFIX... ARGS...`. With the worker's client (run by the interpreter the worker
@@ -273,21 +275,14 @@ impl Pytest {
         })
     }
 
-    /// What the resident worker collects once: the configured paths, with `run_args`
-    /// (they may choose plugins, the import mode or the config file).
-    fn warmup_args(&self) -> Vec<String> {
-        let mut args = vec!["-q".to_owned(), "--collect-only".to_owned()];
-        args.extend(self.run_args.iter().cloned());
-        args.extend(self.paths.iter().cloned());
-        args
-    }
-
-    /// Names the resident worker of this command and collection: batches that would
-    /// start the same pytest share it.
-    fn resident_key(&self, warmup: &[String]) -> String {
+    /// Names the resident worker of this command: batches that would start the same
+    /// pytest (command, `run_args`, paths) share it.
+    fn resident_key(&self) -> String {
         let mut words = self.prefix.clone();
         words.push(String::new());
-        words.extend(warmup.iter().cloned());
+        words.extend(self.run_args.iter().cloned());
+        words.push(String::new());
+        words.extend(self.paths.iter().cloned());
         format!("{:016x}", crate::partition::stable_hash(&words.join("\0")))
     }
 
@@ -416,11 +411,11 @@ impl Framework for Pytest {
                 files.push(file);
             }
         }
-        if length <= ARGS_BUDGET {
-            args.extend(files.into_iter().map(str::to_owned));
+        let targets: Vec<String> = if length <= ARGS_BUDGET {
+            files.into_iter().map(str::to_owned).collect()
         } else {
-            args.extend(self.paths.iter().cloned());
-        }
+            self.paths.clone()
+        };
         let support = |module: &str, script: &crate::bundled::Script| InputFile {
             path: format!("{}/{module}.py", paths.support_dir),
             contents: String::from_utf8_lossy(script.contents).into_owned(),
@@ -436,17 +431,25 @@ impl Framework for Pytest {
         // only a shell there can read.
         let command = if self.resident {
             inputs.push(support(WORKER_MODULE, &crate::bundled::PYTEST_WORKER));
-            let warmup = self.warmup_args();
+            // A worker collects what the batch that starts it collects, and once that
+            // batch runs, the whole suite.
+            let collect = |what: &[String]| {
+                let mut args = vec!["-q".to_owned(), "--collect-only".to_owned()];
+                args.extend(self.run_args.iter().cloned());
+                args.extend(what.iter().cloned());
+                serde_json::to_string(&args)
+            };
             CommandSpec::new("sh")
                 .args([
                     "-c",
                     RESIDENT_SNIPPET,
                     &paths.support_dir,
                     &paths.shared_dir,
-                    &self.resident_key(&warmup),
+                    &self.resident_key(),
                     &self.prefix.len().to_string(),
                 ])
-                .env(WARMUP_VARIABLE, &serde_json::to_string(&warmup)?)
+                .env(WARMUP_VARIABLE, &collect(&targets)?)
+                .env(SUITE_VARIABLE, &collect(&self.paths)?)
         } else {
             CommandSpec::new("sh").args([
                 "-c",
@@ -457,6 +460,7 @@ impl Framework for Pytest {
         let command = command
             .args(self.prefix.iter().cloned())
             .args(args)
+            .args(targets)
             .env(TESTS_FILE_VARIABLE, &paths.tests_file);
         Ok(BatchCommand { command, inputs })
     }
@@ -844,7 +848,7 @@ mod tests {
             .map(|(_, v)| v.clone());
         assert_eq!(
             warmup.as_deref(),
-            Some(r#"["-q","--collect-only","--import-mode=importlib","tests","more tests"]"#)
+            Some(r#"["-q","--collect-only","--import-mode=importlib","t/a.py"]"#)
         );
         let written: Vec<&str> = batch.inputs.iter().map(|f| f.path.as_str()).collect();
         assert!(
@@ -860,6 +864,11 @@ mod tests {
             argv(&fw.batch_command(&ids, &paths, false).unwrap().command)[5].clone()
         };
         assert_eq!(key("uv run pytest", None), key("uv run pytest", None));
+        // Other tests, the same worker.
+        let other = fw
+            .batch_command(&["t/b.py::y".to_owned()], &paths, false)
+            .unwrap();
+        assert_eq!(argv(&other.command)[5], words[5]);
         assert_ne!(key("uv run pytest", None), key("pytest", None));
         assert_ne!(key("pytest", None), key("pytest", Some("-p no:foo")));
     }

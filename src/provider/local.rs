@@ -163,16 +163,15 @@ impl Drop for LocalProvider {
             if let Some(pid) = pid.filter(|&pid| pid > 1) {
                 // SAFETY: kill(2) has no memory-safety preconditions.
                 if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
-                    told.push(pid);
+                    told.push(entry.path());
                 }
             }
         }
+        // A worker removes its pid file last, once its children are gone (waiting for
+        // the process itself would wait for a reaper, which a container may lack).
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        // SAFETY: as above; signal 0 only asks whether the process exists.
-        while told.iter().any(|&pid| unsafe { libc::kill(pid, 0) } == 0)
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(10));
+        while told.iter().any(|file| file.exists()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

@@ -156,24 +156,26 @@ fn assert_gone(pid: i32, what: &str) {
 
 #[test]
 fn the_worker_imports_once_and_gives_the_results_of_one_pytest_per_batch() {
-    let s = Suite::new(6);
-    s.config(3, "resident_worker = false", "");
+    let s = Suite::new(4);
+    // One sandbox, two batches (neighbouring tests together: each holds two of the
+    // modules). The first starts the worker, which collects its two modules, then,
+    // once that batch is on its way, the rest of the suite; the second reaches it.
+    s.config(1, "resident_worker = false", "");
     let plain = s.run(&[]);
     assert_eq!(plain.code, 1, "{}", plain.show());
     let expected = Junit::of(&s.project).outcomes();
-    assert_eq!(expected.len(), 6 * 6, "{expected:#?}");
-    let plain_imports = s.take("imports");
+    assert_eq!(expected.len(), 4 * 6, "{expected:#?}");
     let plain_batches = s.batches();
-    assert!(plain_batches >= 3, "{plain_batches} batches");
-    // One pytest per batch: each batch imports the modules of its tests.
-    assert!(
-        plain_imports.len() > 6,
-        "{plain_imports:?} in {plain_batches} batches"
-    );
+    assert_eq!(plain_batches, 2, "{}", plain.show());
+    // One pytest per batch: each imports the modules of its own tests.
+    let plain_imports = s.take("imports");
+    assert_eq!(import_pids(&plain_imports).len(), 2, "{plain_imports:?}");
     assert!(!plain.stderr.contains("resident"), "{}", plain.show());
     s.take("sessions");
 
-    s.config(3, "", "");
+    s.config(1, "", "");
+    // Without the first run's times, the same plan: two batches.
+    std::fs::remove_file(s.project.path().join("test-results/junit.xml")).unwrap();
     let resident = s.run(&[]);
     assert_eq!(resident.code, 1, "{}", resident.show());
     assert_eq!(
@@ -184,19 +186,24 @@ fn the_worker_imports_once_and_gives_the_results_of_one_pytest_per_batch() {
     );
     assert!(!resident.stderr.contains("resident"), "{}", resident.show());
     let imports = s.take("imports");
-    // Each module once, in one process: the worker.
-    assert_eq!(imports.len(), 6, "{imports:?}");
+    // Each module once, all in one process: the worker.
+    let mut modules: Vec<&str> = imports
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    modules.sort_unstable();
+    assert_eq!(modules, ["m0", "m1", "m2", "m3"], "{imports:?}");
     let workers = import_pids(&imports);
     assert_eq!(workers.len(), 1, "{imports:?}");
     let worker = workers[0];
     // A session per batch, each in a child of its own, never in the worker.
     let sessions = s.take("sessions");
-    let batches = s.batches();
-    assert_eq!(sessions.len(), batches, "{sessions:?}");
+    assert_eq!(s.batches(), 2, "{}", resident.show());
     let mut session_pids = sessions.clone();
     session_pids.sort();
     session_pids.dedup();
-    assert_eq!(session_pids.len(), batches, "{sessions:?}");
+    assert_eq!(session_pids.len(), 2, "{sessions:?}");
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
     assert!(!sessions.contains(&worker.to_string()), "{sessions:?}");
     // Nothing outlives the run.
     assert_gone(worker, "the resident worker to end with the run");
@@ -298,7 +305,8 @@ def test_hangs():
     time.sleep(300)
 "#,
     );
-    s.config(2, "", &format!("test_timeout_secs = {timeout_secs}"));
+    // One sandbox: every batch after the first goes through its worker.
+    s.config(1, "", &format!("test_timeout_secs = {timeout_secs}"));
     s
 }
 
