@@ -617,17 +617,6 @@ fn write_config_with_cargo_shim(
     calls
 }
 
-/// `(name, outcome)` of every test in `report` (a cargo test's name is its ID), sorted.
-fn verdicts(report: &Junit) -> Vec<(String, String)> {
-    let mut all: Vec<(String, String)> = report
-        .cases
-        .iter()
-        .map(|c| (c.name.clone(), c.outcome.clone()))
-        .collect();
-    all.sort();
-    all
-}
-
 #[test]
 fn cargo_batches_in_sandboxes_run_one_archive_without_cargo() {
     let s = Setup::new();
@@ -641,7 +630,7 @@ fn cargo_batches_in_sandboxes_run_one_archive_without_cargo() {
     let logs = s.logs();
     assert!(!logs.contains("is not in this sandbox"), "{logs}");
     assert!(!logs.contains("Compiling"), "{logs}");
-    let sandboxed = verdicts(&s.junit());
+    let sandboxed = s.junit().outcomes();
     s.assert_all_destroyed(1);
 
     // The image holds the run's archive, in the sandbox project root.
@@ -672,7 +661,7 @@ fn cargo_batches_in_sandboxes_run_one_archive_without_cargo() {
     );
     let run = support::run(s.offload().args(["-c", "local.toml", "run"]));
     assert_eq!(run.code, 1, "{}", run.show());
-    let local = verdicts(&s.junit());
+    let local = s.junit().outcomes();
     assert_eq!(sandboxed, local);
     assert_eq!(local, sandboxed_crate_verdicts());
 }
@@ -733,7 +722,7 @@ fn cargo_batches_build_in_their_sandbox_when_archiving_fails() {
         "{}",
         run.show()
     );
-    assert_eq!(verdicts(&s.junit()), sandboxed_crate_verdicts());
+    assert_eq!(s.junit().outcomes(), sandboxed_crate_verdicts());
     s.assert_all_destroyed(1);
 }
 
@@ -757,7 +746,7 @@ fn a_sandbox_without_the_archive_builds_and_says_why() {
         "{logs}"
     );
     assert!(logs.contains("is not in this sandbox"), "{logs}");
-    assert_eq!(verdicts(&s.junit()), sandboxed_crate_verdicts());
+    assert_eq!(s.junit().outcomes(), sandboxed_crate_verdicts());
     s.assert_all_destroyed(1);
 }
 
@@ -799,7 +788,7 @@ fn a_crate_below_its_workspace_root_builds_in_its_sandboxes_and_says_why() {
         "{}",
         run.show()
     );
-    assert_eq!(verdicts(&s.junit()), sandboxed_crate_verdicts());
+    assert_eq!(s.junit().outcomes(), sandboxed_crate_verdicts());
 }
 
 #[test]
@@ -836,7 +825,7 @@ fn thin_diff_images_get_the_archive_in_a_layer_of_each_run() {
         );
         if round < 2 {
             assert_eq!(run.code, 1, "{}", run.show());
-            assert_eq!(verdicts(&s.junit()), sandboxed_crate_verdicts());
+            assert_eq!(s.junit().outcomes(), sandboxed_crate_verdicts());
         } else {
             assert_eq!(run.code, 0, "{}", run.show());
             run.assert_summary("Passed: 4");

@@ -342,6 +342,20 @@ impl Setup {
             .unwrap_or(0)
     }
 
+    /// Asserts that `count` places were recorded, each a sandbox directory on a host.
+    fn assert_ran_on_the_hosts(&self, count: usize, run: &support::Run) {
+        let places = self.places();
+        assert_eq!(places.len(), count, "{places:?}");
+        for place in &places {
+            let on_a_host = self
+                .hosts
+                .hosts
+                .iter()
+                .any(|h| place.starts_with(&format!("{}/sandbox-", h.home.display())));
+            assert!(on_a_host, "ran in {place}\n{}", run.show());
+        }
+    }
+
     /// Asserts that no sandbox directory, slot or test process is left.
     fn assert_clean(&self) {
         for pid in self.pids() {
@@ -441,16 +455,7 @@ fn a_pytest_suite_across_ssh_hosts_gives_the_results_of_a_local_run() {
     remote.assert_summary("Passed: 33");
 
     // The tests ran in sandbox directories on the hosts, not in the project.
-    let places = s.places();
-    assert_eq!(places.len(), 4, "{places:?}");
-    for place in &places {
-        let on_a_host = s
-            .hosts
-            .hosts
-            .iter()
-            .any(|h| place.starts_with(&format!("{}/sandbox-", h.home.display())));
-        assert!(on_a_host, "ran in {place}\n{}", remote.show());
-    }
+    s.assert_ran_on_the_hosts(4, &remote);
     s.assert_clean();
 
     // A second run sends nothing: the hosts have the image already.
@@ -852,15 +857,6 @@ fn cargo_tests_on_ssh_hosts_run_one_archive_without_cargo_there() {
         .map(|(name, _)| name.as_str())
         .collect();
     assert_eq!((report.len(), failed), (6, vec!["sshx::where t3"]));
-    let places = s.places();
-    assert_eq!(places.len(), 6, "{places:?}");
-    for place in &places {
-        let on_a_host = s
-            .hosts
-            .hosts
-            .iter()
-            .any(|h| place.starts_with(&format!("{}/sandbox-", h.home.display())));
-        assert!(on_a_host, "ran in {place}\n{}", run.show());
-    }
+    s.assert_ran_on_the_hosts(6, &run);
     s.assert_clean();
 }
