@@ -304,8 +304,14 @@ def pytest_sessionfinish(session, exitstatus):  # type: ignore[no-untyped-def]
         worker.session_finished(exitstatus)
 
 
+# Last: in a resident worker's first process, this hook becomes the worker (see
+# offload_pytest_worker.serve) once every other plugin is done.
+@pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):  # type: ignore[no-untyped-def]
     _flush()
+    worker = sys.modules.get("offload_pytest_worker")
+    if worker is not None:
+        worker.serve()
     if not _TRACE_FILE:
         return
     _record_sys_path()

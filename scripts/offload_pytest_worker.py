@@ -21,8 +21,8 @@ hands over its stdin, stdout and stderr and its environment, and waits for the c
 exit code. When no worker listens, the client starts one (under a lock, so concurrent
 batches start one between them): it runs `PREFIX -p offload_pytest_plugin --collect-only
 ...` (the configured paths) with OFFLOAD_RESIDENT_START set, which makes the plugin,
-when pytest imports it, `arm` this module: once that collection is over and pytest
-exits, the process stays, in an atexit handler, with the interpreter, `sys.path`,
+when pytest imports it, `arm` this module: once that collection is over, the process stays
+(it serves from the plugin's last `pytest_unconfigure`), with the interpreter, `sys.path`,
 environment and imports that PREFIX set up (a virtualenv, `uv run`...), checks that
 forking is safe, and listens.
 
@@ -289,9 +289,9 @@ _armed = {}
 def arm():
     """Called by the plugin at import when OFFLOAD_RESIDENT_START is set, in the pytest
     process the client started: this process becomes the worker once its collection
-    (`--collect-only` over the configured paths) is over and pytest exits, in an atexit
-    handler. It keeps the interpreter, `sys.path`, environment and imports of the
-    user's command; nothing is started twice."""
+    (`--collect-only` over the first batch's files) is over, from the plugin's last
+    `pytest_unconfigure` (see `serve`). It keeps the interpreter, `sys.path`,
+    environment and imports of the user's command; nothing is started twice."""
     start = json.loads(os.environ.pop(START_VARIABLE))
     warmup = json.loads(os.environ.get(WARMUP_VARIABLE, "[]"))
     # The batch's arguments come after pytest's own ones of the command (`-p ...`).
@@ -301,9 +301,6 @@ def arm():
     os.environ.pop("OFFLOAD_TESTS_FILE", None)
     _armed.update(start)
     _armed["status"] = None
-    import atexit
-
-    atexit.register(_serve_at_exit)
 
 
 def session_finished(exitstatus):
@@ -313,7 +310,14 @@ def session_finished(exitstatus):
         _armed["status"] = int(exitstatus)
 
 
-def _serve_at_exit():
+def serve():
+    """Called by the plugin's `pytest_unconfigure` (after every other plugin's): in the
+    armed process, never returns. Serving there, not at exit, keeps the interpreter
+    out of its shutdown, where threads and atexit handlers are refused (and tests
+    use them). The children's `pytest.main` calls nest in this one, as pytester's do."""
+    if not _armed or _armed.get("serving"):
+        return
+    _armed["serving"] = True
     import threading
 
     sys.stdout.flush()
@@ -340,7 +344,9 @@ def _serve_at_exit():
         )
     if reason is not None:
         _write_off(paths["off"], reason)
-        return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     import gc
 
     # What the collection made stays as it is in every child: keep the collector from

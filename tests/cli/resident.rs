@@ -10,7 +10,8 @@ use crate::support::{self, Junit, Project};
 
 /// A project whose modules record, in the scratch directory, every import (`imports`:
 /// module and pid), every session set-up (`sessions`: pid) and every test's pid
-/// (`pids/<test>`), with passes, a failure, a skip and a setup error.
+/// (`pids/<test>`), with passes, a failure, a skip, a setup error and a test that starts
+/// threads and registers an atexit handler.
 struct Suite {
     project: Project,
     scratch: tempfile::TempDir,
@@ -74,6 +75,13 @@ def test_skips():
 
 def test_setup_error(broken):
     pass
+
+def test_threads_and_atexit():
+    # What a child may do that a process in its interpreter's shutdown may not.
+    import atexit, concurrent.futures
+    atexit.register(lambda: None)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert pool.submit(lambda: 2).result() == 2
 "#
                 ),
             );
@@ -164,7 +172,7 @@ fn the_worker_imports_once_and_gives_the_results_of_one_pytest_per_batch() {
     let plain = s.run(&[]);
     assert_eq!(plain.code, 1, "{}", plain.show());
     let expected = Junit::of(&s.project).outcomes();
-    assert_eq!(expected.len(), 4 * 6, "{expected:#?}");
+    assert_eq!(expected.len(), 4 * 7, "{expected:#?}");
     let plain_batches = s.batches();
     assert_eq!(plain_batches, 2, "{}", plain.show());
     // One pytest per batch: each imports the modules of its own tests.
@@ -259,7 +267,7 @@ fn when_the_worker_cannot_be_used_batches_run_plainly_and_the_run_says_why_once(
     assert_eq!(run.code, 1, "{}", run.show());
     let said = run.stderr.matches("threads running (poller)").count();
     assert_eq!(said, 1, "{}", run.show());
-    assert_eq!(Junit::of(&s.project).outcomes().len(), 3 * 6);
+    assert_eq!(Junit::of(&s.project).outcomes().len(), 3 * 7);
     // Every batch imported its own modules; the worker's collection did too.
     let batches = s.batches();
     let imports = s.take("imports");
@@ -289,7 +297,7 @@ fn when_the_worker_cannot_be_used_batches_run_plainly_and_the_run_says_why_once(
         "{}",
         run.show()
     );
-    assert_eq!(Junit::of(&s.project).outcomes().len(), 2 * 6);
+    assert_eq!(Junit::of(&s.project).outcomes().len(), 2 * 7);
 }
 
 /// A project with one test that records its pid and hangs, beside quick ones.
@@ -341,7 +349,7 @@ fn a_timed_out_batch_kills_its_child_and_the_worker_serves_on() {
         assert_gone(pid, "the timed-out test's child to be killed");
     }
     // The other tests ran through the one worker and have their results.
-    assert_eq!(junit.cases.len(), 2 * 6 + 1, "{}", run.show());
+    assert_eq!(junit.cases.len(), 2 * 7 + 1, "{}", run.show());
     let workers = import_pids(&s.take("imports"));
     assert_eq!(workers.len(), 1, "{workers:?}");
     assert_gone(workers[0], "the worker to end with the run");
