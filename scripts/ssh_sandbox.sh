@@ -91,7 +91,38 @@ EOF
 
 # Single-quotes $1 for a POSIX shell.
 q() {
-    printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"
+    quote_into "$1"
+    printf '%s' "$qv"
+}
+
+# Sets $qv to $1 single-quoted for a POSIX shell, without a subshell: every command
+# forks several times otherwise, which adds up on a busy machine.
+quote_into() {
+    rest=$1
+    qv=
+    while :; do
+        case "$rest" in
+        *\'*)
+            qv="$qv${rest%%\'*}'\\''"
+            rest=${rest#*\'}
+            ;;
+        *)
+            qv="'$qv$rest'"
+            return 0
+            ;;
+        esac
+    done
+}
+
+# Sets $target (`[user@]host`) and $port (maybe empty) from host entry $1.
+split_entry() {
+    e=${1%%/*}
+    case "$e" in
+    \[*\]:*) target=${e%:*} port=${e##*:} ;;
+    \[*) target=$e port= ;;
+    *:*) target=${e%%:*} port=${e#*:} ;;
+    *) target=$e port= ;;
+    esac
 }
 
 # Host entry parts: `[user@]host[:port][/slots]`.
@@ -145,13 +176,13 @@ hosts() {
 # $1 with arguments $3...
 remote_call() {
     host=$1
-    script=$2
+    quote_into "$2"
     shift 2
-    port=$(entry_port "$host")
-    target=$(entry_target "$host")
-    line="sh -c $(q "$script") sh"
+    split_entry "$host"
+    line="sh -c $qv sh"
     for a; do
-        line="$line $(q "$a")"
+        quote_into "$a"
+        line="$line $qv"
     done
 }
 
@@ -240,15 +271,15 @@ tree_hash() {
     ) | sum256
 }
 
-# Sends the image to host $1: $2 image id, $3 context dir, $4 list file, $5 copy-dirs
-# scratch dir. Progress and errors on stderr.
+# Sends the image to host $1: $2 image id, $3 context dir, $4 list file; writes the
+# host's directory (where the image is) into file $5. Progress and errors on stderr.
 sync_host() {
     host=$1
     image=$2
     src=$3
     list=$4
-    port=$(entry_port "$host")
-    target=$(entry_target "$host")
+    base_file=$5
+    split_entry "$host"
     # shellcheck disable=SC2016 # expanded on the host
     probe="$(base_snippet)"'
         command -v rsync >/dev/null 2>&1 || { echo "no rsync on this host" >&2; exit 4; }
@@ -257,11 +288,12 @@ sync_host() {
         if [ -d "$base/latest" ]; then echo "send $base latest"; else echo "send $base"; fi'
     answer=$(remote "$host" "$probe" "$image" "$$") || return $?
     set -- $answer
+    rbase=$2
+    printf '%s\n' "$rbase" >"$base_file"
     if [ "$1" = have ]; then
         echo "$host: image $image is there already" >&2
         return 0
     fi
-    rbase=$2
     tmp="$rbase/image-$image.tmp-$$"
     copy_dest=
     [ "${3:-}" != latest ] || copy_dest="--copy-dest=$rbase/latest/"
@@ -344,45 +376,77 @@ cmd_prepare() {
         echo "init ${OFFLOAD_SANDBOX_INIT_CMD:-}"
     } >"$scratch/manifest"
     image=$(sum256 <"$scratch/manifest" | cut -c1-32)
+    # Every host took this image in an earlier prepare: nothing to ask them. A host
+    # that lost it since (or went down) makes exec say the sandbox is lost and forget
+    # the record, so the next prepare asks again.
+    record=$(image_record "$image")
+    if [ -f "$record" ] && [ "$(wc -l <"$record")" -eq "$(printf '%s\n' "$all" | wc -l)" ]; then
+        echo "image $image is there already on every host (they took it in an earlier run)" >&2
+        printf '%s\n' "$image"
+        return 0
+    fi
     echo "image $image: sending it to every host that lacks it" >&2
     n=0
     for host in $all; do
         n=$((n + 1))
         (
             code=0
-            sync_host "$host" "$image" "$src" "$scratch/list" 2>"$scratch/err-$n" || code=$?
+            sync_host "$host" "$image" "$src" "$scratch/list" "$scratch/base-$n" 2>"$scratch/err-$n" || code=$?
             echo "$code" >"$scratch/code-$n"
         ) &
     done
     wait
     n=0
     ok=0
+    : >"$scratch/hosts"
     for host in $all; do
         n=$((n + 1))
         code=$(cat "$scratch/code-$n" 2>/dev/null || echo 1)
         if [ "$code" = 0 ]; then
             ok=$((ok + 1))
             cat "$scratch/err-$n" >&2
+            printf '%s %s\n' "$host" "$(cat "$scratch/base-$n")" >>"$scratch/hosts"
         else
             warn "$(explain "$host" "$code" "$scratch/err-$n"); going on without it"
         fi
     done
     [ "$ok" -gt 0 ] || die "no host could take the image $image (see the messages above)"
+    # What create needs, so that it asks no host: which hosts hold the image, and where.
+    if mkdir -p "$state/images" 2>/dev/null && cp "$scratch/hosts" "$record.$$" 2>/dev/null; then
+        mv -f "$record.$$" "$record"
+    else
+        rm -f "$record.$$"
+        warn "cannot write \`$record\` (hint: set OFFLOAD_SSH_STATE_DIR to a writable directory); create will ask the hosts"
+    fi
     printf '%s\n' "$image"
+}
+
+# The local record of which hosts of the host list took image $1 in the last prepare,
+# and their directories: lines `ENTRY DIR`. Named by the image and by what picks the
+# hosts and their directories, so runs with other hosts keep records of their own.
+image_record() {
+    printf '%s/images/%s-%s\n' "$state" "$1" "$(printf '%s\n' "$hosts_list" "${OFFLOAD_SSH_OPTIONS:-}" "${OFFLOAD_SSH_REMOTE_DIR:-}" | cksum | cut -d' ' -f1)"
 }
 
 # The pid of the Offload process this command runs under (the nearest ancestor called
 # `offload`), for telling stale slot claims apart; empty when unknown.
+# Sets $owner; reads /proc with the shell's own `read`, as a subshell per ancestor would
+# cost more than the rest of create.
 owner_pid() {
+    owner=
     [ -r /proc/$$/stat ] || return 0
     pid=$$
     while [ "$pid" -gt 1 ]; do
-        comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 0
+        IFS= read -r comm <"/proc/$pid/comm" 2>/dev/null || return 0
         if [ "$comm" = offload ]; then
-            echo "$pid"
+            owner=$pid
             return 0
         fi
-        pid=$(sed 's/.*) [A-Za-z] \([0-9]*\).*/\1/' "/proc/$pid/stat" 2>/dev/null) || return 0
+        IFS= read -r stat <"/proc/$pid/stat" 2>/dev/null || return 0
+        # `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        # shellcheck disable=SC2086 # split into fields on purpose
+        set -- ${stat##*) }
+        pid=${2:-1}
     done
 }
 
@@ -421,8 +485,14 @@ cmd_create() {
     done
     [ -n "$image" ] || usage
     case "$image" in *[!0-9a-f]*) die "invalid image id \`$image\` (hint: ids are printed by \`$prog prepare\`)" ;; esac
+    owner_pid
+    record=$(image_record "$image")
+    if [ -f "$record" ]; then
+        create_recorded "$image" "$record"
+        die "no free slot on a host that holds image $image (hosts: $(echo $hosts_list); hint: lower max_parallel to the sum of the slots, or add hosts)"
+    fi
+    # No record (an image prepared elsewhere): ask the hosts.
     all=$(hosts)
-    owner=$(owner_pid)
     mkdir -p "$state/slots" || die "cannot create the slot directory \`$state\` (hint: set OFFLOAD_SSH_STATE_DIR to a writable directory)"
     max=0
     for host in $all; do
@@ -471,6 +541,37 @@ cmd_create() {
     die "no free slot on a working host (hosts: $(echo $all); hint: lower max_parallel to the sum of the slots, or add hosts)"
 }
 
+# Creates a sandbox on a host that the last prepare of image $1 recorded in file $2 (see
+# image_record), asking no host: it claims a slot and names a directory there, which
+# the first exec makes from the image (so that creating costs no connection). Returns
+# only when every slot is taken.
+create_recorded() {
+    max=0
+    while read -r host rbase; do
+        s=${host#*/}
+        [ "$s" != "$host" ] || s=1
+        [ "$s" -le "$max" ] || max=$s
+    done <"$2"
+    slot=1
+    while [ "$slot" -le "$max" ]; do
+        while read -r host rbase; do
+            s=${host#*/}
+            [ "$s" != "$host" ] || s=1
+            [ "$slot" -le "$s" ] || continue
+            claim "$host" "$slot" || continue
+            # A fresh name: mktemp -u makes it locally, mkdir on the host makes it once.
+            name=$(mktemp -u sandbox-XXXXXXXXXX) || { rm -rf "$(slot_dir "$host")/$slot"; die "cannot make a sandbox name"; }
+            dir="$rbase/$name-$1"
+            id="${host%%/*}:$dir"
+            printf '%s\n' "$id" >"$(slot_dir "$host")/$slot/sandbox"
+            echo "sandbox on $host (slot $slot): $dir" >&2
+            printf '%s\n' "$id"
+            exit 0
+        done <"$2"
+        slot=$((slot + 1))
+    done
+}
+
 # Splits sandbox id $1 into $sb_host and $sb_dir, checking its shape.
 parse_id() {
     case "$1" in
@@ -488,13 +589,38 @@ parse_id() {
 # shellcheck disable=SC2016 # expanded on the host
 check_snippet='sb=$1; [ -d "$sb" ] || { echo "no sandbox $sb" >&2; exit 7; }; [ -f "$(dirname "$sb")/.offload-ssh" ] || { echo "refusing $sb: not under an offload-ssh directory" >&2; exit 7; }; '
 
+# The remote snippet that makes sandbox $1 from image $3 (when $3 is set and the
+# sandbox does not exist yet). A sandbox that cannot be made is lost (exit 75): Offload
+# then runs its tests elsewhere.
+# shellcheck disable=SC2016 # expanded on the host
+make_snippet='if [ -n "$3" ] && [ ! -d "$1" ]; then
+        sb=$1 base=${1%/*}
+        lost() { echo "ssh_sandbox.sh: cannot make sandbox $sb on this host: $* (exit 75: the sandbox is lost, not the tests)" >&2; exit 75; }
+        [ -f "$base/.offload-ssh" ] || lost "$base is not an offload-ssh directory"
+        [ -f "$base/image-$3/.offload-image" ] || lost "image $3 is gone from $base (hint: a \`clean\` while this run was starting?)"
+        mkdir "$sb" 2>/dev/null || lost "cannot create it"
+        if ! cp -a --reflink=auto "$base/image-$3/." "$sb/" 2>/dev/null; then
+            rm -rf "$sb" && mkdir "$sb" && cp -pR "$base/image-$3/." "$sb/" || { rm -rf "$sb"; lost "cannot copy the image into it"; }
+        fi
+        rm -f "$sb/.offload-image"
+    fi
+    '
+
 cmd_exec() {
     [ $# -eq 2 ] || usage
     parse_id "$1"
     # The command runs in a session (and process group) of its own, recorded beside the
     # sandbox so that destroy kills it even when this connection is gone.
+    # A sandbox that create named without asking the host (`sandbox-XXXXXXXXXX-IMAGE`)
+    # is made from the image by its first exec, in the same connection.
+    name=${sb_dir##*/}
+    image=${name#sandbox-}
+    case "$image" in
+    *-*) image=${image##*-} ;;
+    *) image= ;;
+    esac
     # shellcheck disable=SC2016 # expanded on the host
-    script="$check_snippet"'cd "$sb" || exit 7
+    script="$make_snippet$check_snippet"'cd "$sb" || exit 7
         if command -v setsid >/dev/null 2>&1; then
             # Not the last command: a shell that execs it would make setsid fork.
             setsid sh -c '\''echo $$ >>"$1.pgids"; cd "$1" && exec sh -c "$2"'\'' sh "$sb" "$2"
@@ -506,7 +632,7 @@ cmd_exec() {
         [ "$code" != 255 ] || : >"$sb.exit255"
         exit "$code"'
     code=0
-    remote "$sb_host" "$script" "$sb_dir" "$2" || code=$?
+    remote "$sb_host" "$script" "$sb_dir" "$2" "$image" || code=$?
     if [ "$code" = 255 ]; then
         # ssh failed, or the command exited with 255: the mark tells them apart. No
         # answer means the host or the connection is gone.
@@ -515,7 +641,11 @@ cmd_exec() {
             exit 255
         fi
         warn "lost host $sb_host while it ran a command in sandbox $sb_dir (exit 75: the sandbox is lost, not the tests)"
-        exit 75
+        code=75
+    fi
+    if [ "$code" = 75 ] && [ -n "$image" ]; then
+        # The host is down or lost the image: the next prepare must ask the hosts.
+        rm -f "$state/images/$image-"*
     fi
     exit "$code"
 }
@@ -650,7 +780,7 @@ cmd_clean() {
             status=1
         }
     done
-    rm -rf "$state/slots"
+    rm -rf "$state/slots" "$state/images"
     return "$status"
 }
 
