@@ -587,7 +587,7 @@ parse_id() {
 
 # The remote snippet that checks $sb (first argument) is a sandbox directory.
 # shellcheck disable=SC2016 # expanded on the host
-check_snippet='sb=$1; [ -d "$sb" ] || { echo "no sandbox $sb" >&2; exit 7; }; [ -f "$(dirname "$sb")/.offload-ssh" ] || { echo "refusing $sb: not under an offload-ssh directory" >&2; exit 7; }; '
+check_snippet='sb=$1; [ -d "$sb" ] || { echo "no sandbox $sb" >&2; exit 7; }; [ -f "${sb%/*}/.offload-ssh" ] || { echo "refusing $sb: not under an offload-ssh directory" >&2; exit 7; }; '
 
 # The remote snippet that makes sandbox $1 from image $3 (when $3 is set and the
 # sandbox does not exist yet). A sandbox that cannot be made is lost (exit 75): Offload
@@ -661,8 +661,11 @@ cmd_download() {
         esac
         rpath=${pair%%:*}
         local_path=${pair#*:}
-        parent=$(dirname "$local_path")
-        mkdir -p "$parent" || die "cannot create \`$parent\`"
+        case "$local_path" in
+        */*) parent=${local_path%/*} ;;
+        *) parent=. ;;
+        esac
+        [ -d "${parent:-/}" ] || mkdir -p "$parent" || die "cannot create \`$parent\`"
         # One connection: a kind line (d or f), then a tar stream or the file.
         # shellcheck disable=SC2016 # expanded on the host
         script="$check_snippet"'cd "$sb" || exit 7
@@ -696,9 +699,10 @@ cmd_download() {
 # Frees the local slot that holds sandbox id $1.
 release() {
     for f in "$state"/slots/*/*/sandbox; do
-        [ -f "$f" ] || continue
-        if [ "$(cat "$f" 2>/dev/null)" = "$1" ]; then
-            rm -rf "$(dirname "$f")"
+        held=
+        IFS= read -r held <"$f" 2>/dev/null || true
+        if [ "$held" = "$1" ]; then
+            rm -rf "${f%/sandbox}"
         fi
     done
 }
