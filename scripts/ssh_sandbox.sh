@@ -357,6 +357,26 @@ cmd_prepare() {
     src=$(cd "$context" && pwd -P)
     scratch=$(mktemp -d "${TMPDIR:-/tmp}/offload-ssh-prepare-XXXXXX")
     trap 'rm -rf "$scratch"' EXIT
+    # Every host says which images it holds while the tree is hashed: the round trip
+    # costs no time of its own, and it opens the connection that a ControlMaster then
+    # keeps for the sandboxes.
+    # shellcheck disable=SC2016 # expanded on the host
+    probe="$(base_snippet)"'command -v rsync >/dev/null 2>&1 || { echo "no rsync on this host" >&2; exit 4; }
+        printf "%s\n" "$base"
+        for f in "$base"/image-*/.offload-image; do
+            [ -f "$f" ] || continue
+            f=${f%/.offload-image}
+            printf "%s\n" "${f##*/image-}"
+        done'
+    n=0
+    for host in $all; do
+        n=$((n + 1))
+        (
+            code=0
+            remote "$host" "$probe" >"$scratch/have-$n" 2>"$scratch/err-$n" || code=$?
+            echo "$code" >"$scratch/probe-$n"
+        ) &
+    done
     file_list "$src" "$scratch/list"
     {
         echo "context $(tree_hash "$src" "$scratch/list")"
@@ -376,26 +396,28 @@ cmd_prepare() {
         echo "init ${OFFLOAD_SANDBOX_INIT_CMD:-}"
     } >"$scratch/manifest"
     image=$(sum256 <"$scratch/manifest" | cut -c1-32)
-    # Every host took this image in an earlier prepare: nothing to ask them. A host
-    # that lost it since (or went down) makes exec say the sandbox is lost and forget
-    # the record, so the next prepare asks again.
-    record=$(image_record "$image")
-    if [ -f "$record" ] && [ "$(wc -l <"$record")" -eq "$(printf '%s\n' "$all" | wc -l)" ]; then
-        echo "image $image is there already on every host (they took it in an earlier run)" >&2
-        printf '%s\n' "$image"
-        return 0
-    fi
+    wait
     echo "image $image: sending it to every host that lacks it" >&2
     n=0
     for host in $all; do
         n=$((n + 1))
-        (
-            code=0
-            sync_host "$host" "$image" "$src" "$scratch/list" "$scratch/base-$n" 2>"$scratch/err-$n" || code=$?
+        code=$(cat "$scratch/probe-$n" 2>/dev/null || echo 1)
+        if [ "$code" != 0 ]; then
             echo "$code" >"$scratch/code-$n"
-        ) &
+        elif tail -n +2 "$scratch/have-$n" | grep -qx "$image"; then
+            head -n 1 "$scratch/have-$n" >"$scratch/base-$n"
+            echo "$host: image $image is there already" >"$scratch/err-$n"
+            echo 0 >"$scratch/code-$n"
+        else
+            (
+                code=0
+                sync_host "$host" "$image" "$src" "$scratch/list" "$scratch/base-$n" 2>"$scratch/err-$n" || code=$?
+                echo "$code" >"$scratch/code-$n"
+            ) &
+        fi
     done
     wait
+    record=$(image_record "$image")
     n=0
     ok=0
     : >"$scratch/hosts"
@@ -421,9 +443,10 @@ cmd_prepare() {
     printf '%s\n' "$image"
 }
 
-# The local record of which hosts of the host list took image $1 in the last prepare,
-# and their directories: lines `ENTRY DIR`. Named by the image and by what picks the
-# hosts and their directories, so runs with other hosts keep records of their own.
+# The local record of which hosts of the host list hold image $1 and where: lines
+# `ENTRY DIR`, written by every prepare after asking the hosts. Named by the image and
+# by what picks the hosts and their directories, so runs with other hosts keep records
+# of their own.
 image_record() {
     printf '%s/images/%s-%s\n' "$state" "$1" "$(printf '%s\n' "$hosts_list" "${OFFLOAD_SSH_OPTIONS:-}" "${OFFLOAD_SSH_REMOTE_DIR:-}" | cksum | cut -d' ' -f1)"
 }
@@ -641,11 +664,7 @@ cmd_exec() {
             exit 255
         fi
         warn "lost host $sb_host while it ran a command in sandbox $sb_dir (exit 75: the sandbox is lost, not the tests)"
-        code=75
-    fi
-    if [ "$code" = 75 ] && [ -n "$image" ]; then
-        # The host is down or lost the image: the next prepare must ask the hosts.
-        rm -f "$state/images/$image-"*
+        exit 75
     fi
     exit "$code"
 }
