@@ -24,16 +24,22 @@
 #               tree its tracked and untracked-but-not-ignored files) plus the copy dirs
 #               (OFFLOAD_COPY_DIRS, `LOCAL:REMOTE` a line) to every host with rsync, then
 #               runs OFFLOAD_SANDBOX_INIT_CMD there. The image is named by a hash of its
-#               content: a host that has it already is not sent anything. A host that
-#               fails is reported (with a hint) and left out; prepare fails only when
-#               every host does. Prints the image id on the last stdout line.
+#               content: a host that has it already is not sent anything (one ssh per
+#               host, while the tree is hashed, asks). A host that fails is reported
+#               (with a hint) and left out; prepare fails only when every host does.
+#               Records locally which hosts hold the image, and where. Prints the image
+#               id on the last stdout line.
 #   create IMAGE
 #               Claims a free slot (local bookkeeping, so concurrent runs on one machine
-#               share the slots), then copies the image on that host into a fresh
-#               sandbox directory (`cp --reflink=auto`). A host that cannot be reached or
-#               lacks the image is skipped for the next one. Prints the sandbox id,
-#               `HOST:/remote/dir/sandbox-XXXXXX`.
+#               share the slots) on a host that prepare recorded, and names a fresh
+#               sandbox directory there, without connecting: the first exec makes it
+#               from the image (`cp --reflink=auto`). Prints the sandbox id,
+#               `HOST:/remote/dir/sandbox-XXXXXXXXXX-IMAGE`. Without a record (an image
+#               prepared elsewhere) it copies the image on the host at once, into
+#               `sandbox-XXXXXX`, skipping hosts that cannot be reached or lack it.
 #   exec SANDBOX CMD
+#               Makes the sandbox directory first if create only named it (a sandbox
+#               that cannot be made there is lost: exit 75).
 #               Runs `sh -c CMD` in the sandbox directory, in a session of its own whose
 #               id is recorded beside the sandbox; exits with its code, or with 75 when
 #               the host or the connection to it went down meanwhile (Offload then
