@@ -24,16 +24,22 @@
 #               tree its tracked and untracked-but-not-ignored files) plus the copy dirs
 #               (OFFLOAD_COPY_DIRS, `LOCAL:REMOTE` a line) to every host with rsync, then
 #               runs OFFLOAD_SANDBOX_INIT_CMD there. The image is named by a hash of its
-#               content: a host that has it already is not sent anything. A host that
-#               fails is reported (with a hint) and left out; prepare fails only when
-#               every host does. Prints the image id on the last stdout line.
+#               content: a host that has it already is not sent anything (one ssh per
+#               host, while the tree is hashed, asks). A host that fails is reported
+#               (with a hint) and left out; prepare fails only when every host does.
+#               Records locally which hosts hold the image, and where. Prints the image
+#               id on the last stdout line.
 #   create IMAGE
 #               Claims a free slot (local bookkeeping, so concurrent runs on one machine
-#               share the slots), then copies the image on that host into a fresh
-#               sandbox directory (`cp --reflink=auto`). A host that cannot be reached or
-#               lacks the image is skipped for the next one. Prints the sandbox id,
-#               `HOST:/remote/dir/sandbox-XXXXXX`.
+#               share the slots) on a host that prepare recorded, and names a fresh
+#               sandbox directory there, without connecting: the first exec makes it
+#               from the image (`cp --reflink=auto`). Prints the sandbox id,
+#               `HOST:/remote/dir/sandbox-XXXXXXXXXX-IMAGE`. Without a record (an image
+#               prepared elsewhere) it copies the image on the host at once, into
+#               `sandbox-XXXXXX`, skipping hosts that cannot be reached or lack it.
 #   exec SANDBOX CMD
+#               Makes the sandbox directory first if create only named it (a sandbox
+#               that cannot be made there is lost: exit 75).
 #               Runs `sh -c CMD` in the sandbox directory, in a session of its own whose
 #               id is recorded beside the sandbox; exits with its code, or with 75 when
 #               the host or the connection to it went down meanwhile (Offload then
@@ -91,7 +97,38 @@ EOF
 
 # Single-quotes $1 for a POSIX shell.
 q() {
-    printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"
+    quote_into "$1"
+    printf '%s' "$qv"
+}
+
+# Sets $qv to $1 single-quoted for a POSIX shell, without a subshell: every command
+# forks several times otherwise, which adds up on a busy machine.
+quote_into() {
+    rest=$1
+    qv=
+    while :; do
+        case "$rest" in
+        *\'*)
+            qv="$qv${rest%%\'*}'\\''"
+            rest=${rest#*\'}
+            ;;
+        *)
+            qv="'$qv$rest'"
+            return 0
+            ;;
+        esac
+    done
+}
+
+# Sets $target (`[user@]host`) and $port (maybe empty) from host entry $1.
+split_entry() {
+    e=${1%%/*}
+    case "$e" in
+    \[*\]:*) target=${e%:*} port=${e##*:} ;;
+    \[*) target=$e port= ;;
+    *:*) target=${e%%:*} port=${e#*:} ;;
+    *) target=$e port= ;;
+    esac
 }
 
 # Host entry parts: `[user@]host[:port][/slots]`.
@@ -145,13 +182,13 @@ hosts() {
 # $1 with arguments $3...
 remote_call() {
     host=$1
-    script=$2
+    quote_into "$2"
     shift 2
-    port=$(entry_port "$host")
-    target=$(entry_target "$host")
-    line="sh -c $(q "$script") sh"
+    split_entry "$host"
+    line="sh -c $qv sh"
     for a; do
-        line="$line $(q "$a")"
+        quote_into "$a"
+        line="$line $qv"
     done
 }
 
@@ -240,15 +277,15 @@ tree_hash() {
     ) | sum256
 }
 
-# Sends the image to host $1: $2 image id, $3 context dir, $4 list file, $5 copy-dirs
-# scratch dir. Progress and errors on stderr.
+# Sends the image to host $1: $2 image id, $3 context dir, $4 list file; writes the
+# host's directory (where the image is) into file $5. Progress and errors on stderr.
 sync_host() {
     host=$1
     image=$2
     src=$3
     list=$4
-    port=$(entry_port "$host")
-    target=$(entry_target "$host")
+    base_file=$5
+    split_entry "$host"
     # shellcheck disable=SC2016 # expanded on the host
     probe="$(base_snippet)"'
         command -v rsync >/dev/null 2>&1 || { echo "no rsync on this host" >&2; exit 4; }
@@ -257,11 +294,12 @@ sync_host() {
         if [ -d "$base/latest" ]; then echo "send $base latest"; else echo "send $base"; fi'
     answer=$(remote "$host" "$probe" "$image" "$$") || return $?
     set -- $answer
+    rbase=$2
+    printf '%s\n' "$rbase" >"$base_file"
     if [ "$1" = have ]; then
         echo "$host: image $image is there already" >&2
         return 0
     fi
-    rbase=$2
     tmp="$rbase/image-$image.tmp-$$"
     copy_dest=
     [ "${3:-}" != latest ] || copy_dest="--copy-dest=$rbase/latest/"
@@ -325,6 +363,26 @@ cmd_prepare() {
     src=$(cd "$context" && pwd -P)
     scratch=$(mktemp -d "${TMPDIR:-/tmp}/offload-ssh-prepare-XXXXXX")
     trap 'rm -rf "$scratch"' EXIT
+    # Every host says which images it holds while the tree is hashed: the round trip
+    # costs no time of its own, and it opens the connection that a ControlMaster then
+    # keeps for the sandboxes.
+    # shellcheck disable=SC2016 # expanded on the host
+    probe="$(base_snippet)"'command -v rsync >/dev/null 2>&1 || { echo "no rsync on this host" >&2; exit 4; }
+        printf "%s\n" "$base"
+        for f in "$base"/image-*/.offload-image; do
+            [ -f "$f" ] || continue
+            f=${f%/.offload-image}
+            printf "%s\n" "${f##*/image-}"
+        done'
+    n=0
+    for host in $all; do
+        n=$((n + 1))
+        (
+            code=0
+            remote "$host" "$probe" >"$scratch/have-$n" 2>"$scratch/err-$n" || code=$?
+            echo "$code" >"$scratch/probe-$n"
+        ) &
+    done
     file_list "$src" "$scratch/list"
     {
         echo "context $(tree_hash "$src" "$scratch/list")"
@@ -344,45 +402,80 @@ cmd_prepare() {
         echo "init ${OFFLOAD_SANDBOX_INIT_CMD:-}"
     } >"$scratch/manifest"
     image=$(sum256 <"$scratch/manifest" | cut -c1-32)
+    wait
     echo "image $image: sending it to every host that lacks it" >&2
     n=0
     for host in $all; do
         n=$((n + 1))
-        (
-            code=0
-            sync_host "$host" "$image" "$src" "$scratch/list" 2>"$scratch/err-$n" || code=$?
+        code=$(cat "$scratch/probe-$n" 2>/dev/null || echo 1)
+        if [ "$code" != 0 ]; then
             echo "$code" >"$scratch/code-$n"
-        ) &
+        elif tail -n +2 "$scratch/have-$n" | grep -qx "$image"; then
+            head -n 1 "$scratch/have-$n" >"$scratch/base-$n"
+            echo "$host: image $image is there already" >"$scratch/err-$n"
+            echo 0 >"$scratch/code-$n"
+        else
+            (
+                code=0
+                sync_host "$host" "$image" "$src" "$scratch/list" "$scratch/base-$n" 2>"$scratch/err-$n" || code=$?
+                echo "$code" >"$scratch/code-$n"
+            ) &
+        fi
     done
     wait
+    record=$(image_record "$image")
     n=0
     ok=0
+    : >"$scratch/hosts"
     for host in $all; do
         n=$((n + 1))
         code=$(cat "$scratch/code-$n" 2>/dev/null || echo 1)
         if [ "$code" = 0 ]; then
             ok=$((ok + 1))
             cat "$scratch/err-$n" >&2
+            printf '%s %s\n' "$host" "$(cat "$scratch/base-$n")" >>"$scratch/hosts"
         else
             warn "$(explain "$host" "$code" "$scratch/err-$n"); going on without it"
         fi
     done
     [ "$ok" -gt 0 ] || die "no host could take the image $image (see the messages above)"
+    # What create needs, so that it asks no host: which hosts hold the image, and where.
+    if mkdir -p "$state/images" 2>/dev/null && cp "$scratch/hosts" "$record.$$" 2>/dev/null; then
+        mv -f "$record.$$" "$record"
+    else
+        rm -f "$record.$$"
+        warn "cannot write \`$record\` (hint: set OFFLOAD_SSH_STATE_DIR to a writable directory); create will ask the hosts"
+    fi
     printf '%s\n' "$image"
+}
+
+# The local record of which hosts of the host list hold image $1 and where: lines
+# `ENTRY DIR`, written by every prepare after asking the hosts. Named by the image and
+# by what picks the hosts and their directories, so runs with other hosts keep records
+# of their own.
+image_record() {
+    printf '%s/images/%s-%s\n' "$state" "$1" "$(printf '%s\n' "$hosts_list" "${OFFLOAD_SSH_OPTIONS:-}" "${OFFLOAD_SSH_REMOTE_DIR:-}" | cksum | cut -d' ' -f1)"
 }
 
 # The pid of the Offload process this command runs under (the nearest ancestor called
 # `offload`), for telling stale slot claims apart; empty when unknown.
+# Sets $owner; reads /proc with the shell's own `read`, as a subshell per ancestor would
+# cost more than the rest of create.
 owner_pid() {
+    owner=
     [ -r /proc/$$/stat ] || return 0
     pid=$$
     while [ "$pid" -gt 1 ]; do
-        comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 0
+        IFS= read -r comm <"/proc/$pid/comm" 2>/dev/null || return 0
         if [ "$comm" = offload ]; then
-            echo "$pid"
+            owner=$pid
             return 0
         fi
-        pid=$(sed 's/.*) [A-Za-z] \([0-9]*\).*/\1/' "/proc/$pid/stat" 2>/dev/null) || return 0
+        IFS= read -r stat <"/proc/$pid/stat" 2>/dev/null || return 0
+        # `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        # shellcheck disable=SC2086 # split into fields on purpose
+        set -- ${stat##*) }
+        pid=${2:-1}
     done
 }
 
@@ -421,8 +514,14 @@ cmd_create() {
     done
     [ -n "$image" ] || usage
     case "$image" in *[!0-9a-f]*) die "invalid image id \`$image\` (hint: ids are printed by \`$prog prepare\`)" ;; esac
+    owner_pid
+    record=$(image_record "$image")
+    if [ -f "$record" ]; then
+        create_recorded "$image" "$record"
+        die "no free slot on a host that holds image $image (hosts: $(echo $hosts_list); hint: lower max_parallel to the sum of the slots, or add hosts)"
+    fi
+    # No record (an image prepared elsewhere): ask the hosts.
     all=$(hosts)
-    owner=$(owner_pid)
     mkdir -p "$state/slots" || die "cannot create the slot directory \`$state\` (hint: set OFFLOAD_SSH_STATE_DIR to a writable directory)"
     max=0
     for host in $all; do
@@ -471,6 +570,37 @@ cmd_create() {
     die "no free slot on a working host (hosts: $(echo $all); hint: lower max_parallel to the sum of the slots, or add hosts)"
 }
 
+# Creates a sandbox on a host that the last prepare of image $1 recorded in file $2 (see
+# image_record), asking no host: it claims a slot and names a directory there, which
+# the first exec makes from the image (so that creating costs no connection). Returns
+# only when every slot is taken.
+create_recorded() {
+    max=0
+    while read -r host rbase; do
+        s=${host#*/}
+        [ "$s" != "$host" ] || s=1
+        [ "$s" -le "$max" ] || max=$s
+    done <"$2"
+    slot=1
+    while [ "$slot" -le "$max" ]; do
+        while read -r host rbase; do
+            s=${host#*/}
+            [ "$s" != "$host" ] || s=1
+            [ "$slot" -le "$s" ] || continue
+            claim "$host" "$slot" || continue
+            # A fresh name: mktemp -u makes it locally, mkdir on the host makes it once.
+            name=$(mktemp -u sandbox-XXXXXXXXXX) || { rm -rf "$(slot_dir "$host")/$slot"; die "cannot make a sandbox name"; }
+            dir="$rbase/$name-$1"
+            id="${host%%/*}:$dir"
+            printf '%s\n' "$id" >"$(slot_dir "$host")/$slot/sandbox"
+            echo "sandbox on $host (slot $slot): $dir" >&2
+            printf '%s\n' "$id"
+            exit 0
+        done <"$2"
+        slot=$((slot + 1))
+    done
+}
+
 # Splits sandbox id $1 into $sb_host and $sb_dir, checking its shape.
 parse_id() {
     case "$1" in
@@ -486,15 +616,40 @@ parse_id() {
 
 # The remote snippet that checks $sb (first argument) is a sandbox directory.
 # shellcheck disable=SC2016 # expanded on the host
-check_snippet='sb=$1; [ -d "$sb" ] || { echo "no sandbox $sb" >&2; exit 7; }; [ -f "$(dirname "$sb")/.offload-ssh" ] || { echo "refusing $sb: not under an offload-ssh directory" >&2; exit 7; }; '
+check_snippet='sb=$1; [ -d "$sb" ] || { echo "no sandbox $sb" >&2; exit 7; }; [ -f "${sb%/*}/.offload-ssh" ] || { echo "refusing $sb: not under an offload-ssh directory" >&2; exit 7; }; '
+
+# The remote snippet that makes sandbox $1 from image $3 (when $3 is set and the
+# sandbox does not exist yet). A sandbox that cannot be made is lost (exit 75): Offload
+# then runs its tests elsewhere.
+# shellcheck disable=SC2016 # expanded on the host
+make_snippet='if [ -n "$3" ] && [ ! -d "$1" ]; then
+        sb=$1 base=${1%/*}
+        lost() { echo "ssh_sandbox.sh: cannot make sandbox $sb on this host: $* (exit 75: the sandbox is lost, not the tests)" >&2; exit 75; }
+        [ -f "$base/.offload-ssh" ] || lost "$base is not an offload-ssh directory"
+        [ -f "$base/image-$3/.offload-image" ] || lost "image $3 is gone from $base (hint: a \`clean\` while this run was starting?)"
+        mkdir "$sb" 2>/dev/null || lost "cannot create it"
+        if ! cp -a --reflink=auto "$base/image-$3/." "$sb/" 2>/dev/null; then
+            rm -rf "$sb" && mkdir "$sb" && cp -pR "$base/image-$3/." "$sb/" || { rm -rf "$sb"; lost "cannot copy the image into it"; }
+        fi
+        rm -f "$sb/.offload-image"
+    fi
+    '
 
 cmd_exec() {
     [ $# -eq 2 ] || usage
     parse_id "$1"
     # The command runs in a session (and process group) of its own, recorded beside the
     # sandbox so that destroy kills it even when this connection is gone.
+    # A sandbox that create named without asking the host (`sandbox-XXXXXXXXXX-IMAGE`)
+    # is made from the image by its first exec, in the same connection.
+    name=${sb_dir##*/}
+    image=${name#sandbox-}
+    case "$image" in
+    *-*) image=${image##*-} ;;
+    *) image= ;;
+    esac
     # shellcheck disable=SC2016 # expanded on the host
-    script="$check_snippet"'cd "$sb" || exit 7
+    script="$make_snippet$check_snippet"'cd "$sb" || exit 7
         if command -v setsid >/dev/null 2>&1; then
             # Not the last command: a shell that execs it would make setsid fork.
             setsid sh -c '\''echo $$ >>"$1.pgids"; cd "$1" && exec sh -c "$2"'\'' sh "$sb" "$2"
@@ -506,7 +661,7 @@ cmd_exec() {
         [ "$code" != 255 ] || : >"$sb.exit255"
         exit "$code"'
     code=0
-    remote "$sb_host" "$script" "$sb_dir" "$2" || code=$?
+    remote "$sb_host" "$script" "$sb_dir" "$2" "$image" || code=$?
     if [ "$code" = 255 ]; then
         # ssh failed, or the command exited with 255: the mark tells them apart. No
         # answer means the host or the connection is gone.
@@ -531,8 +686,11 @@ cmd_download() {
         esac
         rpath=${pair%%:*}
         local_path=${pair#*:}
-        parent=$(dirname "$local_path")
-        mkdir -p "$parent" || die "cannot create \`$parent\`"
+        case "$local_path" in
+        */*) parent=${local_path%/*} ;;
+        *) parent=. ;;
+        esac
+        [ -d "${parent:-/}" ] || mkdir -p "$parent" || die "cannot create \`$parent\`"
         # One connection: a kind line (d or f), then a tar stream or the file.
         # shellcheck disable=SC2016 # expanded on the host
         script="$check_snippet"'cd "$sb" || exit 7
@@ -566,9 +724,10 @@ cmd_download() {
 # Frees the local slot that holds sandbox id $1.
 release() {
     for f in "$state"/slots/*/*/sandbox; do
-        [ -f "$f" ] || continue
-        if [ "$(cat "$f" 2>/dev/null)" = "$1" ]; then
-            rm -rf "$(dirname "$f")"
+        held=
+        IFS= read -r held <"$f" 2>/dev/null || true
+        if [ "$held" = "$1" ]; then
+            rm -rf "${f%/sandbox}"
         fi
     done
 }
@@ -650,7 +809,7 @@ cmd_clean() {
             status=1
         }
     done
-    rm -rf "$state/slots"
+    rm -rf "$state/slots" "$state/images"
     return "$status"
 }
 

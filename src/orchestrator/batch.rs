@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::framework::live::{self, LiveEvent};
 use crate::framework::{BatchPaths, Framework, ResultSource};
 use crate::process::{CommandSpec, ExitOutcome, Stream};
-use crate::provider::{OutputLine, Sandbox, SandboxLost};
+use crate::provider::{InputFilesNotWritten, OutputLine, Sandbox, SandboxLost};
 use crate::report::junit::{self, CaseOutcome, Detail, TestCase};
 use crate::report::verdict::Attempt;
 
@@ -220,8 +220,10 @@ fn could_not_run(
     running_log: &Path,
     mut live: Live,
 ) -> BatchReport {
-    let sandbox_failed =
-        is_sandbox_lost(err) || !(err.is::<PrepareError>() || crate::process::is_spawn_error(err));
+    let sandbox_failed = is_sandbox_lost(err)
+        || !(err.is::<PrepareError>()
+            || err.is::<InputFilesNotWritten>()
+            || crate::process::is_spawn_error(err));
     let reason = if is_sandbox_lost(err) {
         format!("{err:#}")
     } else if sandbox_failed {

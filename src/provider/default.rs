@@ -12,8 +12,10 @@
 //! 3. [`DefaultSandbox::exec`] runs `exec_command` (`{sandbox_id}`, `{command}`), where
 //!    `{command}` is one shell word holding `cd <root> && K=v... exec <program> <args>`.
 //!    Its exit code is the test command's. A batch's input files
-//!    ([`DefaultSandbox::write_files`]) travel the same way first, as `printf` commands
-//!    in bounded pieces, so no command line grows with the batch.
+//!    ([`DefaultSandbox::write_files`]) travel the same way, as `printf` commands in
+//!    bounded pieces, so no command line grows with the batch: the last piece in the
+//!    batch's own `{command}`, before its command (one connection to a remote sandbox
+//!    per batch), earlier pieces of large files in execs of their own.
 //! 4. [`DefaultSandbox::download`] runs `download_command` (`{sandbox_id}`, `{paths}`).
 //!    Retried.
 //! 5. [`DefaultSandbox::destroy`] runs `destroy_command` (`{sandbox_id}`).
@@ -41,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use super::running::SandboxCommands;
 use super::{
     OutputLine, Provider, ProviderInfo, ProviderSection, SANDBOX_LOST_EXIT_CODE, Sandbox,
-    SandboxLost, Setup,
+    InputFilesNotWritten, SandboxLost, Setup,
 };
 use crate::config::{Described, check_copy_dirs, check_cpu_cores, check_timeout, shown};
 use crate::framework::InputFile;
@@ -742,6 +744,7 @@ impl DefaultProvider {
             commands: SandboxCommands::default(),
             destroy_started: AtomicBool::new(false),
             written: Mutex::default(),
+            pending: Mutex::default(),
         }))
     }
 
@@ -815,6 +818,30 @@ struct DefaultSandbox {
     /// Files [`Sandbox::write_files`] already wrote, by path and content hash, so the
     /// same support file is sent once per sandbox.
     written: Mutex<FxHashSet<(String, u64)>>,
+    /// The last piece of the input files [`Sandbox::write_files`] was given, which the
+    /// next exec writes before its command starts: a remote sandbox is then reached
+    /// once per batch, not twice.
+    pending: Mutex<Option<PendingWrite>>,
+}
+
+/// Input files that the next exec of a sandbox writes first.
+#[derive(Debug)]
+struct PendingWrite {
+    /// A [`write_scripts`] script.
+    script: String,
+    /// The files it completes, for [`DefaultSandbox::written`] once it worked.
+    files: Vec<(String, u64)>,
+}
+
+/// The stderr line of an exec whose input files could not be written (its command did
+/// not start then).
+const WRITE_FAILED: &str = "offload: cannot write the input files of the batch; the command did not start";
+
+/// A file's key in [`DefaultSandbox::written`].
+fn fingerprint(file: &InputFile) -> (String, u64) {
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&file.contents, &mut hasher);
+    (file.path.clone(), std::hash::Hasher::finish(&hasher))
 }
 
 impl DefaultSandbox {
@@ -822,6 +849,11 @@ impl DefaultSandbox {
     /// command's directory, relative to the root) with the provider env,
     /// `OFFLOAD_ROOT` and the command's own env, in that order.
     fn command_word(&self, command: &CommandSpec) -> String {
+        quote(&self.command_line(command)).into_owned()
+    }
+
+    /// [`Self::command_word`] before its quoting.
+    fn command_line(&self, command: &CommandSpec) -> String {
         let root = &self.settings.project_root;
         let full = CommandSpec {
             program: command.program.clone(),
@@ -841,17 +873,112 @@ impl DefaultSandbox {
                 .cloned()
                 .collect(),
         };
-        quote(&full.to_shell_string()).into_owned()
+        full.to_shell_string()
+    }
+
+    /// The `{command}` word that first runs `script` (a [`write_scripts`] script) in
+    /// the project root, then `command` as [`Self::command_word`] does, unless the
+    /// script failed: then it says [`WRITE_FAILED`] on stderr and exits with 1.
+    fn command_word_after(&self, script: &str, command: &CommandSpec) -> String {
+        let write = CommandSpec::shell(script)
+            .cwd(&self.settings.project_root)
+            .to_shell_string();
+        let line = format!(
+            "({write}) || {{ echo {} >&2; exit 1; }}; {}",
+            quote(WRITE_FAILED),
+            self.command_line(command)
+        );
+        quote(&line).into_owned()
     }
 
     /// The exec command line for `command`.
-    fn exec_line(&self, command: &CommandSpec) -> String {
-        let word = self.command_word(command);
+    fn exec_line(&self, word: &str) -> String {
         self.settings.fill(
             &self.settings.exec,
             self.image.as_deref(),
-            &[("sandbox_id", &self.quoted_id), ("command", &word)],
+            &[("sandbox_id", &self.quoted_id), ("command", word)],
         )
+    }
+
+    /// Runs the exec command line `line` for `command`; a sandbox that says it was
+    /// lost is an error.
+    async fn run_exec(
+        &self,
+        line: &str,
+        command: &CommandSpec,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        output: &UnboundedSender<OutputLine>,
+    ) -> Result<ExitOutcome> {
+        let spec = CommandSpec::shell(line).cwd(&self.settings.working_dir);
+        let outcome = self
+            .commands
+            .run(&self.id, command, &spec, timeout, cancel, output)
+            .await?;
+        if outcome == ExitOutcome::Exited(SANDBOX_LOST_EXIT_CODE) {
+            return Err(SandboxLost(format!(
+                "sandbox `{}` was lost: `exec_command` exited with {SANDBOX_LOST_EXIT_CODE}, which says the sandbox itself failed (its host or the connection to it went down), not the tests",
+                self.id
+            ))
+            .into());
+        }
+        Ok(outcome)
+    }
+
+    /// Runs `command` after writing `pending`, in one exec: fails when the writing did
+    /// (the command did not start then), and records the files as written otherwise.
+    async fn exec_after_write(
+        &self,
+        pending: PendingWrite,
+        command: &CommandSpec,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        output: &UnboundedSender<OutputLine>,
+    ) -> Result<ExitOutcome> {
+        let line = self.exec_line(&self.command_word_after(&pending.script, command));
+        // The output goes on as it comes; the stderr before the marker is kept for the
+        // message.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<OutputLine>();
+        let run = async move {
+            let outcome = self.run_exec(&line, command, timeout, cancel, &tx).await;
+            drop(tx);
+            outcome
+        };
+        let forward = async {
+            let mut stderr = String::new();
+            let mut failed = false;
+            while let Some(line) = rx.recv().await {
+                if line.stream == Stream::Stderr && !failed {
+                    if line.text.trim_end() == WRITE_FAILED {
+                        failed = true;
+                        continue;
+                    }
+                    // Only the writing's own errors matter, and they come first.
+                    if stderr.len() < 4096 {
+                        stderr.push_str(&line.text);
+                        stderr.push('\n');
+                    }
+                }
+                // A receiver that is gone wants no more output.
+                let _ = output.send(line);
+            }
+            (failed, stderr)
+        };
+        let (outcome, (failed, stderr)) = tokio::join!(run, forward);
+        let outcome = outcome?;
+        if failed {
+            return Err(InputFilesNotWritten(format!(
+                "cannot write the batch's input files into sandbox `{}` through `exec_command` ({outcome}){}",
+                self.id,
+                stderr_suffix(&stderr)
+            ))
+            .into());
+        }
+        if matches!(outcome, ExitOutcome::Exited(_)) {
+            let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            written.extend(pending.files);
+        }
+        Ok(outcome)
     }
 }
 
@@ -876,20 +1003,21 @@ impl Sandbox for DefaultSandbox {
         cancel: &CancellationToken,
         output: &UnboundedSender<OutputLine>,
     ) -> Result<ExitOutcome> {
-        let line = self.exec_line(command);
-        let spec = CommandSpec::shell(&line).cwd(&self.settings.working_dir);
-        let outcome = self
-            .commands
-            .run(&self.id, command, &spec, timeout, cancel, output)
-            .await?;
-        if outcome == ExitOutcome::Exited(SANDBOX_LOST_EXIT_CODE) {
-            return Err(SandboxLost(format!(
-                "sandbox `{}` was lost: `exec_command` exited with {SANDBOX_LOST_EXIT_CODE}, which says the sandbox itself failed (its host or the connection to it went down), not the tests",
-                self.id
-            ))
-            .into());
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match pending {
+            Some(pending) => {
+                self.exec_after_write(pending, command, timeout, cancel, output)
+                    .await
+            }
+            None => {
+                let line = self.exec_line(&self.command_word(command));
+                self.run_exec(&line, command, timeout, cancel, output).await
+            }
         }
-        Ok(outcome)
     }
 
     async fn download(&self, remote: &str, local: &Path) -> Result<()> {
@@ -940,13 +1068,10 @@ impl Sandbox for DefaultSandbox {
 
     /// Writes the files through `exec_command`, as `printf` commands run in the
     /// project root, cut so that no command line holds more than [`WRITE_CHUNK`] of
-    /// them (several execs for large files).
+    /// them: the last piece goes with the next exec (the batch's command), which
+    /// writes it before its command starts; earlier pieces (large files) take an exec
+    /// each, now.
     async fn write_files(&self, files: &[InputFile], cancel: &CancellationToken) -> Result<()> {
-        let fingerprint = |file: &InputFile| {
-            let mut hasher = std::hash::DefaultHasher::new();
-            std::hash::Hash::hash(&file.contents, &mut hasher);
-            (file.path.clone(), std::hash::Hasher::finish(&hasher))
-        };
         let new: Vec<&InputFile> = {
             let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
             files
@@ -954,11 +1079,16 @@ impl Sandbox for DefaultSandbox {
                 .filter(|f| !written.contains(&fingerprint(f)))
                 .collect()
         };
-        for script in write_scripts(&new, WRITE_CHUNK) {
+        let mut scripts = write_scripts(&new, WRITE_CHUNK);
+        let Some(last) = scripts.pop() else {
+            return Ok(());
+        };
+        for script in scripts {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             let command = CommandSpec::shell(&script);
+            let line = self.exec_line(&self.command_word(&command));
             let outcome = self
-                .exec(&command, self.settings.timeout, cancel, &tx)
+                .run_exec(&line, &command, self.settings.timeout, cancel, &tx)
                 .await?;
             drop(tx);
             if outcome != ExitOutcome::Exited(0) {
@@ -976,8 +1106,10 @@ impl Sandbox for DefaultSandbox {
                 );
             }
         }
-        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        written.extend(new.into_iter().map(fingerprint));
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(PendingWrite {
+            script: last,
+            files: new.into_iter().map(fingerprint).collect(),
+        });
         Ok(())
     }
 
@@ -1086,6 +1218,7 @@ mod tests {
             commands: SandboxCommands::default(),
             destroy_started: AtomicBool::new(false),
             written: Mutex::default(),
+            pending: Mutex::default(),
         }
     }
 
@@ -1104,7 +1237,10 @@ mod tests {
         let word = sb.command_word(&spec);
         let inner = "cd '/app root' && FOO='bar baz' Q='it'\\''s' OFFLOAD_ROOT='/app root' X=1 exec pytest -k 'a b'";
         assert_eq!(shell_words::split(&word).unwrap(), [inner]);
-        assert_eq!(sb.exec_line(&spec), format!("run 'sb 1' {word} 2"));
+        assert_eq!(
+            sb.exec_line(&sb.command_word(&spec)),
+            format!("run 'sb 1' {word} 2")
+        );
 
         let in_sub = sb.command_word(&CommandSpec::new("ls").cwd("sub"));
         assert!(
@@ -1395,6 +1531,74 @@ mod tests {
         // Killed at the timeout, not left to sleep its 300 s (generous for a loaded
         // machine).
         assert!(started.elapsed() < Duration::from_secs(30));
+    }
+
+    /// Output lines of `stream` sent so far.
+    fn lines_of(rx: &mut mpsc::UnboundedReceiver<OutputLine>, stream: Stream) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = rx.try_recv() {
+            if line.stream == stream {
+                lines.push(line.text);
+            }
+        }
+        lines
+    }
+
+    #[tokio::test]
+    async fn input_files_are_written_by_the_batch_exec_before_its_command_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let execs = dir.path().join("execs");
+        let exec = format!(
+            "echo x >> {} && sh -c {{command}}",
+            quote(&execs.to_string_lossy())
+        );
+        let cfg = config("echo sb-x", &exec, "true");
+        let provider =
+            DefaultProvider::new(&cfg, None, &dir.path().to_string_lossy(), dir.path()).unwrap();
+        let sb = provider.create_sandbox(0).await.unwrap();
+        let cancel = CancellationToken::new();
+        let count = || std::fs::read_to_string(&execs).map_or(0, |s| s.lines().count());
+        let files = [InputFile {
+            path: "sub/ids".to_owned(),
+            contents: "a\nb 'c'\n".to_owned(),
+        }];
+        let cat = CommandSpec::new("cat").arg("sub/ids");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        sb.write_files(&files, &cancel).await.unwrap();
+        assert_eq!(count(), 0, "the files wait for the batch's exec");
+        let outcome = sb.exec(&cat, Duration::from_secs(60), &cancel, &tx).await;
+        assert_eq!(outcome.unwrap(), ExitOutcome::Exited(0));
+        assert_eq!(lines_of(&mut rx, Stream::Stdout), ["a", "b 'c'"]);
+        assert_eq!(count(), 1, "one exec wrote the files and ran the command");
+
+        // Written already: the next batch's exec runs its command alone.
+        sb.write_files(&files, &cancel).await.unwrap();
+        let outcome = sb.exec(&cat, Duration::from_secs(60), &cancel, &tx).await;
+        assert_eq!(outcome.unwrap(), ExitOutcome::Exited(0));
+        assert_eq!(lines_of(&mut rx, Stream::Stdout), ["a", "b 'c'"]);
+        assert_eq!(count(), 2);
+
+        // A file that cannot be written: the command does not start, and the error
+        // says why.
+        std::fs::write(dir.path().join("blocked"), "").unwrap();
+        let bad = [InputFile {
+            path: "blocked/ids".to_owned(),
+            contents: "x".to_owned(),
+        }];
+        sb.write_files(&bad, &cancel).await.unwrap();
+        let ran = CommandSpec::new("echo").arg("ran");
+        let err = sb
+            .exec(&ran, Duration::from_secs(60), &cancel, &tx)
+            .await
+            .unwrap_err();
+        assert!(err.is::<InputFilesNotWritten>(), "{err:#}");
+        let err = format!("{err:#}");
+        assert!(err.contains("cannot write the batch's input files"), "{err}");
+        assert!(err.contains("blocked"), "{err}");
+        assert_eq!(lines_of(&mut rx, Stream::Stdout), Vec::<String>::new());
+        // The failed files are not taken as written: they go with the next exec again.
+        sb.write_files(&bad, &cancel).await.unwrap();
+        assert!(sb.exec(&ran, Duration::from_secs(60), &cancel, &tx).await.is_err());
     }
 
     #[tokio::test]

@@ -35,7 +35,9 @@ mod select;
 
 pub(crate) use default::DefaultProviderConfig;
 pub(crate) use local::LocalProviderConfig;
-pub(crate) use sandbox::{OutputLine, Provider, SANDBOX_LOST_EXIT_CODE, Sandbox, SandboxLost};
+pub(crate) use sandbox::{
+    InputFilesNotWritten, OutputLine, Provider, SANDBOX_LOST_EXIT_CODE, Sandbox, SandboxLost,
+};
 pub(crate) use select::{Setup, from_config, local_settings};
 
 /// What a provider's `[provider]` section decides for itself.

@@ -33,6 +33,13 @@ pub(crate) const SANDBOX_LOST_EXIT_CODE: i32 = 75;
 #[error("{0}")]
 pub(crate) struct SandboxLost(pub(crate) String);
 
+/// An exec whose command did not start because the input files it was to write first
+/// (see [`Sandbox::write_files`]) could not be written: like a failed `write_files`, the
+/// batch's problem, not the sandbox's.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct InputFilesNotWritten(pub(crate) String);
+
 /// Creates sandboxes.
 #[async_trait]
 pub(crate) trait Provider: Send + Sync {
@@ -78,7 +85,9 @@ pub(crate) trait Sandbox: Send + Sync {
 
     /// Writes `files` into the sandbox (creating their parent directories), before a
     /// command that reads them runs. However large they are, no command line holds more
-    /// than a bounded part of them. A failure is the batch's, not the sandbox's.
+    /// than a bounded part of them. A failure is the batch's, not the sandbox's. A
+    /// sandbox may leave (part of) them to the next [`Sandbox::exec`], which then fails
+    /// with [`InputFilesNotWritten`] when it cannot write them.
     async fn write_files(&self, files: &[InputFile], cancel: &CancellationToken) -> Result<()>;
 
     /// Copies the file at `remote` (a path inside the sandbox) to `local`.
