@@ -57,11 +57,10 @@ import time
 START_VARIABLE = "OFFLOAD_RESIDENT_START"
 OWNER_VARIABLE = "OFFLOAD_OWNER_PID"
 WARMUP_VARIABLE = "OFFLOAD_RESIDENT_WARMUP"
-SUITE_VARIABLE = "OFFLOAD_RESIDENT_SUITE"
 PLUGIN = "offload_pytest_plugin"
 EVENT_MARKER = "##offload-event## "
 IDLE_SECONDS = 600
-POLL_SECONDS = 0.25
+POLL_SECONDS = 0.1
 
 
 # --- shared -------------------------------------------------------------------------
@@ -169,7 +168,7 @@ def client(argv):
         fall_back("this platform has no fork() or Unix sockets")
     sock = _connect(directory, paths["socket"])
     if sock is None:
-        sock = _start_worker(directory, key, paths, prefix, plain, fall_back)
+        sock = _start_worker(directory, key, paths, prefix, fall_back)
     code = _run_batch(sock, args)
     if code is None:
         # The worker went away before it took the batch (it was ending): run it plainly.
@@ -187,19 +186,14 @@ def _exec(argv):
         sys.exit(127)
 
 
-def _start_worker(directory, key, paths, prefix, prefix_and_args, fall_back):
-    """Starts the worker (unless a concurrent batch did meanwhile); its connection. A
-    batch that finds another one starting it runs plainly (`prefix_and_args`)."""
+def _start_worker(directory, key, paths, prefix, fall_back):
+    """Starts the worker (unless a concurrent batch did meanwhile); its connection."""
     import fcntl
 
     lock = os.open(paths["lock"], os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        # Another batch is starting the worker: rather than wait for its collection,
-        # this one runs plainly, at once, beside it.
-        os.close(lock)
-        _exec(prefix_and_args)
+    # A batch that finds another one starting the worker waits for it: one start-up
+    # on the machine, not one per batch.
+    fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         sock = _connect(directory, paths["socket"])
         if sock is not None:
@@ -355,8 +349,7 @@ def serve():
     if hasattr(gc, "freeze"):
         gc.freeze()
     try:
-        rest = json.loads(os.environ.get(SUITE_VARIABLE, "null"))
-        Worker(directory, paths, _armed["own_args"], base_env, _armed["worker_env"], rest).run()
+        Worker(directory, paths, _armed["own_args"], base_env, _armed["worker_env"]).run()
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -364,14 +357,12 @@ def serve():
 
 
 class Worker:
-    def __init__(self, directory, paths, own_args, base_env, worker_env, rest):
+    def __init__(self, directory, paths, own_args, base_env, worker_env):
         self.directory = directory
         self.paths = paths
         self.own_args = own_args
         self.base_env = base_env
         self.worker_env = worker_env
-        # The collection of the whole suite, done once the first batch is on its way.
-        self.rest = rest
         self.socket_path = os.path.join(directory, paths["socket"])
         self.children = {}  # pid -> connection
         self.waiting = {}  # connection -> pid
@@ -415,8 +406,6 @@ class Worker:
                             pass
                     elif conn is listener:
                         self._accept()
-                        if self.rest and self.children and not self._collect_rest():
-                            return
                     else:
                         self._client_left(conn)
                 self._reap()
@@ -426,33 +415,6 @@ class Worker:
                     break
         finally:
             self._shut_down()
-
-    def _collect_rest(self):
-        """Collects the whole suite (the first batch's files were collected to start
-        with), so that later batches find their modules imported; False when that left
-        threads running, and the worker must not fork any more."""
-        import gc
-        import threading
-
-        import pytest
-
-        args, self.rest = self.rest, None
-        before = set(threading.enumerate())
-        pytest.main(self.own_args + ["-p", PLUGIN] + list(args))
-        sys.stdout.flush()
-        sys.stderr.flush()
-        threads = [t.name for t in set(threading.enumerate()) - before]
-        if threads:
-            _write_off(
-                self.paths["off"],
-                "collecting the suite left threads running (%s), and forking it is not safe"
-                % ", ".join(sorted(threads)),
-            )
-            return False
-        gc.collect()
-        if hasattr(gc, "freeze"):
-            gc.freeze()
-        return True
 
     def _stop(self, _signo, _frame):
         self.stopping = True

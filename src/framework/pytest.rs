@@ -171,10 +171,8 @@ const TESTS_FILE_VARIABLE: &str = "OFFLOAD_TESTS_FILE";
 /// [`crate::bundled::PYTEST_WORKER`]), written beside the plugin.
 const WORKER_MODULE: &str = "offload_pytest_worker";
 
-/// The variables that give the resident worker its collection arguments (JSON lists):
-/// the first batch's files, then the whole suite.
+/// The variable that gives the resident worker its collection arguments (a JSON list).
 const WARMUP_VARIABLE: &str = "OFFLOAD_RESIDENT_WARMUP";
-const SUITE_VARIABLE: &str = "OFFLOAD_RESIDENT_SUITE";
 
 /// A batch through the resident worker: `sh -c RESIDENT_SNIPPET SUPPORT SHARED KEY N
 /// PREFIX... ARGS...`. With the worker's client (run by the interpreter the worker
@@ -431,14 +429,11 @@ impl Framework for Pytest {
         // only a shell there can read.
         let command = if self.resident {
             inputs.push(support(WORKER_MODULE, &crate::bundled::PYTEST_WORKER));
-            // A worker collects what the batch that starts it collects, and once that
-            // batch runs, the whole suite.
-            let collect = |what: &[String]| {
-                let mut args = vec!["-q".to_owned(), "--collect-only".to_owned()];
-                args.extend(self.run_args.iter().cloned());
-                args.extend(what.iter().cloned());
-                serde_json::to_string(&args)
-            };
+            // A worker collects what the batch that starts it collects: the modules of
+            // later batches' other files are imported by those batches.
+            let mut warmup = vec!["-q".to_owned(), "--collect-only".to_owned()];
+            warmup.extend(self.run_args.iter().cloned());
+            warmup.extend(targets.iter().cloned());
             CommandSpec::new("sh")
                 .args([
                     "-c",
@@ -448,8 +443,7 @@ impl Framework for Pytest {
                     &self.resident_key(),
                     &self.prefix.len().to_string(),
                 ])
-                .env(WARMUP_VARIABLE, &collect(&targets)?)
-                .env(SUITE_VARIABLE, &collect(&self.paths)?)
+                .env(WARMUP_VARIABLE, &serde_json::to_string(&warmup)?)
         } else {
             CommandSpec::new("sh").args([
                 "-c",
