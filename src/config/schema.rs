@@ -70,6 +70,17 @@ pub(crate) struct OffloadConfig {
     pub(crate) max_parallel_collection: usize,
 }
 
+impl OffloadConfig {
+    /// Where test commands run inside a command-driven sandbox: `sandbox_project_root`,
+    /// else `sandbox_repo_root`, else the sandbox's own directory.
+    pub(crate) fn sandbox_root(&self) -> &str {
+        self.sandbox_project_root
+            .as_deref()
+            .or(self.sandbox_repo_root.as_deref())
+            .unwrap_or(".")
+    }
+}
+
 fn default_max_parallel() -> usize {
     10
 }

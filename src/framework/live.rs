@@ -132,6 +132,20 @@ pub(crate) fn parse_marked(line: &str) -> Option<LiveEvent> {
     }
 }
 
+/// Warns that batches run the plain way because of `reason` (a
+/// [`LiveEvent::Fallback`]), once per reason and run: each remote sandbox may say it.
+pub(crate) fn say_fallback_once(reason: &str) {
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+    if !said.iter().any(|r| r == reason) {
+        tracing::warn!(
+            "one pytest per batch instead of the resident worker: {reason} (hint: \
+             `resident_worker = false` in `[framework]` turns the worker off)"
+        );
+        said.push(reason.to_owned());
+    }
+}
+
 /// Whether `line` is one of Offload's event lines, which stay out of the batch log.
 pub(crate) fn is_marked(line: &str) -> bool {
     line.starts_with(MARKER)

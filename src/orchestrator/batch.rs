@@ -266,20 +266,6 @@ fn is_sandbox_lost(err: &anyhow::Error) -> bool {
     inner.chain().any(|e| e.is::<SandboxLost>())
 }
 
-/// Warns that batches run the plain way because of `reason`, once per reason and run
-/// (each remote sandbox may say it).
-fn say_fallback_once(reason: &str) {
-    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
-    if !said.iter().any(|r| r == reason) {
-        tracing::warn!(
-            "one pytest per batch instead of the resident worker: {reason} (hint: \
-             `resident_worker = false` in `[framework]` turns the worker off)"
-        );
-        said.push(reason.to_owned());
-    }
-}
-
 /// A batch that could not be set up: its command could not be built or its input files
 /// could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -471,7 +457,7 @@ impl LiveReader {
                 message,
             } => (key, Some((live::case_outcome(outcome, message), time))),
             LiveEvent::Fallback { reason } => {
-                say_fallback_once(&reason);
+                live::say_fallback_once(&reason);
                 return live::is_marked(line);
             }
         };

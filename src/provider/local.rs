@@ -142,9 +142,10 @@ impl LocalProvider {
     }
 }
 
-/// What the sandboxes left running in the shared directory (resident pytest workers,
-/// each with a `resident-*.pid` file) is told to end, and given a moment to, before the
-/// directory goes: nothing outlives the run.
+/// What the sandboxes left running for each other is told to end, and given a moment
+/// to, before the shared directory goes: nothing outlives the run. Such a process (a
+/// resident pytest worker) writes its pid into a `*.pid` file there and removes the file
+/// last when it ends.
 impl Drop for LocalProvider {
     fn drop(&mut self) {
         let Ok(entries) = std::fs::read_dir(self.results.path().join("shared")) else {
@@ -154,7 +155,7 @@ impl Drop for LocalProvider {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if !(name.starts_with("resident-") && name.ends_with(".pid")) {
+            if !name.ends_with(".pid") {
                 continue;
             }
             let pid = std::fs::read_to_string(entry.path())

@@ -142,12 +142,7 @@ pub(crate) async fn for_remote_cargo(config: &Config, cwd: &Path) -> Option<Remo
         }
     }
     let platform = platform(cwd).await;
-    let root = config
-        .offload
-        .sandbox_project_root
-        .as_deref()
-        .or(config.offload.sandbox_repo_root.as_deref())
-        .unwrap_or(".");
+    let root = config.offload.sandbox_root();
     Some(RemoteArchive {
         framework: cargo.run_from_archive(ArchivedBuild {
             archive_file: format!("{SANDBOX_ARCHIVE_DIR}/{name}"),

@@ -61,13 +61,7 @@ pub(crate) fn from_config(
             config, local, cwd,
         ))?)),
         Setup::Commands(p) => {
-            // Test commands run in the sandbox's own directory unless a root is given.
-            let root = config
-                .offload
-                .sandbox_project_root
-                .as_deref()
-                .or(config.offload.sandbox_repo_root.as_deref())
-                .unwrap_or(".");
+            let root = config.offload.sandbox_root();
             let from_cache = prepared.as_ref().is_some_and(|p| p.from_cache);
             let image_id = prepared.map(|p| p.image_id);
             let mut provider = DefaultProvider::new(p, image_id, root, cwd)?;
