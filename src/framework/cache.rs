@@ -160,6 +160,8 @@ impl DiscoveryCache {
             out.join("junit-parts"),
             out.join("cache"),
             out.join(&report.junit_file),
+            // The image cache of a project outside git, rewritten by every build.
+            PathBuf::from(crate::image::CACHE_FILE_NAME),
         ];
         Self::open(out.join("cache").join("discovery.json"), cwd, &skip)
     }
@@ -366,6 +368,26 @@ mod tests {
         assert_eq!(fingerprint(dir.path(), &[]).unwrap(), before);
         std::fs::write(dir.path().join("conftest.py"), "z").unwrap();
         assert_ne!(fingerprint(dir.path(), &[]).unwrap(), before);
+    }
+
+    #[test]
+    fn what_offload_writes_in_the_project_does_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("test_a.py"), "x").unwrap();
+        let report = crate::config::ReportConfig::default();
+        let mut cache = DiscoveryCache::in_output_dir(dir.path(), &report).unwrap();
+        let path = cache.path.clone();
+        cache.put("g", &discovered(&["a"]), Vec::new());
+        cache.save().unwrap();
+        // A run's reports, logs, and the image cache of a project outside git.
+        let out = dir.path().join(&report.output_dir);
+        std::fs::create_dir_all(out.join("logs")).unwrap();
+        std::fs::write(out.join("logs/batch-0.log"), "x").unwrap();
+        std::fs::write(out.join(&report.junit_file), "<x/>").unwrap();
+        std::fs::write(dir.path().join(crate::image::CACHE_FILE_NAME), "img\n").unwrap();
+        let again = DiscoveryCache::in_output_dir(dir.path(), &report).unwrap();
+        assert_eq!(again.path, path);
+        assert!(again.get("g").is_some(), "Offload's own files changed the key");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 /// The file name, at the project root.
-pub(super) const FILE_NAME: &str = ".offload-image-cache";
+pub(crate) const FILE_NAME: &str = ".offload-image-cache";
 
 const FINGERPRINT_PREFIX: &str = "# offload build-context fingerprint: ";
 

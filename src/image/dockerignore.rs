@@ -112,6 +112,23 @@ impl DockerIgnore {
         Self { rules }
     }
 
+    /// Excludes the root-relative path `rel` (`/`-separated) with everything under it,
+    /// whatever the patterns say: what Offload writes itself (its output directory)
+    /// never belongs in an image.
+    pub(crate) fn exclude(&mut self, rel: &str) {
+        let segments: Vec<Segment> = rel
+            .split('/')
+            .filter(|s| !s.is_empty() && *s != ".")
+            .map(Segment::literal)
+            .collect();
+        if !segments.is_empty() {
+            self.rules.push(Rule {
+                negated: false,
+                segments,
+            });
+        }
+    }
+
     /// Whether there are no patterns at all.
     pub(super) fn is_empty(&self) -> bool {
         self.rules.is_empty()
@@ -176,6 +193,11 @@ impl Rule {
 }
 
 impl Segment {
+    /// A segment matching exactly `text`.
+    fn literal(text: &str) -> Self {
+        Self::Glob(text.bytes().map(Token::Byte).collect())
+    }
+
     /// Parses one pattern segment: `*`, `?`, `[...]` (`!` or `^` negates, `a-z` ranges,
     /// `\` escapes) and `\x` for a literal `x`; an unclosed `[` is a literal `[`.
     fn parse(text: &str) -> Self {

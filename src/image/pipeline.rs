@@ -98,6 +98,10 @@ pub(crate) struct PrepareOptions {
     pub(crate) thin_diff: bool,
     /// The git remote notes are shared through (`origin`).
     pub(crate) remote: String,
+    /// Offload's output directory (relative to `repo_dir`, or absolute): left out of
+    /// every image, like a `.dockerignore`d path. It changes on every run (reports,
+    /// logs, caches), so in an image it would only make every run a fresh build.
+    pub(crate) own_output: Option<PathBuf>,
 }
 
 /// The image to run sandboxes from, and where it came from.
@@ -164,7 +168,7 @@ async fn prepare_in_repo(
     toplevel: PathBuf,
     head: String,
 ) -> Result<Option<PreparedImage>> {
-    let ignore = DockerIgnore::load(&toplevel)?;
+    let ignore = load_ignore(&toplevel, opts)?;
     let repo = InRepo {
         builder,
         opts,
@@ -492,7 +496,7 @@ async fn full_build(
     opts: &PrepareOptions,
     toplevel: &Path,
 ) -> Result<Option<PreparedImage>> {
-    let (snapshot, _) = snapshot(toplevel, true).await?;
+    let (snapshot, _) = snapshot(toplevel, true, opts).await?;
     builder.progress("[prepare] full build of the working tree");
     finish_full_build(builder, opts, snapshot.path()).await
 }
@@ -531,16 +535,35 @@ async fn finish_full_build(
     }))
 }
 
+/// The `.dockerignore` patterns of the tree at `root`, and Offload's own output
+/// directory when it is inside that tree.
+fn load_ignore(root: &Path, opts: &PrepareOptions) -> Result<DockerIgnore> {
+    let mut ignore = DockerIgnore::load(root)?;
+    if let Some(out) = &opts.own_output {
+        let out = opts.repo_dir.join(out);
+        let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
+        let out = out.canonicalize().unwrap_or(out);
+        if let Ok(rel) = out.strip_prefix(&root) {
+            ignore.exclude(&rel.to_string_lossy());
+        }
+    }
+    Ok(ignore)
+}
+
 /// A snapshot of the working tree at `root` (a repository's top level when `in_git`)
 /// and its fingerprint ([`super::export`]).
-async fn snapshot(root: &Path, in_git: bool) -> Result<(tempfile::TempDir, String)> {
+async fn snapshot(
+    root: &Path,
+    in_git: bool,
+    opts: &PrepareOptions,
+) -> Result<(tempfile::TempDir, String)> {
     let dir = tempfile::Builder::new()
         .prefix("offload-snapshot-")
         .tempdir()
         .context("cannot create a directory for the working-tree snapshot")?;
+    let ignore = load_ignore(root, opts)?;
     let (src, dest) = (root.to_owned(), dir.path().to_owned());
     let fingerprint = blocking(move || {
-        let ignore = DockerIgnore::load(&src)?;
         if in_git {
             snapshot_git_worktree(&Git::new(&src), &dest, &ignore)
         } else {
@@ -558,7 +581,7 @@ async fn prepare_without_git(
     opts: &PrepareOptions,
 ) -> Result<Option<PreparedImage>> {
     let root = &opts.repo_dir;
-    let (snapshot, fingerprint) = snapshot(root, false).await?;
+    let (snapshot, fingerprint) = snapshot(root, false, opts).await?;
     let use_file = !opts.no_cache && !opts.run_layer;
     if opts.run_layer && !opts.no_cache {
         builder.progress(&format!(
@@ -771,6 +794,7 @@ mod tests {
             run_layer: false,
             thin_diff: true,
             remote: "origin".to_owned(),
+            own_output: Some(PathBuf::from("test-results")),
         }
     }
 
@@ -1137,6 +1161,49 @@ mod tests {
         b.builds_nothing = true;
         assert_eq!(prepare(&b, &opts(&r.work)).await.unwrap(), None);
         assert_eq!(git(&r.work, &["notes", "--ref=offload-images", "list"]), "");
+    }
+
+    #[tokio::test]
+    async fn offloads_own_output_stays_out_of_the_image_and_out_of_its_cache_key() {
+        // Outside git: reports written between two runs do not make a fresh build.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::write(dir.join("a.txt"), "a\n").unwrap();
+        std::fs::create_dir_all(dir.join("test-results/logs")).unwrap();
+        std::fs::write(dir.join("test-results/junit.xml"), "<first/>").unwrap();
+        let b = FakeBuilder::new();
+        let first = prepare(&b, &opts(dir)).await.unwrap().unwrap();
+        let image = b.dir(&first.image_id);
+        assert!(image.join("a.txt").exists());
+        assert!(!image.join("test-results").exists(), "the output dir was copied");
+        std::fs::write(dir.join("test-results/junit.xml"), "<second/>").unwrap();
+        std::fs::write(dir.join("test-results/logs/batch-0.log"), "x").unwrap();
+        let second = prepare(&b, &opts(dir)).await.unwrap().unwrap();
+        assert!(second.from_cache, "the reports changed the cache key");
+        assert_eq!(b.full(), 1);
+        // Without the option (another tool's directory), it is part of the tree.
+        let o = PrepareOptions {
+            own_output: None,
+            no_cache: true,
+            ..opts(dir)
+        };
+        let plain = prepare(&b, &o).await.unwrap().unwrap();
+        assert!(b.dir(&plain.image_id).join("test-results/junit.xml").exists());
+
+        // In git, an output dir nobody ignored stays out of the working-tree build.
+        let r = repo_with_remote();
+        std::fs::create_dir_all(r.work.join("test-results")).unwrap();
+        std::fs::write(r.work.join("test-results/junit.xml"), "<x/>").unwrap();
+        std::fs::write(r.work.join("new.txt"), "untracked\n").unwrap();
+        let b = FakeBuilder::new();
+        let o = PrepareOptions {
+            thin_diff: false,
+            ..opts(&r.work)
+        };
+        let built = prepare(&b, &o).await.unwrap().unwrap();
+        let image = b.dir(&built.image_id);
+        assert!(image.join("new.txt").exists());
+        assert!(!image.join("test-results").exists(), "the output dir was copied");
     }
 
     #[tokio::test]

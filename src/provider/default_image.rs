@@ -142,6 +142,7 @@ impl ImagePlan {
                 run_layer: false,
                 thin_diff,
                 remote: "origin".to_owned(),
+                own_output: Some(config.report.output_dir.clone()),
             },
             run_copy_dirs: Vec::new(),
         })
