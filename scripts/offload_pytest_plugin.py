@@ -53,11 +53,12 @@ TESTS_FILE_VARIABLE = "OFFLOAD_TESTS_FILE"
 EVENT_MARKER = "##offload-event## "
 
 # Started by the resident worker's client (see offload_pytest_worker.py): this process
-# collects the suite, then stays as the worker.
+# becomes the worker when it reaches collection.
+_WORKER = None
 if os.environ.get("OFFLOAD_RESIDENT_START"):
-    import offload_pytest_worker
+    import offload_pytest_worker as _WORKER
 
-    offload_pytest_worker.arm()
+    _WORKER.arm()
 
 
 def _wanted_ids(path: str) -> set[str]:
@@ -77,6 +78,23 @@ def pytest_configure(config):  # type: ignore[no-untyped-def]
         threading.Thread(target=_flush_every_while, name="offload-events", daemon=True).start()
 
 
+def start_batch(config):  # type: ignore[no-untyped-def]
+    """In a child of the resident worker, which is now a batch's pytest (its stdio and
+    environment are the batch's): what `pytest_configure` and the import did for the
+    batch the worker started with, for this one."""
+    _open_events()
+    pytest_configure(config)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session):  # type: ignore[no-untyped-def]
+    """In the armed process, collection is where it becomes the resident worker (see
+    offload_pytest_worker.serve); its children return here as batches and collect."""
+    if _WORKER is not None and _WORKER.armed():
+        return _WORKER.serve(session)
+    return None
+
+
 # --- live events ----------------------------------------------------------------------
 
 # The stderr of the batch, duplicated at import (before pytest captures file
@@ -92,7 +110,8 @@ def _open_events():
     if _EVENTS_FD is not None:
         os.close(_EVENTS_FD)
         _EVENTS_FD = None
-    if os.environ.get(TESTS_FILE_VARIABLE):
+    # The worker itself runs no test (and must not start the events' thread).
+    if os.environ.get(TESTS_FILE_VARIABLE) and (_WORKER is None or not _WORKER.armed()):
         try:
             _EVENTS_FD = os.dup(2)
         except OSError:
@@ -298,20 +317,9 @@ if _TRACE_FILE:
     sys.addaudithook(_audit)
 
 
-def pytest_sessionfinish(session, exitstatus):  # type: ignore[no-untyped-def]
-    worker = sys.modules.get("offload_pytest_worker")
-    if worker is not None:
-        worker.session_finished(exitstatus)
-
-
-# Last: in a resident worker's first process, this hook becomes the worker (see
-# offload_pytest_worker.serve) once every other plugin is done.
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):  # type: ignore[no-untyped-def]
     _flush()
-    worker = sys.modules.get("offload_pytest_worker")
-    if worker is not None:
-        worker.serve()
     if not _TRACE_FILE:
         return
     _record_sys_path()

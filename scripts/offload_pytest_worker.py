@@ -1,43 +1,51 @@
 """Offload's resident pytest worker: pay pytest's start-up once per sandbox, not per batch.
 
 A pytest batch spends most of a second before its first test: starting Python,
-importing pytest, its plugins, the conftests and the test modules. With the resident
-worker, the first batch in a sandbox starts one process that does all of that once,
-then forks a child per batch. The child runs the batch as a fresh `pytest.main` (a new
-session: session fixtures are set up in it), with the batch's own arguments, working
-directory, environment, stdin, stdout and stderr, and its exit code is the batch's. The
-modules imported at start-up are shared, as with pytest-xdist's workers; each batch
-starts from the state they had after import, whatever earlier batches did.
+importing pytest and its plugins, loading the conftests, importing the test modules.
+With the resident worker, the first batch in a sandbox starts one pytest process that
+does the start-up once and then forks a child per batch. The child is that batch's
+pytest from collection on: it collects the batch's files (modules the worker imported
+are not imported again), runs exactly the batch's tests in a session of its own
+(session fixtures are set up in it), writes the batch's JUnit XML, with the batch's
+working directory, environment, stdin, stdout and stderr, and its exit code is the
+batch's. The modules imported before the fork are shared, as with pytest-xdist's
+workers; each batch starts from the state they had after import, whatever earlier
+batches did.
 
 Offload runs each pytest batch as
 
-    sh -c SNIPPET DIR KEY N PREFIX... ARGS...
+    sh -c SNIPPET DIR SHARED KEY N T PREFIX... ARGS...
 
-where DIR holds this file and the plugin, KEY names the worker (the same command,
-`run_args` and paths give the same worker), PREFIX (N words) is the command that starts
-pytest and ARGS the batch's pytest arguments. The snippet runs this file as a client,
-with any `python3`: the client connects to the worker's socket `DIR/resident-KEY.sock`,
-hands over its stdin, stdout and stderr and its environment, and waits for the child's
-exit code. When no worker listens, the client starts one (under a lock, so concurrent
-batches start one between them): it runs `PREFIX -p offload_pytest_plugin --collect-only
-...` (the configured paths) with OFFLOAD_RESIDENT_START set, which makes the plugin,
-when pytest imports it, `arm` this module: once that collection is over, the process stays
-(it serves from the plugin's last `pytest_unconfigure`), with the interpreter, `sys.path`,
-environment and imports that PREFIX set up (a virtualenv, `uv run`...), checks that
-forking is safe, and listens.
+where DIR holds this file and the plugin, SHARED the worker's files, KEY names the worker
+(the same command, `run_args` and paths give the same worker), PREFIX (N words) is the
+command that starts pytest and ARGS the batch's pytest arguments, the last T of them the
+files to collect. The snippet runs this file as a client, with any `python3`: the client
+connects to the worker's socket `SHARED/resident-KEY.sock`, hands over its stdin, stdout
+and stderr, working directory and environment, and waits for the child's exit code.
+When no worker listens, the client starts one (under a lock, so concurrent batches start
+one between them): the batch's own command `PREFIX ARGS...`, with OFFLOAD_RESIDENT_START
+set, which makes the plugin `arm` this module when pytest imports it. When that pytest
+reaches collection (`pytest_collection`, see `serve`), it stays there as the worker:
+configured as the batch's pytest is, with the interpreter, `sys.path`, environment and
+imports that PREFIX set up (a virtualenv, `uv run`...). It imports the test modules of
+its own batch (what the batches of a sandbox share, such as the package under test,
+comes with them) before it forks that batch's child; batches that arrive together with
+it are forked at once, so that they do not wait for it.
 
 When the worker cannot be used, the batch runs as plain `PREFIX ARGS...` and the reason
-is written to `DIR/resident-KEY.off` (so later batches go straight to plain pytest) and
-said once, as an Offload event line on stderr. The reasons: no `fork` on this platform,
-the collection failed (a plugin or conftest that cannot load), threads left running
-after collection (forking a process with threads is not safe), or PREFIX did not start
-pytest with this plugin (a wrapper that is not pytest).
+is written to `SHARED/resident-KEY.off` (so later batches go straight to plain pytest)
+and said once, as an Offload event line on stderr. The reasons: no `fork` on this
+platform, threads running in the worker (forking a process with threads is not safe),
+or PREFIX did not start pytest with this plugin (a wrapper that is not pytest, or a
+pytest that failed before collection). A batch whose arguments differ from the worker's
+in more than its JUnit file and its files, or that runs in another directory, runs as
+plain pytest from its child.
 
 The worker ends when its socket file goes (the sandbox was destroyed, or Offload's
-temporary directory removed), when the process OFFLOAD_OWNER_PID names ends (the local provider's Offload), on
-SIGTERM, and after IDLE_SECONDS without a batch; it kills the process group of every
-child still running first. A child whose client goes away (the batch timed out, was
-cancelled or interrupted) is killed with its process group at once.
+temporary directory removed), when the process OFFLOAD_OWNER_PID names ends (the local
+provider's Offload), on SIGTERM, and after IDLE_SECONDS without a batch; it kills the
+process group of every child still running first. A child whose client goes away (the
+batch timed out, was cancelled or interrupted) is killed with its process group at once.
 """
 
 from __future__ import annotations
@@ -56,11 +64,13 @@ import time
 
 START_VARIABLE = "OFFLOAD_RESIDENT_START"
 OWNER_VARIABLE = "OFFLOAD_OWNER_PID"
-WARMUP_VARIABLE = "OFFLOAD_RESIDENT_WARMUP"
 PLUGIN = "offload_pytest_plugin"
 EVENT_MARKER = "##offload-event## "
 IDLE_SECONDS = 600
 POLL_SECONDS = 0.1
+# How long the worker, once ready, waits for the batches that started with its own
+# (they queue behind the start-up lock) before it imports its batch's modules.
+GATHER_SECONDS = 0.02
 
 
 # --- shared -------------------------------------------------------------------------
@@ -151,8 +161,8 @@ def _write_off(path, reason):
 
 
 def client(argv):
-    directory, key, count = argv[0], argv[1], int(argv[2])
-    prefix, args = argv[3 : 3 + count], argv[3 + count :]
+    directory, key, count, targets = argv[0], argv[1], int(argv[2]), int(argv[3])
+    prefix, args = argv[4 : 4 + count], argv[4 + count :]
     paths = _paths(directory, key)
     plain = prefix + args
 
@@ -168,8 +178,15 @@ def client(argv):
         fall_back("this platform has no fork() or Unix sockets")
     sock = _connect(directory, paths["socket"])
     if sock is None:
-        sock = _start_worker(directory, key, paths, prefix, fall_back)
-    code = _run_batch(sock, args)
+        sock = _start_worker(directory, key, paths, plain, targets, fall_back)
+    request = {
+        "prefix": prefix,
+        "args": args,
+        "targets": targets,
+        "env": dict(os.environ),
+        "cwd": os.getcwd(),
+    }
+    code = _run_batch(sock, request, fall_back)
     if code is None:
         # The worker went away before it took the batch (it was ending): run it plainly.
         _exec(plain)
@@ -186,7 +203,7 @@ def _exec(argv):
         sys.exit(127)
 
 
-def _start_worker(directory, key, paths, prefix, fall_back):
+def _start_worker(directory, key, paths, command, targets, fall_back):
     """Starts the worker (unless a concurrent batch did meanwhile); its connection."""
     import fcntl
 
@@ -207,12 +224,11 @@ def _start_worker(directory, key, paths, prefix, fall_back):
         with open(paths["env"], "w", encoding="utf-8") as out:
             json.dump(dict(os.environ), out)
         env = dict(os.environ)
-        env[START_VARIABLE] = json.dumps({"dir": directory, "key": key})
-        warmup = json.loads(os.environ.get(WARMUP_VARIABLE, "[]"))
+        env[START_VARIABLE] = json.dumps({"dir": directory, "key": key, "targets": targets})
         with open(paths["log"], "ab") as log:
             try:
                 worker = subprocess.Popen(
-                    prefix + ["-p", PLUGIN] + warmup,
+                    command,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -221,7 +237,7 @@ def _start_worker(directory, key, paths, prefix, fall_back):
                     close_fds=True,
                 )
             except OSError as err:
-                fall_back("cannot start `%s`: %s" % (" ".join(prefix), err))
+                fall_back("cannot start `%s`: %s" % (command[0], err))
         while True:
             sock = _connect(directory, paths["socket"])
             if sock is not None:
@@ -234,9 +250,10 @@ def _start_worker(directory, key, paths, prefix, fall_back):
                     _say_fallback(reason)
                     fall_back(None)
                 fall_back(
-                    "`%s` ended (exit code %s) before the worker was ready, so it is not "
-                    "pytest with Offload's plugin: %s (see %s)"
-                    % (" ".join(prefix), code, _last_line(paths["log"]), paths["log"])
+                    "the worker's pytest ended (exit code %s) before it reached collection: "
+                    "%s (see %s; a `command` that is not pytest with Offload's plugin, or "
+                    "a pytest that fails before collecting, does this)"
+                    % (code, _last_line(paths["log"]), paths["log"])
                 )
             time.sleep(0.01)
     finally:
@@ -252,18 +269,17 @@ def _last_line(path):
     return lines[-1] if lines else "no output"
 
 
-def _run_batch(sock, args):
+def _run_batch(sock, request, fall_back):
     """Hands the batch to the worker; the child's exit code, or None when the worker
     closed the connection before it started the batch."""
     try:
-        _send_message(
-            sock,
-            {"args": args, "env": dict(os.environ), "cwd": os.getcwd()},
-            fds=(0, 1, 2),
-        )
+        _send_message(sock, request, fds=(0, 1, 2))
         started, _ = _receive_message(sock)
         if started is None:
             return None
+        if "fallback" in started:
+            sock.close()
+            fall_back(started["fallback"])
         done, _ = _receive_message(sock)
     except OSError:
         return None
@@ -276,101 +292,222 @@ def _run_batch(sock, args):
 # --- worker -------------------------------------------------------------------------
 
 
-# What `arm` learnt, for the serving that starts when pytest is done.
+# What `arm` learnt, for `serve`.
 _armed = {}
 
 
 def arm():
     """Called by the plugin at import when OFFLOAD_RESIDENT_START is set, in the pytest
-    process the client started: this process becomes the worker once its collection
-    (`--collect-only` over the first batch's files) is over, from the plugin's last
-    `pytest_unconfigure` (see `serve`). It keeps the interpreter, `sys.path`,
-    environment and imports of the user's command; nothing is started twice."""
+    process the client started: this process becomes the worker when it reaches
+    collection (see `serve`)."""
     start = json.loads(os.environ.pop(START_VARIABLE))
-    warmup = json.loads(os.environ.get(WARMUP_VARIABLE, "[]"))
-    # The batch's arguments come after pytest's own ones of the command (`-p ...`).
-    start["own_args"] = sys.argv[1 : len(sys.argv) - len(warmup) - 2]
     start["worker_env"] = dict(os.environ)
-    # The collection is the whole suite's, not the first batch's.
-    os.environ.pop("OFFLOAD_TESTS_FILE", None)
     _armed.update(start)
-    _armed["status"] = None
 
 
-def session_finished(exitstatus):
-    """The plugin's `pytest_sessionfinish`: the collection's outcome, in the armed
-    process."""
-    if _armed and _armed["status"] is None:
-        _armed["status"] = int(exitstatus)
+def armed():
+    """Whether this process is to become the worker (and has not yet)."""
+    return bool(_armed) and not _armed.get("serving")
 
 
-def serve():
-    """Called by the plugin's `pytest_unconfigure` (after every other plugin's): in the
-    armed process, never returns. Serving there, not at exit, keeps the interpreter
-    out of its shutdown, where threads and atexit handlers are refused (and tests
-    use them). The children's `pytest.main` calls nest in this one, as pytester's do."""
-    if not _armed or _armed.get("serving"):
-        return
+class _Batch(Exception):
+    """Raised in a child the worker forked: unwinds the worker's loop to `serve`, which
+    turns the child into its batch's pytest."""
+
+    def __init__(self, request):
+        super().__init__("batch")
+        self.request = request
+
+
+def serve(session):
+    """The plugin's first `pytest_collection`, in the armed process. The worker never
+    returns from it; a child returns once it is its batch's pytest, and collects its
+    batch's files as pytest would have (the hook returns None). Serving here, inside
+    the session, keeps the interpreter out of its shutdown, where threads and atexit
+    handlers are refused (and tests use them)."""
     _armed["serving"] = True
     import threading
 
-    sys.stdout.flush()
-    sys.stderr.flush()
-    directory, key = _armed["dir"], _armed["key"]
-    paths = _paths(directory, key)
+    config = session.config
+    paths = _paths(_armed["dir"], _armed["key"])
     try:
         with open(paths["env"], encoding="utf-8") as env_file:
             base_env = json.load(env_file)
     except (OSError, ValueError):
         base_env = {}
-    status = _armed["status"]
-    reason = None
-    if status not in (0, 2, 5):
-        reason = "collecting the tests in the worker failed (pytest exit code %s, see %s)" % (
-            status,
-            paths["log"],
+
+    def unsafe():
+        threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+        if not threads:
+            return None
+        return "the worker's pytest has threads running (%s), and forking it is not safe" % (
+            ", ".join(sorted(threads))
         )
-    threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
-    if reason is None and threads:
-        reason = (
-            "the collected session leaves threads running (%s), and forking it is not safe"
-            % ", ".join(sorted(threads))
-        )
+
+    reason = unsafe()
     if reason is not None:
         _write_off(paths["off"], reason)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-    import gc
-
-    # What the collection made stays as it is in every child: keep the collector from
-    # walking it there (and from touching, and so copying, every page of it).
-    gc.collect()
-    if hasattr(gc, "freeze"):
-        gc.freeze()
+        _leave()
+    worker = Worker(paths, config, base_env, _armed, unsafe)
     try:
-        Worker(directory, paths, _armed["own_args"], base_env, _armed["worker_env"]).run()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        worker.run()
+    except _Batch as batch:
+        _become_batch(session, worker, batch.request)
+        return None
+    _leave()
+
+
+def _leave():
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _split_args(args, targets):
+    """(the arguments without the JUnit file and the targets, the JUnit file, the
+    targets) of a batch's pytest arguments whose last `targets` are its files."""
+    options = list(args[: len(args) - targets] if targets else args)
+    junit = None
+    for i, arg in enumerate(options):
+        if arg.startswith("--junitxml=") or arg.startswith("--junit-xml="):
+            junit = arg.split("=", 1)[1]
+            options[i] = "--junitxml="
+            break
+    return options, junit, list(args[len(args) - targets :] if targets else [])
+
+
+def _become_batch(session, worker, request):
+    """In a child: makes this process the pytest of the batch `request` describes, from
+    collection on (its directory, environment, arguments, JUnit file; its stdio is in
+    place already)."""
+    try:
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(worker._environment(request["env"]))
+        config = session.config
+        options, junit, targets = _split_args(request["args"], request["targets"])
+        if (options, request["cwd"]) != (worker.options, worker.cwd) or not targets:
+            # Not the batch the worker is configured for: its own pytest, from here.
+            _exec_plain(request)
+        sys.argv[1:] = list(request["args"])
+        config.args = targets
+        plugin = sys.modules.get("offload_pytest_plugin")
+        if plugin is not None:
+            plugin.start_batch(config)
+        logxml = _plugin_of_type(config, "LogXML")
+        if logxml is not None and junit is not None:
+            logxml.logfile = os.path.normpath(os.path.abspath(junit))
+            _restart_clock(logxml, "suite_start", "suite_start_time")
+        terminal = config.pluginmanager.get_plugin("terminalreporter")
+        _restart_clock(terminal, "_session_start", "_sessionstarttime")
+        import random
+
+        # Every batch its own random sequence, as in a process of its own.
+        random.seed()
+    except SystemExit:
+        raise
+    except BaseException as err:  # noqa: BLE001 - the batch must run anyway
+        _exec_plain(request, err)
+
+
+def _exec_plain(request, err=None):
+    """Runs the batch as plain pytest in place of this child (its stdio is the batch's
+    already), after saying why when `err` is an error."""
+    if err is not None:
+        sys.stderr.write(
+            "offload: the resident worker could not take this batch (%r): "
+            "running it as plain pytest\n" % (err,)
+        )
+    try:
+        os.chdir(request["cwd"])
+    except OSError:
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    argv = list(request["prefix"]) + list(request["args"])
+    try:
+        os.execvpe(argv[0], argv, request["env"])
+    except OSError as exec_err:
+        sys.stderr.write("offload: cannot run %s: %s\n" % (argv[0], exec_err))
+        os._exit(127)
+
+
+def _plugin_of_type(config, name):
+    for plugin in config.pluginmanager.get_plugins():
+        if type(plugin).__name__ == name:
+            return plugin
+    return None
+
+
+def _restart_clock(plugin, instant, seconds):
+    """Restarts the session clock a plugin started in the worker (`instant`: a
+    `timing.Instant` in recent pytest; `seconds`: a float in older ones)."""
+    if plugin is None:
+        return
+    if hasattr(plugin, instant):
+        setattr(plugin, instant, type(getattr(plugin, instant))())
+    elif hasattr(plugin, seconds):
+        setattr(plugin, seconds, time.time())
+
+
+def _warm(config, files):
+    """Imports the test modules `files` (paths as given to pytest) as pytest's
+    collection imports them (assertions rewritten), so that every child finds them
+    imported. A module that fails to import is left to the child's collection, which
+    reports it as pytest does."""
+    try:
+        from _pytest.pathlib import fnmatch_ex, import_path
+    except ImportError:
+        return
+    patterns = config.getini("python_files")
+    mode = config.getoption("importmode", "prepend")
+    root = config.rootpath
+    for name in files:
+        path = config.invocation_params.dir / name.split("::", 1)[0]
+        # pytest rewrites the assertions of a file it was given even when its name does
+        # not match `python_files`; an import here would not.
+        if not path.is_file() or not any(fnmatch_ex(p, path) for p in patterns):
+            continue
+        try:
+            try:
+                import_path(
+                    path,
+                    mode=mode,
+                    root=root,
+                    consider_namespace_packages=config.getini("consider_namespace_packages"),
+                )
+            except (TypeError, ValueError):
+                # pytest before 8.1 has no `consider_namespace_packages`.
+                import_path(path, mode=mode, root=root)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # noqa: BLE001 - the child's collection reports it
+            pass
 
 
 class Worker:
-    def __init__(self, directory, paths, own_args, base_env, worker_env):
-        self.directory = directory
+    def __init__(self, paths, config, base_env, armed_with, unsafe):
         self.paths = paths
-        self.own_args = own_args
+        self.directory = armed_with["dir"]
+        self.config = config
         self.base_env = base_env
-        self.worker_env = worker_env
-        self.socket_path = os.path.join(directory, paths["socket"])
+        self.worker_env = armed_with["worker_env"]
+        own = list(config.invocation_params.args)
+        self.options, self.junit, self.files = _split_args(own, int(armed_with["targets"]))
+        self.cwd = os.getcwd()
+        self.unsafe = unsafe
+        self.socket_path = os.path.join(self.directory, paths["socket"])
         self.children = {}  # pid -> connection
         self.waiting = {}  # connection -> pid
         self.stopping = False
+        self.in_child = False
+        self.pending = []  # (connection, request, fds) accepted, not forked yet
+        self.closing = False  # takes no more batches, ends with its running ones
         owner = os.environ.get(OWNER_VARIABLE)
         self.owner = int(owner) if owner and owner.isdigit() else None
 
     def run(self):
+        """Serves until the worker is no longer wanted; raises `_Batch` in a child."""
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         # A child's end wakes the loop at once: SIGCHLD writes into this pipe.
@@ -379,6 +516,7 @@ class Worker:
         os.set_blocking(wakeup_w, False)
         signal.set_wakeup_fd(wakeup_w)
         signal.signal(signal.SIGCHLD, lambda _signo, _frame: None)
+        self._freeze()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         here = os.getcwd()
         os.chdir(self.directory)
@@ -394,18 +532,21 @@ class Worker:
         with open(self.paths["python"], "w", encoding="utf-8") as out:
             out.write(sys.executable + "\n")
         self.listener = listener
-        last_busy = time.monotonic()
         try:
+            self._first_batches()
+            last_busy = time.monotonic()
             while not self.stopping and self._wanted():
-                ready = self._wait([listener, self.wakeup] + list(self.waiting))
+                if self.closing and not self.children:
+                    break
+                listening = [] if self.closing else [listener]
+                ready = self._wait(listening + [self.wakeup] + list(self.waiting), POLL_SECONDS)
                 for conn in ready:
                     if conn is self.wakeup:
-                        try:
-                            os.read(self.wakeup, 4096)
-                        except OSError:
-                            pass
+                        self._drain_wakeup()
                     elif conn is listener:
-                        self._accept()
+                        request = self._accept()
+                        if request is not None:
+                            self._fork(*request)
                     else:
                         self._client_left(conn)
                 self._reap()
@@ -414,23 +555,97 @@ class Worker:
                 elif time.monotonic() - last_busy > IDLE_SECONDS:
                     break
         finally:
-            self._shut_down()
+            if not self.in_child:
+                self._shut_down()
+
+    def _first_batches(self):
+        """The batch that started the worker and those that came with it (they waited
+        for its start-up): the others are forked at once; the worker then imports its
+        own batch's modules (what later batches share comes with them) and forks it."""
+        own, others = [], []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not own:
+            wait = GATHER_SECONDS if others else deadline - time.monotonic()
+            if not self._wait([self.listener], max(wait, 0)):
+                if others:
+                    break
+                continue
+            request = self._accept()
+            if request is None:
+                continue
+            _, junit, _ = _split_args(request[1]["args"], request[1]["targets"])
+            (own if junit == self.junit else others).append(request)
+        # The batches that queued with the starting one, and may still be connecting.
+        while self._wait([self.listener], GATHER_SECONDS):
+            request = self._accept()
+            if request is not None:
+                others.append(request)
+        self.pending = own + others
+        for request in others:
+            self._fork(*request)
+        _warm(self.config, self.files)
+        reason = self.unsafe()
+        if reason is not None:
+            # Forking is no longer safe: the batch runs plainly, and so do later ones.
+            _write_off(self.paths["off"], reason)
+            for conn, _request, fds in own:
+                for fd in fds:
+                    os.close(fd)
+                try:
+                    _send_message(conn, {"fallback": reason})
+                except OSError:
+                    pass
+                conn.close()
+            self.pending = []
+            self._close()
+            return
+        self._freeze()
+        for request in own:
+            self._fork(*request)
+
+    def _freeze(self):
+        import gc
+
+        # What the worker holds stays as it is in every child: keep the collector from
+        # walking it there (and from touching, and so copying, every page of it).
+        gc.collect()
+        if hasattr(gc, "freeze"):
+            gc.freeze()
 
     def _stop(self, _signo, _frame):
         self.stopping = True
 
-    def _wait(self, conns):
+    def _wait(self, conns, timeout):
         try:
-            ready, _, _ = select.select(conns, [], [], POLL_SECONDS)
+            ready, _, _ = select.select(conns, [], [], timeout)
         except (InterruptedError, OSError):
             return []
         return ready
 
-    def _wanted(self):
-        """Whether the worker is still wanted: its socket is still its own, and the
-        Offload process it serves (when said) still runs."""
+    def _drain_wakeup(self):
         try:
-            if os.stat(self.socket_path).st_ino != self.identity:
+            os.read(self.wakeup, 4096)
+        except OSError:
+            pass
+
+    def _close(self):
+        """Takes no more batches (later ones find no worker, and the `.off` file): the
+        worker ends once its running children have."""
+        self.closing = True
+        self._unlink_socket()
+
+    def _unlink_socket(self):
+        try:
+            if os.stat(self.socket_path).st_ino == self.identity:
+                os.unlink(self.socket_path)
+        except OSError:
+            pass
+
+    def _wanted(self):
+        """Whether the worker is still wanted: its socket is still its own (unless it is
+        closing), and the Offload process it serves (when said) still runs."""
+        try:
+            if not self.closing and os.stat(self.socket_path).st_ino != self.identity:
                 return False
         except OSError:
             return False
@@ -444,25 +659,35 @@ class Worker:
         return True
 
     def _accept(self):
+        """(connection, request, fds) of the next client, or None."""
         try:
             conn, _ = self.listener.accept()
         except OSError:
-            return
+            return None
         try:
             request, fds = _receive_message(conn)
         except (OSError, ValueError):
             conn.close()
-            return
+            return None
         if request is None or len(fds) != 3:
             for fd in fds:
                 os.close(fd)
             conn.close()
-            return
+            return None
+        return conn, request, fds
+
+    def _fork(self, conn, request, fds):
+        self.pending = [p for p in self.pending if p[0] is not conn]
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            self._child(conn, request, fds)
+            self.in_child = True
+            try:
+                self._child(conn, fds)
+            except BaseException as err:  # noqa: BLE001 - the batch must run anyway
+                _exec_plain(request, err)
+            raise _Batch(request)
         for fd in fds:
             os.close(fd)
         self.children[pid] = conn
@@ -472,46 +697,38 @@ class Worker:
         except OSError:
             self._client_left(conn)
 
-    def _child(self, conn, request, fds):
-        code = 70
-        try:
-            os.setpgid(0, 0)
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-                signal.signal(sig, signal.SIG_DFL)
-            # pytest's own handler, as in a process pytest started itself.
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            os.close(self.wakeup)
-            self.listener.close()
-            conn.close()
-            for other in self.waiting:
-                other.close()
-            for target, fd in enumerate(fds):
-                os.dup2(fd, target)
+    def _child(self, conn, fds):
+        """In a fresh child: lets go of the worker's files and signals, and takes the
+        batch's stdio in place of the worker's, output capture included."""
+        os.setpgid(0, 0)
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGTERM, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        # pytest's own handler, as in a process pytest started itself.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.close(self.wakeup)
+        self.listener.close()
+        conn.close()
+        for other in self.waiting:
+            other.close()
+        for other, _request, other_fds in self.pending:
+            other.close()
+            for fd in other_fds:
                 os.close(fd)
-            os.chdir(request["cwd"])
-            os.environ.clear()
-            os.environ.update(self._environment(request["env"]))
-            sys.argv = [sys.argv[0]] + list(request["args"])
-            import offload_pytest_plugin
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if capture is not None:
+            # Capturing saved the worker's descriptors: start it again on the batch's.
+            capture.stop_global_capturing()
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        if capture is not None:
+            capture.start_global_capturing()
+            capture.suspend_global_capture()
+        import faulthandler
 
-            offload_pytest_plugin._open_events()
-            import pytest
-
-            code = int(pytest.main(self.own_args + list(request["args"])))
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        except BaseException as err:  # noqa: BLE001 - the child must always exit
-            try:
-                sys.stderr.write("offload: the resident pytest worker failed: %r\n" % (err,))
-            except Exception:  # noqa: BLE001
-                pass
-        finally:
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            finally:
-                os._exit(code)
+        if faulthandler.is_enabled():
+            faulthandler.enable(file=sys.stderr)
 
     def _environment(self, env):
         """The batch client's environment `env` with what PREFIX changed in the
@@ -562,11 +779,7 @@ class Worker:
         while self.children and time.monotonic() < deadline:
             self._reap()
             time.sleep(0.02)
-        try:
-            if os.stat(self.socket_path).st_ino == self.identity:
-                os.unlink(self.socket_path)
-        except OSError:
-            pass
+        self._unlink_socket()
         # Last: the local provider waits for this file to go.
         try:
             os.unlink(self.paths["pid"])

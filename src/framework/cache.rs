@@ -387,7 +387,10 @@ mod tests {
         std::fs::write(dir.path().join(crate::image::CACHE_FILE_NAME), "img\n").unwrap();
         let again = DiscoveryCache::in_output_dir(dir.path(), &report).unwrap();
         assert_eq!(again.path, path);
-        assert!(again.get("g").is_some(), "Offload's own files changed the key");
+        assert!(
+            again.get("g").is_some(),
+            "Offload's own files changed the key"
+        );
     }
 
     #[test]

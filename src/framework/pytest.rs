@@ -171,11 +171,9 @@ const TESTS_FILE_VARIABLE: &str = "OFFLOAD_TESTS_FILE";
 /// [`crate::bundled::PYTEST_WORKER`]), written beside the plugin.
 const WORKER_MODULE: &str = "offload_pytest_worker";
 
-/// The variable that gives the resident worker its collection arguments (a JSON list).
-const WARMUP_VARIABLE: &str = "OFFLOAD_RESIDENT_WARMUP";
-
-/// A batch through the resident worker: `sh -c RESIDENT_SNIPPET SUPPORT SHARED KEY N
-/// PREFIX... ARGS...`. With the worker's client (run by the interpreter the worker
+/// A batch through the resident worker: `sh -c RESIDENT_SNIPPET SUPPORT SHARED KEY N T
+/// PREFIX... ARGS...` (N words of prefix; the last T arguments are the files to
+/// collect). With the worker's client (run by the interpreter the worker
 /// recorded, else any `python3`), or, when the worker is off for this key or there is
 /// no Python to run the client, plain `PREFIX ARGS...`.
 const RESIDENT_SNIPPET: &str = r#"PYTHONPATH="$0${PYTHONPATH:+:$PYTHONPATH}"; export PYTHONPATH
@@ -190,7 +188,7 @@ if [ ! -e "$r.off" ]; then
 ' "$m" >&2
   fi
 fi
-shift 3
+shift 4
 exec "$@""#;
 
 /// pytest's exit code when nothing was collected (filters selected nothing).
@@ -429,21 +427,15 @@ impl Framework for Pytest {
         // only a shell there can read.
         let command = if self.resident {
             inputs.push(support(WORKER_MODULE, &crate::bundled::PYTEST_WORKER));
-            // A worker collects what the batch that starts it collects: the modules of
-            // later batches' other files are imported by those batches.
-            let mut warmup = vec!["-q".to_owned(), "--collect-only".to_owned()];
-            warmup.extend(self.run_args.iter().cloned());
-            warmup.extend(targets.iter().cloned());
-            CommandSpec::new("sh")
-                .args([
-                    "-c",
-                    RESIDENT_SNIPPET,
-                    &paths.support_dir,
-                    &paths.shared_dir,
-                    &self.resident_key(),
-                    &self.prefix.len().to_string(),
-                ])
-                .env(WARMUP_VARIABLE, &serde_json::to_string(&warmup)?)
+            CommandSpec::new("sh").args([
+                "-c",
+                RESIDENT_SNIPPET,
+                &paths.support_dir,
+                &paths.shared_dir,
+                &self.resident_key(),
+                &self.prefix.len().to_string(),
+                &targets.len().to_string(),
+            ])
         } else {
             CommandSpec::new("sh").args([
                 "-c",
@@ -827,23 +819,20 @@ mod tests {
         let batch = fw.batch_command(&ids, &paths, true).unwrap();
         let words = argv(&batch.command);
         assert_eq!(words[..3], ["sh", "-c", RESIDENT_SNIPPET]);
-        // Support dir, shared dir, key, the prefix's length; then the plain command.
+        // Support dir, shared dir, key, the prefix's length, the number of files at the
+        // end; then the plain command.
         assert_eq!(words[3..5], ["/sb/support", "/sb/shared"]);
         assert_eq!(words[5].len(), 16, "{words:?}");
-        assert_eq!(words[6], "3");
-        assert_eq!(words[7..10], ["uv", "run", "pytest"]);
+        assert_eq!(words[6..8], ["3", "1"]);
+        assert_eq!(words[8..11], ["uv", "run", "pytest"]);
         assert!(words.contains(&"-x".to_owned()), "{words:?}");
         assert_eq!(words.last().map(String::as_str), Some("t/a.py"));
-        let warmup = batch
-            .command
-            .env
-            .iter()
-            .find(|(k, _)| k == WARMUP_VARIABLE)
-            .map(|(_, v)| v.clone());
-        assert_eq!(
-            warmup.as_deref(),
-            Some(r#"["-q","--collect-only","--import-mode=importlib","t/a.py"]"#)
-        );
+        let two = fw
+            .batch_command(&["t/a.py::x".to_owned(), "t/b.py::y".to_owned()], &paths, false)
+            .unwrap();
+        let two = argv(&two.command);
+        assert_eq!(two[7], "2");
+        assert_eq!(two[two.len() - 2..], ["t/a.py", "t/b.py"]);
         let written: Vec<&str> = batch.inputs.iter().map(|f| f.path.as_str()).collect();
         assert!(
             written.contains(&"/sb/support/offload_pytest_worker.py"),

@@ -25,5 +25,5 @@ pub(crate) mod git;
 pub(crate) mod notes;
 pub(crate) mod pipeline;
 
-pub(crate) use pipeline::{ImageBuilder, PrepareOptions, PreparedImage, prepare};
 pub(crate) use cache_file::FILE_NAME as CACHE_FILE_NAME;
+pub(crate) use pipeline::{ImageBuilder, PrepareOptions, PreparedImage, prepare};

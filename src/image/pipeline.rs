@@ -1175,7 +1175,10 @@ mod tests {
         let first = prepare(&b, &opts(dir)).await.unwrap().unwrap();
         let image = b.dir(&first.image_id);
         assert!(image.join("a.txt").exists());
-        assert!(!image.join("test-results").exists(), "the output dir was copied");
+        assert!(
+            !image.join("test-results").exists(),
+            "the output dir was copied"
+        );
         std::fs::write(dir.join("test-results/junit.xml"), "<second/>").unwrap();
         std::fs::write(dir.join("test-results/logs/batch-0.log"), "x").unwrap();
         let second = prepare(&b, &opts(dir)).await.unwrap().unwrap();
@@ -1188,7 +1191,11 @@ mod tests {
             ..opts(dir)
         };
         let plain = prepare(&b, &o).await.unwrap().unwrap();
-        assert!(b.dir(&plain.image_id).join("test-results/junit.xml").exists());
+        assert!(
+            b.dir(&plain.image_id)
+                .join("test-results/junit.xml")
+                .exists()
+        );
 
         // In git, an output dir nobody ignored stays out of the working-tree build.
         let r = repo_with_remote();
@@ -1203,7 +1210,10 @@ mod tests {
         let built = prepare(&b, &o).await.unwrap().unwrap();
         let image = b.dir(&built.image_id);
         assert!(image.join("new.txt").exists());
-        assert!(!image.join("test-results").exists(), "the output dir was copied");
+        assert!(
+            !image.join("test-results").exists(),
+            "the output dir was copied"
+        );
     }
 
     #[tokio::test]

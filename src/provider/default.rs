@@ -342,8 +342,11 @@ fn last_line(stdout: &str) -> Option<&str> {
 /// How much file content one exec of [`DefaultSandbox::write_files`] carries, counting
 /// each `'` as 64 bytes: the `{command}` word is quoted again by the exec command line
 /// and maybe by the sandbox's own shell, and each quoting turns a `'` into `'\''`.
-/// This keeps every argument well under the kernel's 128 KiB.
-const WRITE_CHUNK: usize = 24 * 1024;
+/// With the batch's own command (its file arguments are at most 32 KiB), this keeps
+/// every argument under the kernel's 128 KiB, and the pytest plugin and the resident
+/// worker (about 45 KiB) ride in the first batch's exec: over a slow link each more
+/// exec is a round trip more before the first test.
+const WRITE_CHUNK: usize = 64 * 1024;
 
 /// The longest prefix of `text` (in bytes, at a char boundary) whose cost fits `room`.
 fn fitting_prefix(text: &str, room: usize) -> usize {
@@ -1194,6 +1197,25 @@ mod tests {
             let written = std::fs::read_to_string(dir.path().join(&file.path)).unwrap();
             assert_eq!(written, file.contents, "{}", file.path);
         }
+    }
+
+    #[test]
+    fn the_pytest_plugin_and_worker_ride_in_the_first_batchs_exec() {
+        let file = |path: &str, script: &crate::bundled::Script| InputFile {
+            path: format!(".offload-support/{path}"),
+            contents: String::from_utf8_lossy(script.contents).into_owned(),
+        };
+        let files = [
+            file("offload_pytest_plugin.py", &crate::bundled::PYTEST_PLUGIN),
+            file("offload_pytest_worker.py", &crate::bundled::PYTEST_WORKER),
+            InputFile {
+                path: ".offload-batch-0.tests".to_owned(),
+                contents: "tests/test_a.py::test_a\n".repeat(200),
+            },
+        ];
+        let refs: Vec<&InputFile> = files.iter().collect();
+        // One script: it goes with the batch's command, no exec of its own.
+        assert_eq!(write_scripts(&refs, WRITE_CHUNK).len(), 1);
     }
 
     #[test]
