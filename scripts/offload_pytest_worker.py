@@ -178,7 +178,7 @@ def client(argv):
         fall_back("this platform has no fork() or Unix sockets")
     sock = _connect(directory, paths["socket"])
     if sock is None:
-        sock = _start_worker(directory, key, paths, plain, targets, fall_back)
+        sock = _start_worker(directory, key, paths, plain, args, targets, fall_back)
     request = {
         "prefix": prefix,
         "args": args,
@@ -203,7 +203,7 @@ def _exec(argv):
         sys.exit(127)
 
 
-def _start_worker(directory, key, paths, command, targets, fall_back):
+def _start_worker(directory, key, paths, command, args, targets, fall_back):
     """Starts the worker (unless a concurrent batch did meanwhile); its connection."""
     import fcntl
 
@@ -224,7 +224,9 @@ def _start_worker(directory, key, paths, command, targets, fall_back):
         with open(paths["env"], "w", encoding="utf-8") as out:
             json.dump(dict(os.environ), out)
         env = dict(os.environ)
-        env[START_VARIABLE] = json.dumps({"dir": directory, "key": key, "targets": targets})
+        env[START_VARIABLE] = json.dumps(
+            {"dir": directory, "key": key, "args": args, "targets": targets}
+        )
         with open(paths["log"], "ab") as log:
             try:
                 worker = subprocess.Popen(
@@ -278,8 +280,10 @@ def _run_batch(sock, request, fall_back):
         if started is None:
             return None
         if "fallback" in started:
+            # The worker recorded why in the `.off` file; this batch says it.
             sock.close()
-            fall_back(started["fallback"])
+            _say_fallback(started["fallback"])
+            fall_back(None)
         done, _ = _receive_message(sock)
     except OSError:
         return None
@@ -388,6 +392,11 @@ def _become_batch(session, worker, request):
         options, junit, targets = _split_args(request["args"], request["targets"])
         if (options, request["cwd"]) != (worker.options, worker.cwd) or not targets:
             # Not the batch the worker is configured for: its own pytest, from here.
+            _say_fallback(
+                "a batch's pytest arguments or directory differ from the worker's, so it "
+                "ran as plain pytest (worker: %s in %s; batch: %s in %s)"
+                % (" ".join(worker.options), worker.cwd, " ".join(options), request["cwd"])
+            )
             _exec_plain(request)
         sys.argv[1:] = list(request["args"])
         config.args = targets
@@ -492,7 +501,9 @@ class Worker:
         self.config = config
         self.base_env = base_env
         self.worker_env = armed_with["worker_env"]
-        own = list(config.invocation_params.args)
+        # The batch's own arguments (pytest's also holds those of a command such as
+        # `python -m pytest -p no:cacheprovider`).
+        own = list(armed_with["args"])
         self.options, self.junit, self.files = _split_args(own, int(armed_with["targets"]))
         self.cwd = os.getcwd()
         self.unsafe = unsafe

@@ -46,8 +46,8 @@ pub struct PytestConfig {
     /// Accepted for compatibility; pytest results are matched by node id.
     #[serde(default)]
     pub test_id_format: Option<String>,
-    /// Run batches in a resident worker per sandbox, which imports and collects once
-    /// and forks a child per batch (see `scripts/offload_pytest_worker.py`).
+    /// Run batches in a resident worker per sandbox: one pytest, started once, forks a
+    /// child per batch at collection (see `scripts/offload_pytest_worker.py`).
     #[serde(default = "default_resident_worker")]
     pub resident_worker: bool,
 }
@@ -84,7 +84,7 @@ command = \"python -m pytest\"
 paths = [\"tests\"]
 # Extra pytest arguments for test runs only (not for discovery).
 # run_args = \"--tb=long\"
-# One pytest process per sandbox imports the tests once and forks a child per batch;
+# One pytest process per sandbox starts once and forks a child per batch;
 # `false` starts a pytest per batch instead.
 # resident_worker = true
 ";

@@ -89,7 +89,8 @@ def test_threads_and_atexit():
         s
     }
 
-    /// Writes `offload.toml`: local provider, `max_parallel`, pytest with `framework`
+    /// Writes `offload.toml`: local provider, `max_parallel`, pytest (a command with an
+    /// argument of its own after `pytest`, as many have) with `framework`
     /// lines added, `retry_count` and `[offload]` lines.
     fn config(&self, max_parallel: usize, framework: &str, offload: &str) {
         self.project.file(
@@ -98,7 +99,7 @@ def test_threads_and_atexit():
                 "[offload]\nmax_parallel = {max_parallel}\nsandbox_project_root = \".\"\n{offload}\n\n\
                  [provider]\ntype = \"local\"\n\n\
                  [framework]\ntype = \"pytest\"\npaths = [\"tests\"]\n\
-                 command = \"python -m pytest\"\n{framework}\n\n\
+                 command = \"python -m pytest -p no:cacheprovider\"\n{framework}\n\n\
                  [groups.all]\nretry_count = 0\n",
             ),
         );
@@ -293,7 +294,7 @@ fn when_the_worker_cannot_be_used_batches_run_plainly_and_the_run_says_why_once(
     s.project.file(
         "offload.toml",
         &toml.replace(
-            "command = \"python -m pytest\"",
+            "command = \"python -m pytest -p no:cacheprovider\"",
             "command = \"sh run-tests.sh\"",
         ),
     );
@@ -306,6 +307,98 @@ fn when_the_worker_cannot_be_used_batches_run_plainly_and_the_run_says_why_once(
         run.show()
     );
     assert_eq!(Junit::of(&s.project).outcomes().len(), 2 * 7);
+}
+
+#[test]
+fn batches_that_start_together_do_not_wait_for_the_workers_imports() {
+    // Two sandboxes, two batches, each of a module that takes 1.5 s to import. The
+    // batch that starts the worker has its module imported by the worker; the other
+    // batch, which queued behind the start-up, is forked at once and imports its own
+    // module meanwhile: the two imports overlap.
+    let s = Suite::new(0);
+    for m in ["a", "b"] {
+        s.project.file(
+            &format!("tests/test_slow_{m}.py"),
+            &format!(
+                r#"import os, time
+
+SCRATCH = os.environ["SCRATCH"]
+if os.environ.get("OFFLOAD_TESTS_FILE"):
+    began = time.time()
+    time.sleep(1.5)
+    with open(os.path.join(SCRATCH, "imports"), "a") as f:
+        f.write("{m} %d %f %f\n" % (os.getpid(), began, time.time()))
+
+def test_{m}(session_mark):
+    pass
+"#
+            ),
+        );
+    }
+    s.config(2, "", "");
+    let run = s.run(&[]);
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert_eq!(s.batches(), 2, "{}", run.show());
+    let imports = s.take("imports");
+    assert_eq!(imports.len(), 2, "{imports:?}");
+    let times: Vec<(f64, f64)> = imports
+        .iter()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w[2].parse().unwrap(), w[3].parse().unwrap())
+        })
+        .collect();
+    let latest_start = times[0].0.max(times[1].0);
+    let earliest_end = times[0].1.min(times[1].1);
+    assert!(
+        latest_start < earliest_end,
+        "one import waited for the other: {imports:?}"
+    );
+    // One of them in the worker, which holds no session; the sessions are the
+    // batches' children.
+    let sessions = s.take("sessions");
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    let in_worker = import_pids(&imports)
+        .into_iter()
+        .filter(|pid| !sessions.contains(&pid.to_string()))
+        .count();
+    assert_eq!(in_worker, 1, "{imports:?} {sessions:?}");
+}
+
+#[test]
+fn a_test_module_that_starts_a_thread_at_import_turns_the_worker_off_with_correct_results() {
+    // Whatever batch starts the worker, the worker's import of its modules leaves a
+    // thread running: that batch and the later ones run as plain pytest.
+    let s = Suite::new(4);
+    for m in 0..4 {
+        let path = s.project.path().join(format!("tests/test_m{m}.py"));
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(
+            "import threading, time\n\
+             threading.Thread(target=time.sleep, args=(300,), name='poller', daemon=True).start()\n",
+        );
+        std::fs::write(&path, text).unwrap();
+    }
+    s.config(1, "resident_worker = false", "");
+    let plain = s.run(&[]);
+    assert_eq!(plain.code, 1, "{}", plain.show());
+    let expected = Junit::of(&s.project).outcomes();
+    s.take("imports");
+    s.config(1, "", "");
+    std::fs::remove_file(s.project.path().join("test-results/junit.xml")).unwrap();
+    let run = s.run(&[]);
+    assert_eq!(run.code, 1, "{}", run.show());
+    assert_eq!(Junit::of(&s.project).outcomes(), expected, "{}", run.show());
+    assert_eq!(
+        run.stderr.matches("threads running (poller").count(),
+        1,
+        "{}",
+        run.show()
+    );
+    // The worker imported the first batch's modules before it stopped; each batch
+    // then imported its own in a pytest of its own.
+    let imports = s.take("imports");
+    assert_eq!(import_pids(&imports).len(), 1 + s.batches(), "{imports:?}");
 }
 
 /// A project with one test that records its pid and hangs, beside quick ones.
@@ -441,6 +534,9 @@ os.write(fds[1], b"through")
 assert os.read(r, 7) == b"through"
 a.close()
 assert w._receive_message(b) == (None, []), "closed"
+# A batch's arguments: its options, without the JUnit file, that file, its targets.
+got = w._split_args(["-p", "x", "--junitxml=/r/b.xml", "-q", "t/a.py", "t/b.py"], 2)
+assert got == (["-p", "x", "--junitxml=", "-q"], "/r/b.xml", ["t/a.py", "t/b.py"]), got
 print("ok")
 "#;
     let out = std::process::Command::new(support::python_bin_dir().join("python"))
