@@ -358,6 +358,9 @@ def serve(session):
     except _Batch as batch:
         _become_batch(session, worker, batch.request)
         return None
+    except Exception as err:  # noqa: BLE001 - later batches must not wait for it
+        _write_off(paths["off"], "the resident worker failed: %r (see %s)" % (err, paths["log"]))
+        raise
     _leave()
 
 
