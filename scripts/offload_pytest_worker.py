@@ -193,14 +193,16 @@ def client(argv):
     sys.exit(code)
 
 
-def _exec(argv):
+def _exec(argv, env=None):
+    """Replaces this process with `argv` (with `env`, else this environment)."""
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execvp(argv[0], argv)
+        os.execvpe(argv[0], argv, os.environ if env is None else env)
     except OSError as err:
         sys.stderr.write("offload: cannot run %s: %s\n" % (argv[0], err))
-        sys.exit(127)
+        sys.stderr.flush()
+        os._exit(127)
 
 
 def _start_worker(directory, key, paths, command, args, targets, fall_back):
@@ -434,14 +436,7 @@ def _exec_plain(request, err=None):
         os.chdir(request["cwd"])
     except OSError:
         pass
-    sys.stdout.flush()
-    sys.stderr.flush()
-    argv = list(request["prefix"]) + list(request["args"])
-    try:
-        os.execvpe(argv[0], argv, request["env"])
-    except OSError as exec_err:
-        sys.stderr.write("offload: cannot run %s: %s\n" % (argv[0], exec_err))
-        os._exit(127)
+    _exec(list(request["prefix"]) + list(request["args"]), request["env"])
 
 
 def _plugin_of_type(config, name):

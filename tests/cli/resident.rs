@@ -134,6 +134,17 @@ def test_threads_and_atexit():
             .collect()
     }
 
+    /// Makes the module at `rel` start a thread named `poller` when it is imported.
+    fn start_a_thread_in(&self, rel: &str) {
+        let path = self.project.path().join(rel);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(
+            "import threading, time\n\
+             threading.Thread(target=time.sleep, args=(300,), name='poller', daemon=True).start()\n",
+        );
+        std::fs::write(&path, text).unwrap();
+    }
+
     fn batches(&self) -> usize {
         logs(self.project.path())
     }
@@ -260,13 +271,7 @@ def test_flaky():
 fn when_the_worker_cannot_be_used_batches_run_plainly_and_the_run_says_why_once() {
     // A conftest that leaves a thread running after collection: forking is not safe.
     let s = Suite::new(3);
-    let conftest = s.project.path().join("tests/conftest.py");
-    let mut text = std::fs::read_to_string(&conftest).unwrap();
-    text.push_str(
-        "import threading, time\n\
-         threading.Thread(target=time.sleep, args=(300,), name='poller', daemon=True).start()\n",
-    );
-    std::fs::write(&conftest, text).unwrap();
+    s.start_a_thread_in("tests/conftest.py");
     s.config(3, "", "");
     let run = s.run(&[]);
     assert_eq!(run.code, 1, "{}", run.show());
@@ -371,13 +376,7 @@ fn a_test_module_that_starts_a_thread_at_import_turns_the_worker_off_with_correc
     // thread running: that batch and the later ones run as plain pytest.
     let s = Suite::new(4);
     for m in 0..4 {
-        let path = s.project.path().join(format!("tests/test_m{m}.py"));
-        let mut text = std::fs::read_to_string(&path).unwrap();
-        text.push_str(
-            "import threading, time\n\
-             threading.Thread(target=time.sleep, args=(300,), name='poller', daemon=True).start()\n",
-        );
-        std::fs::write(&path, text).unwrap();
+        s.start_a_thread_in(&format!("tests/test_m{m}.py"));
     }
     s.config(1, "resident_worker = false", "");
     let plain = s.run(&[]);
