@@ -457,11 +457,11 @@ def _restart_clock(plugin, instant, seconds):
         setattr(plugin, seconds, time.time())
 
 
-def _warm(config, files):
+def _warm(config, files, between):
     """Imports the test modules `files` (paths as given to pytest) as pytest's
     collection imports them (assertions rewritten), so that every child finds them
-    imported. A module that fails to import is left to the child's collection, which
-    reports it as pytest does."""
+    imported, calling `between()` after each. A module that fails to import is left to
+    the child's collection, which reports it as pytest does."""
     try:
         from _pytest.pathlib import fnmatch_ex, import_path
     except ImportError:
@@ -490,6 +490,7 @@ def _warm(config, files):
             raise
         except BaseException:  # noqa: BLE001 - the child's collection reports it
             pass
+        between()
 
 
 class Worker:
@@ -592,7 +593,7 @@ class Worker:
         self.pending = own + others
         for request in others:
             self._fork(*request)
-        _warm(self.config, self.files)
+        _warm(self.config, self.files, self._fork_arrivals)
         reason = self.unsafe()
         if reason is not None:
             # Forking is no longer safe: the batch runs plainly, and so do later ones.
@@ -611,6 +612,15 @@ class Worker:
         self._freeze()
         for request in own:
             self._fork(*request)
+
+    def _fork_arrivals(self):
+        """Forks the batches that have arrived meanwhile, while it is safe: a batch
+        that came late for the first ones waits for one module's import at most."""
+        while self.unsafe() is None and self._wait([self.listener], 0):
+            request = self._accept()
+            if request is not None:
+                self.pending.append(request)
+                self._fork(*request)
 
     def _freeze(self):
         import gc
