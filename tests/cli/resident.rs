@@ -510,6 +510,69 @@ fn batches_reach_the_worker_through_a_command_driven_provider() {
     );
 }
 
+/// A batch that reaches the worker after the first moments (while it imports its own
+/// batch's modules) is forked between two of those imports, not after all of them.
+#[test]
+fn a_batch_that_arrives_while_the_worker_imports_waits_for_one_module_at_most() {
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
+    let project = tempfile::tempdir().unwrap();
+    let check = r#"
+import os, subprocess, sys, time
+scripts, root = sys.argv[1], sys.argv[2]
+os.chdir(root)
+os.makedirs("tests")
+for m in range(3):
+    with open("tests/test_slow%d.py" % m, "w") as f:
+        f.write("import os, time\n"
+                "if os.environ.get('OFFLOAD_TESTS_FILE'):\n"
+                "    time.sleep(0.8)\n"
+                "    open('imported', 'a').write('%f\\n' % time.time())\n"
+                "def test_slow():\n    pass\n")
+with open("tests/test_fast.py", "w") as f:
+    f.write("import time\ndef test_fast():\n    open('ran', 'w').write('%f' % time.time())\n")
+env = dict(os.environ, PYTHONPATH=scripts)
+os.makedirs("shared")
+def client(name, files):
+    with open(name + ".ids", "w") as f:
+        f.write("".join(p + "::test_" + p.split("test_")[1][:-3].rstrip("0123456789") + "\n" for p in files))
+    args = ["-p", "offload_pytest_plugin", "-q", "--junitxml=%s/%s.xml" % (root, name)] + files
+    return subprocess.Popen(
+        [sys.executable, "-S", os.path.join(scripts, "offload_pytest_worker.py"), "shared", "k",
+         "3", str(len(files)), sys.executable, "-m", "pytest"] + args,
+        env=dict(env, OFFLOAD_TESTS_FILE=os.path.abspath(name + ".ids")),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+first = client("a", ["tests/test_slow0.py", "tests/test_slow1.py", "tests/test_slow2.py"])
+# Once the worker imports the first module, well after its gathering window.
+while not os.path.exists("imported"):
+    time.sleep(0.01)
+late = client("b", ["tests/test_fast.py"])
+try:
+    assert late.wait(30) == 0 and first.wait(30) == 0
+    ran = float(open("ran").read())
+    imported = [float(x) for x in open("imported").read().split()]
+    assert len(imported) == 3, imported
+    assert ran < max(imported), ("the late batch waited for every import", ran, imported)
+finally:
+    pid = [f for f in os.listdir("shared") if f.endswith(".pid")]
+    if pid:
+        os.kill(int(open(os.path.join("shared", pid[0])).read()), 15)
+print("ok")
+"#;
+    let out = std::process::Command::new(support::python_bin_dir().join("python"))
+        .arg("-c")
+        .arg(check)
+        .arg(&scripts)
+        .arg(project.path())
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The client reads the worker's "started" and "exit" messages one at a time, also when
 /// both arrive in one read (a batch that ends at once), and the file descriptors a
 /// message carries arrive with it.
