@@ -112,6 +112,17 @@ def test_threads_and_atexit():
         cmd
     }
 
+    /// Runs the suite with one pytest per batch (`max_parallel` sandboxes, every run
+    /// fails: each module holds a failing test); the run and its outcomes, the reference
+    /// the worker's runs must give.
+    fn plain_run(&self, max_parallel: usize) -> (support::Run, Vec<(String, String)>) {
+        self.config(max_parallel, "resident_worker = false", "");
+        let plain = self.run(&[]);
+        assert_eq!(plain.code, 1, "{}", plain.show());
+        let expected = Junit::of(&self.project).outcomes();
+        (plain, expected)
+    }
+
     fn run(&self, args: &[&str]) -> support::Run {
         support::run(self.offload().args(args))
     }
@@ -180,10 +191,7 @@ fn the_worker_imports_once_and_gives_the_results_of_one_pytest_per_batch() {
     // One sandbox, two batches (neighbouring tests together: each holds two of the
     // modules). The first starts the worker, which imports and collects its modules;
     // each batch then runs in a child of it.
-    s.config(1, "resident_worker = false", "");
-    let plain = s.run(&[]);
-    assert_eq!(plain.code, 1, "{}", plain.show());
-    let expected = Junit::of(&s.project).outcomes();
+    let (plain, expected) = s.plain_run(1);
     assert_eq!(expected.len(), 4 * 7, "{expected:#?}");
     let plain_batches = s.batches();
     assert_eq!(plain_batches, 2, "{}", plain.show());
@@ -378,10 +386,7 @@ fn a_test_module_that_starts_a_thread_at_import_turns_the_worker_off_with_correc
     for m in 0..4 {
         s.start_a_thread_in(&format!("tests/test_m{m}.py"));
     }
-    s.config(1, "resident_worker = false", "");
-    let plain = s.run(&[]);
-    assert_eq!(plain.code, 1, "{}", plain.show());
-    let expected = Junit::of(&s.project).outcomes();
+    let (_, expected) = s.plain_run(1);
     s.take("imports");
     s.config(1, "", "");
     std::fs::remove_file(s.project.path().join("test-results/junit.xml")).unwrap();
@@ -458,10 +463,7 @@ fn a_timed_out_batch_kills_its_child_and_the_worker_serves_on() {
 #[test]
 fn batches_reach_the_worker_through_a_command_driven_provider() {
     let s = Suite::new(4);
-    s.config(2, "resident_worker = false", "");
-    let plain = s.run(&[]);
-    assert_eq!(plain.code, 1, "{}", plain.show());
-    let expected = Junit::of(&s.project).outcomes();
+    let (_, expected) = s.plain_run(2);
     s.take("imports");
 
     // Each sandbox a private copy of the project, reached only through exec_command.
