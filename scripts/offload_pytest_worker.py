@@ -32,6 +32,14 @@ its own batch (what the batches of a sandbox share, such as the package under te
 comes with them) before it forks that batch's child; batches that arrive together with
 it are forked at once, so that they do not wait for it.
 
+A warm-up (OFFLOAD_RESIDENT_WARM set; Offload sends one to the local sandboxes while it
+discovers the tests, so that the worker's start-up and imports overlap discovery) is a
+client like a batch's, with the discovery paths as its files: it starts the worker,
+which imports the test modules under those paths (as far as it can tell which ones
+pytest's collection imports, see `_test_files`) and answers it instead of forking it.
+Batches that come meanwhile wait until it is done (discovery imports the same modules,
+so they seldom come before), and find everything imported.
+
 When the worker cannot be used, the batch runs as plain `PREFIX ARGS...` and the reason
 is written to `SHARED/resident-KEY.off` (so later batches go straight to plain pytest)
 and said once, as an Offload event line on stderr. The reasons: no `fork` on this
@@ -63,6 +71,9 @@ import sys
 import time
 
 START_VARIABLE = "OFFLOAD_RESIDENT_START"
+# Set for a warm-up: the client starts the worker, which imports the test modules of
+# the targets (directories too), and returns once they are imported; no batch runs.
+WARM_VARIABLE = "OFFLOAD_RESIDENT_WARM"
 OWNER_VARIABLE = "OFFLOAD_OWNER_PID"
 PLUGIN = "offload_pytest_plugin"
 EVENT_MARKER = "##offload-event## "
@@ -166,20 +177,29 @@ def client(argv):
     paths = _paths(directory, key)
     plain = prefix + args
 
+    warm = bool(os.environ.get(WARM_VARIABLE))
+
     def fall_back(reason):
-        """Runs the batch as plain pytest; says `reason` when it is news."""
+        """Runs the batch as plain pytest (a warm-up ends); says `reason` when it is
+        news."""
         if reason and _write_off(paths["off"], reason):
             _say_fallback(reason)
+        if warm:
+            sys.exit(0)
         _exec(plain)
 
     if os.path.exists(paths["off"]):
-        _exec(plain)
+        fall_back(None)
     if not hasattr(os, "fork") or not hasattr(socket, "AF_UNIX"):
         fall_back("this platform has no fork() or Unix sockets")
     sock = _connect(directory, paths["socket"])
     if sock is None:
         sock = _start_worker(directory, key, paths, plain, args, targets, fall_back)
+    elif warm:
+        # The worker is running already: there is nothing to warm up.
+        sys.exit(0)
     request = {
+        "warm": warm,
         "prefix": prefix,
         "args": args,
         "targets": targets,
@@ -189,7 +209,7 @@ def client(argv):
     code = _run_batch(sock, request, fall_back)
     if code is None:
         # The worker went away before it took the batch (it was ending): run it plainly.
-        _exec(plain)
+        fall_back(None)
     sys.exit(code)
 
 
@@ -281,6 +301,8 @@ def _run_batch(sock, request, fall_back):
         started, _ = _receive_message(sock)
         if started is None:
             return None
+        if "warmed" in started:
+            return 0
         if "fallback" in started:
             # The worker recorded why in the `.off` file; this batch says it.
             sock.close()
@@ -360,6 +382,9 @@ def serve(session):
     except _Batch as batch:
         _become_batch(session, worker, batch.request)
         return None
+    except SystemExit:
+        # Told to end while it imported (see `Worker._stop`); its children are gone.
+        _leave()
     except Exception as err:  # noqa: BLE001 - later batches must not wait for it
         _write_off(paths["off"], "the resident worker failed: %r (see %s)" % (err, paths["log"]))
         raise
@@ -457,11 +482,57 @@ def _restart_clock(plugin, instant, seconds):
         setattr(plugin, seconds, time.time())
 
 
-def _warm(config, files, between):
-    """Imports the test modules `files` (paths as given to pytest) as pytest's
-    collection imports them (assertions rewritten), so that every child finds them
-    imported, calling `between()` after each. A module that fails to import is left to
-    the child's collection, which reports it as pytest does."""
+def _test_files(config, targets, matches):
+    """The test modules pytest's collection of `targets` (paths as given to pytest)
+    imports, as far as the worker can tell without collecting: a file as given; under a
+    directory, the files whose names match `python_files`, in the directories pytest
+    walks into (`norecursedirs`, `--ignore` and the conftests' `collect_ignore` heeded,
+    through pytest's own `pytest_ignore_collect`). A directory with a conftest that
+    pytest has not loaded yet is left to the children: that conftest may ignore files
+    or change how they import, and loading it here would make its hooks apply to every
+    batch."""
+    try:
+        from _pytest.pathlib import fnmatch_ex
+    except ImportError:
+        return
+    norecurse = config.getini("norecursedirs")
+
+    def ignored(path):
+        try:
+            return bool(config.hook.pytest_ignore_collect(collection_path=path, config=config))
+        except Exception:  # noqa: BLE001 - a path the worker cannot judge is left out
+            return True
+
+    for target in targets:
+        top = config.invocation_params.dir / target.split("::", 1)[0]
+        if top.is_file():
+            yield top
+            continue
+        for directory, subdirs, files in os.walk(top):
+            here = type(top)(directory)
+            conftest = here / "conftest.py"
+            if here != top and (
+                any(fnmatch_ex(p, here) for p in norecurse) or ignored(here)
+            ) or (conftest.is_file() and not config.pluginmanager.has_plugin(str(conftest))):
+                subdirs[:] = []
+                continue
+            subdirs.sort()
+            for name in sorted(files):
+                path = here / name
+                if matches(path) and not ignored(path):
+                    yield path
+
+
+# Whether the worker is importing a test module, which may take any time: a signal to
+# end then ends it at once (see `Worker._stop`).
+_importing = [False]
+
+
+def _warm(config, targets, between):
+    """Imports the test modules of `targets` (see `_test_files`) as pytest's collection
+    imports them (assertions rewritten), so that every child finds them imported,
+    calling `between()` after each. A module that fails to import is left to the
+    child's collection, which reports it as pytest does."""
     try:
         from _pytest.pathlib import fnmatch_ex, import_path
     except ImportError:
@@ -469,12 +540,16 @@ def _warm(config, files, between):
     patterns = config.getini("python_files")
     mode = config.getoption("importmode", "prepend")
     root = config.rootpath
-    for name in files:
-        path = config.invocation_params.dir / name.split("::", 1)[0]
+
+    def matches(path):
+        return any(fnmatch_ex(p, path) for p in patterns)
+
+    for path in _test_files(config, targets, matches):
         # pytest rewrites the assertions of a file it was given even when its name does
         # not match `python_files`; an import here would not.
-        if not path.is_file() or not any(fnmatch_ex(p, path) for p in patterns):
+        if not path.is_file() or not matches(path):
             continue
+        _importing[0] = True
         try:
             try:
                 import_path(
@@ -486,10 +561,12 @@ def _warm(config, files, between):
             except (TypeError, ValueError):
                 # pytest before 8.1 has no `consider_namespace_packages`.
                 import_path(path, mode=mode, root=root)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException:  # noqa: BLE001 - the child's collection reports it
             pass
+        finally:
+            _importing[0] = False
         between()
 
 
@@ -571,7 +648,9 @@ class Worker:
     def _first_batches(self):
         """The batch that started the worker and those that came with it (they waited
         for its start-up): the others are forked at once; the worker then imports its
-        own batch's modules (what later batches share comes with them) and forks it."""
+        own batch's modules (what later batches share comes with them) and forks it.
+        When a warm-up started the worker, it imports every test module first, and
+        answers the warm-up instead of forking it; the batches wait for that."""
         own, others = [], []
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not own:
@@ -591,14 +670,18 @@ class Worker:
             if request is not None:
                 others.append(request)
         self.pending = own + others
-        for request in others:
-            self._fork(*request)
-        _warm(self.config, self.files, self._fork_arrivals)
+        # A warm-up has the worker import every test module, and the batches wait for
+        # it: they come once discovery, which imports the same modules, is done.
+        warm_up = any(request.get("warm") for _conn, request, _fds in own)
+        if not warm_up:
+            for request in others:
+                self._fork(*request)
+        _warm(self.config, self.files, (lambda: None) if warm_up else self._fork_arrivals)
         reason = self.unsafe()
         if reason is not None:
             # Forking is no longer safe: the batch runs plainly, and so do later ones.
             _write_off(self.paths["off"], reason)
-            for conn, _request, fds in own:
+            for conn, _request, fds in self.pending:
                 for fd in fds:
                     os.close(fd)
                 try:
@@ -610,8 +693,19 @@ class Worker:
             self._close()
             return
         self._freeze()
-        for request in own:
-            self._fork(*request)
+        for conn, request, fds in list(self.pending):
+            if request.get("warm"):
+                # A warm-up, not a batch: it only wanted the imports done.
+                self.pending = [p for p in self.pending if p[0] is not conn]
+                for fd in fds:
+                    os.close(fd)
+                try:
+                    _send_message(conn, {"warmed": True})
+                except OSError:
+                    pass
+                conn.close()
+            else:
+                self._fork(conn, request, fds)
 
     def _fork_arrivals(self):
         """Forks the batches that have arrived meanwhile, while it is safe: a batch
@@ -631,8 +725,11 @@ class Worker:
         if hasattr(gc, "freeze"):
             gc.freeze()
 
-    def _stop(self, _signo, _frame):
+    def _stop(self, signo, _frame):
         self.stopping = True
+        if _importing[0]:
+            # Out of the import, through `run`, which ends the children first.
+            raise SystemExit(128 + signo)
 
     def _wait(self, conns, timeout):
         try:

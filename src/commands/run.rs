@@ -28,7 +28,7 @@ use crate::framework::cargo::Cargo;
 use crate::framework::{self, Framework, TestRecord, discovery};
 use crate::image::PreparedImage;
 use crate::orchestrator::progress::{Progress, StatusLevel};
-use crate::orchestrator::{self, EngineOutcome, EngineSettings};
+use crate::orchestrator::{self, EngineOutcome, EngineSettings, WarmUp};
 use crate::output::plural;
 use crate::partition::Partition;
 use crate::provider::default::{self as default_provider, PrepareLog};
@@ -94,6 +94,25 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
         _ => None,
     };
     let interrupt = signals.token();
+    // Local sandboxes need no image: they exist from the start, so a resident worker
+    // can warm up in them while discovery runs. It loads all that the framework's own
+    // paths hold: not when a group's filters narrow that down (`--ignore`, a subpath).
+    let early = match &setup {
+        Setup::Local(_) if !options.collect_only => Some(provider::from_config(
+            &setup, &config, None, None, &cwd, &interrupt,
+        )?),
+        _ => None,
+    };
+    let unfiltered = config.groups.values().all(|g| g.filters.trim().is_empty());
+    let warm = early.as_ref().filter(|_| unfiltered).map(|provider| {
+        WarmUp::new(
+            Arc::clone(provider),
+            Arc::clone(&framework),
+            config.offload.max_parallel.max(1),
+            options.fail_fast,
+            Duration::from_secs(config.offload.test_timeout_secs),
+        )
+    });
     let start = Start {
         config: &config,
         options: &options,
@@ -102,6 +121,7 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
         plan: plan.as_deref(),
         cwd: &cwd,
         interrupt: &interrupt,
+        warm: warm.as_ref(),
     };
     let Some(mut found) = discover(&start).await? else {
         return Ok(interrupted(&signals));
@@ -145,14 +165,17 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
         return Ok(exit::SUCCESS);
     }
     output_dir::prepare(&config.report.output_dir)?;
-    let provider = provider::from_config(
-        &setup,
-        &config,
-        found.prepared,
-        found.plan.or_else(|| plan.clone()),
-        &cwd,
-        &interrupt,
-    )?;
+    let provider = match early {
+        Some(provider) => provider,
+        None => provider::from_config(
+            &setup,
+            &config,
+            found.prepared,
+            found.plan.or_else(|| plan.clone()),
+            &cwd,
+            &interrupt,
+        )?,
+    };
     let batch_framework: Arc<dyn Framework> = match found.reused {
         Some(mut cargo) => {
             if options.no_capture {
@@ -171,6 +194,9 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
         no_capture: options.no_capture,
     };
     let outcome = execute(found.records, batch_framework, provider, &settings, &start).await;
+    if let Some(warm) = warm {
+        warm.finish().await;
+    }
     if recording(&config, &options) && signals.received().is_none() {
         durations::record(&config, &outcome.results, live.as_ref());
     }
@@ -260,6 +286,8 @@ struct Start<'a> {
     plan: Option<&'a ImagePlan>,
     cwd: &'a Path,
     interrupt: &'a CancellationToken,
+    /// Started when a discovery command runs (see [`WarmUp`]).
+    warm: Option<&'a WarmUp>,
 }
 
 /// What the discovery phase produced.
@@ -411,6 +439,11 @@ async fn discover_tests(s: &Start<'_>) -> Result<Vec<TestRecord>> {
         &s.config.groups,
         s.config.offload.max_parallel_collection,
         cache.as_ref(),
+        &|| {
+            if let Some(warm) = s.warm {
+                warm.begin();
+            }
+        },
     )
     .await
     .map(discovery::dedupe);

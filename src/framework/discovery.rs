@@ -29,16 +29,18 @@ pub(crate) async fn discover(
     groups: &IndexMap<String, GroupConfig>,
     max_concurrency: usize,
 ) -> Result<Vec<TestRecord>> {
-    discover_with_cache(framework, groups, max_concurrency, None).await
+    discover_with_cache(framework, groups, max_concurrency, None, &|| {}).await
 }
 
 /// Like [`discover`], answering from `cache` where it holds a group's result and
-/// storing what it had to run (the caller saves the cache).
+/// storing what it had to run (the caller saves the cache). `running` is called each
+/// time a discovery command starts, that is when the cache did not answer.
 pub(crate) async fn discover_with_cache(
     framework: &dyn Framework,
     groups: &IndexMap<String, GroupConfig>,
     max_concurrency: usize,
     cache: Option<&Mutex<DiscoveryCache>>,
+    running: &(dyn Fn() + Sync),
 ) -> Result<Vec<TestRecord>> {
     let limit = match max_concurrency {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -48,7 +50,7 @@ pub(crate) async fn discover_with_cache(
     // order; on the first error the rest are dropped, which kills their children.
     let per_group: Vec<Vec<TestRecord>> = futures::stream::iter(groups)
         .map(|(name, group)| async move {
-            let discovered = discover_group(framework, name, group, cache)
+            let discovered = discover_group(framework, name, group, cache, running)
                 .await
                 .with_context(|| format!("discovery failed for group `{name}`"))?;
             if let Some(warning) = &discovered.warning {
@@ -100,11 +102,12 @@ async fn discover_group(
     name: &str,
     group: &GroupConfig,
     cache: Option<&Mutex<DiscoveryCache>>,
+    running: &(dyn Fn() + Sync),
 ) -> Result<Discovered> {
     let command = framework.discover_command(&group.filters)?;
     let key = format!("{name}\u{1f}{}", command.display());
     let Some(cache) = cache else {
-        return run_discovery(framework, &command).await;
+        return run_discovery(framework, &command, running).await;
     };
     if let Some(hit) = lock(cache).get(&key) {
         tracing::info!("group `{name}`: reusing the previous discovery (nothing changed since)");
@@ -114,9 +117,12 @@ async fn discover_group(
     let trace = trace_dir.path().join("trace");
     let mut traced = command.clone();
     let (discovered, inputs) = match framework.trace_discovery(&mut traced, &trace) {
-        Ok(false) => (run_discovery(framework, &command).await?, Vec::new()),
+        Ok(false) => (
+            run_discovery(framework, &command, running).await?,
+            Vec::new(),
+        ),
         Ok(true) => {
-            let discovered = run_discovery(framework, &traced).await?;
+            let discovered = run_discovery(framework, &traced, running).await?;
             let root = std::env::current_dir().context("cannot read the current directory")?;
             let own = crate::bundled::cache_dir();
             let Some(inputs) = super::cache::traced_inputs(&trace, &root, &own) else {
@@ -130,7 +136,7 @@ async fn discover_group(
         }
         Err(err) => {
             tracing::info!("group `{name}`: discovery is not cached: {err:#}");
-            return run_discovery(framework, &command).await;
+            return run_discovery(framework, &command, running).await;
         }
     };
     lock(cache).put(&key, &discovered, inputs);
@@ -141,8 +147,10 @@ async fn discover_group(
 async fn run_discovery(
     framework: &dyn Framework,
     command: &process::CommandSpec,
+    running: &(dyn Fn() + Sync),
 ) -> Result<Discovered> {
     tracing::debug!("discovering with `{}`", command.display());
+    running();
     // Discovery has no timeout: collecting a large suite may legitimately take long.
     let output = process::capture(command, None).await?;
     framework.parse_discovery(command, &output)

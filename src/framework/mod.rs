@@ -256,6 +256,15 @@ pub trait Framework: Send + Sync {
         fail_fast: bool,
     ) -> Result<BatchCommand>;
 
+    /// A command (built like a batch's, in a sandbox's paths) that starts the runner's
+    /// resident worker there and has it load what the batches will need, run while the
+    /// tests are still being discovered, so that the first batches do not pay for it:
+    /// the pytest worker imports the test modules. `None` when the runner has no such
+    /// worker.
+    fn warm_command(&self, _paths: &BatchPaths, _fail_fast: bool) -> Option<BatchCommand> {
+        None
+    }
+
     /// The key a JUnit `<testcase>` is filed under.
     fn junit_key<'a>(&self, name: &'a str, classname: Option<&'a str>) -> Cow<'a, str>;
 

@@ -167,6 +167,10 @@ const PLUGIN_MODULE: &str = "offload_pytest_plugin";
 /// The variable that names the batch's tests file for the plugin.
 const TESTS_FILE_VARIABLE: &str = "OFFLOAD_TESTS_FILE";
 
+/// The variable that makes a resident batch command a warm-up (see
+/// [`Framework::warm_command`]).
+const WARM_VARIABLE: &str = "OFFLOAD_RESIDENT_WARM";
+
 /// The module of the resident worker and its client (see
 /// [`crate::bundled::PYTEST_WORKER`]), written beside the plugin.
 const WORKER_MODULE: &str = "offload_pytest_worker";
@@ -292,6 +296,72 @@ impl Pytest {
             env: Vec::new(),
         }
     }
+
+    /// The command of a batch of `tests` that collects `targets` (see
+    /// [`Framework::batch_command`]).
+    fn pytest_command(
+        &self,
+        tests: &[String],
+        targets: Vec<String>,
+        paths: &BatchPaths,
+        fail_fast: bool,
+    ) -> BatchCommand {
+        // Quiet: per-test progress lines cost pytest CPU in every batch and nobody reads
+        // them (outcomes come from the JUnit file); failures and the summary still show
+        // in the batch log. `run_args = "-v"` brings the lines back.
+        let mut args = vec![
+            "-p".to_owned(),
+            PLUGIN_MODULE.to_owned(),
+            "-q".to_owned(),
+            "--tb=short".to_owned(),
+            format!("--junitxml={}", paths.result),
+        ];
+        if fail_fast {
+            args.push("-x".to_owned());
+        }
+        if self.no_capture {
+            args.push("-s".to_owned());
+        }
+        args.extend(self.run_args.iter().cloned());
+        let support = |module: &str, script: &crate::bundled::Script| InputFile {
+            path: format!("{}/{module}.py", paths.support_dir),
+            contents: String::from_utf8_lossy(script.contents).into_owned(),
+        };
+        let mut inputs = vec![
+            support(PLUGIN_MODULE, &crate::bundled::PYTEST_PLUGIN),
+            InputFile {
+                path: paths.tests_file.clone(),
+                contents: tests_file_contents(tests),
+            },
+        ];
+        // The plugin's directory goes in front of the sandbox's own PYTHONPATH, which
+        // only a shell there can read.
+        let command = if self.resident {
+            inputs.push(support(WORKER_MODULE, &crate::bundled::PYTEST_WORKER));
+            CommandSpec::new("sh").args([
+                "-c",
+                RESIDENT_SNIPPET,
+                &paths.support_dir,
+                &paths.shared_dir,
+                &self.resident_key(),
+                &self.prefix.len().to_string(),
+                &targets.len().to_string(),
+            ])
+        } else {
+            CommandSpec::new("sh").args([
+                "-c",
+                "PYTHONPATH=\"$0${PYTHONPATH:+:$PYTHONPATH}\" exec \"$@\"",
+                &paths.support_dir,
+            ])
+        };
+        let command = command
+            .args(self.prefix.iter().cloned())
+            .args(args)
+            .args(targets)
+            .env(TESTS_FILE_VARIABLE, &paths.tests_file);
+        BatchCommand { command, inputs }
+    }
+
 }
 
 impl Framework for Pytest {
@@ -380,23 +450,6 @@ impl Framework for Pytest {
         paths: &BatchPaths,
         fail_fast: bool,
     ) -> Result<BatchCommand> {
-        // Quiet: per-test progress lines cost pytest CPU in every batch and nobody reads
-        // them (outcomes come from the JUnit file); failures and the summary still show
-        // in the batch log. `run_args = "-v"` brings the lines back.
-        let mut args = vec![
-            "-p".to_owned(),
-            PLUGIN_MODULE.to_owned(),
-            "-q".to_owned(),
-            "--tb=short".to_owned(),
-            format!("--junitxml={}", paths.result),
-        ];
-        if fail_fast {
-            args.push("-x".to_owned());
-        }
-        if self.no_capture {
-            args.push("-s".to_owned());
-        }
-        args.extend(self.run_args.iter().cloned());
         let mut files: Vec<&str> = Vec::new();
         let mut seen = rustc_hash::FxHashSet::default();
         let mut length = 0;
@@ -412,43 +465,19 @@ impl Framework for Pytest {
         } else {
             self.paths.clone()
         };
-        let support = |module: &str, script: &crate::bundled::Script| InputFile {
-            path: format!("{}/{module}.py", paths.support_dir),
-            contents: String::from_utf8_lossy(script.contents).into_owned(),
-        };
-        let mut inputs = vec![
-            support(PLUGIN_MODULE, &crate::bundled::PYTEST_PLUGIN),
-            InputFile {
-                path: paths.tests_file.clone(),
-                contents: tests_file_contents(tests),
-            },
-        ];
-        // The plugin's directory goes in front of the sandbox's own PYTHONPATH, which
-        // only a shell there can read.
-        let command = if self.resident {
-            inputs.push(support(WORKER_MODULE, &crate::bundled::PYTEST_WORKER));
-            CommandSpec::new("sh").args([
-                "-c",
-                RESIDENT_SNIPPET,
-                &paths.support_dir,
-                &paths.shared_dir,
-                &self.resident_key(),
-                &self.prefix.len().to_string(),
-                &targets.len().to_string(),
-            ])
-        } else {
-            CommandSpec::new("sh").args([
-                "-c",
-                "PYTHONPATH=\"$0${PYTHONPATH:+:$PYTHONPATH}\" exec \"$@\"",
-                &paths.support_dir,
-            ])
-        };
-        let command = command
-            .args(self.prefix.iter().cloned())
-            .args(args)
-            .args(targets)
-            .env(TESTS_FILE_VARIABLE, &paths.tests_file);
-        Ok(BatchCommand { command, inputs })
+        Ok(self.pytest_command(tests, targets, paths, fail_fast))
+    }
+
+    /// The batch command of no test, with the discovery `paths` as its files and
+    /// `OFFLOAD_RESIDENT_WARM` set: it starts the resident worker, which imports the
+    /// test modules under those paths and then answers it.
+    fn warm_command(&self, paths: &BatchPaths, fail_fast: bool) -> Option<BatchCommand> {
+        if !self.resident {
+            return None;
+        }
+        let mut warm = self.pytest_command(&[], self.paths.clone(), paths, fail_fast);
+        warm.command = warm.command.env(WARM_VARIABLE, "1");
+        Some(warm)
     }
 
     fn junit_key<'a>(&self, name: &'a str, classname: Option<&'a str>) -> Cow<'a, str> {
@@ -854,6 +883,31 @@ mod tests {
         assert_eq!(argv(&other.command)[5], words[5]);
         assert_ne!(key("uv run pytest", None), key("pytest", None));
         assert_ne!(key("pytest", None), key("pytest", Some("-p no:foo")));
+    }
+
+    #[test]
+    fn a_warm_up_is_a_batch_of_no_test_collecting_the_paths() {
+        let mut c = config(Some("uv run pytest"));
+        c.paths = vec!["tests".into(), "more".into()];
+        let paths = crate::framework::test_paths("/tmp/r.xml");
+        let off = Pytest::new(&c).unwrap();
+        assert_eq!(off.warm_command(&paths, false), None);
+        c.resident_worker = true;
+        let fw = Pytest::new(&c).unwrap();
+        let warm = fw.warm_command(&paths, true).unwrap();
+        let batch = fw
+            .batch_command(&["t/a.py::x".to_owned()], &paths, true)
+            .unwrap();
+        let (w, b) = (argv(&warm.command), argv(&batch.command));
+        // The same worker and arguments as a batch's (so batches fork from it), with
+        // the paths as its files and an empty tests file.
+        assert_eq!(w[..7], b[..7]);
+        assert_eq!(w[7], "2");
+        assert_eq!(w[w.len() - 2..], ["tests", "more"]);
+        assert_eq!(w[8..w.len() - 2], b[8..b.len() - 1]);
+        assert!(warm.command.env.contains(&(WARM_VARIABLE.to_owned(), "1".to_owned())));
+        let tests = warm.inputs.iter().find(|f| f.path == paths.tests_file);
+        assert_eq!(tests.map(|f| f.contents.as_str()), Some(""));
     }
 
     #[test]

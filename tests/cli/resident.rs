@@ -135,6 +135,12 @@ def test_threads_and_atexit():
         text.lines().map(str::to_owned).collect()
     }
 
+    /// The lines of a scratch file (empty when it does not exist), left as it is.
+    fn lines(&self, name: &str) -> Vec<String> {
+        let text = std::fs::read_to_string(self.scratch.path().join(name)).unwrap_or_default();
+        text.lines().map(str::to_owned).collect()
+    }
+
     /// The pids recorded by test `name` (one line per attempt).
     fn pids_of(&self, name: &str) -> Vec<i32> {
         let path = self.scratch.path().join("pids").join(name);
@@ -208,6 +214,12 @@ fn the_worker_imports_once_and_gives_the_results_of_one_pytest_per_batch() {
     assert!(!plain.stderr.contains("resident"), "{}", plain.show());
 
     s.config(1, "", "");
+    // A run that discovers starts the worker beside discovery (see
+    // `a_first_run_imports_the_test_modules_while_discovery_runs`); here the discovery
+    // is cached, and the first batch starts the worker.
+    assert_eq!(s.run(&[]).code, 1);
+    s.take("imports");
+    s.take("sessions");
     // Without the first run's times, the same plan: two batches.
     std::fs::remove_file(s.project.path().join("test-results/junit.xml")).unwrap();
     let resident = s.run(&[]);
@@ -226,7 +238,12 @@ fn the_worker_imports_once_and_gives_the_results_of_one_pytest_per_batch() {
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     modules.sort_unstable();
-    assert_eq!(modules, ["m0", "m1", "m2", "m3"], "{imports:?}");
+    assert_eq!(
+        modules,
+        ["m0", "m1", "m2", "m3"],
+        "{imports:?} {}",
+        resident.show()
+    );
     let worker = import_pids(&imports[..1])[0];
     // A session per batch, each in a child of its own, never in the worker.
     let sessions = s.take("sessions");
@@ -349,8 +366,19 @@ def test_{m}(session_mark):
         );
     }
     s.config(2, "", "");
+    // The first run discovers, and the worker starts (and imports) while it does; the
+    // second finds the discovery cached, and the batches start the worker.
     let run = s.run(&[]);
     assert_eq!(run.code, 0, "{}", run.show());
+    s.take("imports");
+    s.take("sessions");
+    let run = s.run(&["-v"]);
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert!(
+        run.stderr.contains("reusing the previous discovery"),
+        "{}",
+        run.show()
+    );
     assert_eq!(s.batches(), 2, "{}", run.show());
     let imports = s.take("imports");
     assert_eq!(imports.len(), 2, "{imports:?}");
@@ -403,6 +431,92 @@ fn a_test_module_that_starts_a_thread_at_import_turns_the_worker_off_with_correc
     // then imported its own in a pytest of its own.
     let imports = s.take("imports");
     assert_eq!(import_pids(&imports).len(), 1 + s.batches(), "{imports:?}");
+}
+
+/// Two modules whose import takes a second, in discovery and in batches alike; each
+/// import writes `who pid began ended` (who: `batch` when a batch's tests file is set,
+/// else `discovery`) to `imports`.
+fn slow_to_import(s: &Suite, seconds: f64) {
+    for m in ["a", "b"] {
+        s.project.file(
+            &format!("tests/test_slow_{m}.py"),
+            &format!(
+                r#"import os, time
+
+began = time.time()
+with open(os.path.join(os.environ["SCRATCH"], "began"), "a") as f:
+    f.write("began %d\n" % os.getpid())
+time.sleep({seconds})
+who = "batch" if os.environ.get("OFFLOAD_TESTS_FILE") else "discovery"
+with open(os.path.join(os.environ["SCRATCH"], "imports"), "a") as f:
+    f.write("%s %d %f %f\n" % (who, os.getpid(), began, time.time()))
+
+def test_{m}(session_mark):
+    pass
+"#
+            ),
+        );
+    }
+}
+
+#[test]
+fn a_first_run_imports_the_test_modules_while_discovery_runs() {
+    let s = Suite::new(0);
+    slow_to_import(&s, 1.0);
+    s.config(2, "", "");
+    let run = s.run(&[]);
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert_eq!(Junit::of(&s.project).outcomes().len(), 2, "{}", run.show());
+    let imports = s.take("imports");
+    let of = |who: &str| -> Vec<Vec<String>> {
+        imports
+            .iter()
+            .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .filter(|w| w[0] == who)
+            .collect()
+    };
+    let (discovery, batches) = (of("discovery"), of("batch"));
+    assert_eq!(discovery.len(), 2, "{imports:?}");
+    // Both modules imported once for the batches, by one process: the worker, which
+    // the warm-up started beside discovery. Its first import began before
+    // discovery's last one ended.
+    assert_eq!(batches.len(), 2, "{imports:?}");
+    assert_eq!(batches[0][1], batches[1][1], "{imports:?}");
+    let worker_began: f64 = batches[0][2].parse().unwrap();
+    let discovery_ended: f64 = discovery[1][3].parse().unwrap();
+    assert!(
+        worker_began < discovery_ended,
+        "the worker waited for discovery: {imports:?}"
+    );
+    // The sessions are the batches' own, in children of the worker.
+    let sessions = s.take("sessions");
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert!(!sessions.contains(&batches[0][1]), "{sessions:?}");
+    assert_gone(
+        batches[0][1].parse().unwrap(),
+        "the worker to end with the run",
+    );
+}
+
+#[test]
+fn ctrl_c_while_discovery_runs_leaves_no_worker() {
+    let s = Suite::new(0);
+    slow_to_import(&s, 300.0);
+    s.config(2, "", "");
+    let child = support::spawn_piped(&mut s.offload());
+    // Discovery and the worker both import the first module.
+    support::wait_until("two imports to start", Duration::from_secs(60), || {
+        import_pids(&s.lines("began")).len() == 2
+    });
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let run = support::wait_bounded(child, Duration::from_secs(60), "offload after SIGINT");
+    assert_eq!(run.code, 130, "{}", run.show());
+    let pids = import_pids(&s.take("began"));
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    for pid in pids {
+        assert_gone(pid, "discovery and the worker to end with the run");
+    }
 }
 
 /// A project with one test that records its pid and hangs, beside quick ones.
@@ -554,6 +668,64 @@ try:
     imported = [float(x) for x in open("imported").read().split()]
     assert len(imported) == 3, imported
     assert ran < max(imported), ("the late batch waited for every import", ran, imported)
+finally:
+    pid = [f for f in os.listdir("shared") if f.endswith(".pid")]
+    if pid:
+        os.kill(int(open(os.path.join("shared", pid[0])).read()), 15)
+print("ok")
+"#;
+    let out = std::process::Command::new(support::python_bin_dir().join("python"))
+        .arg("-c")
+        .arg(check)
+        .arg(&scripts)
+        .arg(project.path())
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A warm-up imports the test modules pytest's collection of the paths would import, and
+/// no others: not a file whose name is not a test file's, nor one in a directory pytest
+/// does not walk into (`norecursedirs`, `--ignore`, a conftest's `collect_ignore`), nor
+/// one under a conftest pytest has not loaded yet.
+#[test]
+fn a_warm_up_imports_what_collection_would() {
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
+    let project = tempfile::tempdir().unwrap();
+    let check = r#"
+import os, subprocess, sys, time
+scripts, root = sys.argv[1], sys.argv[2]
+os.chdir(root)
+record = "import os\nopen(os.path.join(%r, 'imported'), 'a').write(__name__ + '\\n')\ndef test_x():\n    pass\n" % root
+files = ["tests/test_a.py", "tests/deep/test_d.py", "tests/helper.py", "tests/.hidden/test_h.py",
+         "tests/build/test_b.py", "tests/ignored/test_i.py", "tests/skipped/test_k.py",
+         "tests/sub/test_s.py"]
+for path in files:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(record)
+with open("tests/conftest.py", "w") as f:
+    f.write("collect_ignore = ['ignored']\n")
+with open("tests/sub/conftest.py", "w") as f:
+    f.write("\n")
+os.makedirs("shared")
+open("empty", "w").close()
+env = dict(os.environ, PYTHONPATH=scripts, OFFLOAD_TESTS_FILE=os.path.abspath("empty"),
+           OFFLOAD_RESIDENT_WARM="1")
+args = ["-p", "offload_pytest_plugin", "-q", "--ignore=tests/skipped",
+        "--junitxml=%s/warm.xml" % root, "tests"]
+warm = subprocess.run(
+    [sys.executable, "-S", os.path.join(scripts, "offload_pytest_worker.py"), "shared", "k",
+     "3", "1", sys.executable, "-m", "pytest"] + args, env=env, timeout=60)
+try:
+    assert warm.returncode == 0, warm.returncode
+    imported = sorted(open("imported").read().split())
+    assert imported == ["test_a", "test_d"], imported
 finally:
     pid = [f for f in os.listdir("shared") if f.endswith(".pid")]
     if pid:
