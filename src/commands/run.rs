@@ -123,12 +123,48 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
         interrupt: &interrupt,
         warm: warm.as_ref(),
     };
-    let Some(mut found) = discover(&start).await? else {
-        return Ok(interrupted(&signals));
+    let result = run_from(
+        &start,
+        &framework,
+        &selection,
+        &signals,
+        plan.clone(),
+        early,
+        keyword_at_discovery,
+    )
+    .await;
+    // The warm-up holds the local provider: it ends before the provider does (which
+    // ends the worker), also when the run stopped early.
+    if let Some(warm) = warm {
+        warm.finish().await;
+    }
+    result
+}
+
+/// The run from discovery on (see [`run`]); `early` is the provider when it was built
+/// before discovery.
+async fn run_from(
+    start: &Start<'_>,
+    framework: &Arc<dyn Framework>,
+    selection: &Selection,
+    signals: &Signals,
+    plan: Option<Arc<ImagePlan>>,
+    early: Option<Arc<dyn provider::Provider>>,
+    keyword_at_discovery: bool,
+) -> Result<i32> {
+    let (config, options, setup, cwd, interrupt) = (
+        start.config,
+        start.options,
+        start.setup,
+        start.cwd,
+        start.interrupt,
+    );
+    let Some(mut found) = discover(start).await? else {
+        return Ok(interrupted(signals));
     };
     // What exists, for pruning the history: all that discovery found, unless pytest's
     // `-k` narrowed the discovery itself.
-    let live = (recording(&config, &options) && !keyword_at_discovery)
+    let live = (recording(config, options) && !keyword_at_discovery)
         .then(|| durations::live(&found.records));
     if selection.is_active() {
         selection.apply(&mut found.records)?;
@@ -159,7 +195,7 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
     }
     if found.records.is_empty() {
         if let Some(partition) = options.partition {
-            return empty_part(&config, framework.as_ref(), partition, &properties);
+            return empty_part(config, framework.as_ref(), partition, &properties);
         }
         crate::output::print("No tests to run.\n");
         return Ok(exit::SUCCESS);
@@ -168,12 +204,12 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
     let provider = match early {
         Some(provider) => provider,
         None => provider::from_config(
-            &setup,
-            &config,
+            setup,
+            config,
             found.prepared,
             found.plan.or_else(|| plan.clone()),
-            &cwd,
-            &interrupt,
+            cwd,
+            interrupt,
         )?,
     };
     let batch_framework: Arc<dyn Framework> = match found.reused {
@@ -183,7 +219,7 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
             }
             Arc::new(cargo)
         }
-        None => Arc::clone(&framework),
+        None => Arc::clone(framework),
     };
     let settings = EngineSettings {
         parallel: config.offload.max_parallel,
@@ -193,21 +229,18 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
         durations: found.durations,
         no_capture: options.no_capture,
     };
-    let outcome = execute(found.records, batch_framework, provider, &settings, &start).await;
-    if let Some(warm) = warm {
-        warm.finish().await;
-    }
-    if recording(&config, &options) && signals.received().is_none() {
-        durations::record(&config, &outcome.results, live.as_ref());
+    let outcome = execute(found.records, batch_framework, provider, &settings, start).await;
+    if recording(config, options) && signals.received().is_none() {
+        durations::record(config, &outcome.results, live.as_ref());
     }
     report(
-        &config,
-        &setup,
-        &options,
+        config,
+        setup,
+        options,
         framework.as_ref(),
         &properties,
         outcome,
-        &signals,
+        signals,
     )
 }
 
