@@ -77,9 +77,20 @@ def test_setup_error(broken):
     pass
 
 def test_threads_and_atexit():
-    # What a child may do that a process in its interpreter's shutdown may not.
-    import atexit, concurrent.futures
-    atexit.register(lambda: None)
+    # What a child may do that a process in its interpreter's shutdown may not; and
+    # what must still happen when the batch's pytest ends, in Python's order: threads
+    # that are not daemons end, then the atexit handlers run (`atexit`: pid, and
+    # whether the thread had ended).
+    import atexit, concurrent.futures, threading, time
+    late = []
+    def _late():
+        time.sleep(0.3)
+        late.append(1)
+    def _at_exit():
+        with open(os.path.join(SCRATCH, "atexit"), "a") as f:
+            f.write("%d %s\n" % (os.getpid(), "after-thread" if late else "before-thread"))
+    atexit.register(_at_exit)
+    threading.Thread(target=_late).start()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         assert pool.submit(lambda: 2).result() == 2
 "#
@@ -213,6 +224,7 @@ fn the_worker_imports_once_and_gives_the_results_of_one_pytest_per_batch() {
     assert_eq!(plain_pids, plain_sessions, "{plain_imports:?}");
     assert!(!plain.stderr.contains("resident"), "{}", plain.show());
 
+    assert_eq!(s.take("atexit").len(), 4, "one per test that registers one");
     s.config(1, "", "");
     // A run that discovers starts the worker beside discovery (see
     // `a_first_run_imports_the_test_modules_while_discovery_runs`); here the discovery
@@ -220,6 +232,7 @@ fn the_worker_imports_once_and_gives_the_results_of_one_pytest_per_batch() {
     assert_eq!(s.run(&[]).code, 1);
     s.take("imports");
     s.take("sessions");
+    s.take("atexit");
     // Without the first run's times, the same plan: two batches.
     std::fs::remove_file(s.project.path().join("test-results/junit.xml")).unwrap();
     let resident = s.run(&[]);
@@ -248,6 +261,23 @@ fn the_worker_imports_once_and_gives_the_results_of_one_pytest_per_batch() {
     // A session per batch, each in a child of its own, never in the worker.
     let sessions = s.take("sessions");
     assert_eq!(s.batches(), 2, "{}", resident.show());
+    // Each child ran its tests' atexit handlers once their thread had ended, as
+    // one pytest per batch does.
+    let mut at_exit = s.take("atexit");
+    at_exit.sort();
+    assert_eq!(at_exit.len(), 4, "{at_exit:?}");
+    assert!(
+        at_exit.iter().all(|l| l.ends_with(" after-thread")),
+        "{at_exit:?}"
+    );
+    let mut exit_pids: Vec<String> = at_exit
+        .iter()
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect();
+    exit_pids.dedup();
+    let mut session_set = sessions.clone();
+    session_set.sort();
+    assert_eq!(exit_pids, session_set, "{at_exit:?} {sessions:?}");
     let mut session_pids = sessions.clone();
     session_pids.sort();
     session_pids.dedup();
