@@ -710,13 +710,7 @@ class Worker:
             # Forking is no longer safe: the batch runs plainly, and so do later ones.
             _write_off(self.paths["off"], reason)
             for conn, _request, fds in self.pending:
-                for fd in fds:
-                    os.close(fd)
-                try:
-                    _send_message(conn, {"fallback": reason})
-                except OSError:
-                    pass
-                conn.close()
+                _answer(conn, fds, {"fallback": reason})
             self.pending = []
             self._close()
             return
@@ -725,13 +719,7 @@ class Worker:
             if request.get("warm"):
                 # A warm-up, not a batch: it only wanted the imports done.
                 self.pending = [p for p in self.pending if p[0] is not conn]
-                for fd in fds:
-                    os.close(fd)
-                try:
-                    _send_message(conn, {"warmed": True})
-                except OSError:
-                    pass
-                conn.close()
+                _answer(conn, fds, {"warmed": True})
             else:
                 self._fork(conn, request, fds)
 
@@ -929,6 +917,17 @@ class Worker:
             os.unlink(self.paths["pid"])
         except OSError:
             pass
+
+
+def _answer(conn, fds, message):
+    """Answers a client whose batch the worker does not fork, and lets it go."""
+    for fd in fds:
+        os.close(fd)
+    try:
+        _send_message(conn, message)
+    except OSError:
+        pass
+    conn.close()
 
 
 def _kill_group(pid):

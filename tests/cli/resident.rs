@@ -549,6 +549,40 @@ fn ctrl_c_while_discovery_runs_leaves_no_worker() {
     }
 }
 
+/// Runs the Python program `check` with the directory of Offload's scripts and a fresh
+/// empty directory as its arguments; it must print `ok`. A worker it started there
+/// (under `shared/`) is told to end.
+fn python_check(check: &str) {
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
+    let project = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(support::python_bin_dir().join("python"))
+        .arg("-c")
+        .arg(check)
+        .arg(&scripts)
+        .arg(project.path())
+        .output()
+        .expect("run python");
+    let shared = std::fs::read_dir(project.path().join("shared"))
+        .into_iter()
+        .flatten();
+    for pid_file in shared
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+    {
+        let pid = std::fs::read_to_string(pid_file.path()).unwrap_or_default();
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            // SAFETY: plain kill(2) on the worker this test started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A project with one test that records its pid and hangs, beside quick ones.
 fn hanging(timeout_secs: u32) -> Suite {
     let s = Suite::new(2);
@@ -660,8 +694,6 @@ fn batches_reach_the_worker_through_a_command_driven_provider() {
 /// batch's modules) is forked between two of those imports, not after all of them.
 #[test]
 fn a_batch_that_arrives_while_the_worker_imports_waits_for_one_module_at_most() {
-    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
-    let project = tempfile::tempdir().unwrap();
     let check = r#"
 import os, subprocess, sys, time
 scripts, root = sys.argv[1], sys.argv[2]
@@ -692,31 +724,14 @@ first = client("a", ["tests/test_slow0.py", "tests/test_slow1.py", "tests/test_s
 while not os.path.exists("imported"):
     time.sleep(0.01)
 late = client("b", ["tests/test_fast.py"])
-try:
-    assert late.wait(30) == 0 and first.wait(30) == 0
-    ran = float(open("ran").read())
-    imported = [float(x) for x in open("imported").read().split()]
-    assert len(imported) == 3, imported
-    assert ran < max(imported), ("the late batch waited for every import", ran, imported)
-finally:
-    pid = [f for f in os.listdir("shared") if f.endswith(".pid")]
-    if pid:
-        os.kill(int(open(os.path.join("shared", pid[0])).read()), 15)
+assert late.wait(30) == 0 and first.wait(30) == 0
+ran = float(open("ran").read())
+imported = [float(x) for x in open("imported").read().split()]
+assert len(imported) == 3, imported
+assert ran < max(imported), ("the late batch waited for every import", ran, imported)
 print("ok")
 "#;
-    let out = std::process::Command::new(support::python_bin_dir().join("python"))
-        .arg("-c")
-        .arg(check)
-        .arg(&scripts)
-        .arg(project.path())
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_check(check);
 }
 
 /// A warm-up imports the test modules pytest's collection of the paths would import, and
@@ -725,8 +740,6 @@ print("ok")
 /// one under a conftest pytest has not loaded yet.
 #[test]
 fn a_warm_up_imports_what_collection_would() {
-    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
-    let project = tempfile::tempdir().unwrap();
     let check = r#"
 import os, subprocess, sys, time
 scripts, root = sys.argv[1], sys.argv[2]
@@ -752,29 +765,12 @@ args = ["-p", "offload_pytest_plugin", "-q", "--ignore=tests/skipped",
 warm = subprocess.run(
     [sys.executable, "-S", os.path.join(scripts, "offload_pytest_worker.py"), "shared", "k",
      "3", "1", sys.executable, "-m", "pytest"] + args, env=env, timeout=60)
-try:
-    assert warm.returncode == 0, warm.returncode
-    imported = sorted(open("imported").read().split())
-    assert imported == ["test_a", "test_d"], imported
-finally:
-    pid = [f for f in os.listdir("shared") if f.endswith(".pid")]
-    if pid:
-        os.kill(int(open(os.path.join("shared", pid[0])).read()), 15)
+assert warm.returncode == 0, warm.returncode
+imported = sorted(open("imported").read().split())
+assert imported == ["test_a", "test_d"], imported
 print("ok")
 "#;
-    let out = std::process::Command::new(support::python_bin_dir().join("python"))
-        .arg("-c")
-        .arg(check)
-        .arg(&scripts)
-        .arg(project.path())
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_check(check);
 }
 
 /// The client reads the worker's "started" and "exit" messages one at a time, also when
@@ -782,9 +778,9 @@ print("ok")
 /// message carries arrive with it.
 #[test]
 fn the_socket_protocol_reads_exactly_one_message_at_a_time() {
-    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
     let check = r#"
 import os, socket, sys
+sys.path.insert(0, sys.argv[1])
 import offload_pytest_worker as w
 a, b = socket.socketpair()
 b.settimeout(10)  # a reader that took both messages at once would wait for ever
@@ -805,16 +801,5 @@ got = w._split_args(["-p", "x", "--junitxml=/r/b.xml", "-q", "t/a.py", "t/b.py"]
 assert got == (["-p", "x", "--junitxml=", "-q"], "/r/b.xml", ["t/a.py", "t/b.py"]), got
 print("ok")
 "#;
-    let out = std::process::Command::new(support::python_bin_dir().join("python"))
-        .arg("-c")
-        .arg(check)
-        .env("PYTHONPATH", &scripts)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_check(check);
 }
