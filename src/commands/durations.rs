@@ -56,6 +56,27 @@ impl Durations {
         Self { report, history }
     }
 
+    /// The known durations of `records` by ID, in seconds, as the scheduler takes them
+    /// (looked up by ID: the previous report's tests that are not in `records` stay in,
+    /// unused, rather than be copied out of a large report); says how many of `records`
+    /// came from where at debug level.
+    pub(crate) fn into_seconds(self, records: &[TestRecord]) -> FxHashMap<String, f64> {
+        let mut known = self.report;
+        let (mut from_report, mut from_history) = (0, 0);
+        for r in records {
+            if known.contains_key(&r.id) {
+                from_report += 1;
+            } else if let Some(entry) = self.history.get(&r.group, &r.id) {
+                from_history += 1;
+                known.insert(r.id.clone(), entry.secs);
+            }
+        }
+        tracing::debug!(
+            "known durations: {from_report} from the previous report, {from_history} from the history"
+        );
+        known
+    }
+
     /// The known duration of each of `records` (by ID) and where it came from.
     pub(crate) fn for_tests(&self, records: &[TestRecord]) -> FxHashMap<String, (f64, Source)> {
         records
@@ -69,23 +90,6 @@ impl Durations {
             })
             .collect()
     }
-}
-
-/// The seconds of each known duration, as the scheduler takes them; says how many came
-/// from where at debug level.
-pub(crate) fn seconds(known: FxHashMap<String, (f64, Source)>) -> FxHashMap<String, f64> {
-    let from_history = known
-        .values()
-        .filter(|(_, s)| *s == Source::History)
-        .count();
-    tracing::debug!(
-        "known durations: {} from the previous report, {from_history} from the history",
-        known.len() - from_history
-    );
-    known
-        .into_iter()
-        .map(|(id, (secs, _))| (id, secs))
-        .collect()
 }
 
 /// The tests that exist, for pruning the history: every test discovery found, when
@@ -132,5 +136,40 @@ pub(crate) fn record(config: &Config, results: &[TestResult], live: Option<&Live
             path.display()
         ),
         Err(err) => tracing::warn!("the durations history was not recorded: {err:#}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(group: &str, id: &str) -> TestRecord {
+        TestRecord {
+            id: id.to_owned(),
+            group: group.to_owned(),
+            retry_count: 0,
+            schedule_individual: false,
+            ignored: false,
+        }
+    }
+
+    #[test]
+    fn the_report_wins_then_the_history_by_group() {
+        let mut history = History::default();
+        history.record(&[("g", "a", 9.0), ("g", "b", 2.0), ("other", "c", 3.0)]);
+        let report: FxHashMap<String, f64> = [("a".to_owned(), 1.0), ("gone".to_owned(), 4.0)]
+            .into_iter()
+            .collect();
+        let durations = Durations { report, history };
+        let records = [record("g", "a"), record("g", "b"), record("g", "c")];
+        let known = durations.into_seconds(&records);
+        assert_eq!(known.get("a"), Some(&1.0), "the report before the history");
+        assert_eq!(
+            known.get("b"),
+            Some(&2.0),
+            "the history when the report has none"
+        );
+        // `c` is known to the history only in another group.
+        assert_eq!(known.get("c"), None);
     }
 }

@@ -448,7 +448,7 @@ async fn discover(s: &Start<'_>) -> Result<Option<Found>> {
         },
         None => Durations::default(),
     };
-    let durations = durations::seconds(durations.for_tests(&records));
+    let durations = durations.into_seconds(&records);
     Ok(Some(Found {
         records,
         prepared,
