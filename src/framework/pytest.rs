@@ -256,7 +256,9 @@ impl Pytest {
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| {
                 tracing::warn!(
-                    "one pytest per batch: `framework.command` (`{}`) does not look like pytest,                      so the resident worker, which needs pytest to load Offload's plugin, is off                      (hint: set `resident_worker = false` in `[framework]` to say so)",
+                    "one pytest per batch: `framework.command` (`{}`) does not look like pytest, \
+                     so the resident worker, which needs pytest to load Offload's plugin, is off \
+                     (hint: set `resident_worker = false` in `[framework]` to say so)",
                     prefix.join(" ")
                 );
             });

@@ -361,7 +361,9 @@ fn when_the_worker_cannot_be_used_batches_run_plainly_and_the_run_says_why_once(
     let run = s.run(&[]);
     assert_eq!(run.code, 1, "{}", run.show());
     assert_eq!(
-        run.stderr.matches("does not look like pytest").count(),
+        run.stderr
+            .matches("does not look like pytest, so the resident worker")
+            .count(),
         1,
         "{}",
         run.show()
