@@ -456,8 +456,9 @@ def _end_without_teardown(session):
     (`threading._shutdown`), then runs the atexit handlers (the tests', and plugins'
     such as coverage's), then tears the interpreter down: it frees every object, one
     by one, also all that the child shares with the worker, which touches (and so
-    copies) every page of it, some 70 ms a batch. The child does the first two, in that
-    order, and then leaves with pytest's exit code."""
+    copies) every page of it: tens of milliseconds a batch. The child does the first
+    two, in that order, and then leaves with pytest's exit code, as a process that
+    `multiprocessing` forked does."""
     import atexit
     import threading
 
