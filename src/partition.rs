@@ -199,13 +199,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn record(id: &str, group: &str) -> TestRecord {
-        TestRecord {
-            id: id.to_owned(),
-            group: group.to_owned(),
-            retry_count: 0,
-            schedule_individual: false,
-            ignored: false,
-        }
+        TestRecord::of(id, group)
     }
 
     fn records(ids: &[&str]) -> Vec<TestRecord> {

@@ -188,13 +188,7 @@ mod tests {
     use super::*;
 
     fn record(id: &str, group: &str) -> TestRecord {
-        TestRecord {
-            id: id.to_owned(),
-            group: group.to_owned(),
-            retry_count: 0,
-            schedule_individual: false,
-            ignored: false,
-        }
+        TestRecord::of(id, group)
     }
 
     #[test]

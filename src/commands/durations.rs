@@ -143,16 +143,6 @@ pub(crate) fn record(config: &Config, results: &[TestResult], live: Option<&Live
 mod tests {
     use super::*;
 
-    fn record(group: &str, id: &str) -> TestRecord {
-        TestRecord {
-            id: id.to_owned(),
-            group: group.to_owned(),
-            retry_count: 0,
-            schedule_individual: false,
-            ignored: false,
-        }
-    }
-
     #[test]
     fn the_report_wins_then_the_history_by_group() {
         let mut history = History::default();
@@ -161,7 +151,11 @@ mod tests {
             .into_iter()
             .collect();
         let durations = Durations { report, history };
-        let records = [record("g", "a"), record("g", "b"), record("g", "c")];
+        let records = [
+            TestRecord::of("a", "g"),
+            TestRecord::of("b", "g"),
+            TestRecord::of("c", "g"),
+        ];
         let known = durations.into_seconds(&records);
         assert_eq!(known.get("a"), Some(&1.0), "the report before the history");
         assert_eq!(

@@ -242,13 +242,7 @@ mod tests {
     }
 
     fn record(id: &str) -> TestRecord {
-        TestRecord {
-            id: id.to_owned(),
-            group: "g".to_owned(),
-            retry_count: 0,
-            schedule_individual: false,
-            ignored: false,
-        }
+        TestRecord::of(id, "g")
     }
 
     #[test]

@@ -102,6 +102,19 @@ impl TestRecord {
     pub(crate) fn name(&self) -> &str {
         test_name(&self.id)
     }
+
+    /// A record of `id` in `group` with the defaults of a group that says nothing more
+    /// (no retries, batched, not ignored), for tests.
+    #[cfg(test)]
+    pub(crate) fn of(id: &str, group: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            group: group.to_owned(),
+            retry_count: 0,
+            schedule_individual: false,
+            ignored: false,
+        }
+    }
 }
 
 /// The short name of a test ID: the part after the last `::` that is not inside a
