@@ -464,7 +464,7 @@ async fn discover_tests(s: &Start<'_>) -> Result<Vec<TestRecord>> {
     let cacheable =
         s.framework.discovery_is_cacheable() && !s.options.no_cache && !s.options.collect_only;
     let cache = cacheable
-        .then(|| DiscoveryCache::in_output_dir(s.cwd, &s.config.report))
+        .then(|| DiscoveryCache::in_output_dir(s.cwd, &s.config.report, &s.config.history.path))
         .flatten()
         .map(std::sync::Mutex::new);
     let result = discovery::discover_with_cache(

@@ -152,14 +152,20 @@ pub(crate) struct DiscoveryCache {
 
 impl DiscoveryCache {
     /// The discovery cache in `{output_dir}/cache/`, fingerprinting the project at `cwd`
-    /// without the files Offload itself writes.
-    pub(crate) fn in_output_dir(cwd: &Path, report: &crate::config::ReportConfig) -> Option<Self> {
+    /// without the files Offload itself writes: the run's reports and logs, and the
+    /// durations history at `history` (rewritten by every run that records it).
+    pub(crate) fn in_output_dir(
+        cwd: &Path,
+        report: &crate::config::ReportConfig,
+        history: &Path,
+    ) -> Option<Self> {
         let out = &report.output_dir;
         let skip = vec![
             out.join("logs"),
             out.join("junit-parts"),
             out.join("cache"),
             out.join(&report.junit_file),
+            history.to_owned(),
             // The image cache of a project outside git, rewritten by every build.
             PathBuf::from(crate::image::CACHE_FILE_NAME),
         ];
@@ -375,17 +381,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("test_a.py"), "x").unwrap();
         let report = crate::config::ReportConfig::default();
-        let mut cache = DiscoveryCache::in_output_dir(dir.path(), &report).unwrap();
+        let history = Path::new(".offload/durations");
+        let mut cache = DiscoveryCache::in_output_dir(dir.path(), &report, history).unwrap();
         let path = cache.path.clone();
         cache.put("g", &discovered(&["a"]), Vec::new());
         cache.save().unwrap();
-        // A run's reports, logs, and the image cache of a project outside git.
+        // A run's reports, logs, the durations history, and the image cache of a
+        // project outside git.
         let out = dir.path().join(&report.output_dir);
         std::fs::create_dir_all(out.join("logs")).unwrap();
         std::fs::write(out.join("logs/batch-0.log"), "x").unwrap();
         std::fs::write(out.join(&report.junit_file), "<x/>").unwrap();
+        std::fs::create_dir_all(dir.path().join(".offload")).unwrap();
+        std::fs::write(dir.path().join(history), "{}\n").unwrap();
         std::fs::write(dir.path().join(crate::image::CACHE_FILE_NAME), "img\n").unwrap();
-        let again = DiscoveryCache::in_output_dir(dir.path(), &report).unwrap();
+        let again = DiscoveryCache::in_output_dir(dir.path(), &report, history).unwrap();
         assert_eq!(again.path, path);
         assert!(
             again.get("g").is_some(),

@@ -75,6 +75,35 @@ fn an_environment_variable_read_by_collection_is_seen() {
 }
 
 #[test]
+fn recording_the_durations_history_keeps_the_discovery() {
+    let outside = tempfile::tempdir().unwrap();
+    let data = outside.path().join("cases.txt");
+    std::fs::write(&data, "1").unwrap();
+    let p = project(&data);
+    let history = p.path().join(".offload/durations");
+    let record = || {
+        let run = support::run(
+            p.offload_with_python()
+                .args(["-v", "run", "--record-history"]),
+        );
+        assert_eq!(run.code, 0, "{}", run.show());
+        run
+    };
+    record();
+    assert!(history.is_file(), "no history written");
+    // The history a run writes (and the next one rewrites, or a checkout removes) is
+    // Offload's own file: discovery never reads it.
+    let again = record();
+    assert!(reused(&again), "{}", again.stderr);
+    std::fs::remove_file(&history).unwrap();
+    let without = run(&p, &[]);
+    assert!(reused(&without), "{}", without.stderr);
+    // A file of the project still counts.
+    p.file("tests/notes.txt", "x");
+    assert!(!reused(&run(&p, &[])));
+}
+
+#[test]
 fn a_data_file_outside_the_project_is_seen() {
     let outside = tempfile::tempdir().unwrap();
     let data = outside.path().join("cases.txt");
