@@ -376,8 +376,18 @@ impl Framework for Pytest {
         if let Some(expression) = &self.keyword {
             add_keyword(&mut filters, expression);
         }
-        let args = ["--collect-only".to_owned(), "-q".to_owned()]
-            .into_iter()
+        // Without assertion rewriting: collection only needs the test modules imported,
+        // and rewriting their `assert`s is most of what importing them costs (a
+        // collection of toolz's tests: 0.45 s plain, 1.2 s rewritten, when no rewritten
+        // module is cached). The batches, which run the tests, rewrite as configured; the
+        // items collected are the same.
+        let args = [
+            "--collect-only".to_owned(),
+            "-q".to_owned(),
+            "--assert".to_owned(),
+            "plain".to_owned(),
+        ]
+        .into_iter()
             .chain(filters)
             .chain(self.paths.iter().cloned());
         Ok(self.command(args))
@@ -745,6 +755,8 @@ mod tests {
                 "pytest",
                 "--collect-only",
                 "-q",
+                "--assert",
+                "plain",
                 "-m",
                 "not slow",
                 "-k",
@@ -762,7 +774,7 @@ mod tests {
         assert!(fw.select_by_expression("not slow"));
         let tail = |filters: &str| {
             let spec = fw.discover_command(filters).unwrap();
-            let at = spec.args.iter().position(|a| a == "-q").unwrap();
+            let at = spec.args.iter().position(|a| a == "plain").unwrap();
             spec.args[at + 1..spec.args.len() - 2].to_vec()
         };
         assert_eq!(tail(""), ["-k", "not slow"]);
@@ -808,6 +820,8 @@ mod tests {
                 "pytest",
                 "--collect-only",
                 "-q",
+                "--assert",
+                "plain",
                 "tests",
                 "more tests"
             ]

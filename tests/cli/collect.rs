@@ -134,7 +134,7 @@ fn pytest_collection_errors_fail_with_pytest_message() {
         .args(["collect", "--format", "json"]));
     assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
     assert_eq!(r.stdout, "");
-    assert!(r.stderr.contains("discovery failed for group `unit`: `python -m pytest --collect-only -q tests` exited with code 2:"), "{}", r.stderr);
+    assert!(r.stderr.contains("discovery failed for group `unit`: `python -m pytest --collect-only -q --assert plain tests` exited with code 2:"), "{}", r.stderr);
     assert!(
         r.stderr.contains("ERROR collecting tests/test_syntax.py"),
         "{}",
@@ -161,6 +161,67 @@ fn pytest_bad_filters_are_an_error() {
     );
 }
 
+/// Discovery imports the test modules without rewriting their assertions (most of what
+/// a collection costs); the batches rewrite them, so a failing `assert` still reports
+/// its operands, with the resident worker and without.
+#[test]
+fn discovery_imports_plainly_and_batches_rewrite_assertions() {
+    let p = Project::new();
+    let scratch = tempfile::tempdir().expect("temp dir");
+    // pytest puts `@py_builtins` into a module whose assertions it rewrote.
+    p.file(
+        "tests/test_a.py",
+        r#"import os
+
+who = "batch" if os.environ.get("OFFLOAD_TESTS_FILE") else "discovery"
+how = "rewritten" if "@py_builtins" in globals() else "plain"
+with open(os.path.join(os.environ["SCRATCH"], "imports"), "a") as f:
+    f.write("%s %s\n" % (who, how))
+
+def two():
+    return 2
+
+def test_passes():
+    pass
+
+def test_fails():
+    assert two() == 3
+"#,
+    );
+    for worker in ["true", "false"] {
+        p.config(
+            &format!(
+                "type = \"pytest\"\npaths = [\"tests\"]\n\
+                 command = \"python -m pytest -p no:cacheprovider\"\nresident_worker = {worker}"
+            ),
+            "[groups.all]\nretry_count = 0\n",
+        );
+        let imports = scratch.path().join("imports");
+        let _ = std::fs::remove_file(&imports);
+        let r = run(p
+            .offload_with_python()
+            .args(["run", "--no-cache"])
+            .env("SCRATCH", scratch.path()));
+        assert_eq!(r.code, 1, "{}", r.show());
+        let mut seen: Vec<String> = std::fs::read_to_string(&imports)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(
+            seen,
+            ["batch rewritten", "discovery plain"],
+            "resident_worker = {worker}"
+        );
+        let failed = Junit::of(&p).case("tests/test_a.py::test_fails").clone();
+        assert!(
+            failed.body.contains("where 2 = two()"),
+            "resident_worker = {worker}: {failed:#?}"
+        );
+    }
+}
 // --- cargo-nextest ---------------------------------------------------------------
 
 /// The project's own nextest config: its `retries` must show up in Offload's batches.
