@@ -16,15 +16,17 @@ Offload runs each pytest batch as
 
     sh -c SNIPPET DIR SHARED KEY N T PREFIX... ARGS...
 
-where DIR holds this file and the plugin, SHARED the worker's files, KEY names the worker
-(the same command, `run_args` and paths give the same worker), PREFIX (N words) is the
-command that starts pytest and ARGS the batch's pytest arguments, the last T of them the
-files to collect. The snippet runs this file as a client, with any `python3`: the client
-connects to the worker's socket `SHARED/resident-KEY.sock`, hands over its stdin, stdout
-and stderr, working directory and environment, and waits for the child's exit code.
+where DIR holds this file, the plugin and the client (offload_pytest_client.py, which
+also holds the protocol), SHARED the worker's files, KEY names the worker (the same
+command, `run_args` and paths give the same worker), PREFIX (N words) is the command
+that starts pytest and ARGS the batch's pytest arguments, the last T of them the files
+to collect. The snippet runs the client, with any `python3`: it connects to the
+worker's socket `SHARED/resident-KEY.sock`, hands over its stdin, stdout and stderr,
+working directory and environment, and waits for the child's exit code.
 When no worker listens, the client starts one (under a lock, so concurrent batches start
 one between them): the batch's own command `PREFIX ARGS...`, with OFFLOAD_RESIDENT_START
-set, which makes the plugin `arm` this module when pytest imports it. When that pytest
+set (and the batch written to `SHARED/resident-KEY.start`), which makes the plugin `arm`
+this module when pytest imports it. When that pytest
 reaches collection (`pytest_collection`, see `serve`), it stays there as the worker:
 configured as the batch's pytest is, with the interpreter, `sys.path`, environment and
 imports that PREFIX set up (a virtualenv, `uv run`...). It imports the test modules of
@@ -58,263 +60,33 @@ batch timed out, was cancelled or interrupted) is killed with its process group 
 
 from __future__ import annotations
 
-import array
 import errno
-import json
 import os
 import select
 import signal
 import socket
-import struct
-import subprocess
 import sys
 import time
 
-START_VARIABLE = "OFFLOAD_RESIDENT_START"
-# Set for a warm-up: the client starts the worker, which imports the test modules of
-# the targets (directories too), and returns once they are imported; no batch runs.
-WARM_VARIABLE = "OFFLOAD_RESIDENT_WARM"
+from offload_pytest_client import (
+    START_VARIABLE,
+    decode,
+    paths_of,
+    receive,
+    request_of,
+    run_plain,
+    say_fallback,
+    send,
+    write_off,
+)
+
 OWNER_VARIABLE = "OFFLOAD_OWNER_PID"
 PLUGIN = "offload_pytest_plugin"
-EVENT_MARKER = "##offload-event## "
 IDLE_SECONDS = 600
 POLL_SECONDS = 0.1
 # How long the worker, once ready, waits for the batches that started with its own
 # (they queue behind the start-up lock) before it imports its batch's modules.
 GATHER_SECONDS = 0.02
-
-
-# --- shared -------------------------------------------------------------------------
-
-
-def _paths(directory, key):
-    base = os.path.join(directory, "resident-" + key)
-    return {
-        "socket": "resident-" + key + ".sock",
-        "off": base + ".off",
-        "lock": base + ".lock",
-        "log": base + ".log",
-        "pid": base + ".pid",
-        "env": base + ".env",
-        "python": base + ".python",
-    }
-
-
-def _connect(directory, name):
-    """A connection to the worker listening on `directory/name`, or None. The path is
-    given relative to `directory`: a socket path may not exceed about 100 bytes."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    here = os.open(".", os.O_RDONLY)
-    try:
-        os.chdir(directory)
-        sock.connect(name)
-        return sock
-    except OSError:
-        sock.close()
-        return None
-    finally:
-        os.fchdir(here)
-        os.close(here)
-
-
-def _send_message(sock, payload, fds=()):
-    data = json.dumps(payload).encode("utf-8")
-    data = struct.pack("!I", len(data)) + data
-    ancillary = []
-    if fds:
-        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-    sent = sock.sendmsg([data], ancillary)
-    sock.sendall(data[sent:])
-
-
-def _receive_message(sock):
-    """(payload, fds) of one message, or (None, []) when the peer closed first. Reads
-    exactly one message: the next one may already be on its way."""
-    fds = array.array("i")
-    data = b""
-    size = None
-    while size is None or len(data) < size + 4:
-        wanted = (4 if size is None else size + 4) - len(data)
-        chunk, ancillary, _flags, _addr = sock.recvmsg(
-            min(wanted, 1 << 20), socket.CMSG_LEN(8 * fds.itemsize)
-        )
-        for level, kind, cdata in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
-        if not chunk:
-            for fd in fds:
-                os.close(fd)
-            return None, []
-        data += chunk
-        if size is None and len(data) >= 4:
-            size = struct.unpack("!I", data[:4])[0]
-    return json.loads(data[4 : size + 4].decode("utf-8")), list(fds)
-
-
-def _say_fallback(reason):
-    event = {"event": "resident-fallback", "id": "", "message": reason}
-    sys.stderr.write(EVENT_MARKER + json.dumps(event) + "\n")
-    sys.stderr.flush()
-
-
-def _write_off(path, reason):
-    """Records why the worker is not used; True when this call recorded it first."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except OSError:
-        return False
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(reason + "\n")
-    return True
-
-
-# --- client -------------------------------------------------------------------------
-
-
-def client(argv):
-    directory, key, count, targets = argv[0], argv[1], int(argv[2]), int(argv[3])
-    prefix, args = argv[4 : 4 + count], argv[4 + count :]
-    paths = _paths(directory, key)
-    plain = prefix + args
-
-    warm = bool(os.environ.get(WARM_VARIABLE))
-
-    def fall_back(reason):
-        """Runs the batch as plain pytest (a warm-up ends); says `reason` when it is
-        news."""
-        if reason and _write_off(paths["off"], reason):
-            _say_fallback(reason)
-        if warm:
-            sys.exit(0)
-        _exec(plain)
-
-    if os.path.exists(paths["off"]):
-        fall_back(None)
-    if not hasattr(os, "fork") or not hasattr(socket, "AF_UNIX"):
-        fall_back("this platform has no fork() or Unix sockets")
-    sock = _connect(directory, paths["socket"])
-    if sock is None:
-        sock = _start_worker(directory, key, paths, plain, args, targets, fall_back)
-    elif warm:
-        # The worker is running already: there is nothing to warm up.
-        sys.exit(0)
-    request = {
-        "warm": warm,
-        "prefix": prefix,
-        "args": args,
-        "targets": targets,
-        "env": dict(os.environ),
-        "cwd": os.getcwd(),
-    }
-    code = _run_batch(sock, request, fall_back)
-    if code is None:
-        # The worker went away before it took the batch (it was ending): run it plainly.
-        fall_back(None)
-    sys.exit(code)
-
-
-def _exec(argv, env=None):
-    """Replaces this process with `argv` (with `env`, else this environment)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        os.execvpe(argv[0], argv, os.environ if env is None else env)
-    except OSError as err:
-        sys.stderr.write("offload: cannot run %s: %s\n" % (argv[0], err))
-        sys.stderr.flush()
-        os._exit(127)
-
-
-def _start_worker(directory, key, paths, command, args, targets, fall_back):
-    """Starts the worker (unless a concurrent batch did meanwhile); its connection."""
-    import fcntl
-
-    lock = os.open(paths["lock"], os.O_RDWR | os.O_CREAT, 0o644)
-    # A batch that finds another one starting the worker waits for it: one start-up
-    # on the machine, not one per batch.
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    try:
-        sock = _connect(directory, paths["socket"])
-        if sock is not None:
-            return sock
-        if os.path.exists(paths["off"]):
-            fall_back(None)
-        try:
-            os.unlink(os.path.join(directory, paths["socket"]))
-        except OSError:
-            pass
-        with open(paths["env"], "w", encoding="utf-8") as out:
-            json.dump(dict(os.environ), out)
-        env = dict(os.environ)
-        env[START_VARIABLE] = json.dumps(
-            {"dir": directory, "key": key, "args": args, "targets": targets}
-        )
-        with open(paths["log"], "ab") as log:
-            try:
-                worker = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            except OSError as err:
-                fall_back("cannot start `%s`: %s" % (command[0], err))
-        while True:
-            sock = _connect(directory, paths["socket"])
-            if sock is not None:
-                return sock
-            code = worker.poll()
-            if code is not None:
-                if os.path.exists(paths["off"]):
-                    with open(paths["off"], encoding="utf-8", errors="replace") as off:
-                        reason = off.read().strip()
-                    _say_fallback(reason)
-                    fall_back(None)
-                fall_back(
-                    "the worker's pytest ended (exit code %s) before it reached collection: "
-                    "%s (see %s; a `command` that is not pytest with Offload's plugin, or "
-                    "a pytest that fails before collecting, does this)"
-                    % (code, _last_line(paths["log"]), paths["log"])
-                )
-            time.sleep(0.01)
-    finally:
-        os.close(lock)
-
-
-def _last_line(path):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as log:
-            lines = [line.strip() for line in log.read().splitlines() if line.strip()]
-    except OSError:
-        return "no output"
-    return lines[-1] if lines else "no output"
-
-
-def _run_batch(sock, request, fall_back):
-    """Hands the batch to the worker; the child's exit code, or None when the worker
-    closed the connection before it started the batch."""
-    try:
-        _send_message(sock, request, fds=(0, 1, 2))
-        started, _ = _receive_message(sock)
-        if started is None:
-            return None
-        if "warmed" in started:
-            return 0
-        if "fallback" in started:
-            # The worker recorded why in the `.off` file; this batch says it.
-            sock.close()
-            _say_fallback(started["fallback"])
-            fall_back(None)
-        done, _ = _receive_message(sock)
-    except OSError:
-        return None
-    if done is None:
-        sys.stderr.write("offload: the resident pytest worker ended while it ran this batch\n")
-        return 1
-    return int(done["exit"])
 
 
 # --- worker -------------------------------------------------------------------------
@@ -328,9 +100,8 @@ def arm():
     """Called by the plugin at import when OFFLOAD_RESIDENT_START is set, in the pytest
     process the client started: this process becomes the worker when it reaches
     collection (see `serve`)."""
-    start = json.loads(os.environ.pop(START_VARIABLE))
-    start["worker_env"] = dict(os.environ)
-    _armed.update(start)
+    key, _, directory = os.environ.pop(START_VARIABLE).partition(":")
+    _armed.update(key=key, dir=directory, worker_env=dict(os.environ))
 
 
 def armed():
@@ -357,12 +128,14 @@ def serve(session):
     import threading
 
     config = session.config
-    paths = _paths(_armed["dir"], _armed["key"])
+    paths = paths_of(_armed["dir"], _armed["key"])
     try:
-        with open(paths["env"], encoding="utf-8") as env_file:
-            base_env = json.load(env_file)
-    except (OSError, ValueError):
-        base_env = {}
+        # The batch that started the worker (see the client's `_start_worker`).
+        with open(paths["start"], "rb") as start_file:
+            start = request_of(decode(start_file.read()))
+    except (OSError, ValueError, IndexError) as err:
+        write_off(paths["off"], "the resident worker cannot read %s: %s" % (paths["start"], err))
+        _leave()
 
     def unsafe():
         threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
@@ -374,9 +147,9 @@ def serve(session):
 
     reason = unsafe()
     if reason is not None:
-        _write_off(paths["off"], reason)
+        write_off(paths["off"], reason)
         _leave()
-    worker = Worker(paths, config, base_env, _armed, unsafe)
+    worker = Worker(paths, config, start, _armed, unsafe)
     try:
         worker.run()
     except _Batch as batch:
@@ -386,7 +159,7 @@ def serve(session):
         # Told to end while it imported (see `Worker._stop`); its children are gone.
         _leave()
     except Exception as err:  # noqa: BLE001 - later batches must not wait for it
-        _write_off(paths["off"], "the resident worker failed: %r (see %s)" % (err, paths["log"]))
+        write_off(paths["off"], "the resident worker failed: %r (see %s)" % (err, paths["log"]))
         raise
     _leave()
 
@@ -422,7 +195,7 @@ def _become_batch(session, worker, request):
         options, junit, targets = _split_args(request["args"], request["targets"])
         if (options, request["cwd"]) != (worker.options, worker.cwd) or not targets:
             # Not the batch the worker is configured for: its own pytest, from here.
-            _say_fallback(
+            say_fallback(
                 "a batch's pytest arguments or directory differ from the worker's, so it "
                 "ran as plain pytest (worker: %s in %s; batch: %s in %s)"
                 % (" ".join(worker.options), worker.cwd, " ".join(options), request["cwd"])
@@ -490,7 +263,7 @@ def _exec_plain(request, err=None):
         os.chdir(request["cwd"])
     except OSError:
         pass
-    _exec(list(request["prefix"]) + list(request["args"]), request["env"])
+    run_plain(list(request["prefix"]) + list(request["args"]), request["env"])
 
 
 def _plugin_of_type(config, name):
@@ -600,16 +373,16 @@ def _warm(config, targets, between):
 
 
 class Worker:
-    def __init__(self, paths, config, base_env, armed_with, unsafe):
+    def __init__(self, paths, config, start, armed_with, unsafe):
         self.paths = paths
         self.directory = armed_with["dir"]
         self.config = config
-        self.base_env = base_env
+        # The environment of the client that started the worker.
+        self.base_env = start["env"]
         self.worker_env = armed_with["worker_env"]
         # The batch's own arguments (pytest's also holds those of a command such as
         # `python -m pytest -p no:cacheprovider`).
-        own = list(armed_with["args"])
-        self.options, self.junit, self.files = _split_args(own, int(armed_with["targets"]))
+        self.options, self.junit, self.files = _split_args(start["args"], start["targets"])
         self.cwd = os.getcwd()
         self.unsafe = unsafe
         self.socket_path = os.path.join(self.directory, paths["socket"])
@@ -709,9 +482,9 @@ class Worker:
         reason = self.unsafe()
         if reason is not None:
             # Forking is no longer safe: the batch runs plainly, and so do later ones.
-            _write_off(self.paths["off"], reason)
+            write_off(self.paths["off"], reason)
             for conn, _request, fds in self.pending:
-                _answer(conn, fds, {"fallback": reason})
+                _answer(conn, fds, ["fallback", reason.replace("\0", "\\0")])
             self.pending = []
             self._close()
             return
@@ -720,7 +493,7 @@ class Worker:
             if request.get("warm"):
                 # A warm-up, not a batch: it only wanted the imports done.
                 self.pending = [p for p in self.pending if p[0] is not conn]
-                _answer(conn, fds, {"warmed": True})
+                _answer(conn, fds, ["warmed"])
             else:
                 self._fork(conn, request, fds)
 
@@ -798,8 +571,9 @@ class Worker:
         except OSError:
             return None
         try:
-            request, fds = _receive_message(conn)
-        except (OSError, ValueError):
+            fields, fds = receive(conn)
+            request = request_of(fields) if fields is not None else None
+        except (OSError, ValueError, IndexError):
             conn.close()
             return None
         if request is None or len(fds) != 3:
@@ -826,7 +600,7 @@ class Worker:
         self.children[pid] = conn
         self.waiting[conn] = pid
         try:
-            _send_message(conn, {"started": pid})
+            send(conn, ["started", str(pid)])
         except OSError:
             self._client_left(conn)
 
@@ -898,7 +672,7 @@ class Worker:
                 code = 128 + os.WTERMSIG(status)
             if self.waiting.pop(conn, None) is not None:
                 try:
-                    _send_message(conn, {"exit": code})
+                    send(conn, ["exit", str(code)])
                 except OSError:
                     pass
             conn.close()
@@ -921,11 +695,12 @@ class Worker:
 
 
 def _answer(conn, fds, message):
-    """Answers a client whose batch the worker does not fork, and lets it go."""
+    """Answers a client whose batch the worker does not fork (`message`: fields), and
+    lets it go."""
     for fd in fds:
         os.close(fd)
     try:
-        _send_message(conn, message)
+        send(conn, message)
     except OSError:
         pass
     conn.close()
@@ -938,6 +713,3 @@ def _kill_group(pid):
         if err.errno not in (errno.ESRCH, errno.EPERM):
             raise
 
-
-if __name__ == "__main__":
-    client(sys.argv[1:])

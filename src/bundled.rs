@@ -41,6 +41,7 @@ const SCRIPTS: &[Script] = &[
     },
     PYTEST_PLUGIN,
     PYTEST_WORKER,
+    PYTEST_CLIENT,
 ];
 
 /// The pytest plugin that selects a batch's tests (see `crate::framework::pytest`).
@@ -49,10 +50,17 @@ pub(crate) const PYTEST_PLUGIN: Script = Script {
     contents: include_bytes!("../scripts/offload_pytest_plugin.py"),
 };
 
-/// The resident pytest worker and its client (see `crate::framework::pytest`).
+/// The resident pytest worker (see `crate::framework::pytest`).
 pub(crate) const PYTEST_WORKER: Script = Script {
     name: "offload_pytest_worker.py",
     contents: include_bytes!("../scripts/offload_pytest_worker.py"),
+};
+
+/// The resident pytest worker's client, which every batch runs, and the protocol the
+/// worker shares with it.
+pub(crate) const PYTEST_CLIENT: Script = Script {
+    name: "offload_pytest_client.py",
+    contents: include_bytes!("../scripts/offload_pytest_client.py"),
 };
 
 /// `@name.ext` at the start of a command or after whitespace.

@@ -171,9 +171,10 @@ const TESTS_FILE_VARIABLE: &str = "OFFLOAD_TESTS_FILE";
 /// [`Framework::warm_command`]).
 const WARM_VARIABLE: &str = "OFFLOAD_RESIDENT_WARM";
 
-/// The module of the resident worker and its client (see
+/// The modules of the resident worker and of its client (see
 /// [`crate::bundled::PYTEST_WORKER`]), written beside the plugin.
 const WORKER_MODULE: &str = "offload_pytest_worker";
+const CLIENT_MODULE: &str = "offload_pytest_client";
 
 /// A batch through the resident worker: `sh -c RESIDENT_SNIPPET SUPPORT SHARED KEY N T
 /// PREFIX... ARGS...` (N words of prefix; the last T arguments are the files to
@@ -185,7 +186,7 @@ r="$1/resident-$2"
 if [ ! -e "$r.off" ]; then
   py=; [ -f "$r.python" ] && read -r py < "$r.python"
   [ -n "$py" ] && [ -x "$py" ] || py=$(command -v python3) || py=
-  [ -z "$py" ] || exec "$py" -S "$0/offload_pytest_worker.py" "$@"
+  [ -z "$py" ] || exec "$py" -S "$0/offload_pytest_client.py" "$@"
   m='no python3 in the sandbox to run the resident worker client'
   if (set -C; echo "$m" > "$r.off") 2>/dev/null; then
     printf '##offload-event## {"event": "resident-fallback", "id": "", "message": "%s"}
@@ -340,6 +341,7 @@ impl Pytest {
         // only a shell there can read.
         let command = if self.resident {
             inputs.push(support(WORKER_MODULE, &crate::bundled::PYTEST_WORKER));
+            inputs.push(support(CLIENT_MODULE, &crate::bundled::PYTEST_CLIENT));
             CommandSpec::new("sh").args([
                 "-c",
                 RESIDENT_SNIPPET,
@@ -879,10 +881,10 @@ mod tests {
         assert_eq!(two[7], "2");
         assert_eq!(two[two.len() - 2..], ["t/a.py", "t/b.py"]);
         let written: Vec<&str> = batch.inputs.iter().map(|f| f.path.as_str()).collect();
-        assert!(
-            written.contains(&"/sb/support/offload_pytest_worker.py"),
-            "{written:?}"
-        );
+        for module in ["worker", "client"] {
+            let path = format!("/sb/support/offload_pytest_{module}.py");
+            assert!(written.contains(&path.as_str()), "{written:?}");
+        }
         // Another command or collection is another worker.
         let key = |command: &str, run_args: Option<&str>| {
             let mut c = config(Some(command));

@@ -1200,7 +1200,7 @@ mod tests {
     }
 
     #[test]
-    fn the_pytest_plugin_and_worker_ride_in_the_first_batchs_exec() {
+    fn the_pytest_plugin_worker_and_client_ride_in_the_first_batchs_exec() {
         let file = |path: &str, script: &crate::bundled::Script| InputFile {
             path: format!(".offload-support/{path}"),
             contents: String::from_utf8_lossy(script.contents).into_owned(),
@@ -1208,6 +1208,7 @@ mod tests {
         let files = [
             file("offload_pytest_plugin.py", &crate::bundled::PYTEST_PLUGIN),
             file("offload_pytest_worker.py", &crate::bundled::PYTEST_WORKER),
+            file("offload_pytest_client.py", &crate::bundled::PYTEST_CLIENT),
             InputFile {
                 path: ".offload-batch-0.tests".to_owned(),
                 contents: "tests/test_a.py::test_a\n".repeat(200),

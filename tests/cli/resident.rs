@@ -717,7 +717,7 @@ def client(name, files):
         f.write("".join(p + "::test_" + p.split("test_")[1][:-3].rstrip("0123456789") + "\n" for p in files))
     args = ["-p", "offload_pytest_plugin", "-q", "--junitxml=%s/%s.xml" % (root, name)] + files
     return subprocess.Popen(
-        [sys.executable, "-S", os.path.join(scripts, "offload_pytest_worker.py"), "shared", "k",
+        [sys.executable, "-S", os.path.join(scripts, "offload_pytest_client.py"), "shared", "k",
          "3", str(len(files)), sys.executable, "-m", "pytest"] + args,
         env=dict(env, OFFLOAD_TESTS_FILE=os.path.abspath(name + ".ids")),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -765,7 +765,7 @@ env = dict(os.environ, PYTHONPATH=scripts, OFFLOAD_TESTS_FILE=os.path.abspath("e
 args = ["-p", "offload_pytest_plugin", "-q", "--ignore=tests/skipped",
         "--junitxml=%s/warm.xml" % root, "tests"]
 warm = subprocess.run(
-    [sys.executable, "-S", os.path.join(scripts, "offload_pytest_worker.py"), "shared", "k",
+    [sys.executable, "-S", os.path.join(scripts, "offload_pytest_client.py"), "shared", "k",
      "3", "1", sys.executable, "-m", "pytest"] + args, env=env, timeout=60)
 assert warm.returncode == 0, warm.returncode
 imported = sorted(open("imported").read().split())
@@ -776,31 +776,72 @@ print("ok")
 }
 
 /// The client reads the worker's "started" and "exit" messages one at a time, also when
-/// both arrive in one read (a batch that ends at once), and the file descriptors a
-/// message carries arrive with it.
+/// both arrive in one read (a batch that ends at once), the file descriptors a message
+/// carries arrive with it, and a batch's request arrives whole (a value that is not
+/// UTF-8 included).
 #[test]
 fn the_socket_protocol_reads_exactly_one_message_at_a_time() {
     let check = r#"
 import os, socket, sys
 sys.path.insert(0, sys.argv[1])
+import offload_pytest_client as c
 import offload_pytest_worker as w
 a, b = socket.socketpair()
 b.settimeout(10)  # a reader that took both messages at once would wait for ever
-w._send_message(a, {"started": 1})
-w._send_message(a, {"exit": 3})
-assert w._receive_message(b) == ({"started": 1}, []), "first"
-assert w._receive_message(b) == ({"exit": 3}, []), "second"
+c.send(a, ["started", "1"])
+c.send(a, ["exit", "3"])
+assert c.receive(b) == (["started", "1"], []), "first"
+assert c.receive(b) == (["exit", "3"], []), "second"
 r, wr = os.pipe()
-w._send_message(a, {"args": ["x" * 200000]}, fds=(r, wr, r))
-msg, fds = w._receive_message(b)
-assert msg["args"][0] == "x" * 200000 and len(fds) == 3, (len(msg["args"][0]), fds)
+env = {"HOME": "/h", "EMPTY": "", "ODD": os.fsdecode(b"caf\xe9 \xff"), "LONG": "x" * 200000}
+request = c.request_fields(False, ["python", "-m", "pytest"], ["-q", "", "t/a b.py"], 1, env, "/w d")
+c.send(a, request, fds=(r, wr, r))
+fields, fds = c.receive(b)
+assert len(fds) == 3, fds
+got = c.request_of(fields)
+assert got == {"warm": False, "cwd": "/w d", "targets": 1, "prefix": ["python", "-m", "pytest"],
+               "args": ["-q", "", "t/a b.py"], "env": env}, {k: str(v)[:100] for k, v in got.items()}
 os.write(fds[1], b"through")
 assert os.read(r, 7) == b"through"
+warm = c.request_of(c.request_fields(True, ["pytest"], [], 0, {}, "/"))
+assert warm["warm"] and warm["args"] == [] and warm["env"] == {}, warm
 a.close()
-assert w._receive_message(b) == (None, []), "closed"
+assert c.receive(b) == (None, []), "closed"
 # A batch's arguments: its options, without the JUnit file, that file, its targets.
 got = w._split_args(["-p", "x", "--junitxml=/r/b.xml", "-q", "t/a.py", "t/b.py"], 2)
 assert got == (["-p", "x", "--junitxml=", "-q"], "/r/b.xml", ["t/a.py", "t/b.py"]), got
+print("ok")
+"#;
+    python_check(check);
+}
+
+/// The worker the first client starts outlives it, so it must not hold what the client
+/// inherited: a pipe a caller waits on for its end (an exec channel) ends with the
+/// client, not with the worker.
+#[test]
+fn the_worker_holds_no_descriptor_its_client_inherited() {
+    let check = r#"
+import os, select, subprocess, sys
+scripts, root = sys.argv[1], sys.argv[2]
+os.chdir(root)
+os.makedirs("tests")
+with open("tests/test_a.py", "w") as f:
+    f.write("def test_a():\n    pass\n")
+with open("a.ids", "w") as f:
+    f.write("tests/test_a.py::test_a\n")
+os.makedirs("shared")
+r, w = os.pipe()
+client = subprocess.Popen(
+    [sys.executable, "-S", os.path.join(scripts, "offload_pytest_client.py"), "shared", "k",
+     "3", "1", sys.executable, "-m", "pytest", "-p", "offload_pytest_plugin", "-q",
+     "--junitxml=%s/a.xml" % root, "tests/test_a.py"],
+    env=dict(os.environ, PYTHONPATH=scripts, OFFLOAD_TESTS_FILE=os.path.abspath("a.ids")),
+    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(w,))
+assert client.wait(60) == 0, client.returncode
+assert os.path.exists("shared/resident-k.pid"), "no worker started"
+os.close(w)
+ready, _, _ = select.select([r], [], [], 10)
+assert ready and os.read(r, 1) == b"", "the worker holds the client's inherited pipe"
 print("ok")
 "#;
     python_check(check);
