@@ -36,6 +36,16 @@ def test_data(i):
     p
 }
 
+/// A [`project`] whose data file (holding 1) is in a temporary directory, returned to
+/// keep it alive.
+fn project_with_data() -> (tempfile::TempDir, std::path::PathBuf, Project) {
+    let outside = tempfile::tempdir().unwrap();
+    let data = outside.path().join("cases.txt");
+    std::fs::write(&data, "1").unwrap();
+    let p = project(&data);
+    (outside, data, p)
+}
+
 fn run(p: &Project, env: &[(&str, &str)]) -> Run {
     let mut cmd = p.offload_with_python();
     cmd.args(["-v", "run"]);
@@ -61,10 +71,7 @@ fn total(run: &Run) -> usize {
 
 #[test]
 fn an_environment_variable_read_by_collection_is_seen() {
-    let outside = tempfile::tempdir().unwrap();
-    let data = outside.path().join("cases.txt");
-    std::fs::write(&data, "1").unwrap();
-    let p = project(&data);
+    let (_outside, _data, p) = project_with_data();
     assert_eq!(total(&run(&p, &[("NCASES", "2")])), 3);
     let again = run(&p, &[("NCASES", "2")]);
     assert!(reused(&again), "{}", again.stderr);
@@ -76,10 +83,7 @@ fn an_environment_variable_read_by_collection_is_seen() {
 
 #[test]
 fn recording_the_durations_history_keeps_the_discovery() {
-    let outside = tempfile::tempdir().unwrap();
-    let data = outside.path().join("cases.txt");
-    std::fs::write(&data, "1").unwrap();
-    let p = project(&data);
+    let (_outside, _data, p) = project_with_data();
     let history = p.path().join(".offload/durations");
     let record = || {
         let run = support::run(
@@ -105,10 +109,7 @@ fn recording_the_durations_history_keeps_the_discovery() {
 
 #[test]
 fn a_data_file_outside_the_project_is_seen() {
-    let outside = tempfile::tempdir().unwrap();
-    let data = outside.path().join("cases.txt");
-    std::fs::write(&data, "1").unwrap();
-    let p = project(&data);
+    let (_outside, data, p) = project_with_data();
     assert_eq!(total(&run(&p, &[])), 3);
     let again = run(&p, &[]);
     assert!(reused(&again), "{}", again.stderr);
@@ -120,12 +121,9 @@ fn a_data_file_outside_the_project_is_seen() {
 
 #[test]
 fn a_plugin_installed_outside_the_project_is_seen() {
-    let outside = tempfile::tempdir().unwrap();
-    let data = outside.path().join("cases.txt");
-    std::fs::write(&data, "1").unwrap();
+    let (outside, _data, p) = project_with_data();
     let site = outside.path().join("site");
     std::fs::create_dir(&site).unwrap();
-    let p = project(&data);
     let python_path = site.to_str().unwrap();
     assert_eq!(total(&run(&p, &[("PYTHONPATH", python_path)])), 3);
     assert!(reused(&run(&p, &[("PYTHONPATH", python_path)])));
