@@ -26,8 +26,8 @@ working directory and environment, and waits for the child's exit code.
 When no worker listens, the client starts one (under a lock, so concurrent batches start
 one between them): the batch's own command `PREFIX ARGS...`, with OFFLOAD_RESIDENT_START
 set (and the batch written to `SHARED/resident-KEY.start`), which makes the plugin `arm`
-this module when pytest imports it. When that pytest
-reaches collection (`pytest_collection`, see `serve`), it stays there as the worker:
+this module when pytest imports it. When that pytest reaches collection
+(`pytest_collection`, see `serve`), it stays there as the worker:
 configured as the batch's pytest is, with the interpreter, `sys.path`, environment and
 imports that PREFIX set up (a virtualenv, `uv run`...). It imports the test modules of
 its own batch (what the batches of a sandbox share, such as the package under test,
