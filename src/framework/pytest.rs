@@ -365,7 +365,6 @@ impl Pytest {
             .env(TESTS_FILE_VARIABLE, &paths.tests_file);
         BatchCommand { command, inputs }
     }
-
 }
 
 impl Framework for Pytest {
@@ -383,13 +382,9 @@ impl Framework for Pytest {
         // collection of toolz's tests: 0.45 s plain, 1.2 s rewritten, when no rewritten
         // module is cached). The batches, which run the tests, rewrite as configured; the
         // items collected are the same.
-        let args = [
-            "--collect-only".to_owned(),
-            "-q".to_owned(),
-            "--assert".to_owned(),
-            "plain".to_owned(),
-        ]
-        .into_iter()
+        let args = ["--collect-only", "-q", "--assert", "plain"]
+            .into_iter()
+            .map(str::to_owned)
             .chain(filters)
             .chain(self.paths.iter().cloned());
         Ok(self.command(args))
