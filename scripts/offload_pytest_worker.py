@@ -39,8 +39,10 @@ discovers the tests, so that the worker's start-up and imports overlap discovery
 client like a batch's, with the discovery paths as its files: it starts the worker,
 which imports the test modules under those paths (as far as it can tell which ones
 pytest's collection imports, see `_test_files`) and answers it instead of forking it.
-Batches that come meanwhile wait until it is done (discovery imports the same modules,
-so they seldom come before), and find everything imported.
+Batches that come meanwhile (discovery imports without rewriting assertions, so it is
+often done first) wait until it is done, and find everything imported: a first run's
+batches each hold tests from all over the suite, so children forked earlier would
+each import most modules again.
 
 When the worker cannot be used, the batch runs as plain `PREFIX ARGS...` and the reason
 is written to `SHARED/resident-KEY.off` (so later batches go straight to plain pytest)
@@ -473,7 +475,7 @@ class Worker:
                 others.append(request)
         self.pending = own + others
         # A warm-up has the worker import every test module, and the batches wait for
-        # it: they come once discovery, which imports the same modules, is done.
+        # it (see the module's docs).
         warm_up = any(request.get("warm") for _conn, request, _fds in own)
         if not warm_up:
             for request in others:
