@@ -254,7 +254,7 @@ def _start_worker(directory, key, paths, command, request, fall_back):
                     "a pytest that fails before collecting, does this)"
                     % (code, _last_line(paths["log"]), paths["log"])
                 )
-            time.sleep(0.01)
+            time.sleep(0.002)
     finally:
         os.close(lock)
 
