@@ -26,8 +26,12 @@ import _socket
 
 START_VARIABLE = "OFFLOAD_RESIDENT_START"
 # Set for a warm-up: the client starts the worker, which imports the test modules of
-# the targets (directories too), and returns once they are imported; no batch runs.
+# the targets (directories too); no batch runs. The client returns once they are
+# imported, or with the value WARM_START as soon as the worker has the warm-up (a
+# remote sandbox's: its exec channel is then free for the batches, which wait for the
+# imports in the worker).
 WARM_VARIABLE = "OFFLOAD_RESIDENT_WARM"
+WARM_START = "start"
 EVENT_MARKER = "##offload-event## "
 
 
@@ -180,7 +184,7 @@ def client(argv):
     paths = paths_of(directory, key)
     plain = prefix + args
 
-    warm = bool(os.environ.get(WARM_VARIABLE))
+    warm = os.environ.get(WARM_VARIABLE, "")
 
     def fall_back(reason):
         """Runs the batch as plain pytest (a warm-up ends); says `reason` when it is
@@ -201,6 +205,9 @@ def client(argv):
         sock = _start_worker(directory, key, paths, plain, request, fall_back)
     elif warm:
         # The worker is running already: there is nothing to warm up.
+        sys.exit(0)
+    if warm == WARM_START:
+        _hand_over(sock, request)
         sys.exit(0)
     code = _run_batch(sock, request, fall_back)
     if code is None:
@@ -309,6 +316,18 @@ def _last_line(path):
     except OSError:
         return "no output"
     return lines[-1] if lines else "no output"
+
+
+def _hand_over(sock, request):
+    """Gives the worker a warm-up whose answer no one waits for, with /dev/null for its
+    stdio: a worker holding this client's (an exec channel's pipes) would keep the exec
+    from ending until the imports are done."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        send(sock, request, fds=(null, null, null))
+    except OSError:
+        pass  # The worker went away: the batches start one.
+    os.close(null)
 
 
 def _run_batch(sock, request, fall_back):

@@ -35,10 +35,13 @@ comes with them) before it forks that batch's child; batches that arrive togethe
 it are forked at once, so that they do not wait for it.
 
 A warm-up (OFFLOAD_RESIDENT_WARM set; Offload sends one to the local sandboxes while it
-discovers the tests, so that the worker's start-up and imports overlap discovery) is a
-client like a batch's, with the discovery paths as its files: it starts the worker,
-which imports the test modules under those paths (as far as it can tell which ones
-pytest's collection imports, see `_test_files`) and answers it instead of forking it.
+discovers the tests, and one to each remote sandbox it creates meanwhile, so that the
+worker's start-up and imports overlap discovery) is a client like a batch's, with the
+discovery paths as its files: it starts the worker, which imports the test modules
+under those paths (as far as it can tell which ones pytest's collection imports, see
+`_test_files`) and answers it instead of forking it. A remote sandbox's warm-up client
+does not wait for the answer (see the client's WARM_START): its exec ends as soon as
+the worker has it.
 Batches that come meanwhile (discovery imports without rewriting assertions, so it is
 often done first) wait until it is done, and find everything imported: a first run's
 batches each hold tests from all over the suite, so children forked earlier would

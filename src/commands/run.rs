@@ -11,8 +11,8 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
@@ -28,7 +28,7 @@ use crate::framework::cargo::Cargo;
 use crate::framework::{self, Framework, TestRecord, discovery};
 use crate::image::PreparedImage;
 use crate::orchestrator::progress::{Progress, StatusLevel};
-use crate::orchestrator::{self, EngineOutcome, EngineSettings, WarmUp};
+use crate::orchestrator::{self, EngineOutcome, EngineSettings, HeadStart, WarmUp};
 use crate::output::plural;
 use crate::partition::Partition;
 use crate::provider::default::{self as default_provider, PrepareLog};
@@ -113,6 +113,18 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
             Duration::from_secs(config.offload.test_timeout_secs),
         )
     });
+    // Remote sandboxes each start a worker of their own: they are made, and their
+    // workers started, while discovery runs (on the same terms as the local warm-up, and
+    // not when the command line picks a part of the suite, which may need fewer).
+    let ahead = (matches!(setup, Setup::Commands(_))
+        && !options.collect_only
+        && unfiltered
+        && !selection.is_active())
+    .then(|| Ahead {
+        plan: plan.clone(),
+        framework: Arc::clone(&framework),
+        state: Mutex::default(),
+    });
     let start = Start {
         config: &config,
         options: &options,
@@ -122,6 +134,7 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
         cwd: &cwd,
         interrupt: &interrupt,
         warm: warm.as_ref(),
+        ahead: ahead.as_ref(),
     };
     let result = run_from(
         &start,
@@ -138,7 +151,87 @@ pub(crate) async fn run(config_path: &Path, options: RunOptions) -> Result<i32> 
     if let Some(warm) = warm {
         warm.finish().await;
     }
+    // The sandboxes made ahead that no batch took go, however the run ended.
+    if let Some(head_start) = ahead.as_ref().and_then(Ahead::head_start) {
+        head_start.finish().await;
+    }
     result
+}
+
+/// Sandboxes made ahead for a provider driven by commands (see [`HeadStart`]): started
+/// once both the image is ready and a discovery command runs, unless discovery has
+/// ended by then (a cached one: the engine creates them as soon). Discovery tells it
+/// what happens, with the run's [`Start`].
+struct Ahead {
+    plan: Option<Arc<ImagePlan>>,
+    framework: Arc<dyn Framework>,
+    state: Mutex<AheadState>,
+}
+
+#[derive(Default)]
+struct AheadState {
+    discovering: bool,
+    discovered: bool,
+    /// The image, once prepared (`Some(None)`: the provider has none).
+    image: Option<Option<PreparedImage>>,
+    started: Option<Arc<HeadStart>>,
+}
+
+impl Ahead {
+    fn discovering(&self, s: &Start<'_>) {
+        self.update(s, |state| state.discovering = true);
+    }
+
+    fn discovered(&self, s: &Start<'_>) {
+        self.update(s, |state| state.discovered = true);
+    }
+
+    fn image_ready(&self, s: &Start<'_>, image: &Option<PreparedImage>) {
+        self.update(s, |state| state.image = Some(image.clone()));
+    }
+
+    fn head_start(&self) -> Option<Arc<HeadStart>> {
+        self.lock().started.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AheadState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn update(&self, s: &Start<'_>, change: impl FnOnce(&mut AheadState)) {
+        let mut state = self.lock();
+        change(&mut state);
+        let image = match &state.image {
+            Some(image) if state.discovering && !state.discovered && state.started.is_none() => {
+                image.clone()
+            }
+            _ => return,
+        };
+        // A provider that cannot be built here fails the run where it is built for the
+        // engine, with its message.
+        match provider::from_config(
+            s.setup,
+            s.config,
+            image,
+            self.plan.clone(),
+            s.cwd,
+            s.interrupt,
+        ) {
+            Ok(provider) => {
+                state.started = Some(HeadStart::start(
+                    provider,
+                    Arc::clone(&self.framework),
+                    s.config.offload.max_parallel.max(1),
+                    s.options.fail_fast,
+                    Duration::from_secs(s.config.offload.test_timeout_secs),
+                    s.interrupt,
+                ));
+            }
+            Err(err) => tracing::debug!("no sandboxes made ahead: {err:#}"),
+        }
+    }
 }
 
 /// The run from discovery on (see [`run`]); `early` is the provider when it was built
@@ -201,7 +294,10 @@ async fn run_from(
         return Ok(exit::SUCCESS);
     }
     output_dir::prepare(&config.report.output_dir)?;
-    let provider = match early {
+    let provider = match early.or_else(|| {
+        let head_start = start.ahead.and_then(Ahead::head_start)?;
+        Some(head_start as Arc<dyn provider::Provider>)
+    }) {
         Some(provider) => provider,
         None => provider::from_config(
             setup,
@@ -321,6 +417,8 @@ struct Start<'a> {
     interrupt: &'a CancellationToken,
     /// Started when a discovery command runs (see [`WarmUp`]).
     warm: Option<&'a WarmUp>,
+    /// Told when a discovery command runs, when it ends and when the image is ready.
+    ahead: Option<&'a Ahead>,
 }
 
 /// What the discovery phase produced.
@@ -381,6 +479,9 @@ async fn discover(s: &Start<'_>) -> Result<Option<Found>> {
     let discovery = async {
         let result = discover_tests(s).await;
         discovery_done.store(true, Ordering::SeqCst);
+        if let Some(ahead) = s.ahead {
+            ahead.discovered(s);
+        }
         prepare_log.release();
         result
     };
@@ -411,7 +512,14 @@ async fn discover(s: &Start<'_>) -> Result<Option<Found>> {
             };
             Ok::<_, anyhow::Error>(reused)
         };
-        let (prepared, reused) = tokio::try_join!(prepare_image(s, &prepare_log), reuse)?;
+        let prepare = async {
+            let prepared = prepare_image(s, &prepare_log).await?;
+            if let Some(ahead) = s.ahead {
+                ahead.image_ready(s, &prepared);
+            }
+            Ok::<_, anyhow::Error>(prepared)
+        };
+        let (prepared, reused) = tokio::try_join!(prepare, reuse)?;
         Ok((prepared, (reused, None)))
     };
     let joined = tokio::select! {
@@ -475,6 +583,9 @@ async fn discover_tests(s: &Start<'_>) -> Result<Vec<TestRecord>> {
         &|| {
             if let Some(warm) = s.warm {
                 warm.begin();
+            }
+            if let Some(ahead) = s.ahead {
+                ahead.discovering(s);
             }
         },
     )

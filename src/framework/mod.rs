@@ -272,9 +272,15 @@ pub trait Framework: Send + Sync {
     /// A command (built like a batch's, in a sandbox's paths) that starts the runner's
     /// resident worker there and has it load what the batches will need, run while the
     /// tests are still being discovered, so that the first batches do not pay for it:
-    /// the pytest worker imports the test modules. `None` when the runner has no such
-    /// worker.
-    fn warm_command(&self, _paths: &BatchPaths, _fail_fast: bool) -> Option<BatchCommand> {
+    /// the pytest worker imports the test modules. With `until_loaded` the command ends
+    /// when that is done; without, as soon as the worker has started on it (the
+    /// batches then wait in the worker). `None` when the runner has no such worker.
+    fn warm_command(
+        &self,
+        _paths: &BatchPaths,
+        _fail_fast: bool,
+        _until_loaded: bool,
+    ) -> Option<BatchCommand> {
         None
     }
 

@@ -479,13 +479,20 @@ impl Framework for Pytest {
 
     /// The batch command of no test, with the discovery `paths` as its files and
     /// `OFFLOAD_RESIDENT_WARM` set: it starts the resident worker, which imports the
-    /// test modules under those paths and then answers it.
-    fn warm_command(&self, paths: &BatchPaths, fail_fast: bool) -> Option<BatchCommand> {
+    /// test modules under those paths and then answers it (`until_loaded`), or leaves
+    /// it to that as soon as the worker has it (`start`).
+    fn warm_command(
+        &self,
+        paths: &BatchPaths,
+        fail_fast: bool,
+        until_loaded: bool,
+    ) -> Option<BatchCommand> {
         if !self.resident {
             return None;
         }
         let mut warm = self.pytest_command(&[], self.paths.clone(), paths, fail_fast);
-        warm.command = warm.command.env(WARM_VARIABLE, "1");
+        let value = if until_loaded { "1" } else { "start" };
+        warm.command = warm.command.env(WARM_VARIABLE, value);
         Some(warm)
     }
 
@@ -904,10 +911,10 @@ mod tests {
         c.paths = vec!["tests".into(), "more".into()];
         let paths = crate::framework::test_paths("/tmp/r.xml");
         let off = Pytest::new(&c).unwrap();
-        assert_eq!(off.warm_command(&paths, false), None);
+        assert_eq!(off.warm_command(&paths, false, true), None);
         c.resident_worker = true;
         let fw = Pytest::new(&c).unwrap();
-        let warm = fw.warm_command(&paths, true).unwrap();
+        let warm = fw.warm_command(&paths, true, true).unwrap();
         let batch = fw
             .batch_command(&["t/a.py::x".to_owned()], &paths, true)
             .unwrap();
@@ -919,6 +926,9 @@ mod tests {
         assert_eq!(w[w.len() - 2..], ["tests", "more"]);
         assert_eq!(w[8..w.len() - 2], b[8..b.len() - 1]);
         assert!(warm.command.env.contains(&(WARM_VARIABLE.to_owned(), "1".to_owned())));
+        let start = fw.warm_command(&paths, true, false).unwrap();
+        assert_eq!(argv(&start.command), w);
+        assert!(start.command.env.contains(&(WARM_VARIABLE.to_owned(), "start".to_owned())));
         let tests = warm.inputs.iter().find(|f| f.path == paths.tests_file);
         assert_eq!(tests.map(|f| f.contents.as_str()), Some(""));
     }

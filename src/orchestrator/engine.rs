@@ -105,6 +105,7 @@ pub(crate) async fn run(
     });
     // Never more sandboxes than batches.
     let workers = settings.parallel.max(1).min(coordinator.queue.len());
+    provider.sandboxes_needed(workers);
     let mut pool = Pool::start(workers, &provider, cx, &coordinator.stop);
     coordinator.drive(&mut pool).await;
     coordinator.stop.cancel();
@@ -753,7 +754,7 @@ async fn worker(
 }
 
 /// Destroys `sandbox`, bounded by [`DESTROY_TIMEOUT`]; failures are warnings.
-async fn destroy(sandbox: &dyn Sandbox) {
+pub(super) async fn destroy(sandbox: &dyn Sandbox) {
     match tokio::time::timeout(DESTROY_TIMEOUT, sandbox.destroy()).await {
         Ok(Ok(())) => tracing::debug!("sandbox {} destroyed", sandbox.id()),
         Ok(Err(err)) => tracing::warn!("cannot destroy sandbox `{}`: {err:#}", sandbox.id()),

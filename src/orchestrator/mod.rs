@@ -4,7 +4,7 @@
 //! [`engine`] owns the run state and the workers; [`batch`] executes one batch in one
 //! sandbox and maps its results back to tests; [`events`] is what the engine tells its
 //! subscribers as the run goes, and [`progress`] is the subscriber that shows how far
-//! the run is; [`warm`] starts a resident worker while the tests are discovered. See
+//! the run is; [`warm`] starts resident workers while the tests are discovered. See
 //! `DESIGN.md` beside this file for the life of a run and its invariants.
 
 mod batch;
@@ -14,4 +14,4 @@ pub(crate) mod progress;
 mod warm;
 
 pub(crate) use engine::{EngineOutcome, EngineSettings, run};
-pub(crate) use warm::WarmUp;
+pub(crate) use warm::{HeadStart, WarmUp};

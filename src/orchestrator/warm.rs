@@ -1,24 +1,36 @@
-//! The warm-up: a runner's resident worker started while the tests are discovered.
+//! Warm-ups: a runner's resident worker started while the tests are discovered.
 //!
 //! On a run whose discovery has to run (a first run, a changed suite), the discovery
 //! command and the first batches each pay the runner's start-up: for pytest, starting
-//! Python and pytest and importing every test module, twice over. Local sandboxes share
-//! one resident worker on this machine, so the worker can start before the batches
-//! exist: when discovery starts, [`WarmUp`] runs the framework's
-//! [`warm_command`](crate::framework::Framework::warm_command) in a sandbox of its own,
-//! which starts the worker and has it import the test modules beside discovery. The
-//! batches then fork from a worker that is ready. Nothing here decides a test's
-//! outcome: a warm-up that fails only leaves the batches to start the worker themselves.
+//! Python and pytest and importing every test module, twice over. The framework's
+//! [`warm_command`](crate::framework::Framework::warm_command) starts the worker and
+//! has it import the test modules, beside discovery, so that the batches fork from a
+//! worker that is ready:
+//!
+//! - Local sandboxes share one resident worker on this machine, so it can start before
+//!   the batches exist: when discovery starts, [`WarmUp`] runs the warm command in a
+//!   sandbox of its own.
+//! - A remote sandbox has a worker of its own, so the warm-up runs in the sandboxes the
+//!   batches will use: [`HeadStart`] creates them as soon as their image is ready,
+//!   while discovery still runs, and starts each one's worker (the warm command's form
+//!   that ends once the worker has it, so that the sandbox's exec channel is free for
+//!   its first batch). The engine takes them through its [`Provider`] side; those the
+//!   plan does not need are destroyed as soon as the engine knows.
+//!
+//! Nothing here decides a test's outcome: a warm-up that fails only leaves the batches
+//! to start the worker themselves.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use anyhow::{Result, anyhow};
+use async_trait::async_trait;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::framework::{BatchPaths, Framework, live};
-use crate::provider::{OutputLine, Provider};
+use crate::framework::{BatchCommand, BatchPaths, Framework, live};
+use crate::provider::{OutputLine, Provider, Sandbox};
 
 /// The warm-up of a run: waits for [`WarmUp::begin`], then runs; ended by
 /// [`WarmUp::finish`] (or when dropped).
@@ -106,52 +118,193 @@ impl Warm<'_> {
                 return;
             }
         };
-        let paths = BatchPaths {
-            result: sandbox.result_path(0, "xml"),
-            tests_file: sandbox.result_path(0, "tests"),
-            script_file: sandbox.result_path(0, "sh"),
-            support_dir: sandbox.support_dir(),
-            shared_dir: sandbox.shared_dir(),
-        };
-        if let Some(warm) = self.framework.warm_command(&paths, self.fail_fast) {
-            tracing::debug!("warming up the resident worker in sandbox {}", sandbox.id());
-            let ran = match sandbox.write_files(&warm.inputs, cancel).await {
-                Ok(()) => self.exec(sandbox.as_ref(), &warm.command, cancel).await,
-                Err(err) => Err(err),
-            };
-            match ran {
-                Ok(outcome) => tracing::debug!("warm-up ended: {outcome:?}"),
-                Err(err) => tracing::debug!("warm-up failed: {err:#}"),
-            }
+        let paths = paths_in(sandbox.as_ref());
+        if let Some(warm) = self.framework.warm_command(&paths, self.fail_fast, true) {
+            warm_up(
+                sandbox.as_ref(),
+                self.framework,
+                &warm,
+                self.timeout,
+                cancel,
+            )
+            .await;
         }
         if let Err(err) = sandbox.destroy().await {
             tracing::debug!("cannot destroy the warm-up sandbox: {err:#}");
         }
     }
+}
 
-    /// Runs the warm-up command; what it says of the worker (why batches will run the
-    /// plain way) is said as a batch's would be, the rest goes to the debug log.
-    async fn exec(
-        &self,
-        sandbox: &dyn crate::provider::Sandbox,
-        command: &crate::process::CommandSpec,
-        cancel: &CancellationToken,
-    ) -> anyhow::Result<crate::process::ExitOutcome> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<OutputLine>();
-        let read = async {
-            while let Some(line) = rx.recv().await {
-                match self.framework.live_event(&line.text) {
-                    Some(live::LiveEvent::Fallback { reason }) => live::say_fallback_once(&reason),
-                    _ => tracing::debug!("warm-up: {}", line.text),
-                }
-            }
-        };
-        let exec = async {
-            let outcome = sandbox.exec(command, self.timeout, cancel, &tx).await;
-            drop(tx);
-            outcome
-        };
-        let (outcome, ()) = tokio::join!(exec, read);
-        outcome
+/// Sandboxes of a provider that needs an image, created while the tests are discovered,
+/// each with its resident worker started (see the module's docs). As the run's
+/// [`Provider`], it hands sandbox `index` over when the engine asks for it (waiting for
+/// its creation if need be), and creates the others through the provider it wraps.
+pub(crate) struct HeadStart {
+    provider: Arc<dyn Provider>,
+    /// The sandboxes being made, by index; `None` once handed over or let go.
+    early: Mutex<Vec<Option<Early>>>,
+    /// The destruction of those the engine did not need.
+    released: Mutex<Vec<JoinHandle<()>>>,
+    cancel: CancellationToken,
+}
+
+/// A sandbox being created and warmed up.
+type Early = JoinHandle<Result<Box<dyn Sandbox>>>;
+
+impl HeadStart {
+    /// Starts creating `count` sandboxes of `provider` (indexes 0 to `count - 1`), and
+    /// warms up each once it exists, for batches of `framework` run with `fail_fast`,
+    /// bounded by `timeout`; `interrupt` stops the warm-ups.
+    pub(crate) fn start(
+        provider: Arc<dyn Provider>,
+        framework: Arc<dyn Framework>,
+        count: usize,
+        fail_fast: bool,
+        timeout: Duration,
+        interrupt: &CancellationToken,
+    ) -> Arc<Self> {
+        let cancel = interrupt.child_token();
+        let early = (0..count)
+            .map(|index| {
+                let provider = Arc::clone(&provider);
+                let framework = Arc::clone(&framework);
+                let cancel = cancel.clone();
+                Some(tokio::spawn(async move {
+                    let sandbox = provider.create_sandbox(index).await?;
+                    let paths = paths_in(sandbox.as_ref());
+                    if let Some(warm) = framework.warm_command(&paths, fail_fast, false) {
+                        warm_up(
+                            sandbox.as_ref(),
+                            framework.as_ref(),
+                            &warm,
+                            timeout,
+                            &cancel,
+                        )
+                        .await;
+                    }
+                    Ok(sandbox)
+                }))
+            })
+            .collect();
+        tracing::debug!("creating {count} sandbox(es) while the tests are discovered");
+        Arc::new(Self {
+            provider,
+            early: Mutex::new(early),
+            released: Mutex::default(),
+            cancel,
+        })
     }
+
+    /// Destroys the sandboxes the run did not take (once they exist; also when the run
+    /// ended before its engine started) and waits for those let go before.
+    pub(crate) async fn finish(&self) {
+        self.cancel.cancel();
+        let left: Vec<Early> = lock(&self.early).drain(..).flatten().collect();
+        let mut destroying: Vec<JoinHandle<()>> = left.into_iter().map(let_go).collect();
+        destroying.append(&mut lock(&self.released));
+        for task in destroying {
+            let _ = task.await;
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for HeadStart {
+    async fn create_sandbox(&self, index: usize) -> Result<Box<dyn Sandbox>> {
+        let early = lock(&self.early).get_mut(index).and_then(Option::take);
+        match early {
+            Some(task) => task
+                .await
+                .map_err(|err| anyhow!("creating sandbox {index} stopped: {err}"))?,
+            None => self.provider.create_sandbox(index).await,
+        }
+    }
+
+    fn shares_local_cpus(&self) -> bool {
+        self.provider.shares_local_cpus()
+    }
+
+    fn sandboxes_needed(&self, count: usize) {
+        let extra: Vec<Early> = lock(&self.early)
+            .iter_mut()
+            .skip(count)
+            .filter_map(Option::take)
+            .collect();
+        if !extra.is_empty() {
+            tracing::debug!("{} sandbox(es) made ahead are not needed", extra.len());
+        }
+        lock(&self.released).extend(extra.into_iter().map(let_go));
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Destroys the sandbox `early` makes, once it exists.
+fn let_go(early: Early) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Ok(Ok(sandbox)) = early.await {
+            super::engine::destroy(sandbox.as_ref()).await;
+        }
+    })
+}
+
+/// Where a batch numbered 0 in `sandbox` would keep its files.
+fn paths_in(sandbox: &dyn Sandbox) -> BatchPaths {
+    BatchPaths {
+        result: sandbox.result_path(0, "xml"),
+        tests_file: sandbox.result_path(0, "tests"),
+        script_file: sandbox.result_path(0, "sh"),
+        support_dir: sandbox.support_dir(),
+        shared_dir: sandbox.shared_dir(),
+    }
+}
+
+/// Runs the warm command `warm` in `sandbox`, its input files first; what it says of
+/// the worker (why batches will run the plain way) is said as a batch's would be, the
+/// rest goes to the debug log.
+async fn warm_up(
+    sandbox: &dyn Sandbox,
+    framework: &dyn Framework,
+    warm: &BatchCommand,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) {
+    tracing::debug!("warming up the resident worker in sandbox {}", sandbox.id());
+    let ran = match sandbox.write_files(&warm.inputs, cancel).await {
+        Ok(()) => exec(sandbox, framework, &warm.command, timeout, cancel).await,
+        Err(err) => Err(err),
+    };
+    match ran {
+        Ok(outcome) => tracing::debug!("warm-up ended: {outcome:?}"),
+        Err(err) => tracing::debug!("warm-up failed: {err:#}"),
+    }
+}
+
+async fn exec(
+    sandbox: &dyn Sandbox,
+    framework: &dyn Framework,
+    command: &crate::process::CommandSpec,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Result<crate::process::ExitOutcome> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<OutputLine>();
+    let read = async {
+        while let Some(line) = rx.recv().await {
+            match framework.live_event(&line.text) {
+                Some(live::LiveEvent::Fallback { reason }) => live::say_fallback_once(&reason),
+                _ => tracing::debug!("warm-up: {}", line.text),
+            }
+        }
+    };
+    let exec = async {
+        let outcome = sandbox.exec(command, timeout, cancel, &tx).await;
+        drop(tx);
+        outcome
+    };
+    let (outcome, ()) = tokio::join!(exec, read);
+    outcome
 }

@@ -51,6 +51,10 @@ pub(crate) trait Provider: Send + Sync {
     fn shares_local_cpus(&self) -> bool {
         false
     }
+
+    /// The run creates sandboxes `0..count` and no others (more would be idle): a
+    /// provider that made sandboxes ahead lets the rest go.
+    fn sandboxes_needed(&self, _count: usize) {}
 }
 
 /// A place where batches run, one at a time, reused across batches.

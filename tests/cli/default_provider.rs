@@ -426,6 +426,136 @@ retry_count = 0
     s.assert_all_destroyed(1);
 }
 
+/// A pytest project in sandboxes of `@local_sandbox.sh` with `max_parallel` of them,
+/// whose discovery waits (up to 30 s) until a resident worker in a sandbox has loaded
+/// `tests/conftest.py`, and says in `PROBE_LOG` whether one did; each worker writes its
+/// pid there. With `stop`, discovery then fails.
+fn pytest_discovery_waiting_for_a_worker(s: &Setup, max_parallel: usize, stop: bool) -> PathBuf {
+    let log = s.state.path().join("probe.log");
+    std::fs::write(&log, "").unwrap();
+    s.project.file(
+        "tests/conftest.py",
+        r#"import os, sys, time
+
+LOG = os.environ["PROBE_LOG"]
+
+
+def say(line):
+    with open(LOG, "a") as out:
+        out.write(line + "\n")
+
+
+if "--collect-only" in sys.argv:
+    deadline = time.monotonic() + 30
+    seen = False
+    while not seen and time.monotonic() < deadline:
+        with open(LOG) as log:
+            seen = any(line.startswith("worker ") for line in log)
+        time.sleep(0.05)
+    say("discovery saw a worker" if seen else "discovery saw no worker")
+    if os.environ.get("PROBE_STOP"):
+        raise RuntimeError("discovery stops here")
+else:
+    say("worker %d" % os.getpid())
+"#,
+    );
+    s.project.file(
+        "tests/test_things.py",
+        "def test_one():\n    assert True\n\ndef test_two():\n    assert 1 == 2\n",
+    );
+    s.project.file(
+        "offload.toml",
+        &format!(
+            r#"[offload]
+max_parallel = {max_parallel}
+sandbox_project_root = "."
+
+[provider]
+type = "default"
+prepare_command = "@local_sandbox.sh prepare"
+create_command = "@local_sandbox.sh create {{image_id}}"
+exec_command = "@local_sandbox.sh exec {{sandbox_id}} {{command}}"
+download_command = "@local_sandbox.sh download {{sandbox_id}} {{paths}}"
+destroy_command = "@local_sandbox.sh destroy {{sandbox_id}}"
+
+[provider.env]
+PROBE_LOG = "{log}"
+{stop}
+[framework]
+type = "pytest"
+paths = ["tests"]
+command = "python -m pytest"
+
+[groups.all]
+retry_count = 0
+"#,
+            log = log.display(),
+            stop = if stop { "PROBE_STOP = \"1\"\n" } else { "" },
+        ),
+    );
+    log
+}
+
+/// The pids the workers wrote to the probe log.
+fn probe_workers(log: &Path) -> Vec<i32> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.strip_prefix("worker ")?.parse().ok())
+        .collect()
+}
+
+fn pytest_offload(s: &Setup, log: &Path, stop: bool) -> Command {
+    let mut cmd = s.offload();
+    cmd.env("PATH", support::path_with(&support::python_bin_dir()))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PROBE_LOG", log)
+        .arg("run");
+    if stop {
+        cmd.env("PROBE_STOP", "1");
+    }
+    cmd
+}
+
+#[test]
+fn remote_sandboxes_start_their_workers_while_discovery_runs() {
+    let s = Setup::new();
+    // Four sandboxes made ahead; two tests need two.
+    let log = pytest_discovery_waiting_for_a_worker(&s, 4, false);
+    let run = support::run(&mut pytest_offload(&s, &log, false));
+    assert_eq!(run.code, 1, "{}", run.show());
+    run.assert_summary("Passed: 1");
+    run.assert_summary("Failed: 1");
+    let probe = std::fs::read_to_string(&log).unwrap();
+    assert!(probe.contains("discovery saw a worker"), "{probe}");
+    let report = s.junit();
+    assert_eq!(
+        report.case("tests/test_things.py::test_two").outcome,
+        "failure"
+    );
+    // The sandboxes the plan did not need went too, with their workers.
+    s.assert_all_destroyed(1);
+    let workers = probe_workers(&log);
+    assert!(!workers.is_empty(), "{probe}");
+    for pid in workers {
+        assert_dead_soon(pid);
+    }
+}
+
+#[test]
+fn a_run_that_ends_at_discovery_destroys_the_sandboxes_made_ahead() {
+    let s = Setup::new();
+    let log = pytest_discovery_waiting_for_a_worker(&s, 2, true);
+    let run = support::run(&mut pytest_offload(&s, &log, true));
+    assert_ne!(run.code, 0, "{}", run.show());
+    let probe = std::fs::read_to_string(&log).unwrap();
+    assert!(probe.contains("discovery saw a worker"), "{probe}");
+    s.assert_all_destroyed(1);
+    for pid in probe_workers(&log) {
+        assert_dead_soon(pid);
+    }
+}
+
 #[test]
 fn an_unknown_bundled_script_is_a_clear_error() {
     let s = Setup::scripted(
