@@ -479,8 +479,8 @@ impl Framework for Pytest {
 
     /// The batch command of no test, with the discovery `paths` as its files and
     /// `OFFLOAD_RESIDENT_WARM` set: it starts the resident worker, which imports the
-    /// test modules under those paths and then answers it (`until_loaded`), or leaves
-    /// it to that as soon as the worker has it (`start`).
+    /// test modules under those paths; it ends once they are imported (`1`, with
+    /// `until_loaded`) or as soon as the worker has it (`start`).
     fn warm_command(
         &self,
         paths: &BatchPaths,

@@ -135,7 +135,7 @@ impl Warm<'_> {
     }
 }
 
-/// Sandboxes of a provider that needs an image, created while the tests are discovered,
+/// Sandboxes of a provider driven by commands, created while the tests are discovered,
 /// each with its resident worker started (see the module's docs). As the run's
 /// [`Provider`], it hands sandbox `index` over when the engine asks for it (waiting for
 /// its creation if need be), and creates the others through the provider it wraps.
