@@ -27,6 +27,16 @@ done
 printf '<?xml version="1.0"?><testsuite name="r">%s</testsuite>' "$cases" > "$result"
 "#;
 
+/// The `[provider]` section of sandboxes made by `@local_sandbox.sh`.
+const LOCAL_SANDBOXES: &str = r#"[provider]
+type = "default"
+prepare_command = "@local_sandbox.sh prepare"
+create_command = "@local_sandbox.sh create {image_id}"
+exec_command = "@local_sandbox.sh exec {sandbox_id} {command}"
+download_command = "@local_sandbox.sh download {sandbox_id} {paths}"
+destroy_command = "@local_sandbox.sh destroy {sandbox_id}"
+"#;
+
 /// A project, plus the sandbox home and script cache it runs with.
 struct Setup {
     project: Project,
@@ -376,18 +386,12 @@ def test_runs_inside_a_sandbox():
     );
     s.project.file(
         "offload.toml",
-        r#"[offload]
+        &format!(
+            r#"[offload]
 max_parallel = 2
 sandbox_project_root = "."
 
-[provider]
-type = "default"
-prepare_command = "@local_sandbox.sh prepare"
-create_command = "@local_sandbox.sh create {image_id}"
-exec_command = "@local_sandbox.sh exec {sandbox_id} {command}"
-download_command = "@local_sandbox.sh download {sandbox_id} {paths}"
-destroy_command = "@local_sandbox.sh destroy {sandbox_id}"
-
+{LOCAL_SANDBOXES}
 [provider.env]
 GREETING = "hi there"
 
@@ -398,7 +402,8 @@ command = "python -m pytest"
 
 [groups.all]
 retry_count = 0
-"#,
+"#
+        ),
     );
     let mut cmd = s.offload();
     cmd.env("PATH", support::path_with(&support::python_bin_dir()))
@@ -470,14 +475,7 @@ else:
 max_parallel = {max_parallel}
 sandbox_project_root = "."
 
-[provider]
-type = "default"
-prepare_command = "@local_sandbox.sh prepare"
-create_command = "@local_sandbox.sh create {{image_id}}"
-exec_command = "@local_sandbox.sh exec {{sandbox_id}} {{command}}"
-download_command = "@local_sandbox.sh download {{sandbox_id}} {{paths}}"
-destroy_command = "@local_sandbox.sh destroy {{sandbox_id}}"
-
+{LOCAL_SANDBOXES}
 [provider.env]
 PROBE_LOG = "{log}"
 {stop}
@@ -696,14 +694,7 @@ fn sandboxed_crate_config(env: &str) -> String {
 max_parallel = 2
 sandbox_project_root = "."
 
-[provider]
-type = "default"
-prepare_command = "@local_sandbox.sh prepare"
-create_command = "@local_sandbox.sh create {{image_id}}"
-exec_command = "@local_sandbox.sh exec {{sandbox_id}} {{command}}"
-download_command = "@local_sandbox.sh download {{sandbox_id}} {{paths}}"
-destroy_command = "@local_sandbox.sh destroy {{sandbox_id}}"
-
+{LOCAL_SANDBOXES}
 [provider.env]
 {env}
 
