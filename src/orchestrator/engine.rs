@@ -109,7 +109,7 @@ pub(crate) async fn run(
     let mut pool = Pool::start(workers, &provider, cx, &coordinator.stop);
     coordinator.drive(&mut pool).await;
     coordinator.stop.cancel();
-    let sandbox_seconds = pool.shut_down().await;
+    let sandbox_seconds = pool.shut_down().await + provider.seconds_outside_the_run().await;
     let mut results = coordinator.into_results(pool.last_error.as_deref());
     results.extend(skip_ignored(ignored, subscriber));
     EngineOutcome {

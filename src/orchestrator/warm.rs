@@ -21,7 +21,7 @@
 //! to start the worker themselves.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 use async_trait::async_trait;
@@ -143,8 +143,13 @@ pub(crate) struct HeadStart {
     provider: Arc<dyn Provider>,
     /// The sandboxes being made, by index; `None` once handed over or let go.
     early: Mutex<Vec<Option<Early>>>,
-    /// The destruction of those the engine did not need.
-    released: Mutex<Vec<JoinHandle<()>>>,
+    /// When they started to be made.
+    made: Instant,
+    /// Seconds the sandboxes handed over existed before the engine asked for them.
+    before_asked: Mutex<f64>,
+    /// The destruction of those the engine did not need; each gives the seconds its
+    /// sandbox existed.
+    released: Mutex<Vec<JoinHandle<f64>>>,
     cancel: CancellationToken,
 }
 
@@ -190,6 +195,8 @@ impl HeadStart {
         Arc::new(Self {
             provider,
             early: Mutex::new(early),
+            made: Instant::now(),
+            before_asked: Mutex::default(),
             released: Mutex::default(),
             cancel,
         })
@@ -200,11 +207,24 @@ impl HeadStart {
     pub(crate) async fn finish(&self) {
         self.cancel.cancel();
         let left: Vec<Early> = lock(&self.early).drain(..).flatten().collect();
-        let mut destroying: Vec<JoinHandle<()>> = left.into_iter().map(let_go).collect();
+        let mut destroying: Vec<JoinHandle<f64>> =
+            left.into_iter().map(|early| self.let_go(early)).collect();
         destroying.append(&mut lock(&self.released));
         for task in destroying {
             let _ = task.await;
         }
+    }
+
+    /// Destroys the sandbox `early` makes, once it exists; the seconds it existed.
+    fn let_go(&self, early: Early) -> JoinHandle<f64> {
+        let made = self.made;
+        tokio::spawn(async move {
+            let Ok(Ok(sandbox)) = early.await else {
+                return 0.0;
+            };
+            super::engine::destroy(sandbox.as_ref()).await;
+            made.elapsed().as_secs_f64()
+        })
     }
 }
 
@@ -212,12 +232,15 @@ impl HeadStart {
 impl Provider for HeadStart {
     async fn create_sandbox(&self, index: usize) -> Result<Box<dyn Sandbox>> {
         let early = lock(&self.early).get_mut(index).and_then(Option::take);
-        match early {
-            Some(task) => task
-                .await
-                .map_err(|err| anyhow!("creating sandbox {index} stopped: {err}"))?,
-            None => self.provider.create_sandbox(index).await,
-        }
+        let Some(task) = early else {
+            return self.provider.create_sandbox(index).await;
+        };
+        let asked = Instant::now();
+        let sandbox = task
+            .await
+            .map_err(|err| anyhow!("creating sandbox {index} stopped: {err}"))??;
+        *lock(&self.before_asked) += asked.duration_since(self.made).as_secs_f64();
+        Ok(sandbox)
     }
 
     fn shares_local_cpus(&self) -> bool {
@@ -233,7 +256,18 @@ impl Provider for HeadStart {
         if !extra.is_empty() {
             tracing::debug!("{} sandbox(es) made ahead are not needed", extra.len());
         }
-        lock(&self.released).extend(extra.into_iter().map(let_go));
+        let destroying: Vec<JoinHandle<f64>> =
+            extra.into_iter().map(|early| self.let_go(early)).collect();
+        lock(&self.released).extend(destroying);
+    }
+
+    async fn seconds_outside_the_run(&self) -> f64 {
+        let released: Vec<JoinHandle<f64>> = lock(&self.released).drain(..).collect();
+        let mut seconds = *lock(&self.before_asked);
+        for task in released {
+            seconds += task.await.unwrap_or(0.0);
+        }
+        seconds
     }
 }
 
@@ -241,15 +275,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Destroys the sandbox `early` makes, once it exists.
-fn let_go(early: Early) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        if let Ok(Ok(sandbox)) = early.await {
-            super::engine::destroy(sandbox.as_ref()).await;
-        }
-    })
 }
 
 /// Where a batch numbered 0 in `sandbox` would keep its files.
@@ -307,4 +332,132 @@ async fn exec(
     };
     let (outcome, ()) = tokio::join!(exec, read);
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use anyhow::bail;
+    use tokio::sync::mpsc::UnboundedSender;
+
+    use super::*;
+    use crate::framework::{Discovered, InputFile};
+    use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
+
+    /// A framework without a resident worker: sandboxes made ahead are only created.
+    struct NoWorker;
+
+    impl Framework for NoWorker {
+        fn name(&self) -> &'static str {
+            "no-worker"
+        }
+        fn discover_command(&self, _: &str) -> Result<CommandSpec> {
+            bail!("not used")
+        }
+        fn parse_discovery(&self, _: &CommandSpec, _: &CapturedOutput) -> Result<Discovered> {
+            bail!("not used")
+        }
+        fn batch_command(&self, _: &[String], _: &BatchPaths, _: bool) -> Result<BatchCommand> {
+            bail!("not used")
+        }
+        fn junit_key<'a>(&self, name: &'a str, _: Option<&'a str>) -> std::borrow::Cow<'a, str> {
+            std::borrow::Cow::Borrowed(name)
+        }
+    }
+
+    #[derive(Default)]
+    struct Counts {
+        created: AtomicUsize,
+        destroyed: AtomicUsize,
+    }
+
+    struct QuickProvider(Arc<Counts>);
+    struct IdleSandbox(Arc<Counts>, String);
+
+    #[async_trait]
+    impl Provider for QuickProvider {
+        async fn create_sandbox(&self, index: usize) -> Result<Box<dyn Sandbox>> {
+            self.0.created.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(IdleSandbox(
+                Arc::clone(&self.0),
+                format!("sandbox-{index}"),
+            )))
+        }
+    }
+
+    #[async_trait]
+    impl Sandbox for IdleSandbox {
+        fn id(&self) -> &str {
+            &self.1
+        }
+        fn result_path(&self, batch: usize, ext: &str) -> String {
+            format!("{}/batch-{batch}.{ext}", self.1)
+        }
+        fn support_dir(&self) -> String {
+            format!("{}/support", self.1)
+        }
+        async fn write_files(&self, _: &[InputFile], _: &CancellationToken) -> Result<()> {
+            bail!("not used")
+        }
+        async fn exec(
+            &self,
+            _: &CommandSpec,
+            _: Duration,
+            _: &CancellationToken,
+            _: &UnboundedSender<OutputLine>,
+        ) -> Result<ExitOutcome> {
+            bail!("not used")
+        }
+        async fn download(&self, _: &str, _: &Path) -> Result<()> {
+            bail!("not used")
+        }
+        async fn destroy(&self) -> Result<()> {
+            self.0.destroyed.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn head_start(counts: &Arc<Counts>, count: usize) -> Arc<HeadStart> {
+        HeadStart::start(
+            Arc::new(QuickProvider(Arc::clone(counts))),
+            Arc::new(NoWorker),
+            count,
+            false,
+            Duration::from_secs(5),
+            &CancellationToken::new(),
+        )
+    }
+
+    #[tokio::test]
+    async fn sandboxes_made_ahead_are_handed_over_let_go_and_counted() {
+        let counts = Arc::new(Counts::default());
+        let head = head_start(&counts, 3);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let first = head.create_sandbox(0).await.unwrap();
+        assert_eq!(first.id(), "sandbox-0");
+        assert_eq!(counts.created.load(Ordering::SeqCst), 3, "made once, ahead");
+        head.sandboxes_needed(1);
+        // Sandbox 0 lived 0.2 s before the engine asked; 1 and 2 at least that, and are gone.
+        let unseen = head.seconds_outside_the_run().await;
+        assert!(unseen >= 0.6, "{unseen}");
+        assert_eq!(counts.destroyed.load(Ordering::SeqCst), 2);
+        // Asked again (a replacement after a timeout): a new sandbox.
+        let again = head.create_sandbox(0).await.unwrap();
+        assert_eq!(again.id(), "sandbox-0");
+        assert_eq!(counts.created.load(Ordering::SeqCst), 4);
+        // Those handed over are the engine's to destroy.
+        head.finish().await;
+        assert_eq!(counts.destroyed.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_run_that_takes_none_of_them_destroys_them_all() {
+        let counts = Arc::new(Counts::default());
+        let head = head_start(&counts, 2);
+        head.finish().await;
+        assert_eq!(counts.created.load(Ordering::SeqCst), 2);
+        assert_eq!(counts.destroyed.load(Ordering::SeqCst), 2);
+    }
 }

@@ -55,6 +55,14 @@ pub(crate) trait Provider: Send + Sync {
     /// The run creates sandboxes `0..count` and no others (more would be idle): a
     /// provider that made sandboxes ahead lets the rest go.
     fn sandboxes_needed(&self, _count: usize) {}
+
+    /// Seconds of sandbox life the engine did not see, once the sandboxes it never
+    /// asked for are gone (it counts each sandbox from its request to its destruction):
+    /// a provider that made sandboxes ahead adds their life before the request, and the
+    /// whole life of those it let go, for the cost estimate.
+    async fn seconds_outside_the_run(&self) -> f64 {
+        0.0
+    }
 }
 
 /// A place where batches run, one at a time, reused across batches.
