@@ -778,8 +778,9 @@ mod tests {
     use tokio::sync::mpsc::UnboundedSender;
 
     use super::*;
-    use crate::framework::{BatchCommand, BatchPaths, Discovered, Framework, InputFile};
-    use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
+    use crate::framework::InputFile;
+    use crate::orchestrator::fakes::FakeFramework;
+    use crate::process::{CommandSpec, ExitOutcome};
     use crate::provider::OutputLine;
 
     /// What one attempt of a test does, by attempt number.
@@ -791,34 +792,6 @@ mod tests {
         Hang,
         /// The sandbox is lost while the test runs (its host went down).
         Lose,
-    }
-
-    struct FakeFramework;
-
-    impl Framework for FakeFramework {
-        fn name(&self) -> &'static str {
-            "fake"
-        }
-        fn discover_command(&self, _: &str) -> Result<CommandSpec> {
-            bail!("not used")
-        }
-        fn parse_discovery(&self, _: &CommandSpec, _: &CapturedOutput) -> Result<Discovered> {
-            bail!("not used")
-        }
-        fn batch_command(
-            &self,
-            tests: &[String],
-            paths: &BatchPaths,
-            _: bool,
-        ) -> Result<BatchCommand> {
-            Ok(CommandSpec::new("fake")
-                .args(tests)
-                .env("RESULT", &paths.result)
-                .into())
-        }
-        fn junit_key<'a>(&self, name: &'a str, _: Option<&'a str>) -> std::borrow::Cow<'a, str> {
-            std::borrow::Cow::Borrowed(name)
-        }
     }
 
     #[derive(Default)]

@@ -343,29 +343,9 @@ mod tests {
     use tokio::sync::mpsc::UnboundedSender;
 
     use super::*;
-    use crate::framework::{Discovered, InputFile};
-    use crate::process::{CapturedOutput, CommandSpec, ExitOutcome};
-
-    /// A framework without a resident worker: sandboxes made ahead are only created.
-    struct NoWorker;
-
-    impl Framework for NoWorker {
-        fn name(&self) -> &'static str {
-            "no-worker"
-        }
-        fn discover_command(&self, _: &str) -> Result<CommandSpec> {
-            bail!("not used")
-        }
-        fn parse_discovery(&self, _: &CommandSpec, _: &CapturedOutput) -> Result<Discovered> {
-            bail!("not used")
-        }
-        fn batch_command(&self, _: &[String], _: &BatchPaths, _: bool) -> Result<BatchCommand> {
-            bail!("not used")
-        }
-        fn junit_key<'a>(&self, name: &'a str, _: Option<&'a str>) -> std::borrow::Cow<'a, str> {
-            std::borrow::Cow::Borrowed(name)
-        }
-    }
+    use crate::framework::InputFile;
+    use crate::orchestrator::fakes::FakeFramework;
+    use crate::process::{CommandSpec, ExitOutcome};
 
     #[derive(Default)]
     struct Counts {
@@ -422,7 +402,7 @@ mod tests {
     fn head_start(counts: &Arc<Counts>, count: usize) -> Arc<HeadStart> {
         HeadStart::start(
             Arc::new(QuickProvider(Arc::clone(counts))),
-            Arc::new(NoWorker),
+            Arc::new(FakeFramework),
             count,
             false,
             Duration::from_secs(5),

@@ -360,6 +360,28 @@ fn sigint_kills_the_batches_and_destroys_every_sandbox() {
     s.assert_all_destroyed(1);
 }
 
+/// `offload.toml` for the pytest suite under `tests` in `max_parallel` sandboxes of
+/// `@local_sandbox.sh`, with `env` (TOML lines) as `[provider.env]`.
+fn pytest_in_local_sandboxes(max_parallel: usize, env: &str) -> String {
+    format!(
+        r#"[offload]
+max_parallel = {max_parallel}
+sandbox_project_root = "."
+
+{LOCAL_SANDBOXES}
+[provider.env]
+{env}
+[framework]
+type = "pytest"
+paths = ["tests"]
+command = "python -m pytest"
+
+[groups.all]
+retry_count = 0
+"#
+    )
+}
+
 #[test]
 fn pytest_runs_in_local_sandboxes() {
     let s = Setup::new();
@@ -386,24 +408,7 @@ def test_runs_inside_a_sandbox():
     );
     s.project.file(
         "offload.toml",
-        &format!(
-            r#"[offload]
-max_parallel = 2
-sandbox_project_root = "."
-
-{LOCAL_SANDBOXES}
-[provider.env]
-GREETING = "hi there"
-
-[framework]
-type = "pytest"
-paths = ["tests"]
-command = "python -m pytest"
-
-[groups.all]
-retry_count = 0
-"#
-        ),
+        &pytest_in_local_sandboxes(2, "GREETING = \"hi there\"\n"),
     );
     let mut cmd = s.offload();
     cmd.env("PATH", support::path_with(&support::python_bin_dir()))
@@ -468,27 +473,12 @@ else:
         "tests/test_things.py",
         "def test_one():\n    assert True\n\ndef test_two():\n    assert 1 == 2\n",
     );
+    let stop = if stop { "PROBE_STOP = \"1\"\n" } else { "" };
     s.project.file(
         "offload.toml",
-        &format!(
-            r#"[offload]
-max_parallel = {max_parallel}
-sandbox_project_root = "."
-
-{LOCAL_SANDBOXES}
-[provider.env]
-PROBE_LOG = "{log}"
-{stop}
-[framework]
-type = "pytest"
-paths = ["tests"]
-command = "python -m pytest"
-
-[groups.all]
-retry_count = 0
-"#,
-            log = log.display(),
-            stop = if stop { "PROBE_STOP = \"1\"\n" } else { "" },
+        &pytest_in_local_sandboxes(
+            max_parallel,
+            &format!("PROBE_LOG = \"{}\"\n{stop}", log.display()),
         ),
     );
     log
