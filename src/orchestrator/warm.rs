@@ -336,72 +336,14 @@ async fn exec(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use anyhow::bail;
-    use tokio::sync::mpsc::UnboundedSender;
+    use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::framework::InputFile;
-    use crate::orchestrator::fakes::FakeFramework;
-    use crate::process::{CommandSpec, ExitOutcome};
+    use crate::orchestrator::fakes::{FakeFramework, FakeProvider, World};
 
-    #[derive(Default)]
-    struct Counts {
-        created: AtomicUsize,
-        destroyed: AtomicUsize,
-    }
-
-    struct QuickProvider(Arc<Counts>);
-    struct IdleSandbox(Arc<Counts>, String);
-
-    #[async_trait]
-    impl Provider for QuickProvider {
-        async fn create_sandbox(&self, index: usize) -> Result<Box<dyn Sandbox>> {
-            self.0.created.fetch_add(1, Ordering::SeqCst);
-            Ok(Box::new(IdleSandbox(
-                Arc::clone(&self.0),
-                format!("sandbox-{index}"),
-            )))
-        }
-    }
-
-    #[async_trait]
-    impl Sandbox for IdleSandbox {
-        fn id(&self) -> &str {
-            &self.1
-        }
-        fn result_path(&self, batch: usize, ext: &str) -> String {
-            format!("{}/batch-{batch}.{ext}", self.1)
-        }
-        fn support_dir(&self) -> String {
-            format!("{}/support", self.1)
-        }
-        async fn write_files(&self, _: &[InputFile], _: &CancellationToken) -> Result<()> {
-            bail!("not used")
-        }
-        async fn exec(
-            &self,
-            _: &CommandSpec,
-            _: Duration,
-            _: &CancellationToken,
-            _: &UnboundedSender<OutputLine>,
-        ) -> Result<ExitOutcome> {
-            bail!("not used")
-        }
-        async fn download(&self, _: &str, _: &Path) -> Result<()> {
-            bail!("not used")
-        }
-        async fn destroy(&self) -> Result<()> {
-            self.0.destroyed.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        }
-    }
-
-    fn head_start(counts: &Arc<Counts>, count: usize) -> Arc<HeadStart> {
+    fn head_start(world: &Arc<World>, count: usize) -> Arc<HeadStart> {
         HeadStart::start(
-            Arc::new(QuickProvider(Arc::clone(counts))),
+            Arc::new(FakeProvider(Arc::clone(world))),
             Arc::new(FakeFramework),
             count,
             false,
@@ -412,32 +354,31 @@ mod tests {
 
     #[tokio::test]
     async fn sandboxes_made_ahead_are_handed_over_let_go_and_counted() {
-        let counts = Arc::new(Counts::default());
-        let head = head_start(&counts, 3);
+        let world = Arc::new(World::default());
+        let head = head_start(&world, 3);
         tokio::time::sleep(Duration::from_millis(200)).await;
         let first = head.create_sandbox(0).await.unwrap();
-        assert_eq!(first.id(), "sandbox-0");
-        assert_eq!(counts.created.load(Ordering::SeqCst), 3, "made once, ahead");
+        assert_eq!(first.id(), "fake-0");
+        assert_eq!(world.created.load(Ordering::SeqCst), 3, "made once, ahead");
         head.sandboxes_needed(1);
         // Sandbox 0 lived 0.2 s before the engine asked; 1 and 2 at least that, and are gone.
         let unseen = head.seconds_outside_the_run().await;
         assert!(unseen >= 0.6, "{unseen}");
-        assert_eq!(counts.destroyed.load(Ordering::SeqCst), 2);
+        assert_eq!(world.destroyed.load(Ordering::SeqCst), 2);
         // Asked again (a replacement after a timeout): a new sandbox.
         let again = head.create_sandbox(0).await.unwrap();
-        assert_eq!(again.id(), "sandbox-0");
-        assert_eq!(counts.created.load(Ordering::SeqCst), 4);
+        assert_eq!(again.id(), "fake-0");
+        assert_eq!(world.created.load(Ordering::SeqCst), 4);
         // Those handed over are the engine's to destroy.
         head.finish().await;
-        assert_eq!(counts.destroyed.load(Ordering::SeqCst), 2);
+        assert_eq!(world.destroyed.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
     async fn a_run_that_takes_none_of_them_destroys_them_all() {
-        let counts = Arc::new(Counts::default());
-        let head = head_start(&counts, 2);
-        head.finish().await;
-        assert_eq!(counts.created.load(Ordering::SeqCst), 2);
-        assert_eq!(counts.destroyed.load(Ordering::SeqCst), 2);
+        let world = Arc::new(World::default());
+        head_start(&world, 2).finish().await;
+        assert_eq!(world.created.load(Ordering::SeqCst), 2);
+        assert_eq!(world.destroyed.load(Ordering::SeqCst), 2);
     }
 }
