@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{self, Junit, Project, Run, assert_dead_soon};
+use crate::support::{self, Junit, LOCAL_SANDBOXES, Project, Run, assert_dead_soon};
 
 /// A runner for the default framework: `sh runner.sh RESULT ID...`. `pass-*` passes,
 /// `fail-*` fails, `hang-*` writes its pid to `$PIDS/<id>` and sleeps. It prints the
@@ -25,16 +25,6 @@ for id; do
   cases="$cases<testcase name=\"$id\">$out</testcase>"
 done
 printf '<?xml version="1.0"?><testsuite name="r">%s</testsuite>' "$cases" > "$result"
-"#;
-
-/// The `[provider]` section of sandboxes made by `@local_sandbox.sh`.
-const LOCAL_SANDBOXES: &str = r#"[provider]
-type = "default"
-prepare_command = "@local_sandbox.sh prepare"
-create_command = "@local_sandbox.sh create {image_id}"
-exec_command = "@local_sandbox.sh exec {sandbox_id} {command}"
-download_command = "@local_sandbox.sh download {sandbox_id} {paths}"
-destroy_command = "@local_sandbox.sh destroy {sandbox_id}"
 "#;
 
 /// A project, plus the sandbox home and script cache it runs with.
@@ -493,6 +483,14 @@ fn probe_workers(log: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// No sandbox is left but the image, and every worker the probe log names has ended.
+fn assert_sandboxes_and_workers_gone(s: &Setup, log: &Path) {
+    s.assert_all_destroyed(1);
+    for pid in probe_workers(log) {
+        assert_dead_soon(pid);
+    }
+}
+
 fn pytest_offload(s: &Setup, log: &Path, stop: bool) -> Command {
     let mut cmd = s.offload();
     cmd.env("PATH", support::path_with(&support::python_bin_dir()))
@@ -521,13 +519,9 @@ fn remote_sandboxes_start_their_workers_while_discovery_runs() {
         report.case("tests/test_things.py::test_two").outcome,
         "failure"
     );
+    assert!(!probe_workers(&log).is_empty(), "{probe}");
     // The sandboxes the plan did not need went too, with their workers.
-    s.assert_all_destroyed(1);
-    let workers = probe_workers(&log);
-    assert!(!workers.is_empty(), "{probe}");
-    for pid in workers {
-        assert_dead_soon(pid);
-    }
+    assert_sandboxes_and_workers_gone(&s, &log);
 }
 
 #[test]
@@ -538,10 +532,7 @@ fn a_run_that_ends_at_discovery_destroys_the_sandboxes_made_ahead() {
     assert_ne!(run.code, 0, "{}", run.show());
     let probe = std::fs::read_to_string(&log).unwrap();
     assert!(probe.contains("discovery saw a worker"), "{probe}");
-    s.assert_all_destroyed(1);
-    for pid in probe_workers(&log) {
-        assert_dead_soon(pid);
-    }
+    assert_sandboxes_and_workers_gone(&s, &log);
 }
 
 #[test]

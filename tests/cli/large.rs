@@ -5,7 +5,7 @@
 //! On Linux one argument may hold at most 128 KiB, so each suite here has IDs adding up
 //! to far more than that, all in one batch (one sandbox).
 
-use crate::support::{self, Junit, Project, Run};
+use crate::support::{self, Junit, LOCAL_SANDBOXES, Project, Run};
 
 /// The number of parametrized tests in the large pytest module.
 const MANY: usize = 20_000;
@@ -124,26 +124,21 @@ fn a_pytest_batch_of_20000_long_ids_runs_through_the_default_provider() {
     let cache = tempfile::tempdir().unwrap();
     p.file(
         "offload.toml",
-        r#"[offload]
+        &format!(
+            r#"[offload]
 max_parallel = 1
 test_timeout_secs = 600
 sandbox_project_root = "."
 
-[provider]
-type = "default"
-prepare_command = "@local_sandbox.sh prepare"
-create_command = "@local_sandbox.sh create {image_id}"
-exec_command = "@local_sandbox.sh exec {sandbox_id} {command}"
-download_command = "@local_sandbox.sh download {sandbox_id} {paths}"
-destroy_command = "@local_sandbox.sh destroy {sandbox_id}"
-
+{LOCAL_SANDBOXES}
 [framework]
 type = "pytest"
 paths = ["tests"]
 command = "python -m pytest"
 
 [groups.all]
-"#,
+"#
+        ),
     );
     let mut cmd = p.offload();
     cmd.env("OFFLOAD_SANDBOX_HOME", home.path())

@@ -104,6 +104,16 @@ impl Project {
     }
 }
 
+/// The `[provider]` section of sandboxes made by `@local_sandbox.sh`.
+pub const LOCAL_SANDBOXES: &str = r#"[provider]
+type = "default"
+prepare_command = "@local_sandbox.sh prepare"
+create_command = "@local_sandbox.sh create {image_id}"
+exec_command = "@local_sandbox.sh exec {sandbox_id} {command}"
+download_command = "@local_sandbox.sh download {sandbox_id} {paths}"
+destroy_command = "@local_sandbox.sh destroy {sandbox_id}"
+"#;
+
 /// `PATH` with `dir` in front.
 pub fn path_with(dir: &Path) -> std::ffi::OsString {
     let mut dirs = vec![dir.to_owned()];
